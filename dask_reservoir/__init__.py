@@ -1,0 +1,40 @@
+"""dask_reservoir: an asynchronous sample reservoir on dask.distributed.
+
+Slow per-sample jobs (``function_to_run(row)``) run on dask workers in the
+background; finished samples enter a bounded reservoir keyed by UID; the
+training or analysis loop iterates batches (``dict[str, numpy.ndarray]``)
+sampled from whatever is loaded now.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .collate import collate_rows
+from .errors import ClusterLostError, JobError, ReservoirClosedError
+from .reservoir import AsyncReservoir, SequenceAsyncReservoir
+from .samplers import RandomSampler, Sampler, SequentialSampler
+from .stats import FailureRecord, Performance, ReservoirStats
+
+try:
+    __version__ = version("dask_reservoir")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "unknown"
+
+__all__ = [
+    "AsyncReservoir",
+    "ClusterLostError",
+    "FailureRecord",
+    "JobError",
+    "Performance",
+    "RandomSampler",
+    "ReservoirClosedError",
+    "ReservoirStats",
+    "Sampler",
+    "SequenceAsyncReservoir",
+    "SequentialSampler",
+    "__version__",
+    "collate_rows",
+]
+if sorted(__all__) != __all__:  # pragma: no cover - guards edits
+    raise ImportError("dask_reservoir.__all__ must stay sorted")

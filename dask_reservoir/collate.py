@@ -1,0 +1,143 @@
+"""Collate rows into a batch: ``list[dict] -> dict[str, numpy.ndarray]``.
+
+Pure code with no threads and no dask.  Each column is stacked along a new
+axis 0: scalars give a 1-D array, arrays of shape ``s`` give ``(n, *s)``,
+strings give a numpy ``str`` array, anything else an ``object`` array.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["collate_rows"]
+
+_MAX_UIDS_IN_MESSAGE = 5
+
+
+def collate_rows(
+    rows: Sequence[dict[str, Any]], *, uid_column: str = "sample_uid"
+) -> dict[str, np.ndarray]:
+    """Stack a list of rows, column by column, into a dict of numpy arrays.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Rows with the same ``str`` keys; the values of one column must all be
+        arrays of one shape, or all scalars/strings.
+    uid_column : str, keyword-only
+        Column whose values name the rows in error messages (row positions are
+        used when it is absent).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        One array per column, of length ``len(rows)`` along axis 0.
+
+    Raises
+    ------
+    ValueError
+        When ``rows`` is empty, rows have different columns, or the arrays of a
+        column differ in shape, or a column mixes arrays and scalars.  The
+        message names the column and the UIDs.
+    TypeError
+        When a row is not a dict or a column name is not a ``str``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> batch = collate_rows([
+    ...     {"sample_uid": 0, "image": np.zeros((2, 2)), "label": 1, "name": "a"},
+    ...     {"sample_uid": 1, "image": np.ones((2, 2)), "label": 0, "name": "b"},
+    ... ])
+    >>> batch["image"].shape, batch["label"].tolist(), batch["name"].tolist()
+    ((2, 2, 2), [1, 0], ['a', 'b'])
+    >>> collate_rows([{"sample_uid": 0, "x": np.zeros(2)}, {"sample_uid": 1, "x": np.zeros(3)}])
+    Traceback (most recent call last):
+    ...
+    ValueError: column 'x': arrays must have the same shape to be stacked, got shapes (2,) for UIDs [0] and (3,) for UIDs [1]
+    """
+    if not rows:
+        raise ValueError("rows must hold at least one row, got an empty sequence")
+    first = rows[0]
+    if not isinstance(first, dict):
+        raise TypeError(f"each row must be a dict, got {type(first).__name__} at position 0")
+    columns = list(first)
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(f"each row must be a dict, got {type(row).__name__} at position {i}")
+        if len(row) != len(columns) or any(c not in row for c in columns):
+            _raise_column_mismatch(rows, uid_column)
+    batch: dict[str, np.ndarray] = {}
+    for column in columns:
+        if not isinstance(column, str):
+            raise TypeError(f"column names must be str, got {type(column).__name__}: {column!r}")
+        batch[column] = _stack_column(column, [row[column] for row in rows], rows, uid_column)
+    return batch
+
+
+def _uid_of(rows: Sequence[dict[str, Any]], i: int, uid_column: str) -> Hashable:
+    row = rows[i]
+    return row.get(uid_column, f"<row {i}>") if isinstance(row, dict) else f"<row {i}>"
+
+
+def _uids(rows: Sequence[dict[str, Any]], positions: Sequence[int], uid_column: str) -> str:
+    uids = [_uid_of(rows, i, uid_column) for i in positions[:_MAX_UIDS_IN_MESSAGE]]
+    more = "" if len(positions) <= _MAX_UIDS_IN_MESSAGE else f" and {len(positions) - _MAX_UIDS_IN_MESSAGE} more"
+    return f"{uids!r}{more}"
+
+
+def _raise_column_mismatch(rows: Sequence[dict[str, Any]], uid_column: str) -> None:
+    all_columns: dict[str, None] = {}
+    for row in rows:
+        all_columns.update(dict.fromkeys(row))
+    for column in all_columns:
+        missing = [i for i, row in enumerate(rows) if column not in row]
+        if missing:
+            present = [i for i, row in enumerate(rows) if column in row]
+            raise ValueError(
+                f"column {column!r}: every row of a batch must have the same columns, but "
+                f"UIDs {_uids(rows, present, uid_column)} have it and UIDs "
+                f"{_uids(rows, missing, uid_column)} do not"
+            )
+
+
+def _stack_column(
+    column: str, values: list[Any], rows: Sequence[dict[str, Any]], uid_column: str
+) -> np.ndarray:
+    first = values[0]
+    if isinstance(first, np.ndarray):
+        if all(isinstance(v, np.ndarray) and v.shape == first.shape for v in values):
+            return np.stack(values)
+        _raise_shape_mismatch(column, values, rows, uid_column)
+    if any(isinstance(v, np.ndarray) for v in values):
+        _raise_shape_mismatch(column, values, rows, uid_column)
+    kinds = {type(v) for v in values}
+    if kinds <= {str}:
+        return np.array(values, dtype=str)
+    if all(isinstance(v, (numbers.Number, np.generic)) and not isinstance(v, (str, bytes)) for v in values):
+        return np.asarray(values)
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
+def _raise_shape_mismatch(
+    column: str, values: list[Any], rows: Sequence[dict[str, Any]], uid_column: str
+) -> None:
+    groups: dict[str, list[int]] = {}
+    for i, v in enumerate(values):
+        key = str(v.shape) if isinstance(v, np.ndarray) else f"() ({type(v).__name__} scalar)"
+        groups.setdefault(key, []).append(i)
+    described = " and ".join(
+        f"{k} for UIDs {_uids(rows, pos, uid_column)}" for k, pos in groups.items()
+    )
+    if any(not isinstance(v, np.ndarray) for v in values):
+        rule = "values must be all arrays of one shape or all scalars"
+    else:
+        rule = "arrays must have the same shape to be stacked"
+    raise ValueError(f"column {column!r}: {rule}, got shapes {described}")

@@ -1,0 +1,54 @@
+"""Exceptions raised by dask_reservoir.
+
+Every error states the rule that was broken and the value received; job
+failures carry the UID of the source row that failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+__all__ = ["ClusterLostError", "JobError", "ReservoirClosedError"]
+
+
+class JobError(RuntimeError):
+    """A job (``function_to_run`` on one source row) failed.
+
+    Raised by ``iter()``/``next()`` when ``on_error="raise"``, and when every
+    source row has been tried but too few loaded to reach the minimum.  The
+    original exception, when it could travel back from the worker, is chained
+    as ``__cause__``.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong.
+    uid : Hashable, optional
+        The UID of the failing source row, when the error concerns one row.
+
+    Examples
+    --------
+    >>> err = JobError("function_to_run failed for UID 3: ValueError: bad file", uid=3)
+    >>> err.uid
+    3
+    """
+
+    def __init__(self, message: str, *, uid: Hashable | None = None) -> None:
+        super().__init__(message)
+        self.uid = uid
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # keep ``uid`` when the error travels between processes
+        return (_rebuild_job_error, (str(self), self.uid))
+
+
+def _rebuild_job_error(message: str, uid: Hashable | None) -> JobError:
+    return JobError(message, uid=uid)
+
+
+class ReservoirClosedError(RuntimeError):
+    """The reservoir was closed; it cannot be iterated any more."""
+
+
+class ClusterLostError(ConnectionError):
+    """The dask client lost its scheduler and gave up reconnecting."""

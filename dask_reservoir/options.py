@@ -1,0 +1,139 @@
+"""Validation of ``AsyncReservoir`` parameters: each rule stated with the value received.
+
+Pure code.  :func:`validate_options` returns a frozen :class:`ReservoirOptions`
+or raises ``TypeError``/``ValueError`` naming the parameter.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dask.utils import parse_timedelta
+
+__all__ = ["ON_CLUSTER_LOSS", "ON_ERROR", "ReservoirOptions", "validate_options"]
+
+ON_ERROR = ("skip", "raise")
+ON_CLUSTER_LOSS = ("raise", "serve")
+
+
+@dataclass(frozen=True)
+class ReservoirOptions:
+    """Checked settings of a reservoir (see ``AsyncReservoir`` for their meaning)."""
+
+    max_reservoir_samples: int
+    min_reservoir_samples: int
+    uid_column: str
+    max_jobs_at_once: int | None
+    batch_size: int
+    drop_last: bool
+    collate_fn: Callable[[list[dict[str, Any]]], Any] | None
+    maximum_number_of_samples_per_epoch: int | None
+    max_reservoir_replacement_size: int | None
+    rows_per_job: int
+    retries: int
+    on_error: str
+    timeout: float | None
+    max_failures_per_uid: int | None
+    on_cluster_loss: str
+    nb_workers: int | None
+
+
+def _int(name: str, value: object, *, minimum: int, optional: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        kind = "an int or None" if optional else "an int"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}: {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}{' or None' if optional else ''}, got {value}")
+    return int(value)
+
+
+def _opt_int(name: str, value: object, *, minimum: int) -> int | None:
+    return None if value is None else _int(name, value, minimum=minimum, optional=True)
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return str(value)
+
+
+def validate_options(**kwargs: Any) -> ReservoirOptions:
+    """Check every parameter; see ``AsyncReservoir`` for the rules.
+
+    Examples
+    --------
+    >>> validate_options(max_reservoir_samples=8, min_reservoir_samples=10)
+    Traceback (most recent call last):
+    ...
+    ValueError: min_reservoir_samples must be <= max_reservoir_samples, got min_reservoir_samples=10 > max_reservoir_samples=8
+    >>> validate_options(max_reservoir_samples=8, timeout="2s").timeout
+    2.0
+    """
+    k = dict(
+        min_reservoir_samples=1, uid_column="sample_uid", max_jobs_at_once=None, batch_size=1,
+        drop_last=False, collate_fn=None, maximum_number_of_samples_per_epoch=None,
+        max_reservoir_replacement_size=None, rows_per_job=1, retries=0, on_error="skip",
+        timeout=None, max_failures_per_uid=3, on_cluster_loss="raise", nb_workers=None,
+    )
+    unknown = set(kwargs) - set(k) - {"max_reservoir_samples"}
+    if unknown:  # pragma: no cover - guarded by the AsyncReservoir signature
+        raise TypeError(f"unknown options {sorted(unknown)}")
+    k.update(kwargs)
+    max_samples = _int("max_reservoir_samples", k["max_reservoir_samples"], minimum=1)
+    min_samples = _int("min_reservoir_samples", k["min_reservoir_samples"], minimum=1)
+    if min_samples > max_samples:
+        raise ValueError(
+            "min_reservoir_samples must be <= max_reservoir_samples, got "
+            f"min_reservoir_samples={min_samples} > max_reservoir_samples={max_samples}"
+        )
+    uid_column = k["uid_column"]
+    if not isinstance(uid_column, str) or not uid_column:
+        raise TypeError(f"uid_column must be a non-empty str, got {type(uid_column).__name__}: {uid_column!r}")
+    rows_per_job = _int("rows_per_job", k["rows_per_job"], minimum=1)
+    max_jobs = _opt_int("max_jobs_at_once", k["max_jobs_at_once"], minimum=1)
+    if max_jobs is not None and max_jobs < rows_per_job:
+        raise ValueError(
+            "max_jobs_at_once (a bound in source rows) must be >= rows_per_job, got "
+            f"max_jobs_at_once={max_jobs} < rows_per_job={rows_per_job}"
+        )
+    batch_size = _int("batch_size", k["batch_size"], minimum=1)
+    if not isinstance(k["drop_last"], bool):
+        raise TypeError(f"drop_last must be a bool, got {type(k['drop_last']).__name__}: {k['drop_last']!r}")
+    collate_fn = k["collate_fn"]
+    if collate_fn is not None and not callable(collate_fn):
+        raise TypeError(f"collate_fn must be callable or None, got {type(collate_fn).__name__}: {collate_fn!r}")
+    timeout = k["timeout"]
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (str, numbers.Real)):
+            raise TypeError(f"timeout must be seconds (a number or a str like '30s') or None, got {type(timeout).__name__}: {timeout!r}")
+        try:
+            timeout = float(parse_timedelta(timeout, default="seconds"))
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"timeout must be seconds (a number or a str like '30s'), got {k['timeout']!r}") from exc
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {k['timeout']!r}")
+    return ReservoirOptions(
+        max_reservoir_samples=max_samples,
+        min_reservoir_samples=min_samples,
+        uid_column=uid_column,
+        max_jobs_at_once=max_jobs,
+        batch_size=batch_size,
+        drop_last=k["drop_last"],
+        collate_fn=collate_fn,
+        maximum_number_of_samples_per_epoch=_opt_int(
+            "maximum_number_of_samples_per_epoch", k["maximum_number_of_samples_per_epoch"], minimum=1
+        ),
+        max_reservoir_replacement_size=_opt_int(
+            "max_reservoir_replacement_size", k["max_reservoir_replacement_size"], minimum=1
+        ),
+        rows_per_job=rows_per_job,
+        retries=_int("retries", k["retries"], minimum=0),
+        on_error=_choice("on_error", k["on_error"], ON_ERROR),
+        timeout=timeout,
+        max_failures_per_uid=_opt_int("max_failures_per_uid", k["max_failures_per_uid"], minimum=1),
+        on_cluster_loss=_choice("on_cluster_loss", k["on_cluster_loss"], ON_CLUSTER_LOSS),
+        nb_workers=_opt_int("nb_workers", k["nb_workers"], minimum=1),
+    )

@@ -1,0 +1,546 @@
+"""The job runner: the only place with a thread and dask futures.
+
+One named daemon thread submits jobs (``rows_per_job`` source rows per dask
+task) in the order of the source sampler, cycling forever, while at most
+``max_rows`` source rows are in flight or finished and waiting to be
+ingested.  Finished tasks are collected with ``as_completed`` and one batched
+``client.gather``; their entries wait in a FIFO until the consumer takes
+them.  Failures are read with ``Future.exception()`` and the futures released
+(never ``result()`` on a failed future: dask/distributed#8790).  Every wait is
+sliced (``WAIT_SLICE``) and checks a stop ``Event``; errors of the thread are
+handed to the consumer, which re-raises them in its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import traceback as tb_module
+import uuid
+from collections import deque
+from collections.abc import Hashable, Sequence
+from concurrent.futures import CancelledError
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed import Client, Future, as_completed
+
+from .errors import ClusterLostError, JobError
+from .samplers import Sampler
+from .source import DaskSource, PandasSource, Source
+from .stats import FailureRecord, Performance
+from .tasks import JobSpec, run_partition_rows, run_rows
+
+__all__ = ["Completed", "JobRunner", "RunnerCounters"]
+
+logger = logging.getLogger("dask_reservoir")
+
+WAIT_SLICE = 0.1
+"""Longest single wait (seconds) of the runner thread and of consumers."""
+
+JOIN_TIMEOUT = 10.0
+"""How long ``close()`` waits for the runner thread to finish."""
+
+
+@dataclass
+class Completed:
+    """A finished source row, waiting to enter the reservoir."""
+
+    uid: Hashable
+    position: int
+    rows: tuple[dict[str, Any], ...]
+    load_seconds: float
+    finished_at: float
+
+
+@dataclass
+class _Job:
+    positions: list[int]
+    uids: list[Hashable]
+    submitted_at: float
+
+
+@dataclass(frozen=True)
+class RunnerCounters:
+    """A consistent copy of the runner's counters."""
+
+    jobs_submitted: int
+    jobs_completed: int
+    jobs_failed: int
+    rows_failed: int
+    jobs_in_flight: int
+    rows_in_flight: int
+    entries_waiting: int
+    uids_tried: int
+    uids_loaded: int
+    failures: tuple[FailureRecord, ...] = field(default_factory=tuple)
+    quarantined: tuple[Hashable, ...] = field(default_factory=tuple)
+    status: str = "running"
+
+
+def _key_part(uid: Hashable) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", str(uid))[:32]
+
+
+def _format_traceback(tb: object) -> str:
+    try:
+        return "".join(tb_module.format_tb(tb))  # type: ignore[arg-type]
+    except Exception:
+        return ""
+
+
+class JobRunner:
+    """Run ``function_to_run`` over a source in the background, forever, with back-pressure.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The client to submit to (not closed here).
+    source : Source
+        The rows; ``source.uids[i]`` names row ``i``.
+    spec : JobSpec
+        The pickled function and its options.
+    order : Sampler
+        Order of source rows in each pass.
+    max_rows : int
+        Most source rows in flight plus finished-but-not-taken.
+    rows_per_job : int
+        Source rows per dask task.
+    retries : int
+        dask ``retries=`` of each task.
+    max_failures_per_uid : int or None
+        Failures in a row after which a UID is quarantined (never submitted again).
+    collect_errors : bool
+        Keep a ``JobError`` per failure for :meth:`pop_errors` (``on_error="raise"``).
+    skip_first_pass : collection
+        UIDs not to submit during the first pass (their entries are already loaded).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        source: Source,
+        spec: JobSpec,
+        *,
+        order: Sampler,
+        max_rows: int,
+        rows_per_job: int,
+        retries: int = 0,
+        max_failures_per_uid: int | None = None,
+        collect_errors: bool = False,
+        skip_first_pass: Sequence[Hashable] = (),
+        perf_sending: Performance | None = None,
+        perf_receiving: Performance | None = None,
+    ) -> None:
+        self._client = client
+        self._source = source
+        self._spec = spec
+        self._order_sampler = order
+        self._max_rows = max_rows
+        self._rows_per_job = rows_per_job
+        self._retries = retries
+        self._max_failures = max_failures_per_uid
+        self._collect_errors = collect_errors
+        self._skip_first_pass = set(skip_first_pass)
+        self.perf_sending = perf_sending or Performance()
+        self.perf_receiving = perf_receiving or Performance()
+
+        self._cond = threading.Condition()  # guards everything below; consumers wait on it
+        self._waiting: deque[Completed] = deque()
+        self._in_flight: dict[str, tuple[Future, _Job]] = {}
+        self._rows_in_flight = 0
+        self._outstanding: set[Hashable] = set()  # in flight or waiting
+        self._retry: deque[int] = deque()  # positions whose job was cancelled under us
+        self._failures: dict[Hashable, FailureRecord] = {}
+        self._quarantined: dict[Hashable, FailureRecord] = {}
+        self._errors: deque[JobError] = deque()
+        self._tried: set[Hashable] = set()
+        self._loaded: set[Hashable] = set()
+        self._fatal: BaseException | None = None
+        self._status = "running"
+        self._jobs_submitted = 0
+        self._jobs_completed = 0
+        self._jobs_failed = 0
+        self._rows_failed = 0
+        self._load_total = 0.0
+        self._load_count = 0
+
+        self._order: list[int] = []
+        self._cursor = 0
+        self._pass = 0
+        self._parts: list[Future] = []
+        self._stop = threading.Event()
+        self._poked = False
+        self._ac = as_completed(loop=client.loop)
+        self._thread = threading.Thread(
+            target=self._run, name=f"dask_reservoir-runner-{id(self):x}", daemon=True
+        )
+
+    # ------------------------------------------------------------------ consumer side
+    def start(self) -> None:
+        """Start the background thread (idempotent)."""
+        if not self._thread.is_alive() and not self._stop.is_set() and self._thread.ident is None:
+            self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether the background thread is alive."""
+        return self._thread.is_alive()
+
+    def take(self, limit: int | None = None) -> list[Completed]:
+        """Remove and return up to ``limit`` waiting entries, oldest first."""
+        with self._cond:
+            n = len(self._waiting) if limit is None else min(limit, len(self._waiting))
+            taken = [self._waiting.popleft() for _ in range(n)]
+            for item in taken:
+                self._outstanding.discard(item.uid)
+        if taken:
+            self.poke()
+        return taken
+
+    def wait(self, timeout: float) -> None:
+        """Block until an entry or failure arrives, the runner stops, or ``timeout`` passes."""
+        with self._cond:
+            if not self._waiting and not self._errors and self._fatal is None and not self._stop.is_set():
+                self._cond.wait(timeout=max(0.0, min(timeout, WAIT_SLICE)))
+
+    def poke(self) -> None:
+        """Wake the runner thread now (room was freed, or it should stop)."""
+        with self._ac.thread_condition:
+            self._poked = True
+            self._ac.thread_condition.notify_all()
+
+    def pop_errors(self) -> list[JobError]:
+        """Failures not yet reported (only kept with ``collect_errors=True``)."""
+        with self._cond:
+            errors = list(self._errors)
+            self._errors.clear()
+        return errors
+
+    def check(self) -> None:
+        """Raise, in the caller's thread, what stopped the runner thread, if anything."""
+        fatal = self._fatal
+        if fatal is not None:
+            if isinstance(fatal, ClusterLostError):
+                raise ClusterLostError(str(fatal)) from fatal.__cause__
+            raise RuntimeError(f"the dask_reservoir job runner stopped: {fatal!r}") from fatal
+
+    def counters(self) -> RunnerCounters:
+        """A consistent copy of the counters."""
+        with self._cond:
+            return RunnerCounters(
+                jobs_submitted=self._jobs_submitted,
+                jobs_completed=self._jobs_completed,
+                jobs_failed=self._jobs_failed,
+                rows_failed=self._rows_failed,
+                jobs_in_flight=len(self._in_flight),
+                rows_in_flight=self._rows_in_flight,
+                entries_waiting=len(self._waiting),
+                uids_tried=len(self._tried),
+                uids_loaded=len(self._loaded),
+                failures=tuple(self._failures.values()),
+                quarantined=tuple(self._quarantined),
+                status=self._status,
+            )
+
+    @property
+    def mean_load_seconds(self) -> float:
+        """Mean worker time of ``function_to_run`` per source row."""
+        return self._load_total / self._load_count if self._load_count else 0.0
+
+    def close(self, timeout: float = JOIN_TIMEOUT) -> None:
+        """Stop submitting, cancel and release every future, join the thread (idempotent)."""
+        self._stop.set()
+        self.poke()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.ident is None:
+            self._cleanup()
+        elif self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive():  # pragma: no cover - a gather stuck past its deadline
+                logger.warning("dask_reservoir runner thread did not stop within %.1f s", timeout)
+        with self._cond:
+            self._status = "closed"
+            self._waiting.clear()
+            self._outstanding.clear()
+
+    def __repr__(self) -> str:
+        c = self.counters()
+        return (
+            f"<JobRunner: in_flight={c.rows_in_flight} waiting={c.entries_waiting} "
+            f"done={c.jobs_completed} failed={c.jobs_failed + c.rows_failed} status={c.status}>"
+        )
+
+    # ------------------------------------------------------------------ runner thread
+    def _run(self) -> None:
+        try:
+            self._prepare()
+            while not self._stop.is_set():
+                if not self._client_ok():
+                    self._idle()
+                    continue
+                self._submit_more()
+                done = self._ac.next_batch(block=False)
+                if done:
+                    self._collect(done)
+                else:
+                    self._idle()
+        except BaseException as exc:  # handed to the consumer's thread
+            if not self._stop.is_set():
+                logger.debug("dask_reservoir runner stopped by %r", exc)
+                with self._cond:
+                    self._fatal = exc
+                    self._cond.notify_all()
+        finally:
+            self._cleanup()
+
+    def _prepare(self) -> None:
+        if isinstance(self._source, DaskSource):
+            self._parts = self._client.compute(self._source.frame.to_delayed())
+
+    def _client_ok(self) -> bool:
+        status = self._client.status
+        if status == "running":
+            if self._status == "connecting":
+                with self._cond:
+                    self._status = "running"
+            return True
+        if status in ("connecting",):
+            with self._cond:
+                self._status = "connecting"
+            return False
+        # closed / closing / failed: the client gave up
+        address = ""
+        try:
+            address = str(self._client.scheduler.address)
+        except Exception:
+            pass
+        with self._cond:
+            self._status = "lost"
+        raise ClusterLostError(
+            f"lost the dask scheduler at {address!r}: the client is {status!r} and will not reconnect"
+        )
+
+    def _idle(self) -> None:
+        cond = self._ac.thread_condition
+        with cond:
+            if not self._poked and not self._ac.has_ready() and not self._stop.is_set():
+                cond.wait(timeout=WAIT_SLICE)
+            self._poked = False
+
+    def _room(self) -> int:
+        with self._cond:
+            return self._max_rows - self._rows_in_flight - len(self._waiting)
+
+    def _next_positions(self, limit: int) -> list[int]:
+        n = len(self._source)
+        uids = self._source.uids
+        out: list[int] = []
+        with self._cond:
+            while self._retry and len(out) < limit:
+                pos = self._retry.popleft()
+                if uids[pos] not in self._outstanding and uids[pos] not in self._quarantined:
+                    out.append(pos)
+                    self._outstanding.add(uids[pos])
+            scanned = 0
+            while len(out) < limit and scanned < n:
+                if self._cursor >= len(self._order):
+                    self._order = self._new_order(n)
+                    self._cursor = 0
+                    if not self._order:
+                        break
+                pos = self._order[self._cursor]
+                self._cursor += 1
+                scanned += 1
+                uid = uids[pos]
+                if uid in self._outstanding or uid in self._quarantined:
+                    continue
+                if self._pass == 1 and uid in self._skip_first_pass:
+                    self._tried.add(uid)
+                    self._loaded.add(uid)
+                    continue
+                out.append(pos)
+                self._outstanding.add(uid)
+        return out
+
+    def _new_order(self, n: int) -> list[int]:
+        order = [int(i) for i in self._order_sampler.indices(n, epoch=self._pass)]
+        self._pass += 1
+        bad = [i for i in order if not 0 <= i < n]
+        if bad:
+            raise ValueError(
+                f"source_sampler {self._order_sampler!r} must yield indices in range({n}), "
+                f"got {bad[:5]!r}"
+            )
+        return order
+
+    def _submit_more(self) -> None:
+        k = self._rows_per_job
+        while not self._stop.is_set():
+            room = self._room()
+            if room < 1:
+                return
+            positions = self._next_positions(min(k, room))
+            if not positions:
+                return
+            self._submit(positions)
+
+    def _submit(self, positions: list[int]) -> None:
+        uids = [self._source.uids[p] for p in positions]
+        key = f"dask_reservoir-load-{_key_part(uids[0])}-{uuid.uuid4().hex}"
+        start = time.perf_counter()
+        source = self._source
+        if isinstance(source, PandasSource):
+            future = self._client.submit(
+                run_rows, self._spec, source.records(positions), uids, key=key, retries=self._retries
+            )
+        else:
+            assert isinstance(source, DaskSource)
+            refs = [source.rows[p] for p in positions]
+            parts = {part: self._parts[part] for part, _ in refs}
+            future = self._client.submit(
+                run_partition_rows, self._spec, parts, refs, uids, key=key, retries=self._retries
+            )
+        self.perf_sending.add(time.perf_counter() - start)
+        job = _Job(positions, uids, time.monotonic())
+        with self._cond:
+            self._in_flight[future.key] = (future, job)
+            self._rows_in_flight += len(positions)
+            self._jobs_submitted += 1
+        self._ac.add(future)
+
+    def _collect(self, futures: list[Future]) -> None:
+        ok = [f for f in futures if f.status == "finished"]
+        failed = [f for f in futures if f.status == "error"]
+        other = [f for f in futures if f.status not in ("finished", "error")]
+        if ok:
+            start = time.perf_counter()
+            try:
+                values = self._client.gather(ok)
+            except (CancelledError, OSError):
+                values = None
+            if values is None:
+                other.extend(ok)
+            else:
+                self.perf_receiving.add(time.perf_counter() - start)
+                for future, outcomes in zip(ok, values, strict=True):
+                    self._finish_job(future, outcomes)
+        for future in failed:
+            self._fail_job(future)
+        if failed:
+            self._release(failed)
+        for future in other:
+            self._requeue_job(future)
+
+    def _pop_job(self, future: Future) -> _Job | None:
+        with self._cond:
+            item = self._in_flight.pop(future.key, None)
+            if item is None:
+                return None
+            job = item[1]
+            self._rows_in_flight -= len(job.uids)
+            self._jobs_completed += 1
+            return job
+
+    def _finish_job(self, future: Future, outcomes: list[tuple[Any, ...]]) -> None:
+        job = self._pop_job(future)
+        if job is None:
+            return
+        now = time.monotonic()
+        with self._cond:
+            for position, outcome in zip(job.positions, outcomes, strict=True):
+                uid = outcome[1]
+                self._tried.add(uid)
+                if outcome[0] == "ok":
+                    rows, seconds = outcome[2], outcome[3]
+                    self._load_total += seconds
+                    self._load_count += 1
+                    self._waiting.append(Completed(uid, position, tuple(rows), seconds, now))
+                    if rows:
+                        self._loaded.add(uid)
+                    previous = self._failures.get(uid)
+                    if previous is not None and previous.consecutive:
+                        self._failures[uid] = _replace_consecutive(previous, 0)
+                else:
+                    _, _, exc_type, message, text, exc, seconds = outcome
+                    self._outstanding.discard(uid)
+                    self._record_failure(uid, exc_type, message, text, exc)
+            self._cond.notify_all()
+
+    def _fail_job(self, future: Future) -> None:
+        job = self._pop_job(future)
+        if job is None:
+            return
+        try:
+            exc = future.exception(timeout=JOIN_TIMEOUT)
+            text = _format_traceback(future.traceback(timeout=JOIN_TIMEOUT))
+        except Exception as read_error:  # the error itself could not be fetched
+            exc, text = read_error, ""
+        with self._cond:
+            self._jobs_failed += 1
+            for uid in job.uids:
+                self._tried.add(uid)
+                self._outstanding.discard(uid)
+                self._record_failure(uid, type(exc).__name__, str(exc), text, exc)
+            self._cond.notify_all()
+
+    def _requeue_job(self, future: Future) -> None:
+        job = self._pop_job(future)
+        if job is None:
+            return
+        with self._cond:
+            self._jobs_completed -= 1
+            for uid, pos in zip(job.uids, job.positions, strict=True):
+                self._outstanding.discard(uid)
+                self._retry.append(pos)
+
+    def _record_failure(
+        self, uid: Hashable, exc_type: str, message: str, text: str, exc: BaseException | None
+    ) -> None:
+        # called with self._cond held
+        previous = self._failures.get(uid)
+        count = 1 + (previous.count if previous else 0)
+        consecutive = 1 + (previous.consecutive if previous else 0)
+        record = FailureRecord(uid, exc_type, message, text, count, consecutive)
+        self._failures[uid] = record
+        self._rows_failed += 1
+        log = logger.warning if count == 1 else logger.debug
+        log("dask_reservoir: job for UID %r failed (%d times): %s: %s", uid, count, exc_type, message)
+        if self._collect_errors:
+            error = JobError(f"function_to_run failed for UID {uid!r}: {exc_type}: {message}", uid=uid)
+            error.__cause__ = exc
+            self._errors.append(error)
+        if self._max_failures is not None and consecutive >= self._max_failures and uid not in self._quarantined:
+            self._quarantined[uid] = record
+            logger.warning(
+                "dask_reservoir: UID %r quarantined after %d failures in a row; last: %s: %s",
+                uid, consecutive, exc_type, message,
+            )
+
+    def _release(self, futures: list[Future]) -> None:
+        try:
+            if self._client.status == "running":
+                self._client.cancel(futures)
+        except Exception as exc:  # pragma: no cover - best effort
+            logger.debug("cancel failed: %r", exc)
+
+    def _cleanup(self) -> None:
+        with self._cond:
+            futures = [f for f, _ in self._in_flight.values()] + list(self._parts)
+            self._in_flight.clear()
+            self._rows_in_flight = 0
+            self._parts = []
+            self._cond.notify_all()
+        self._ac.clear()
+        if futures:
+            self._release(futures)
+        del futures
+
+
+def _replace_consecutive(record: FailureRecord, consecutive: int) -> FailureRecord:
+    return FailureRecord(
+        record.uid, record.exc_type, record.message, record.traceback, record.count, consecutive
+    )

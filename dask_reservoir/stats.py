@@ -1,0 +1,173 @@
+"""Counters and summaries: :class:`ReservoirStats`, :class:`FailureRecord`, :class:`Performance`.
+
+Plain data, no threads and no dask: the reservoir assembles a
+:class:`ReservoirStats` from the counters of its parts each time
+:meth:`AsyncReservoir.stats` is called.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+__all__ = ["FailureRecord", "Performance", "ReservoirStats"]
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """The latest failure of one UID.
+
+    Attributes
+    ----------
+    uid : Hashable
+        UID of the source row whose job failed.
+    exc_type : str
+        Name of the exception type, e.g. ``"ValueError"`` or ``"KilledWorker"``.
+    message : str
+        ``str()`` of the exception.
+    traceback : str
+        Formatted traceback text, as far as it could be recovered.
+    count : int
+        Failures of this UID in total.
+    consecutive : int
+        Failures since the last success of this UID.
+    """
+
+    uid: Hashable
+    exc_type: str
+    message: str
+    traceback: str = ""
+    count: int = 1
+    consecutive: int = 1
+
+    def describe(self) -> str:
+        """One line: ``UID 3: ValueError: bad file``.
+
+        Examples
+        --------
+        >>> FailureRecord(3, "ValueError", "bad file").describe()
+        'UID 3: ValueError: bad file'
+        """
+        return f"UID {self.uid!r}: {self.exc_type}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ReservoirStats:
+    """A snapshot of a reservoir's counters, returned by ``AsyncReservoir.stats()``.
+
+    Job counters count dask tasks (one task holds ``rows_per_job`` source rows);
+    entry counters count UIDs (one entry holds the rows produced for one UID).
+
+    Attributes
+    ----------
+    jobs_submitted, jobs_completed, jobs_failed : int
+        Tasks submitted, finished (whatever the outcome of their rows) and failed
+        as a whole (exception, ``KilledWorker``).
+    rows_failed : int
+        Source rows whose ``function_to_run`` failed.
+    jobs_in_flight, rows_in_flight : int
+        Tasks (and their source rows) submitted and not yet finished.
+    entries_waiting : int
+        Finished entries waiting to be ingested at the next ``iter()``.
+    reservoir_size, max_reservoir_samples, min_reservoir_samples : int
+        Entries in the reservoir now, its capacity, and the minimum ``iter()`` waits for.
+    entries_ingested, entries_evicted, entries_replaced : int
+        Entries moved into the reservoir, evicted as the oldest, and replaced by a
+        fresher entry of the same UID.
+    epochs, batches_served, samples_served : int
+        ``iter()`` calls, batches yielded, rows yielded.
+    mean_job_seconds : float
+        Mean running time of ``function_to_run`` per source row, measured on the worker.
+    consumer_wait_seconds : float
+        Total time ``iter()`` blocked waiting for the minimum.
+    failures : tuple of FailureRecord
+        The latest failure of each UID that ever failed.
+    quarantined : tuple
+        UIDs no longer submitted after ``max_failures_per_uid`` failures in a row.
+    address : str
+        The scheduler address.
+    status : str
+        ``"running"``, ``"connecting"`` (the client is trying to reconnect),
+        ``"lost"`` (it gave up) or ``"closed"``.
+    """
+
+    jobs_submitted: int = 0
+    jobs_completed: int = 0
+    jobs_failed: int = 0
+    rows_failed: int = 0
+    jobs_in_flight: int = 0
+    rows_in_flight: int = 0
+    entries_waiting: int = 0
+    reservoir_size: int = 0
+    max_reservoir_samples: int = 0
+    min_reservoir_samples: int = 0
+    entries_ingested: int = 0
+    entries_evicted: int = 0
+    entries_replaced: int = 0
+    epochs: int = 0
+    batches_served: int = 0
+    samples_served: int = 0
+    mean_job_seconds: float = 0.0
+    consumer_wait_seconds: float = 0.0
+    failures: tuple[FailureRecord, ...] = field(default_factory=tuple)
+    quarantined: tuple[Hashable, ...] = field(default_factory=tuple)
+    address: str = ""
+    status: str = "running"
+
+    def summary(self) -> str:
+        """A one-line human summary of the counters.
+
+        Examples
+        --------
+        >>> ReservoirStats(reservoir_size=3, max_reservoir_samples=8).summary()
+        'reservoir 3/8, waiting 0, in flight 0 rows, jobs 0 done / 0 failed, epochs 0, samples served 0, waited 0.00 s, status running'
+        """
+        return (
+            f"reservoir {self.reservoir_size}/{self.max_reservoir_samples}, "
+            f"waiting {self.entries_waiting}, in flight {self.rows_in_flight} rows, "
+            f"jobs {self.jobs_completed} done / {self.jobs_failed + self.rows_failed} failed, "
+            f"epochs {self.epochs}, samples served {self.samples_served}, "
+            f"waited {self.consumer_wait_seconds:.2f} s, status {self.status}"
+        )
+
+
+class Performance:
+    """Running mean of durations, as trw's ``Performance``.
+
+    Thread-safe: the job runner adds from its thread while the consumer reads.
+
+    Examples
+    --------
+    >>> perf = Performance()
+    >>> perf.add(0.5)
+    >>> perf.add(1.5)
+    >>> perf.get_average_time()
+    1.0
+    >>> perf
+    <Performance: count=2 average=1.000000s>
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = 0.0
+        self._count = 0
+
+    def add(self, seconds: float) -> None:
+        """Record one duration, in seconds."""
+        with self._lock:
+            self._total += float(seconds)
+            self._count += 1
+
+    def get_average_time(self) -> float:
+        """Mean of the recorded durations, 0.0 when none was recorded."""
+        with self._lock:
+            return self._total / self._count if self._count else 0.0
+
+    @property
+    def count(self) -> int:
+        """Number of durations recorded."""
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"<Performance: count={self._count} average={self.get_average_time():.6f}s>"

@@ -1,0 +1,186 @@
+"""What runs on the dask workers: the trampoline around ``function_to_run``.
+
+The user function travels by value, as cloudpickle bytes inside a
+:class:`JobSpec`; the task function the scheduler sees is
+:func:`run_rows` or :func:`run_partition_rows` of this module, so a function
+defined in ``__main__``, a notebook or a test module works on a remote
+scheduler that cannot import it (dask_reservoir itself must be installed in
+the cluster's environment, as any dask library).
+
+Each task returns one outcome tuple per source row:
+``("ok", uid, rows, seconds)`` or
+``("error", uid, exc_type, message, traceback, exception_or_None, seconds)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import time
+import traceback
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+
+from .errors import JobError
+from .source import partition_records
+
+__all__ = ["JobSpec", "normalize_result", "run_partition_rows", "run_rows"]
+
+Outcome = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a task needs besides its rows.
+
+    Attributes
+    ----------
+    payload : bytes
+        ``cloudpickle.dumps(function_to_run)``.
+    uid_column : str
+        Column that carries the UID in each produced row.
+    attempts : int
+        Tries per row inside a task of several rows (``retries + 1``).
+    reraise : bool
+        One row per task: let the exception fail the dask task, so that dask's
+        ``retries=`` apply and the future reports it.
+    """
+
+    payload: bytes
+    uid_column: str
+    attempts: int = 1
+    reraise: bool = False
+
+    @classmethod
+    def from_function(
+        cls, function: Callable[[dict[str, Any]], Any], *, uid_column: str, retries: int, rows_per_job: int
+    ) -> JobSpec:
+        """Pickle ``function`` by value and build the spec."""
+        return cls(
+            payload=cloudpickle.dumps(function),
+            uid_column=uid_column,
+            attempts=1 + retries if rows_per_job > 1 else 1,
+            reraise=rows_per_job == 1,
+        )
+
+
+@functools.lru_cache(maxsize=32)
+def _load(payload: bytes) -> Callable[[dict[str, Any]], Any]:
+    return cloudpickle.loads(payload)  # type: ignore[no-any-return]
+
+
+def _check_row(row: object, uid: Hashable, where: str) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise JobError(
+            f"function_to_run returned a list holding a {type(row).__name__} {where} for UID "
+            f"{uid!r}; each item must be a dict of column -> value",
+            uid=uid,
+        )
+    for key, value in row.items():
+        if not isinstance(key, str):
+            raise JobError(
+                f"function_to_run returned a dict with a non-str key {key!r} "
+                f"({type(key).__name__}) for UID {uid!r}; column names must be str",
+                uid=uid,
+            )
+        if isinstance(value, np.ndarray) and value.dtype == object:
+            raise JobError(
+                f"function_to_run returned column {key!r} as an object-dtype array for UID "
+                f"{uid!r}; return numeric, bool or str arrays (or scalars)",
+                uid=uid,
+            )
+    return row
+
+
+def normalize_result(result: object, uid: Hashable, uid_column: str) -> list[dict[str, Any]]:
+    """Turn what ``function_to_run`` returned into a list of rows carrying ``uid``.
+
+    A dict is one row; a list of dicts or a pandas DataFrame are several rows;
+    an empty list or frame is no row.  Anything else raises :class:`JobError`
+    naming the UID and the type returned.
+
+    Examples
+    --------
+    >>> normalize_result({"x": 1}, 7, "sample_uid")
+    [{'x': 1, 'sample_uid': 7}]
+    >>> normalize_result([], 7, "sample_uid")
+    []
+    >>> normalize_result(None, 7, "sample_uid")
+    Traceback (most recent call last):
+    ...
+    dask_reservoir.errors.JobError: function_to_run must return a dict, a list of dicts or a pandas DataFrame, got NoneType for UID 7
+    """
+    if isinstance(result, dict):
+        rows: list[Any] = [result]
+    elif isinstance(result, list):
+        rows = result
+    elif isinstance(result, pd.DataFrame):
+        rows = result.to_dict("records")
+    else:
+        raise JobError(
+            "function_to_run must return a dict, a list of dicts or a pandas DataFrame, "
+            f"got {type(result).__name__} for UID {uid!r}",
+            uid=uid,
+        )
+    out = []
+    for i, row in enumerate(rows):
+        checked = dict(_check_row(row, uid, f"at index {i}"))
+        checked[uid_column] = uid
+        out.append(checked)
+    return out
+
+
+def _picklable(exc: BaseException) -> BaseException | None:
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return None
+    exc.__traceback__ = None
+    return exc
+
+
+def _run_one(spec: JobSpec, function: Callable[[dict[str, Any]], Any], record: dict[str, Any], uid: Hashable) -> Outcome:
+    start = time.perf_counter()
+    for attempt in range(spec.attempts):
+        try:
+            rows = normalize_result(function(record), uid, spec.uid_column)
+            return ("ok", uid, rows, time.perf_counter() - start)
+        except Exception as exc:
+            if spec.reraise:
+                raise
+            if attempt + 1 < spec.attempts:
+                continue
+            text = "".join(traceback.format_exception(exc))
+            return ("error", uid, type(exc).__name__, str(exc), text, _picklable(exc), time.perf_counter() - start)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def run_rows(spec: JobSpec, records: Sequence[dict[str, Any]], uids: Sequence[Hashable]) -> list[Outcome]:
+    """Run ``function_to_run`` on each record; one outcome per record.
+
+    Examples
+    --------
+    >>> spec = JobSpec.from_function(lambda row: {"y": row["x"] * 2}, uid_column="uid", retries=0, rows_per_job=2)
+    >>> [o[:3] for o in run_rows(spec, [{"x": 1, "uid": "a"}], ["a"])]
+    [('ok', 'a', [{'y': 2, 'uid': 'a'}])]
+    """
+    function = _load(spec.payload)
+    return [_run_one(spec, function, dict(record), uid) for record, uid in zip(records, uids, strict=True)]
+
+
+def run_partition_rows(
+    spec: JobSpec,
+    parts: dict[int, pd.DataFrame],
+    refs: Sequence[tuple[int, int]],
+    uids: Sequence[Hashable],
+) -> list[Outcome]:
+    """Read rows ``refs`` (partition, offset) of a dask source on the worker, then run them."""
+    records: list[dict[str, Any]] = []
+    for (part, offset), uid in zip(refs, uids, strict=True):
+        records.extend(partition_records(parts[part], [offset], uid_column=spec.uid_column, uids=[uid]))
+    return run_rows(spec, records, uids)
