@@ -1,0 +1,76 @@
+"""Shared fixtures: module-scoped real dask clusters and leak checks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from tests.utils import poll_for, scheduler_task_count
+
+
+def _runner_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("dask_reservoir-")]
+
+
+@pytest.fixture(autouse=True)
+def _no_runner_thread_leak() -> Iterator[None]:
+    """Every test must leave no dask_reservoir thread running."""
+    yield
+    poll_for(lambda: not _runner_threads(), timeout=15, what="dask_reservoir threads to stop")
+
+
+@pytest.fixture(autouse=True)
+def _seed_numpy() -> None:
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="module")
+def cluster_client() -> Iterator[Client]:
+    """A threaded LocalCluster (2 workers x 1 thread) shared by a test module."""
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def client(cluster_client: Client) -> Iterator[Client]:
+    """The module's client; after the test, none of its futures or tasks may remain."""
+    yield cluster_client
+    poll_for(lambda: len(cluster_client.futures) == 0, timeout=15, what="client futures to be released")
+    poll_for(lambda: scheduler_task_count(cluster_client) == 0, timeout=15, what="scheduler tasks to be released")
+
+
+@pytest.fixture(scope="module")
+def process_cluster() -> Iterator[LocalCluster]:
+    """A LocalCluster of 2 worker processes (with nannies) on 127.0.0.1."""
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.CRITICAL,
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def process_client(process_cluster: LocalCluster) -> Iterator[Client]:
+    """A fresh client of the process cluster; checked for leftover futures."""
+    with Client(process_cluster, set_as_default=False) as client:
+        yield client
+        poll_for(lambda: len(client.futures) == 0, timeout=15, what="client futures to be released")
+        poll_for(lambda: scheduler_task_count(client) == 0, timeout=15, what="scheduler tasks to be released")

@@ -1,0 +1,50 @@
+"""Parameter validation: each bad value gives a clear error naming the parameter (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dask_reservoir.options import validate_options
+
+GOOD = {"max_reservoir_samples": 8}
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        ({"max_reservoir_samples": 0}, ValueError, "max_reservoir_samples must be >= 1, got 0"),
+        ({"max_reservoir_samples": 2.0}, TypeError, "max_reservoir_samples must be an int, got float"),
+        ({"max_reservoir_samples": True}, TypeError, "max_reservoir_samples must be an int, got bool"),
+        ({"min_reservoir_samples": 0}, ValueError, "min_reservoir_samples must be >= 1, got 0"),
+        ({"min_reservoir_samples": 9}, ValueError, "min_reservoir_samples=9 > max_reservoir_samples=8"),
+        ({"uid_column": ""}, TypeError, "uid_column must be a non-empty str"),
+        ({"uid_column": 1}, TypeError, "uid_column must be a non-empty str, got int"),
+        ({"max_jobs_at_once": 0}, ValueError, "max_jobs_at_once must be >= 1 or None, got 0"),
+        ({"max_jobs_at_once": 2, "rows_per_job": 4}, ValueError, "max_jobs_at_once=2 < rows_per_job=4"),
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1, got 0"),
+        ({"batch_size": "4"}, TypeError, "batch_size must be an int, got str"),
+        ({"drop_last": 1}, TypeError, "drop_last must be a bool, got int"),
+        ({"collate_fn": 3}, TypeError, "collate_fn must be callable or None, got int"),
+        ({"maximum_number_of_samples_per_epoch": 0}, ValueError, "maximum_number_of_samples_per_epoch must be >= 1"),
+        ({"max_reservoir_replacement_size": -2}, ValueError, "max_reservoir_replacement_size must be >= 1"),
+        ({"rows_per_job": 0}, ValueError, "rows_per_job must be >= 1, got 0"),
+        ({"retries": -1}, ValueError, "retries must be >= 0, got -1"),
+        ({"on_error": "ignore"}, ValueError, r"on_error must be one of \['skip', 'raise'\], got 'ignore'"),
+        ({"on_cluster_loss": "wait"}, ValueError, r"on_cluster_loss must be one of \['raise', 'serve'\]"),
+        ({"timeout": 0}, ValueError, "timeout must be > 0 seconds or None, got 0"),
+        ({"timeout": "soon"}, ValueError, "timeout must be seconds .* got 'soon'"),
+        ({"timeout": [1]}, TypeError, "timeout must be seconds .* got list"),
+        ({"max_failures_per_uid": 0}, ValueError, "max_failures_per_uid must be >= 1 or None, got 0"),
+        ({"nb_workers": 0}, ValueError, "nb_workers must be >= 1 or None, got 0"),
+    ],
+)
+def test_bad_options(bad: dict[str, object], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        validate_options(**{**GOOD, **bad})
+
+
+def test_defaults_and_parsing() -> None:
+    o = validate_options(max_reservoir_samples=8, timeout="250ms")
+    assert o.timeout == 0.25 and o.min_reservoir_samples == 1 and o.on_error == "skip"
+    assert o.max_failures_per_uid == 3 and o.max_jobs_at_once is None
+    assert validate_options(max_reservoir_samples=8, timeout=2).timeout == 2.0

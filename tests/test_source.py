@@ -1,0 +1,85 @@
+"""Source validation and row building (pandas part is pure; dask part on a real cluster)."""
+
+from __future__ import annotations
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client
+
+from dask_reservoir.source import DaskSource, PandasSource, make_source, partition_records
+
+
+def test_uid_column_added_when_missing() -> None:
+    src = make_source(pd.DataFrame({"path": ["a", "b", "c"]}), "sample_uid")
+    assert isinstance(src, PandasSource)
+    assert src.uids == [0, 1, 2]
+    assert src.records([2, 0]) == [{"path": "c", "sample_uid": 2}, {"path": "a", "sample_uid": 0}]
+
+
+def test_existing_uid_column_and_positions() -> None:
+    src = make_source(pd.DataFrame({"case": ["x", "y"], "v": [1.5, 2.5]}), "case")
+    assert src.uids == ["x", "y"] and src.position("y") == 1 and src.has("x") and not src.has("z")
+    assert not src.has([1])  # unhashable: simply absent
+
+
+def test_missing_text_becomes_none_float_stays_nan() -> None:
+    src = make_source(pd.DataFrame({"s": ["a", None], "f": [1.0, np.nan]}), "uid")
+    rec = src.records([1])[0]
+    assert rec["s"] is None and np.isnan(rec["f"])
+
+
+def test_subset_keeps_order() -> None:
+    src = make_source(pd.DataFrame({"v": range(5)}), "uid").subset([4, 1])
+    assert src.uids == [4, 1] and [r["v"] for r in src.records([0, 1])] == [4, 1]
+
+
+@pytest.mark.parametrize(
+    "source, error, match",
+    [
+        ([1, 2], TypeError, "source must be a pandas.DataFrame or a dask.dataframe.DataFrame, got builtins.list"),
+        (pd.Series([1]), TypeError, "got pandas.Series"),
+        (pd.DataFrame({"a": []}), ValueError, "at least one row"),
+        (pd.DataFrame({"uid": [1, 2, 1, 3, 3]}), ValueError, r"duplicate UIDs \[1, 3\]"),
+        (pd.DataFrame({"uid": [1.0, np.nan]}), ValueError, r"missing values.*positions \[1\]"),
+        (pd.DataFrame({"uid": ["a", None]}), ValueError, r"missing values.*positions \[1\]"),
+        (pd.DataFrame({"uid": [[1], [2]]}), TypeError, "hashable values, got list"),
+    ],
+)
+def test_bad_sources(source: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        make_source(source, "uid")
+
+
+def test_uid_column_type() -> None:
+    with pytest.raises(TypeError, match="uid_column must be a str, got int"):
+        make_source(pd.DataFrame({"a": [1]}), 3)  # type: ignore[arg-type]
+
+
+def test_partition_records_sets_uid() -> None:
+    part = pd.DataFrame({"v": [10, 20, 30]})
+    assert partition_records(part, [2], uid_column="u", uids=["k"]) == [{"v": 30, "u": "k"}]
+
+
+def test_dask_source_computes_only_uids(client: Client) -> None:
+    pdf = pd.DataFrame({"case": [f"c{i}" for i in range(10)], "v": range(10)})
+    ddf = dd.from_pandas(pdf, npartitions=3)
+    src = make_source(ddf, "case", scheduler=client)
+    assert isinstance(src, DaskSource)
+    assert src.uids == pdf["case"].tolist()
+    assert sum(src.lengths) == 10 and src.rows[0] == (0, 0) and src.rows[-1][0] == 2
+    assert src.column_values("v", scheduler=client) == list(range(10))
+    sub = src.subset([9, 0])
+    assert sub.column_values("v", scheduler=client) == [9, 0]
+
+
+def test_dask_source_without_uid_column_and_errors(client: Client) -> None:
+    ddf = dd.from_pandas(pd.DataFrame({"v": range(7)}), npartitions=2)
+    assert make_source(ddf, "sample_uid", scheduler=client).uids == list(range(7))
+    dup = dd.from_pandas(pd.DataFrame({"uid": [1, 2, 2]}), npartitions=2)
+    with pytest.raises(ValueError, match=r"duplicate UIDs \[2\]"):
+        make_source(dup, "uid", scheduler=client)
+    empty = dd.from_pandas(pd.DataFrame({"uid": pd.Series([], dtype="int64")}), npartitions=1)
+    with pytest.raises(ValueError, match="empty dask DataFrame"):
+        make_source(empty, "uid", scheduler=client)

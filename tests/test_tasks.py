@@ -1,0 +1,105 @@
+"""Worker-side trampoline: result normalisation and per-row outcomes (pure; run in-process)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dask_reservoir import JobError
+from dask_reservoir.tasks import JobSpec, normalize_result, run_partition_rows, run_rows
+
+
+def test_normalize_forms() -> None:
+    assert normalize_result({"a": 1}, "u", "uid") == [{"a": 1, "uid": "u"}]
+    assert normalize_result([{"a": 1}, {"a": 2}], 5, "uid") == [{"a": 1, "uid": 5}, {"a": 2, "uid": 5}]
+    assert normalize_result(pd.DataFrame({"a": [1, 2]}), 5, "uid") == [{"a": 1, "uid": 5}, {"a": 2, "uid": 5}]
+    assert normalize_result([], 5, "uid") == [] and normalize_result(pd.DataFrame(), 5, "uid") == []
+
+
+def test_normalize_does_not_mutate_user_dict() -> None:
+    row = {"a": 1}
+    normalize_result(row, 9, "uid")
+    assert row == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "result, match",
+    [
+        (None, "got NoneType for UID 7"),
+        (3, "got int for UID 7"),
+        ("text", "got str for UID 7"),
+        ({1: 2}, "non-str key 1 .int. for UID 7"),
+        ([{"a": 1}, 5], "list holding a int at index 1 for UID 7"),
+        ({"a": np.array([1, "x", None], dtype=object)}, "column 'a' as an object-dtype array for UID 7"),
+    ],
+)
+def test_normalize_rejects(result: object, match: str) -> None:
+    with pytest.raises(JobError, match=match) as info:
+        normalize_result(result, 7, "uid")
+    assert info.value.uid == 7
+
+
+def _fail_on_two(row: dict) -> dict:
+    if row["v"] == 2:
+        raise ValueError(f"bad row {row['v']}")
+    return {"y": row["v"] + 1}
+
+
+def test_run_rows_packed_records_each_outcome() -> None:
+    spec = JobSpec.from_function(_fail_on_two, uid_column="uid", retries=1, rows_per_job=3)
+    assert spec.attempts == 2 and not spec.reraise
+    out = run_rows(spec, [{"v": 1, "uid": "a"}, {"v": 2, "uid": "b"}], ["a", "b"])
+    assert out[0][:3] == ("ok", "a", [{"y": 2, "uid": "a"}])
+    status, uid, exc_type, message, text, exc, _ = out[1]
+    assert (status, uid, exc_type, message) == ("error", "b", "ValueError", "bad row 2")
+    assert "_fail_on_two" in text and isinstance(exc, ValueError)
+    pickle.dumps(out)  # outcomes must travel back from a worker
+
+
+def test_run_rows_single_reraises_for_dask_retries() -> None:
+    spec = JobSpec.from_function(_fail_on_two, uid_column="uid", retries=2, rows_per_job=1)
+    assert spec.reraise and spec.attempts == 1
+    with pytest.raises(ValueError, match="bad row 2"):
+        run_rows(spec, [{"v": 2}], ["b"])
+
+
+_CALLS: list[int] = []
+
+
+def _flaky(row: dict) -> dict:
+    _CALLS.append(1)
+    if len(_CALLS) == 1:
+        raise OSError("transient")
+    return {"ok": True}
+
+
+def test_packed_retry_succeeds_on_second_attempt() -> None:
+    """Module-level functions travel by reference, so the counter is shared here."""
+    _CALLS.clear()
+    flaky = _flaky
+    calls = _CALLS
+    spec = JobSpec.from_function(flaky, uid_column="uid", retries=1, rows_per_job=2)
+    assert run_rows(spec, [{}], [0])[0][0] == "ok"
+    assert len(calls) == 2
+
+
+def test_unpicklable_exception_travels_as_text() -> None:
+    class Local(Exception):
+        pass
+
+    def boom(row: dict) -> dict:
+        raise Local("local class")
+
+    spec = JobSpec.from_function(boom, uid_column="uid", retries=0, rows_per_job=2)
+    out = run_rows(spec, [{}], [0])[0]
+    assert out[2] == "Local" and out[3] == "local class"
+
+
+def test_run_partition_rows() -> None:
+    spec = JobSpec.from_function(lambda row: {"double": row["v"] * 2}, uid_column="uid", retries=0, rows_per_job=2)
+    parts = {0: pd.DataFrame({"v": [1, 2]}), 1: pd.DataFrame({"v": [3]})}
+    out = run_partition_rows(spec, parts, [(1, 0), (0, 1)], ["c", "b"])
+    assert [o[2] for o in out] == [[{"double": 6, "uid": "c"}], [{"double": 4, "uid": "b"}]]

@@ -1,0 +1,48 @@
+"""Helpers for the tests: polling with a deadline, loaders, frames."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from distributed import Client
+
+
+def poll_for(predicate: Callable[[], bool], *, timeout: float = 10.0, period: float = 0.01, what: str = "condition") -> None:
+    """Wait until ``predicate()`` is true; fail with a message after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached after {timeout} seconds")
+        time.sleep(period)
+
+
+def scheduler_task_count(client: Client) -> int:
+    """Tasks the scheduler holds."""
+    return int(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
+
+
+def frame(n: int, **extra: Any) -> pd.DataFrame:
+    """A source of ``n`` rows with a ``value`` column."""
+    return pd.DataFrame({"value": np.arange(n, dtype=np.int64), **extra})
+
+
+def load_value(row: dict[str, Any]) -> dict[str, Any]:
+    """A fast loader: an image and a label derived from the row."""
+    v = int(row["value"])
+    return {"image": np.full((2, 3), v, dtype=np.float32), "label": v}
+
+
+# In-process (threaded) clusters run tasks in this process, so a module-level
+# gate lets a test hold jobs until it says so.
+GATE = threading.Event()
+
+
+def gated_load(row: dict[str, Any]) -> dict[str, Any]:
+    """Wait for GATE (at most 30 s), then load."""
+    GATE.wait(30)
+    return load_value(row)
