@@ -131,7 +131,11 @@ class BatchIterator(Iterator[Any]):
                 raise StopIteration
             if exhausted:
                 self._done = True
-            batch = self._collate_fn(rows) if self._collate_fn else collate_rows(rows, uid_column=self._uid_column)
+            batch = (
+                self._collate_fn(rows)
+                if self._collate_fn
+                else collate_rows(rows, uid_column=self._uid_column)
+            )
             for entry in taken:
                 entry.times_served += 1
             self._served += len(rows)

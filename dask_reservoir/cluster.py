@@ -34,7 +34,7 @@ class ClientHandle:
     def address(self) -> str:
         """The scheduler address (``""`` when unknown)."""
         try:
-            return str(self.client.scheduler.address)
+            return str(self.client.scheduler.address)  # type: ignore[union-attr]
         except Exception:
             return ""
 
@@ -103,9 +103,7 @@ def resolve_client(client: Any, nb_workers: int | None) -> ClientHandle:
         )
     if isinstance(client, str):
         try:
-            return ClientHandle(
-                Client(client, set_as_default=False, timeout=CONNECT_TIMEOUT), owned=True
-            )
+            return ClientHandle(Client(client, set_as_default=False, timeout=CONNECT_TIMEOUT), owned=True)
         except (OSError, TimeoutError) as exc:
             raise OSError(
                 f"could not connect to the dask scheduler at {client!r} within "

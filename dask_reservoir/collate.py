@@ -18,9 +18,7 @@ __all__ = ["collate_rows"]
 _MAX_UIDS_IN_MESSAGE = 5
 
 
-def collate_rows(
-    rows: Sequence[dict[str, Any]], *, uid_column: str = "sample_uid"
-) -> dict[str, np.ndarray]:
+def collate_rows(rows: Sequence[dict[str, Any]], *, uid_column: str = "sample_uid") -> dict[str, np.ndarray]:
     """Stack a list of rows, column by column, into a dict of numpy arrays.
 
     Parameters
@@ -86,7 +84,9 @@ def _uid_of(rows: Sequence[dict[str, Any]], i: int, uid_column: str) -> Hashable
 
 def _uids(rows: Sequence[dict[str, Any]], positions: Sequence[int], uid_column: str) -> str:
     uids = [_uid_of(rows, i, uid_column) for i in positions[:_MAX_UIDS_IN_MESSAGE]]
-    more = "" if len(positions) <= _MAX_UIDS_IN_MESSAGE else f" and {len(positions) - _MAX_UIDS_IN_MESSAGE} more"
+    more = (
+        "" if len(positions) <= _MAX_UIDS_IN_MESSAGE else f" and {len(positions) - _MAX_UIDS_IN_MESSAGE} more"
+    )
     return f"{uids!r}{more}"
 
 
@@ -133,9 +133,7 @@ def _raise_shape_mismatch(
     for i, v in enumerate(values):
         key = str(v.shape) if isinstance(v, np.ndarray) else f"() ({type(v).__name__} scalar)"
         groups.setdefault(key, []).append(i)
-    described = " and ".join(
-        f"{k} for UIDs {_uids(rows, pos, uid_column)}" for k, pos in groups.items()
-    )
+    described = " and ".join(f"{k} for UIDs {_uids(rows, pos, uid_column)}" for k, pos in groups.items())
     if any(not isinstance(v, np.ndarray) for v in values):
         rule = "values must be all arrays of one shape or all scalars"
     else:

@@ -73,10 +73,21 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
     2.0
     """
     k = dict(
-        min_reservoir_samples=1, uid_column="sample_uid", max_jobs_at_once=None, batch_size=1,
-        drop_last=False, collate_fn=None, maximum_number_of_samples_per_epoch=None,
-        max_reservoir_replacement_size=None, rows_per_job=1, retries=0, on_error="skip",
-        timeout=None, max_failures_per_uid=3, on_cluster_loss="raise", nb_workers=None,
+        min_reservoir_samples=1,
+        uid_column="sample_uid",
+        max_jobs_at_once=None,
+        batch_size=1,
+        drop_last=False,
+        collate_fn=None,
+        maximum_number_of_samples_per_epoch=None,
+        max_reservoir_replacement_size=None,
+        rows_per_job=1,
+        retries=0,
+        on_error="skip",
+        timeout=None,
+        max_failures_per_uid=3,
+        on_cluster_loss="raise",
+        nb_workers=None,
     )
     unknown = set(kwargs) - set(k) - {"max_reservoir_samples"}
     if unknown:  # pragma: no cover - guarded by the AsyncReservoir signature
@@ -91,7 +102,9 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         )
     uid_column = k["uid_column"]
     if not isinstance(uid_column, str) or not uid_column:
-        raise TypeError(f"uid_column must be a non-empty str, got {type(uid_column).__name__}: {uid_column!r}")
+        raise TypeError(
+            f"uid_column must be a non-empty str, got {type(uid_column).__name__}: {uid_column!r}"
+        )
     rows_per_job = _int("rows_per_job", k["rows_per_job"], minimum=1)
     max_jobs = _opt_int("max_jobs_at_once", k["max_jobs_at_once"], minimum=1)
     if max_jobs is not None and max_jobs < rows_per_job:
@@ -104,15 +117,23 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         raise TypeError(f"drop_last must be a bool, got {type(k['drop_last']).__name__}: {k['drop_last']!r}")
     collate_fn = k["collate_fn"]
     if collate_fn is not None and not callable(collate_fn):
-        raise TypeError(f"collate_fn must be callable or None, got {type(collate_fn).__name__}: {collate_fn!r}")
+        raise TypeError(
+            f"collate_fn must be callable or None, got {type(collate_fn).__name__}: {collate_fn!r}"
+        )
     timeout = k["timeout"]
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (str, numbers.Real)):
-            raise TypeError(f"timeout must be seconds (a number or a str like '30s') or None, got {type(timeout).__name__}: {timeout!r}")
+            raise TypeError(
+                f"timeout must be seconds (a number or a str like '30s') or None, got {type(timeout).__name__}: {timeout!r}"
+            )
         try:
-            timeout = float(parse_timedelta(timeout, default="seconds"))
+            timeout = float(
+                parse_timedelta(timeout if isinstance(timeout, str) else float(timeout), default="seconds")
+            )
         except (ValueError, KeyError) as exc:
-            raise ValueError(f"timeout must be seconds (a number or a str like '30s'), got {k['timeout']!r}") from exc
+            raise ValueError(
+                f"timeout must be seconds (a number or a str like '30s'), got {k['timeout']!r}"
+            ) from exc
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds or None, got {k['timeout']!r}")
     return ReservoirOptions(

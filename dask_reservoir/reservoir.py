@@ -169,7 +169,14 @@ class AsyncReservoir:
         try:
             if table is None:
                 table = make_source(source, uid_column, scheduler=handle.client)
-            self._start(table, function_to_run, options, samplers, handle, preload=())
+            self._start(
+                source=table,
+                function_to_run=function_to_run,
+                options=options,
+                samplers=samplers,
+                handle=handle,
+                preload=(),
+            )
         except BaseException:
             handle.close()
             raise
@@ -177,6 +184,7 @@ class AsyncReservoir:
     # ------------------------------------------------------------------ construction
     def _start(
         self,
+        *,
         source: Source,
         function_to_run: Callable[[dict[str, Any]], Any],
         options: ReservoirOptions,
@@ -291,7 +299,13 @@ class AsyncReservoir:
                 break
             for item in items:
                 self._store.put(
-                    Entry(item.uid, self._source.position(item.uid), item.rows, item.finished_at, item.load_seconds)
+                    Entry(
+                        item.uid,
+                        self._source.position(item.uid),
+                        item.rows,
+                        item.finished_at,
+                        item.load_seconds,
+                    )
                 )
             moved += len(items)
             if below <= 0:
@@ -386,7 +400,9 @@ class AsyncReservoir:
             raise TypeError(f"nb_samples must be an int, got {type(nb_samples).__name__}: {nb_samples!r}")
         if not 1 <= nb_samples <= n:
             raise ValueError(f"nb_samples must be between 1 and the {n} source rows, got {nb_samples}")
-        positions = sorted(np.random.default_rng(seed).choice(n, size=int(nb_samples), replace=False).tolist())
+        positions = sorted(
+            np.random.default_rng(seed).choice(n, size=int(nb_samples), replace=False).tolist()
+        )
         return self._child(positions, self._reservoir_sampler)
 
     def subsample_uids(
@@ -417,7 +433,9 @@ class AsyncReservoir:
             When ``uids_name`` is not a column of the source, or ``uids`` is empty.
         """
         self._check_open()
-        sampler = self._reservoir_sampler if new_sampler is None else check_sampler(new_sampler, "new_sampler")
+        sampler = (
+            self._reservoir_sampler if new_sampler is None else check_sampler(new_sampler, "new_sampler")
+        )
         wanted = list(uids) if not isinstance(uids, (str, bytes)) else [uids]
         if not wanted:
             raise ValueError("uids must hold at least one UID, got an empty collection")
@@ -430,8 +448,10 @@ class AsyncReservoir:
         if column == self._options.uid_column:
             missing = [u for u in wanted if not self._source.has(u)]
             if missing:
-                raise KeyError(f"UIDs not in the source column {column!r}: {missing[:5]!r}" + (
-                    f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+                raise KeyError(
+                    f"UIDs not in the source column {column!r}: {missing[:5]!r}"
+                    + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                )
             positions = list(dict.fromkeys(self._source.position(u) for u in wanted))
         else:
             values = self._source.column_values(column, scheduler=self._handle.client)
@@ -443,8 +463,10 @@ class AsyncReservoir:
                     continue
             missing = [u for u in wanted if u not in by_value]
             if missing:
-                raise KeyError(f"values not in the source column {column!r}: {missing[:5]!r}" + (
-                    f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+                raise KeyError(
+                    f"values not in the source column {column!r}: {missing[:5]!r}"
+                    + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                )
             positions = list(dict.fromkeys(p for u in dict.fromkeys(wanted) for p in by_value[u]))
         return self._child(positions, sampler)
 
@@ -460,11 +482,11 @@ class AsyncReservoir:
         child._closed = True
         options = self._options
         child._start(
-            source,
-            self._function,
-            options,
-            (sampler, self._source_sampler),
-            ClientHandle(self._handle.client, owned=False),
+            source=source,
+            function_to_run=self._function,
+            options=options,
+            samplers=(sampler, self._source_sampler),
+            handle=ClientHandle(self._handle.client, owned=False),
             preload=sorted(preload, key=lambda e: e.loaded_at),
         )
         self._children.add(child)
@@ -550,4 +572,3 @@ SequenceAsyncReservoir = AsyncReservoir
 
 def _is_dask(obj: object) -> bool:
     return _is_dask_frame(obj)
-

@@ -315,7 +315,7 @@ class JobRunner:
         # closed / closing / failed: the client gave up
         address = ""
         try:
-            address = str(self._client.scheduler.address)
+            address = str(self._client.scheduler.address)  # type: ignore[union-attr]
         except Exception:
             pass
         with self._cond:
@@ -372,8 +372,7 @@ class JobRunner:
         bad = [i for i in order if not 0 <= i < n]
         if bad:
             raise ValueError(
-                f"source_sampler {self._order_sampler!r} must yield indices in range({n}), "
-                f"got {bad[:5]!r}"
+                f"source_sampler {self._order_sampler!r} must yield indices in range({n}), got {bad[:5]!r}"
             )
         return order
 
@@ -407,7 +406,7 @@ class JobRunner:
         self.perf_sending.add(time.perf_counter() - start)
         job = _Job(positions, uids, time.monotonic())
         with self._cond:
-            self._in_flight[future.key] = (future, job)
+            self._in_flight[str(future.key)] = (future, job)
             self._rows_in_flight += len(positions)
             self._jobs_submitted += 1
         self._ac.add(future)
@@ -437,7 +436,7 @@ class JobRunner:
 
     def _pop_job(self, future: Future) -> _Job | None:
         with self._cond:
-            item = self._in_flight.pop(future.key, None)
+            item = self._in_flight.pop(str(future.key), None)
             if item is None:
                 return None
             job = item[1]
@@ -513,11 +512,18 @@ class JobRunner:
             error = JobError(f"function_to_run failed for UID {uid!r}: {exc_type}: {message}", uid=uid)
             error.__cause__ = exc
             self._errors.append(error)
-        if self._max_failures is not None and consecutive >= self._max_failures and uid not in self._quarantined:
+        if (
+            self._max_failures is not None
+            and consecutive >= self._max_failures
+            and uid not in self._quarantined
+        ):
             self._quarantined[uid] = record
             logger.warning(
                 "dask_reservoir: UID %r quarantined after %d failures in a row; last: %s: %s",
-                uid, consecutive, exc_type, message,
+                uid,
+                consecutive,
+                exc_type,
+                message,
             )
 
     def _release(self, futures: list[Future]) -> None:

@@ -38,6 +38,7 @@ class SequentialSampler(Sampler):
     """
 
     def indices(self, n: int, *, epoch: int) -> Sequence[int]:
+        """``range(n)``, whatever the epoch."""
         return range(n)
 
     def __repr__(self) -> str:
@@ -74,15 +75,12 @@ class RandomSampler(Sampler):
         self, replacement: bool = False, num_samples: int | None = None, seed: int | None = None
     ) -> None:
         if not isinstance(replacement, bool):
-            raise TypeError(
-                f"replacement must be a bool, got {type(replacement).__name__}: {replacement!r}"
-            )
+            raise TypeError(f"replacement must be a bool, got {type(replacement).__name__}: {replacement!r}")
         if num_samples is not None and (
             isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer))
         ):
             raise TypeError(
-                f"num_samples must be an int or None, got {type(num_samples).__name__}: "
-                f"{num_samples!r}"
+                f"num_samples must be an int or None, got {type(num_samples).__name__}: {num_samples!r}"
             )
         if num_samples is not None and num_samples < 1:
             raise ValueError(f"num_samples must be >= 1 or None, got {num_samples}")
@@ -101,20 +99,20 @@ class RandomSampler(Sampler):
         return np.random.default_rng([base, epoch])
 
     def indices(self, n: int, *, epoch: int) -> Sequence[int]:
+        """A permutation (or draws with replacement) of ``range(n)`` for ``epoch``."""
         if n == 0:
             return []
         rng = self._rng(epoch)
         count = n if self.num_samples is None else self.num_samples
         if self.replacement:
-            return rng.integers(0, n, size=count).tolist()  # type: ignore[no-any-return]
+            return list(rng.integers(0, n, size=count).tolist())
         reps = -(-count // n)
         perm = np.concatenate([rng.permutation(n) for _ in range(reps)])[:count]
-        return perm.tolist()  # type: ignore[no-any-return]
+        return list(perm.tolist())
 
     def __repr__(self) -> str:
         return (
-            f"RandomSampler(replacement={self.replacement}, num_samples={self.num_samples}, "
-            f"seed={self.seed})"
+            f"RandomSampler(replacement={self.replacement}, num_samples={self.num_samples}, seed={self.seed})"
         )
 
 

@@ -80,7 +80,7 @@ def partition_records(
     [{'path': None, 'sample_uid': 11}, {'path': 'a.nii', 'sample_uid': 10}]
     """
     records = part.iloc[list(offsets)].to_dict("records")
-    _missing_to_none(records, _text_columns(part.dtypes))
+    _missing_to_none(records, _text_columns(part.dtypes))  # type: ignore[arg-type]
     for record, uid in zip(records, uids, strict=True):
         record[uid_column] = uid
     return records  # type: ignore[return-value]
@@ -88,7 +88,11 @@ def partition_records(
 
 def _validate_uids(values: Sequence[Any], uid_column: str) -> list[Hashable]:
     uids = list(values)
-    missing = [i for i, u in enumerate(uids) if u is None or (isinstance(u, float) and math.isnan(u)) or u is pd.NA or u is pd.NaT]
+    missing = [
+        i
+        for i, u in enumerate(uids)
+        if u is None or (isinstance(u, float) and math.isnan(u)) or u is pd.NA or u is pd.NaT
+    ]
     if missing:
         raise ValueError(
             f"UID column {uid_column!r} must not hold missing values (None/NaN/NA), "
@@ -110,8 +114,7 @@ def _validate_uids(values: Sequence[Any], uid_column: str) -> list[Hashable]:
             duplicates.append(u)
     if duplicates:
         raise ValueError(
-            f"UID column {uid_column!r} must hold unique values, got duplicate UIDs "
-            f"{_first(duplicates)}"
+            f"UID column {uid_column!r} must hold unique values, got duplicate UIDs {_first(duplicates)}"
         )
     return uids
 
@@ -174,10 +177,12 @@ class PandasSource(Source):
 
     @property
     def columns(self) -> list[str]:
+        """Column names of the source."""
         return [str(c) for c in self.frame.columns]
 
     def column_values(self, name: str, *, scheduler: Any = None) -> list[Any]:
-        return self.frame[name].tolist()  # type: ignore[no-any-return]
+        """Values of column ``name``, one per row, in source order."""
+        return list(self.frame[name].tolist())
 
     def records(self, positions: Sequence[int]) -> list[dict[str, Any]]:
         """Rows ``positions`` as dicts (missing text values as None)."""
@@ -185,6 +190,7 @@ class PandasSource(Source):
         return _missing_to_none(records, self._text)  # type: ignore[arg-type]
 
     def subset(self, positions: Sequence[int]) -> PandasSource:
+        """A source holding rows ``positions``, in that order."""
         positions = list(positions)
         return PandasSource(
             uids=[self.uids[p] for p in positions],
@@ -206,6 +212,7 @@ class DaskSource(Source):
 
     @property
     def columns(self) -> list[str]:
+        """Column names of the source."""
         return [str(c) for c in self.frame.columns]
 
     def column_values(self, name: str, *, scheduler: Any = None) -> list[Any]:
@@ -220,6 +227,7 @@ class DaskSource(Source):
         return [flat[starts[part] + offset] for part, offset in self.rows]
 
     def subset(self, positions: Sequence[int]) -> DaskSource:
+        """A view holding rows ``positions``, in that order (the frame is shared)."""
         positions = list(positions)
         return DaskSource(
             uids=[self.uids[p] for p in positions],
@@ -272,7 +280,7 @@ def make_source(source: object, uid_column: str, *, scheduler: Any = None) -> So
             uids = _validate_uids(frame[uid_column].tolist(), uid_column)
         else:
             uids = list(range(len(frame)))
-            frame = frame.assign(**{uid_column: uids})
+            frame = frame.assign(**{uid_column: uids})  # type: ignore[arg-type]
         return PandasSource(uids=uids, uid_column=uid_column, frame=frame)
     if _is_dask_frame(source):
         import dask

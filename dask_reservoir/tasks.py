@@ -71,7 +71,8 @@ class JobSpec:
 
 @functools.lru_cache(maxsize=32)
 def _load(payload: bytes) -> Callable[[dict[str, Any]], Any]:
-    return cloudpickle.loads(payload)  # type: ignore[no-any-return]
+    function: Callable[[dict[str, Any]], Any] = cloudpickle.loads(payload)
+    return function
 
 
 def _check_row(row: object, uid: Hashable, where: str) -> dict[str, Any]:
@@ -144,7 +145,9 @@ def _picklable(exc: BaseException) -> BaseException | None:
     return exc
 
 
-def _run_one(spec: JobSpec, function: Callable[[dict[str, Any]], Any], record: dict[str, Any], uid: Hashable) -> Outcome:
+def _run_one(
+    spec: JobSpec, function: Callable[[dict[str, Any]], Any], record: dict[str, Any], uid: Hashable
+) -> Outcome:
     start = time.perf_counter()
     for attempt in range(spec.attempts):
         try:
@@ -156,7 +159,15 @@ def _run_one(spec: JobSpec, function: Callable[[dict[str, Any]], Any], record: d
             if attempt + 1 < spec.attempts:
                 continue
             text = "".join(traceback.format_exception(exc))
-            return ("error", uid, type(exc).__name__, str(exc), text, _picklable(exc), time.perf_counter() - start)
+            return (
+                "error",
+                uid,
+                type(exc).__name__,
+                str(exc),
+                text,
+                _picklable(exc),
+                time.perf_counter() - start,
+            )
     raise AssertionError("unreachable")  # pragma: no cover
 
 

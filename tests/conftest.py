@@ -50,7 +50,9 @@ def client(cluster_client: Client) -> Iterator[Client]:
     """The module's client; after the test, none of its futures or tasks may remain."""
     yield cluster_client
     poll_for(lambda: len(cluster_client.futures) == 0, timeout=15, what="client futures to be released")
-    poll_for(lambda: scheduler_task_count(cluster_client) == 0, timeout=15, what="scheduler tasks to be released")
+    poll_for(
+        lambda: scheduler_task_count(cluster_client) == 0, timeout=15, what="scheduler tasks to be released"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,13 @@ def test_multi_row_entries_all_rows_in_batch_and_times_served() -> None:
 
 def test_collate_fn_gets_row_dicts() -> None:
     seen = []
-    it = BatchIterator(entries(3), range(3), batch_size=3, drop_last=False, collate_fn=lambda rows: seen.append(rows) or len(rows))
+    it = BatchIterator(
+        entries(3),
+        range(3),
+        batch_size=3,
+        drop_last=False,
+        collate_fn=lambda rows: seen.append(rows) or len(rows),
+    )
     assert list(it) == [3]
     assert seen[0][1] == {"sample_uid": 1, "r": 0}
 
@@ -60,7 +66,9 @@ def test_check_runs_before_each_batch_and_on_batch_counts() -> None:
         if state["closed"]:
             raise RuntimeError("closed")
 
-    it = BatchIterator(entries(4), range(4), batch_size=1, drop_last=False, check=check, on_batch=calls.append)
+    it = BatchIterator(
+        entries(4), range(4), batch_size=1, drop_last=False, check=check, on_batch=calls.append
+    )
     next(it)
     state["closed"] = True
     with pytest.raises(RuntimeError, match="closed"):
@@ -75,5 +83,7 @@ class _Bad(Sampler):
 
 def test_epoch_order_rejects_out_of_range() -> None:
     assert epoch_order(SequentialSampler(), 2, 0) == [0, 1]
-    with pytest.raises(ValueError, match=r"reservoir_sampler .* must yield indices in range\(3\).*got \[3, -1\]"):
+    with pytest.raises(
+        ValueError, match=r"reservoir_sampler .* must yield indices in range\(3\).*got \[3, -1\]"
+    ):
         epoch_order(_Bad(), 3, 0)

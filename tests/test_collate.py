@@ -13,7 +13,14 @@ from dask_reservoir import collate_rows
 
 def test_stacks_arrays_scalars_and_strings() -> None:
     rows = [
-        {"sample_uid": i, "image": np.full((3, 4), i, np.float32), "label": i, "w": i / 2, "name": f"n{i}", "ok": i % 2 == 0}
+        {
+            "sample_uid": i,
+            "image": np.full((3, 4), i, np.float32),
+            "label": i,
+            "w": i / 2,
+            "name": f"n{i}",
+            "ok": i % 2 == 0,
+        }
         for i in range(5)
     ]
     batch = collate_rows(rows)
@@ -37,8 +44,14 @@ def test_numpy_scalars_keep_dtype() -> None:
 
 
 def test_shape_mismatch_names_column_and_uids() -> None:
-    rows = [{"sample_uid": "a", "x": np.zeros(2)}, {"sample_uid": "b", "x": np.zeros(3)}, {"sample_uid": "c", "x": np.zeros(2)}]
-    with pytest.raises(ValueError, match=r"column 'x'.*\(2,\) for UIDs \['a', 'c'\].*\(3,\) for UIDs \['b'\]"):
+    rows = [
+        {"sample_uid": "a", "x": np.zeros(2)},
+        {"sample_uid": "b", "x": np.zeros(3)},
+        {"sample_uid": "c", "x": np.zeros(2)},
+    ]
+    with pytest.raises(
+        ValueError, match=r"column 'x'.*\(2,\) for UIDs \['a', 'c'\].*\(3,\) for UIDs \['b'\]"
+    ):
         collate_rows(rows)
 
 
@@ -89,9 +102,18 @@ def test_stack_roundtrip(shape: tuple[int, ...], n: int, dtype: type) -> None:
         np.testing.assert_array_equal(batch["a"][i], a)
 
 
-@given(values=st.lists(st.one_of(st.integers(-(2**40), 2**40), st.floats(allow_nan=False), st.text(max_size=5)), min_size=1, max_size=8))
+@given(
+    values=st.lists(
+        st.one_of(st.integers(-(2**40), 2**40), st.floats(allow_nan=False), st.text(max_size=5)),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_scalars_roundtrip(values: list[object]) -> None:
     """Any list of scalars comes back equal, one element per row."""
     batch = collate_rows([{"v": v} for v in values])
     assert batch["v"].shape == (len(values),)
-    assert [type(v)(x) if not isinstance(v, str) else str(x) for v, x in zip(values, batch["v"].tolist(), strict=True)] == values
+    assert [
+        type(v)(x) if not isinstance(v, str) else str(x)
+        for v, x in zip(values, batch["v"].tolist(), strict=True)
+    ] == values

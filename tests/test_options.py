@@ -25,7 +25,11 @@ GOOD = {"max_reservoir_samples": 8}
         ({"batch_size": "4"}, TypeError, "batch_size must be an int, got str"),
         ({"drop_last": 1}, TypeError, "drop_last must be a bool, got int"),
         ({"collate_fn": 3}, TypeError, "collate_fn must be callable or None, got int"),
-        ({"maximum_number_of_samples_per_epoch": 0}, ValueError, "maximum_number_of_samples_per_epoch must be >= 1"),
+        (
+            {"maximum_number_of_samples_per_epoch": 0},
+            ValueError,
+            "maximum_number_of_samples_per_epoch must be >= 1",
+        ),
         ({"max_reservoir_replacement_size": -2}, ValueError, "max_reservoir_replacement_size must be >= 1"),
         ({"rows_per_job": 0}, ValueError, "rows_per_job must be >= 1, got 0"),
         ({"retries": -1}, ValueError, "retries must be >= 0, got -1"),

@@ -21,9 +21,13 @@ def test_random_without_replacement_is_a_permutation() -> None:
 
 def test_seed_reproducible_per_epoch_and_epochs_differ() -> None:
     a, b = RandomSampler(seed=42), RandomSampler(seed=42)
-    assert [list(a.indices(50, epoch=e)) for e in range(3)] == [list(b.indices(50, epoch=e)) for e in range(3)]
+    assert [list(a.indices(50, epoch=e)) for e in range(3)] == [
+        list(b.indices(50, epoch=e)) for e in range(3)
+    ]
     assert list(a.indices(50, epoch=0)) != list(a.indices(50, epoch=1))
-    assert list(RandomSampler(seed=1).indices(50, epoch=0)) != list(RandomSampler(seed=2).indices(50, epoch=0))
+    assert list(RandomSampler(seed=1).indices(50, epoch=0)) != list(
+        RandomSampler(seed=2).indices(50, epoch=0)
+    )
 
 
 def test_unseeded_epochs_differ() -> None:
@@ -75,5 +79,5 @@ def test_bad_random_sampler(kwargs: dict[str, object], error: type[Exception], m
 
 def test_check_sampler() -> None:
     assert isinstance(check_sampler(None, "s"), SequentialSampler)
-    with pytest.raises(TypeError, match="reservoir_sampler must be None or a Sampler.*got list"):
+    with pytest.raises(TypeError, match=r"reservoir_sampler must be None or a Sampler.*got list"):
         check_sampler([1, 2], "reservoir_sampler")

@@ -38,7 +38,11 @@ def test_subset_keeps_order() -> None:
 @pytest.mark.parametrize(
     "source, error, match",
     [
-        ([1, 2], TypeError, "source must be a pandas.DataFrame or a dask.dataframe.DataFrame, got builtins.list"),
+        (
+            [1, 2],
+            TypeError,
+            "source must be a pandas.DataFrame or a dask.dataframe.DataFrame, got builtins.list",
+        ),
         (pd.Series([1]), TypeError, "got pandas.Series"),
         (pd.DataFrame({"a": []}), ValueError, "at least one row"),
         (pd.DataFrame({"uid": [1, 2, 1, 3, 3]}), ValueError, r"duplicate UIDs \[1, 3\]"),

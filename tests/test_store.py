@@ -51,7 +51,9 @@ def test_snapshot_is_source_ordered_and_independent() -> None:
     assert [e.uid for e in store.snapshot()] == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("capacity, error", [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "capacity, error", [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)]
+)
 def test_bad_capacity(capacity: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="capacity"):
         ReservoirStore(capacity)  # type: ignore[arg-type]

@@ -99,7 +99,9 @@ def test_unpicklable_exception_travels_as_text() -> None:
 
 
 def test_run_partition_rows() -> None:
-    spec = JobSpec.from_function(lambda row: {"double": row["v"] * 2}, uid_column="uid", retries=0, rows_per_job=2)
+    spec = JobSpec.from_function(
+        lambda row: {"double": row["v"] * 2}, uid_column="uid", retries=0, rows_per_job=2
+    )
     parts = {0: pd.DataFrame({"v": [1, 2]}), 1: pd.DataFrame({"v": [3]})}
     out = run_partition_rows(spec, parts, [(1, 0), (0, 1)], ["c", "b"])
     assert [o[2] for o in out] == [[{"double": 6, "uid": "c"}], [{"double": 4, "uid": "b"}]]

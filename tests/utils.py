@@ -12,7 +12,9 @@ import pandas as pd
 from distributed import Client
 
 
-def poll_for(predicate: Callable[[], bool], *, timeout: float = 10.0, period: float = 0.01, what: str = "condition") -> None:
+def poll_for(
+    predicate: Callable[[], bool], *, timeout: float = 10.0, period: float = 0.01, what: str = "condition"
+) -> None:
     """Wait until ``predicate()`` is true; fail with a message after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():

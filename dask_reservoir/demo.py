@@ -1,0 +1,138 @@
+"""The demo job: a slow loader feeding a training-like loop through a reservoir.
+
+``python -m dask_reservoir demo`` (and ``make demo``) runs :func:`run_demo`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+
+from .reservoir import AsyncReservoir
+from .samplers import RandomSampler
+
+__all__ = ["DemoResult", "run_demo", "slow_loader"]
+
+
+def slow_loader(row: dict[str, Any]) -> dict[str, Any]:
+    """Sleep ``row["delay"]`` seconds, then return an image and a label (a stand-in for a slow read)."""
+    time.sleep(float(row["delay"]))
+    rng = np.random.default_rng(int(row["sample_uid"]))
+    return {
+        "image": rng.standard_normal((3, 64, 64), dtype=np.float32),
+        "label": np.int64(row["sample_uid"] % 10),
+    }
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo measured."""
+
+    epochs: int
+    batches: int
+    samples: int
+    seconds: float
+    first_batch_seconds: float
+    batches_per_second: float
+    distinct_uids: int
+    wait_fraction: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict."""
+        return asdict(self)
+
+
+def run_demo(
+    *,
+    rows: int = 400,
+    delay: float = 0.02,
+    workers: int = 2,
+    scheduler: str | None = None,
+    reservoir: int = 128,
+    minimum: int = 32,
+    batch_size: int = 16,
+    epochs: int = 30,
+    step: float = 0.005,
+    out: TextIO | None = None,
+) -> DemoResult:
+    """Stream batches from a slow loader and print throughput and stats.
+
+    Parameters
+    ----------
+    rows : int
+        Source rows (one job each).
+    delay : float
+        Seconds each job sleeps, standing in for a slow read and augmentation.
+    workers : int
+        Worker processes of the embedded LocalCluster (ignored with ``scheduler``).
+    scheduler : str, optional
+        Address of a running scheduler, e.g. ``tcp://127.0.0.1:8786``.
+    reservoir, minimum, batch_size : int
+        Reservoir capacity, the minimum before the first epoch, and entries per batch.
+    epochs : int
+        Epochs to run.
+    step : float
+        Seconds the "training step" takes per batch.
+    out : file, optional
+        Where to print (default ``sys.stdout``).
+    """
+    out = out or sys.stdout
+    source = pd.DataFrame({"delay": np.full(rows, delay)})
+    start = time.perf_counter()
+    where = scheduler or f"an embedded LocalCluster of {workers} worker processes"
+    print(f"dask_reservoir demo: {rows} rows, loader {delay * 1000:.0f} ms/row, on {where}", file=out)
+    batches = samples = 0
+    first_batch = None
+    seen: set[int] = set()
+    with AsyncReservoir(
+        source,
+        slow_loader,
+        reservoir,
+        min_reservoir_samples=minimum,
+        client=scheduler,
+        nb_workers=None if scheduler else workers,
+        batch_size=batch_size,
+        reservoir_sampler=RandomSampler(seed=0),
+        timeout=120,
+    ) as r:
+        for epoch in range(epochs):
+            for batch in r:
+                if first_batch is None:
+                    first_batch = time.perf_counter() - start
+                time.sleep(step)  # the training step
+                batches += 1
+                samples += len(batch["label"])
+                seen.update(int(u) for u in batch["sample_uid"])
+            s = r.stats()
+            elapsed = time.perf_counter() - start
+            line = (
+                f"epoch {epoch + 1:>3}/{epochs}  {batches / elapsed:7.1f} batches/s  "
+                f"reservoir {s.reservoir_size}/{s.max_reservoir_samples}  loaded {s.jobs_completed}  "
+                f"distinct served {len(seen)}  waited {s.consumer_wait_seconds:.2f} s"
+            )
+            end = "\r" if out.isatty() and epoch + 1 < epochs else "\n"
+            print(line, file=out, end=end, flush=True)
+        stats = r.stats()
+    seconds = time.perf_counter() - start
+    result = DemoResult(
+        epochs=epochs,
+        batches=batches,
+        samples=samples,
+        seconds=seconds,
+        first_batch_seconds=first_batch or 0.0,
+        batches_per_second=batches / seconds,
+        distinct_uids=len(seen),
+        wait_fraction=stats.consumer_wait_seconds / seconds,
+    )
+    print(
+        f"done: {batches} batches ({samples} samples) in {seconds:.2f} s, first batch after "
+        f"{result.first_batch_seconds:.2f} s, consumer waited {100 * result.wait_fraction:.1f}% of the time",
+        file=out,
+    )
+    print(f"stats: {stats.summary()}", file=out)
+    return result

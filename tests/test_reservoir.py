@@ -1,0 +1,567 @@
+"""AsyncReservoir end to end on a real threaded LocalCluster (2 workers x 1 thread)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client
+
+from dask_reservoir import (
+    AsyncReservoir,
+    JobError,
+    RandomSampler,
+    ReservoirClosedError,
+    SequenceAsyncReservoir,
+    SequentialSampler,
+)
+from tests import utils
+from tests.utils import frame, load_value, poll_for
+
+LOADS: dict[Any, int] = {}
+LOADS_LOCK = threading.Lock()
+
+
+def counting_load(row: dict[str, Any]) -> dict[str, Any]:
+    """Counts loads per UID (tasks run in this process on a threaded cluster)."""
+    with LOADS_LOCK:
+        LOADS[row["sample_uid"]] = LOADS.get(row["sample_uid"], 0) + 1
+        count = LOADS[row["sample_uid"]]
+    return {"label": int(row["value"]), "load": count}
+
+
+def fail_on_odd(row: dict[str, Any]) -> dict[str, Any]:
+    if row["value"] % 2:
+        raise ValueError(f"corrupt file {row['value']}")
+    return load_value(row)
+
+
+def test_batches_flow_with_uids_and_shapes(client: Client) -> None:
+    with AsyncReservoir(
+        frame(20), load_value, 20, min_reservoir_samples=20, client=client, batch_size=8
+    ) as r:
+        batches = list(r)
+        assert [len(b["label"]) for b in batches] == [8, 8, 4]
+        first = batches[0]
+        assert set(first) == {"image", "label", "sample_uid"}
+        assert first["image"].shape == (8, 2, 3) and first["image"].dtype == np.float32
+        # sequential sampler: source order, and each row's label matches its UID
+        assert np.concatenate([b["sample_uid"] for b in batches]).tolist() == list(range(20))
+        assert np.concatenate([b["label"] for b in batches]).tolist() == list(range(20))
+        s = r.stats()
+        assert s.reservoir_size == 20 and s.epochs == 1 and s.samples_served == 20 and s.batches_served == 3
+        assert s.jobs_completed >= 20 and s.mean_job_seconds > 0
+        assert r.perf_sending.count >= 20 and r.perf_receiving.count >= 1
+
+
+def test_alias_and_repr(client: Client) -> None:
+    assert SequenceAsyncReservoir is AsyncReservoir
+    with AsyncReservoir(frame(4), load_value, 4, client=client) as r:
+        text = repr(r)
+        assert text.startswith("<AsyncReservoir: size=") and "status=running" in text and "in_flight=" in text
+    assert "status=closed" in repr(r)
+
+
+def test_iter_waits_for_minimum(client: Client) -> None:
+    utils.GATE.clear()
+    r = AsyncReservoir(
+        frame(30), utils.gated_load, 30, min_reservoir_samples=12, client=client, max_jobs_at_once=30
+    )
+    try:
+        assert r.reservoir_size() == 0
+        threading.Timer(0.2, utils.GATE.set).start()
+        it = iter(r)
+        assert r.reservoir_size() >= 12
+        assert len(list(it)) == r.reservoir_size()
+        assert r.stats().consumer_wait_seconds > 0
+    finally:
+        utils.GATE.set()
+        r.close()
+
+
+def test_min_capped_by_source_rows(client: Client) -> None:
+    with AsyncReservoir(frame(3), load_value, 10, min_reservoir_samples=10, client=client) as r:
+        assert len(list(r)) == 3
+
+
+def test_back_pressure_bound_in_rows(client: Client) -> None:
+    bound = 6
+    with AsyncReservoir(
+        frame(100), load_value, 50, client=client, max_jobs_at_once=bound, rows_per_job=2
+    ) as r:
+        assert r.max_jobs_at_once == bound
+
+        def within_bound_and_full() -> bool:
+            s = r.stats()
+            assert s.rows_in_flight + s.entries_waiting <= bound, s
+            return s.entries_waiting == bound
+
+        poll_for(within_bound_and_full, what="waiting entries to reach the bound")
+        submitted = r.stats().jobs_submitted
+        assert submitted == bound // 2  # nothing more while nobody ingests
+        it = iter(r)  # ingests the waiting entries, which frees room
+        assert r.reservoir_size() == bound and len(list(it)) == bound
+        poll_for(lambda: r.stats().jobs_submitted > submitted, what="jobs to resume after ingestion")
+        poll_for(within_bound_and_full, what="the bound again")
+
+
+def test_default_bound_is_two_per_worker_thread(client: Client) -> None:
+    with AsyncReservoir(frame(10), load_value, 10, client=client, rows_per_job=3) as r:
+        assert r.max_jobs_at_once == 2 * 2 * 3
+
+
+def test_keyed_replacement_no_duplicates(client: Client) -> None:
+    with AsyncReservoir(frame(3), load_value, 10, min_reservoir_samples=3, client=client) as r:
+        list(r)
+        poll_for(lambda: r.stats().entries_waiting >= 3, what="a second pass to finish")
+        list(r)
+        s = r.stats()
+        assert s.reservoir_size == 3 and s.entries_replaced >= 3 and s.entries_evicted == 0
+        batch_uids = [b["sample_uid"][0] for b in r]
+        assert sorted(batch_uids) == [0, 1, 2]
+
+
+def test_eviction_of_oldest(client: Client) -> None:
+    with AsyncReservoir(
+        frame(40), load_value, 5, min_reservoir_samples=5, client=client, max_jobs_at_once=40
+    ) as r:
+        poll_for(lambda: r.stats().entries_waiting >= 30, what="30 finished entries")
+        it = iter(r)
+        s = r.stats()
+        assert s.reservoir_size == 5 and s.entries_evicted >= 25
+        assert len({int(b["sample_uid"][0]) for b in it}) == 5
+
+
+def test_epoch_snapshot_is_frozen(client: Client) -> None:
+    LOADS.clear()
+    with AsyncReservoir(frame(4), counting_load, 4, min_reservoir_samples=4, client=client) as r:
+        it = iter(r)
+        snapshot = {int(u): None for u in range(4)}
+        poll_for(lambda: r.stats().entries_waiting >= 4, what="fresh loads of every UID")
+        fresh = iter(r)  # ingests the fresh entries
+        old = [(int(b["sample_uid"][0]), int(b["load"][0])) for b in it]
+        new = [(int(b["sample_uid"][0]), int(b["load"][0])) for b in fresh]
+        assert [u for u, _ in old] == list(snapshot)
+        assert all(n_new > n_old for (_, n_old), (_, n_new) in zip(old, new, strict=True))
+
+
+def test_replacement_cap_per_iter(client: Client) -> None:
+    with AsyncReservoir(
+        frame(50),
+        load_value,
+        50,
+        min_reservoir_samples=5,
+        client=client,
+        max_reservoir_replacement_size=3,
+        max_jobs_at_once=40,
+    ) as r:
+        list(r)
+        assert r.reservoir_size() >= 5
+        for _ in range(4):
+            poll_for(lambda: r.stats().entries_waiting >= 3, what="entries to ingest")
+            before = r.stats().entries_ingested
+            list(r)
+            assert r.stats().entries_ingested - before == 3
+
+
+def test_seeded_sampler_reproducible_across_reservoirs(client: Client) -> None:
+    def run() -> list[list[int]]:
+        with AsyncReservoir(
+            frame(16),
+            load_value,
+            16,
+            min_reservoir_samples=16,
+            client=client,
+            reservoir_sampler=RandomSampler(seed=5),
+            batch_size=4,
+            max_reservoir_replacement_size=1,
+        ) as r:
+            return [[int(u) for b in r for u in b["sample_uid"]] for _ in range(3)]
+
+    a, b = run(), run()
+    assert a == b
+    assert a[0] != a[1] and sorted(a[0]) == list(range(16))
+
+
+def test_random_with_replacement_num_samples(client: Client) -> None:
+    sampler = RandomSampler(replacement=True, num_samples=40, seed=1)
+    with AsyncReservoir(
+        frame(5),
+        load_value,
+        5,
+        min_reservoir_samples=5,
+        client=client,
+        reservoir_sampler=sampler,
+        batch_size=10,
+    ) as r:
+        uids = np.concatenate([b["sample_uid"] for b in r])
+        assert len(uids) == 40 and set(uids.tolist()) <= set(range(5))
+
+
+def test_max_samples_per_epoch_and_drop_last(client: Client) -> None:
+    with AsyncReservoir(
+        frame(10),
+        load_value,
+        10,
+        min_reservoir_samples=10,
+        client=client,
+        batch_size=4,
+        maximum_number_of_samples_per_epoch=7,
+    ) as r:
+        assert [len(b["label"]) for b in r] == [4, 3]
+    with AsyncReservoir(
+        frame(10), load_value, 10, min_reservoir_samples=10, client=client, batch_size=4, drop_last=True
+    ) as r:
+        assert [len(b["label"]) for b in r] == [4, 4]
+
+
+def multi_rows(row: dict[str, Any]) -> Any:
+    v = int(row["value"])
+    if v == 0:
+        return []  # nothing for this UID
+    if v == 1:
+        return pd.DataFrame({"k": [10, 11]})
+    return [{"k": v}, {"k": v + 100}]
+
+
+def test_multi_row_results_and_empty(client: Client) -> None:
+    with AsyncReservoir(frame(4), multi_rows, 4, min_reservoir_samples=3, client=client, batch_size=10) as r:
+        (batch,) = list(r)
+        assert batch["sample_uid"].tolist() == [1, 1, 2, 2, 3, 3]
+        assert batch["k"].tolist() == [10, 11, 2, 102, 3, 103]
+        assert r.reservoir_size() == 3
+
+
+def test_collate_fn(client: Client) -> None:
+    with AsyncReservoir(
+        frame(6),
+        load_value,
+        6,
+        min_reservoir_samples=6,
+        client=client,
+        batch_size=3,
+        collate_fn=lambda rows: [r["label"] for r in rows],
+    ) as r:
+        assert list(r) == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_on_error_skip_records_failures(client: Client) -> None:
+    with AsyncReservoir(
+        frame(10), fail_on_odd, 10, min_reservoir_samples=5, client=client, max_failures_per_uid=None
+    ) as r:
+        labels = [int(b["label"][0]) for b in r]
+        assert labels and all(v % 2 == 0 for v in labels)
+        poll_for(lambda: len(r.stats().failures) == 5, what="5 failed UIDs")
+        failures = {f.uid: f for f in r.stats().failures}
+        assert sorted(failures) == [1, 3, 5, 7, 9]
+        assert failures[3].exc_type == "ValueError" and failures[3].message == "corrupt file 3"
+        assert "fail_on_odd" in failures[3].traceback
+        assert r.stats().jobs_failed >= 5
+
+
+def test_on_error_raise(client: Client) -> None:
+    with AsyncReservoir(
+        frame(10), fail_on_odd, 10, min_reservoir_samples=10, client=client, on_error="raise"
+    ) as r:
+        with pytest.raises(
+            JobError, match=r"function_to_run failed for UID \d: ValueError: corrupt file"
+        ) as info:
+            while True:
+                list(r)
+        assert info.value.uid in {1, 3, 5, 7, 9}
+        assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_packed_rows_failures_are_per_row(client: Client) -> None:
+    with AsyncReservoir(
+        frame(12),
+        fail_on_odd,
+        12,
+        min_reservoir_samples=6,
+        client=client,
+        rows_per_job=4,
+        max_failures_per_uid=None,
+    ) as r:
+        list(r)
+        assert r.reservoir_size() >= 6
+        poll_for(lambda: r.stats().rows_failed >= 6, what="the 6 odd rows to fail")
+        assert r.stats().jobs_failed == 0
+        assert sorted({f.uid for f in r.stats().failures}) == [1, 3, 5, 7, 9, 11]
+
+
+FLAKY: dict[Any, int] = {}
+
+
+def flaky_once(row: dict[str, Any]) -> dict[str, Any]:
+    with LOADS_LOCK:
+        FLAKY[row["sample_uid"]] = FLAKY.get(row["sample_uid"], 0) + 1
+        first = FLAKY[row["sample_uid"]] == 1
+    if first:
+        raise OSError("transient network error")
+    return load_value(row)
+
+
+@pytest.mark.parametrize("rows_per_job", [1, 3])
+def test_retries_recover_transient_errors(client: Client, rows_per_job: int) -> None:
+    FLAKY.clear()
+    with AsyncReservoir(
+        frame(6), flaky_once, 6, min_reservoir_samples=6, client=client, retries=1, rows_per_job=rows_per_job
+    ) as r:
+        assert len(list(r)) == 6
+        s = r.stats()
+        assert s.failures == () and s.rows_failed == 0 and s.jobs_failed == 0
+        assert all(FLAKY[u] >= 2 for u in range(6))
+
+
+def always_fails(row: dict[str, Any]) -> dict[str, Any]:
+    raise RuntimeError(f"cannot read {row['value']}")
+
+
+def test_all_rows_fail_raises_job_error_not_hang(client: Client) -> None:
+    with AsyncReservoir(frame(4), always_fails, 4, min_reservoir_samples=2, client=client) as r:
+        with pytest.raises(
+            JobError, match=r"every one of the 4 source rows was tried but only 0 produced rows.*cannot read"
+        ):
+            iter(r)
+
+
+def test_quarantine_after_consecutive_failures(client: Client) -> None:
+    with AsyncReservoir(
+        frame(6), fail_on_odd, 6, min_reservoir_samples=3, client=client, max_failures_per_uid=2
+    ) as r:
+        list(r)
+        poll_for(lambda: len(r.stats().quarantined) == 3, what="3 quarantined UIDs")
+        s = r.stats()
+        assert sorted(s.quarantined) == [1, 3, 5]
+        counts = {f.uid: f.count for f in s.failures}
+        # quarantined UIDs are no longer submitted: their count stays at 2
+        poll_for(lambda: r.stats().entries_waiting >= 3, what="more passes over the good rows")
+        assert {f.uid: f.count for f in r.stats().failures} == counts == {1: 2, 3: 2, 5: 2}
+        assert "quarantined=3" in repr(r)
+
+
+def invalid_result(row: dict[str, Any]) -> Any:
+    return None if row["value"] == 1 else load_value(row)
+
+
+def test_invalid_result_recorded_as_job_error(client: Client) -> None:
+    with AsyncReservoir(frame(3), invalid_result, 3, min_reservoir_samples=2, client=client) as r:
+        list(r)
+        poll_for(lambda: bool(r.stats().failures), what="the failure of UID 1")
+        (failure,) = r.stats().failures
+        assert (
+            failure.uid == 1
+            and failure.exc_type == "JobError"
+            and "got NoneType for UID 1" in failure.message
+        )
+
+
+def test_timeout_raises_with_stats(client: Client) -> None:
+    utils.GATE.clear()
+    r = AsyncReservoir(frame(4), utils.gated_load, 4, min_reservoir_samples=4, client=client, timeout="200ms")
+    try:
+        with pytest.raises(
+            TimeoutError, match=r"waited 0.2 s \(timeout\) for 4 entries.*holds 0; reservoir 0/4.*in flight"
+        ):
+            iter(r)
+    finally:
+        utils.GATE.set()
+        r.close()
+
+
+def test_close_idempotent_and_iterating_after_close(client: Client) -> None:
+    r = AsyncReservoir(frame(8), load_value, 8, min_reservoir_samples=8, client=client, batch_size=2)
+    it = iter(r)
+    next(it)
+    r.close()
+    r.close()
+    with pytest.raises(ReservoirClosedError, match="closed"):
+        next(it)
+    with pytest.raises(RuntimeError, match="closed"):
+        iter(r)
+    with pytest.raises(RuntimeError):
+        r.fill_queue()
+    assert r.stats().status == "closed" and r.reservoir_size() == 0
+
+
+def test_close_from_another_thread_unblocks_waiting_consumer(client: Client) -> None:
+    utils.GATE.clear()
+    r = AsyncReservoir(frame(4), utils.gated_load, 4, min_reservoir_samples=4, client=client)
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            iter(r)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    poll_for(lambda: r.stats().rows_in_flight > 0, what="jobs in flight")
+    r.close()
+    t.join(10)
+    utils.GATE.set()
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError) and "closed" in str(errors[0])
+
+
+def test_two_threads_iterate_the_same_reservoir(client: Client) -> None:
+    with AsyncReservoir(
+        frame(20), load_value, 20, min_reservoir_samples=20, client=client, batch_size=5
+    ) as r:
+        results: dict[int, list[int]] = {}
+
+        def consume(k: int) -> None:
+            results[k] = [int(u) for _ in range(5) for b in r for u in b["sample_uid"]]
+
+        threads = [threading.Thread(target=consume, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert all(sorted(v) == sorted(list(range(20)) * 5) for v in results.values())
+        assert r.stats().epochs == 10
+
+
+def test_shared_iterator_across_threads_yields_each_batch_once(client: Client) -> None:
+    with AsyncReservoir(
+        frame(40), load_value, 40, min_reservoir_samples=40, client=client, batch_size=2
+    ) as r:
+        it = iter(r)
+        got: list[int] = []
+        lock = threading.Lock()
+
+        def drain() -> None:
+            for b in it:
+                with lock:
+                    got.extend(int(u) for u in b["sample_uid"])
+
+        threads = [threading.Thread(target=drain) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(got) == list(range(40))
+
+
+def test_subsample_reuses_loaded_entries(client: Client) -> None:
+    LOADS.clear()
+    with AsyncReservoir(
+        frame(20), counting_load, 20, min_reservoir_samples=20, client=client, max_jobs_at_once=2
+    ) as r:
+        list(r)
+        loaded = {int(b["sample_uid"][0]): int(b["load"][0]) for b in r}
+        sub = r.subsample(8, seed=3)
+        assert sub.reservoir_size() == 8  # preloaded, before any job of its own
+        sub_batches = {int(b["sample_uid"][0]): int(b["load"][0]) for b in sub}
+        assert len(sub_batches) == 8 and set(sub_batches) <= set(range(20))
+        assert all(sub_batches[u] == loaded[u] for u in sub_batches)
+        assert sorted(sub_batches) == list(sub_batches)  # source order
+        assert sub.stats().address == r.stats().address
+        sub.close()
+        with pytest.raises(ValueError, match=r"nb_samples must be between 1 and the 20 source rows, got 21"):
+            r.subsample(21)
+        with pytest.raises(TypeError, match="nb_samples must be an int"):
+            r.subsample(2.5)  # type: ignore[arg-type]
+
+
+def test_subsample_uids_order_and_errors(client: Client) -> None:
+    src = frame(10, case=[f"c{i}" for i in range(10)], group=["a", "b"] * 5)
+    with AsyncReservoir(src, load_value, 10, min_reservoir_samples=10, client=client, uid_column="case") as r:
+        list(r)
+        with r.subsample_uids(["c7", "c2", "c5"], new_sampler=SequentialSampler()) as sub:
+            assert [b["case"][0] for b in sub] == ["c7", "c2", "c5"]
+            assert sub.reservoir_size() == 3
+        with r.subsample_uids(["b"], uids_name="group") as sub:
+            assert sorted(b["case"][0] for b in sub) == ["c1", "c3", "c5", "c7", "c9"]
+        with pytest.raises(KeyError, match=r"UIDs not in the source column 'case': \['nope'\]"):
+            r.subsample_uids(["c1", "nope"])
+        with pytest.raises(ValueError, match="uids_name must be a column of the source, got 'missing'"):
+            r.subsample_uids(["c1"], uids_name="missing")
+        with pytest.raises(KeyError, match=r"values not in the source column 'group': \['z'\]"):
+            r.subsample_uids(["z"], uids_name="group")
+        with pytest.raises(ValueError, match="at least one UID"):
+            r.subsample_uids([])
+
+
+def test_dask_dataframe_source_rows_read_on_workers(client: Client) -> None:
+    pdf = pd.DataFrame({"value": np.arange(30), "name": [f"n{i}" if i % 7 else None for i in range(30)]})
+    ddf = dd.from_pandas(pdf, npartitions=4)
+
+    def load(row: dict[str, Any]) -> dict[str, Any]:
+        return {"value": row["value"], "has_name": row["name"] is not None}
+
+    with AsyncReservoir(
+        ddf, load, 30, min_reservoir_samples=30, client=client, batch_size=30, rows_per_job=4
+    ) as r:
+        (batch,) = list(r)
+        assert batch["sample_uid"].tolist() == list(range(30))
+        assert batch["value"].tolist() == list(range(30))
+        assert batch["has_name"].tolist() == [bool(i % 7) for i in range(30)]
+        with r.subsample_uids([29, 3], new_sampler=SequentialSampler()) as sub:
+            assert [int(v) for b in sub for v in b["value"]] == [29, 3]
+
+
+def test_random_source_sampler_submits_in_shuffled_order(client: Client) -> None:
+    with AsyncReservoir(
+        frame(30),
+        load_value,
+        30,
+        min_reservoir_samples=5,
+        client=client,
+        max_jobs_at_once=1,
+        source_sampler=RandomSampler(seed=2),
+    ) as r:
+        it = iter(r)
+        first = sorted(int(b["sample_uid"][0]) for b in it)
+        assert first != list(range(len(first)))  # not the first rows of the source
+
+
+def test_bad_constructor_arguments_start_nothing(client: Client) -> None:
+    with pytest.raises(TypeError, match="function_to_run must be callable, got int"):
+        AsyncReservoir(frame(3), 3, 3, client=client)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="min_reservoir_samples=5 > max_reservoir_samples=3"):
+        AsyncReservoir(frame(3), load_value, 3, min_reservoir_samples=5, client=client)
+    with pytest.raises(TypeError, match="reservoir_sampler must be None or a Sampler"):
+        AsyncReservoir(frame(3), load_value, 3, reservoir_sampler="random", client=client)  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match=r"nb_workers applies only when dask_reservoir starts its own LocalCluster"
+    ):
+        AsyncReservoir(frame(3), load_value, 3, nb_workers=2, client=client)
+    with pytest.raises(
+        TypeError, match=r"client must be None, a scheduler address str or a distributed\.Client, got int"
+    ):
+        AsyncReservoir(frame(3), load_value, 3, client=5)
+    with pytest.raises(TypeError, match=r"source must be a pandas\.DataFrame"):
+        AsyncReservoir({"a": [1]}, load_value, 3, client=client)
+
+
+def test_fill_queue_and_initializer_are_safe(client: Client) -> None:
+    with AsyncReservoir(frame(5), load_value, 5, min_reservoir_samples=5, client=client) as r:
+        r.initializer()
+        r.fill_queue()
+        assert len(list(r)) == 5
+
+
+def test_abandoned_iterator_does_not_disturb(client: Client) -> None:
+    with AsyncReservoir(
+        frame(10), load_value, 10, min_reservoir_samples=10, client=client, batch_size=2
+    ) as r:
+        it = iter(r)
+        next(it)
+        del it
+        assert len(list(r)) == 5
+        assert r.stats().epochs == 2
+
+
+def test_wait_seconds_accumulate_only_while_blocked(client: Client) -> None:
+    with AsyncReservoir(frame(5), load_value, 5, min_reservoir_samples=5, client=client) as r:
+        list(r)
+        waited = r.stats().consumer_wait_seconds
+        for _ in range(20):
+            list(r)
+        assert r.stats().consumer_wait_seconds == pytest.approx(waited, abs=0.05)
