@@ -33,7 +33,8 @@ demo: install
 	$(PY) -m dask_reservoir demo
 
 lint: install-dev
-	$(PY) -m ruff check dask_reservoir tests examples benchmarks
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 test: install-dev lint
