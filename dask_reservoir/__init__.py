@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .collate import collate_rows
-from .errors import ClusterLostError, JobError, ReservoirClosedError
+from .errors import ClusterLostError, JobError, JobTimeoutError, ReservoirClosedError
 from .reservoir import AsyncReservoir, SequenceAsyncReservoir
 from .samplers import RandomSampler, Sampler, SequentialSampler
 from .stats import FailureRecord, Performance, ReservoirStats
@@ -26,6 +26,7 @@ __all__ = [
     "ClusterLostError",
     "FailureRecord",
     "JobError",
+    "JobTimeoutError",
     "Performance",
     "RandomSampler",
     "ReservoirClosedError",

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import dask.config
 from dask.utils import parse_timedelta
 from distributed import Client, LocalCluster
 
@@ -19,7 +20,14 @@ __all__ = ["ClientHandle", "resolve_client"]
 
 logger = logging.getLogger("dask_reservoir")
 
-CONNECT_TIMEOUT = "10s"
+MAX_CONNECT_TIMEOUT = 10.0
+"""Longest wait (seconds) for a scheduler address to answer; dask's own default is 30 s."""
+
+
+def connect_timeout() -> float:
+    """Seconds to wait for a scheduler: ``distributed.comm.timeouts.connect``, at most 10 s."""
+    configured = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="seconds")
+    return min(float(configured or MAX_CONNECT_TIMEOUT), MAX_CONNECT_TIMEOUT)
 
 
 @dataclass
@@ -37,6 +45,16 @@ class ClientHandle:
             return str(self.client.scheduler.address)  # type: ignore[union-attr]
         except Exception:
             return ""
+
+    def can_import(self, package: str) -> bool:
+        """Whether the scheduler and every current worker can import ``package``."""
+        try:
+            on_scheduler = self.client.run_on_scheduler(_importable, package)
+            on_workers = self.client.run(_importable, package)
+        except Exception as exc:
+            logger.debug("could not ask the cluster whether it imports %r: %r", package, exc)
+            return False
+        return bool(on_scheduler) and all(on_workers.values())
 
     def worker_threads(self) -> int:
         """Total worker threads of the cluster now (at least 1)."""
@@ -58,6 +76,16 @@ class ClientHandle:
                 logger.debug("closing %r failed: %r", thing, exc)
 
 
+def _importable(package: str) -> bool:
+    """Run on the scheduler and workers by :meth:`ClientHandle.can_import`."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _default_client() -> Client | None:
     try:
         from distributed import default_client
@@ -77,7 +105,7 @@ def resolve_client(client: Any, nb_workers: int | None) -> ClientHandle:
     ValueError
         When ``nb_workers`` is given but no cluster is started here.
     OSError
-        When nothing answers at the given address within 10 s.
+        When nothing answers at the given address within :func:`connect_timeout`.
     """
     if client is not None and not isinstance(client, (str, Client)):
         raise TypeError(
@@ -102,11 +130,11 @@ def resolve_client(client: Any, nb_workers: int | None) -> ClientHandle:
             f"(client=None and no default client), got nb_workers={nb_workers} with client={client!r}"
         )
     if isinstance(client, str):
+        timeout = connect_timeout()
         try:
-            return ClientHandle(Client(client, set_as_default=False, timeout=CONNECT_TIMEOUT), owned=True)
+            return ClientHandle(Client(client, set_as_default=False, timeout=timeout), owned=True)
         except (OSError, TimeoutError) as exc:
             raise OSError(
-                f"could not connect to the dask scheduler at {client!r} within "
-                f"{parse_timedelta(CONNECT_TIMEOUT):g} s: {exc}"
+                f"could not connect to the dask scheduler at {client!r} within {timeout:g} s: {exc}"
             ) from exc
     return ClientHandle(client, owned=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-__all__ = ["ClusterLostError", "JobError", "ReservoirClosedError"]
+__all__ = ["ClusterLostError", "JobError", "JobTimeoutError", "ReservoirClosedError"]
 
 
 class JobError(RuntimeError):
@@ -44,6 +44,17 @@ class JobError(RuntimeError):
 
 def _rebuild_job_error(message: str, uid: Hashable | None) -> JobError:
     return JobError(message, uid=uid)
+
+
+class JobTimeoutError(JobError):
+    """A job ran longer than ``job_timeout`` and was abandoned."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_job_timeout_error, (str(self), self.uid))
+
+
+def _rebuild_job_timeout_error(message: str, uid: Hashable | None) -> JobTimeoutError:
+    return JobTimeoutError(message, uid=uid)
 
 
 class ReservoirClosedError(RuntimeError):

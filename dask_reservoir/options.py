@@ -39,6 +39,7 @@ class ReservoirOptions:
     max_failures_per_uid: int | None
     on_cluster_loss: str
     nb_workers: int | None
+    job_timeout: float | None
 
 
 def _int(name: str, value: object, *, minimum: int, optional: bool = False) -> int:
@@ -58,6 +59,23 @@ def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
     return str(value)
+
+
+def _seconds(name: str, value: object) -> float | None:
+    """``None`` or a positive duration in seconds; strings such as ``"30s"`` via dask."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
+        raise TypeError(
+            f"{name} must be seconds (a number or a str like '30s') or None, got {type(value).__name__}: {value!r}"
+        )
+    try:
+        seconds = float(parse_timedelta(value if isinstance(value, str) else float(value), default="seconds"))
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"{name} must be seconds (a number or a str like '30s'), got {value!r}") from exc
+    if not seconds > 0:
+        raise ValueError(f"{name} must be > 0 seconds or None, got {value!r}")
+    return seconds
 
 
 def validate_options(**kwargs: Any) -> ReservoirOptions:
@@ -88,6 +106,7 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         max_failures_per_uid=3,
         on_cluster_loss="raise",
         nb_workers=None,
+        job_timeout=None,
     )
     unknown = set(kwargs) - set(k) - {"max_reservoir_samples"}
     if unknown:  # pragma: no cover - guarded by the AsyncReservoir signature
@@ -120,22 +139,8 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         raise TypeError(
             f"collate_fn must be callable or None, got {type(collate_fn).__name__}: {collate_fn!r}"
         )
-    timeout = k["timeout"]
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (str, numbers.Real)):
-            raise TypeError(
-                f"timeout must be seconds (a number or a str like '30s') or None, got {type(timeout).__name__}: {timeout!r}"
-            )
-        try:
-            timeout = float(
-                parse_timedelta(timeout if isinstance(timeout, str) else float(timeout), default="seconds")
-            )
-        except (ValueError, KeyError) as exc:
-            raise ValueError(
-                f"timeout must be seconds (a number or a str like '30s'), got {k['timeout']!r}"
-            ) from exc
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds or None, got {k['timeout']!r}")
+    timeout = _seconds("timeout", k["timeout"])
+    job_timeout = _seconds("job_timeout", k["job_timeout"])
     return ReservoirOptions(
         max_reservoir_samples=max_samples,
         min_reservoir_samples=min_samples,
@@ -157,4 +162,5 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         max_failures_per_uid=_opt_int("max_failures_per_uid", k["max_failures_per_uid"], minimum=1),
         on_cluster_loss=_choice("on_cluster_loss", k["on_cluster_loss"], ON_CLUSTER_LOSS),
         nb_workers=_opt_int("nb_workers", k["nb_workers"], minimum=1),
+        job_timeout=job_timeout,
     )

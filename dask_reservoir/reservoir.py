@@ -25,7 +25,7 @@ from .samplers import Sampler, check_sampler
 from .source import Source, _is_dask_frame, make_source
 from .stats import Performance, ReservoirStats
 from .store import Entry, ReservoirStore
-from .tasks import JobSpec
+from .tasks import JobSpec, function_package
 
 __all__ = ["AsyncReservoir", "SequenceAsyncReservoir"]
 
@@ -93,6 +93,11 @@ class AsyncReservoir:
     on_cluster_loss : {"raise", "serve"}
         When the client gives up on its scheduler: raise :class:`ClusterLostError` at the
         next ``iter()``/``next()``, or keep serving the loaded entries.
+    job_timeout : float or str, optional
+        Seconds one call of ``function_to_run`` may run on a worker; a longer call is
+        abandoned and counted as a failure of its UID (:class:`JobTimeoutError`), and the
+        task, so the worker's slot, is freed.  The call itself cannot be interrupted: it
+        goes on in a daemon thread of the worker until it returns.
 
     Examples
     --------
@@ -135,6 +140,7 @@ class AsyncReservoir:
         timeout: float | str | None = None,
         max_failures_per_uid: int | None = 3,
         on_cluster_loss: str = "raise",
+        job_timeout: float | str | None = None,
     ) -> None:
         self._closed = True  # until fully built, so __del__ and close() are no-ops
         options = validate_options(
@@ -154,6 +160,7 @@ class AsyncReservoir:
             max_failures_per_uid=max_failures_per_uid,
             on_cluster_loss=on_cluster_loss,
             nb_workers=nb_workers,
+            job_timeout=job_timeout,
         )
         if not callable(function_to_run):
             raise TypeError(
@@ -213,6 +220,10 @@ class AsyncReservoir:
             self._store.put(entry)
             preloaded.append(entry.uid)
         max_rows = options.max_jobs_at_once or 2 * handle.worker_threads() * options.rows_per_job
+        package = function_package(function_to_run)
+        # user code the cluster cannot import travels by value; importable code by reference,
+        # so that a threaded LocalCluster shares module state with the client as users expect
+        by_value = package is not None and not handle.can_import(package)
         self.perf_sending = Performance()
         self.perf_receiving = Performance()
         self._runner = JobRunner(
@@ -223,6 +234,8 @@ class AsyncReservoir:
                 uid_column=options.uid_column,
                 retries=options.retries,
                 rows_per_job=options.rows_per_job,
+                timeout=options.job_timeout,
+                by_value=by_value,
             ),
             order=self._source_sampler,
             max_rows=max_rows,

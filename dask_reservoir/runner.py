@@ -419,7 +419,8 @@ class JobRunner:
             start = time.perf_counter()
             try:
                 values = self._client.gather(ok)
-            except (CancelledError, OSError):
+            except (CancelledError, OSError, TimeoutError) as exc:
+                logger.debug("gather failed, the jobs will be submitted again: %r", exc)
                 values = None
             if values is None:
                 other.extend(ok)

@@ -15,7 +15,11 @@ Each task returns one outcome tuple per source row:
 from __future__ import annotations
 
 import functools
+import os
 import pickle
+import sys
+import sysconfig
+import threading
 import time
 import traceback
 from collections.abc import Callable, Hashable, Sequence
@@ -26,12 +30,83 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 
-from .errors import JobError
+from .errors import JobError, JobTimeoutError
 from .source import partition_records
 
 __all__ = ["JobSpec", "normalize_result", "run_partition_rows", "run_rows"]
 
 Outcome = tuple[Any, ...]
+
+
+_PICKLE_LOCK = threading.Lock()
+
+
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple(
+        os.path.realpath(p) + os.sep
+        for p in {paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"]}
+    )
+
+
+def _is_library(module: object) -> bool:
+    """Whether ``module`` comes from the standard library or site-packages (importable on a cluster)."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return True  # builtin or namespace: leave it to pickle by reference
+    return os.path.realpath(file).startswith(_library_dirs())
+
+
+def function_package(function: Callable[..., Any]) -> str | None:
+    """Top-level package of ``function``'s module when it is user code, else None.
+
+    None for ``__main__`` (cloudpickle always sends it by value), builtins, the
+    standard library and site-packages.
+
+    Examples
+    --------
+    >>> function_package(len) is None
+    True
+    """
+    module_name = getattr(function, "__module__", None) or "__main__"
+    top = module_name.split(".")[0]
+    module = sys.modules.get(top)
+    if module is None or top == "__main__" or _is_library(sys.modules.get(module_name, module)):
+        return None
+    return top
+
+
+def dumps_function(function: Callable[..., Any], *, by_value: bool = True) -> bytes:
+    """Pickle ``function`` so that a cluster which cannot import its module can run it.
+
+    With ``by_value``, functions of user code (see :func:`function_package`) are
+    pickled by value with cloudpickle, together with what they use from their
+    own top-level package (module globals they use are copied); functions of
+    installed libraries stay references.  When the by-value pickle fails (a
+    module-level lock, say), a reference is sent instead.
+
+    Examples
+    --------
+    >>> import cloudpickle
+    >>> cloudpickle.loads(dumps_function(len))("abc")
+    3
+    """
+    top = function_package(function)
+    if top is None or not by_value:
+        return cloudpickle.dumps(function)
+    module = sys.modules[top]
+    with _PICKLE_LOCK:
+        registered = top in cloudpickle.list_registry_pickle_by_value()
+        try:
+            if not registered:
+                cloudpickle.register_pickle_by_value(module)
+            return cloudpickle.dumps(function)
+        except Exception:
+            pass
+        finally:
+            if not registered:
+                cloudpickle.unregister_pickle_by_value(module)
+    return cloudpickle.dumps(function)
 
 
 @dataclass(frozen=True)
@@ -49,23 +124,36 @@ class JobSpec:
     reraise : bool
         One row per task: let the exception fail the dask task, so that dask's
         ``retries=`` apply and the future reports it.
+    timeout : float or None
+        ``job_timeout``: seconds one call of the function may run before it is
+        abandoned (the call goes on in a daemon thread until it returns, but
+        the task, and so the worker's slot, is freed).
     """
 
     payload: bytes
     uid_column: str
     attempts: int = 1
     reraise: bool = False
+    timeout: float | None = None
 
     @classmethod
     def from_function(
-        cls, function: Callable[[dict[str, Any]], Any], *, uid_column: str, retries: int, rows_per_job: int
+        cls,
+        function: Callable[[dict[str, Any]], Any],
+        *,
+        uid_column: str,
+        retries: int,
+        rows_per_job: int,
+        timeout: float | None = None,
+        by_value: bool = True,
     ) -> JobSpec:
-        """Pickle ``function`` by value and build the spec."""
+        """Pickle ``function`` (see :func:`dumps_function`) and build the spec."""
         return cls(
-            payload=cloudpickle.dumps(function),
+            payload=dumps_function(function, by_value=by_value),
             uid_column=uid_column,
             attempts=1 + retries if rows_per_job > 1 else 1,
             reraise=rows_per_job == 1,
+            timeout=timeout,
         )
 
 
@@ -145,13 +233,44 @@ def _picklable(exc: BaseException) -> BaseException | None:
     return exc
 
 
+def _call_with_timeout(
+    function: Callable[[dict[str, Any]], Any], record: dict[str, Any], uid: Hashable, timeout: float
+) -> Any:
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = function(record)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=target, name=f"dask_reservoir-job-{uid!s:.32}", daemon=True)
+    thread.start()
+    if not done.wait(timeout):
+        raise JobTimeoutError(
+            f"function_to_run ran longer than job_timeout={timeout:g} s for UID {uid!r}; "
+            "the job was abandoned",
+            uid=uid,
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _run_one(
     spec: JobSpec, function: Callable[[dict[str, Any]], Any], record: dict[str, Any], uid: Hashable
 ) -> Outcome:
     start = time.perf_counter()
     for attempt in range(spec.attempts):
         try:
-            rows = normalize_result(function(record), uid, spec.uid_column)
+            if spec.timeout is None:
+                result = function(record)
+            else:
+                result = _call_with_timeout(function, record, uid, spec.timeout)
+            rows = normalize_result(result, uid, spec.uid_column)
             return ("ok", uid, rows, time.perf_counter() - start)
         except Exception as exc:
             if spec.reraise:

@@ -81,7 +81,7 @@ def test_packed_retry_succeeds_on_second_attempt() -> None:
     _CALLS.clear()
     flaky = _flaky
     calls = _CALLS
-    spec = JobSpec.from_function(flaky, uid_column="uid", retries=1, rows_per_job=2)
+    spec = JobSpec.from_function(flaky, uid_column="uid", retries=1, rows_per_job=2, by_value=False)
     assert run_rows(spec, [{}], [0])[0][0] == "ok"
     assert len(calls) == 2
 

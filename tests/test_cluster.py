@@ -1,0 +1,70 @@
+"""Which client a reservoir uses and what it closes, on real clusters."""
+
+from __future__ import annotations
+
+import dask
+import pytest
+from distributed import Client, LocalCluster
+
+from dask_reservoir import AsyncReservoir
+from dask_reservoir.cluster import connect_timeout, resolve_client
+from tests.utils import frame, load_value
+
+
+def test_given_client_is_used_and_never_closed(client: Client) -> None:
+    with AsyncReservoir(frame(4), load_value, 4, min_reservoir_samples=4, client=client) as r:
+        assert len(list(r)) == 4
+        assert r.stats().address == client.scheduler.address
+    assert client.status == "running"
+
+
+def test_default_client_is_used_when_none(client: Client) -> None:
+    default = Client(client.cluster, set_as_default=True)
+    try:
+        with AsyncReservoir(frame(4), load_value, 4, min_reservoir_samples=4) as r:
+            assert r.stats().address == default.scheduler.address
+            assert len(list(r)) == 4
+        assert default.status == "running"  # not owned, not closed
+    finally:
+        default.close()
+
+
+def test_embedded_local_cluster_is_owned_and_closed() -> None:
+    with AsyncReservoir(frame(6), load_value, 6, min_reservoir_samples=6, nb_workers=1) as r:
+        handle = r._handle
+        assert handle.owned and handle.cluster is not None
+        assert len(handle.cluster.workers) == 1
+        assert handle.cluster.scheduler_address.startswith("tcp://")
+        assert sorted(int(b["label"][0]) for b in r) == list(range(6))
+    assert handle.client.status == "closed"
+    assert handle.cluster.status.name == "closed"
+
+
+def test_address_string_is_owned(process_cluster: LocalCluster) -> None:
+    address = process_cluster.scheduler_address
+    with AsyncReservoir(frame(6), load_value, 6, min_reservoir_samples=6, client=address) as r:
+        assert r.stats().address == address
+        assert sorted(int(b["label"][0]) for b in r) == list(range(6))
+        own = r._handle.client
+    assert own.status == "closed"
+    assert process_cluster.status.name == "running"  # the cluster is not ours to close
+
+
+def test_nothing_listening_fails_fast_naming_the_address() -> None:
+    address = "tcp://127.0.0.1:1"
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert connect_timeout() == 1.0
+        with pytest.raises(
+            OSError, match=r"could not connect to the dask scheduler at 'tcp://127\.0\.0\.1:1'"
+        ):
+            AsyncReservoir(frame(2), load_value, 2, client=address)
+
+
+def test_connect_timeout_is_capped() -> None:
+    with dask.config.set({"distributed.comm.timeouts.connect": "60s"}):
+        assert connect_timeout() == 10.0
+
+
+def test_resolve_client_rejects_other_types() -> None:
+    with pytest.raises(TypeError, match="got list"):
+        resolve_client([1], None)
