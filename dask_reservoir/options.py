@@ -69,10 +69,13 @@ def _seconds(name: str, value: object) -> float | None:
         raise TypeError(
             f"{name} must be seconds (a number or a str like '30s') or None, got {type(value).__name__}: {value!r}"
         )
-    try:
-        seconds = float(parse_timedelta(value if isinstance(value, str) else float(value), default="seconds"))
-    except (ValueError, KeyError) as exc:
-        raise ValueError(f"{name} must be seconds (a number or a str like '30s'), got {value!r}") from exc
+    if isinstance(value, str):
+        try:
+            seconds = float(parse_timedelta(value, default="seconds"))
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{name} must be seconds (a number or a str like '30s'), got {value!r}") from exc
+    else:
+        seconds = float(value)
     if not seconds > 0:
         raise ValueError(f"{name} must be > 0 seconds or None, got {value!r}")
     return seconds

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
@@ -372,6 +373,13 @@ class AsyncReservoir:
             epoch = self._epochs
             self._epochs += 1
         order = epoch_order(self._reservoir_sampler, len(entries), epoch)
+        if self._options.drop_last and len(order) < self._options.batch_size:
+            warnings.warn(
+                f"batch_size={self._options.batch_size} is larger than the {len(order)} entries this "
+                "epoch serves and drop_last=True: the epoch yields no batch",
+                UserWarning,
+                stacklevel=2,
+            )
         return BatchIterator(
             entries,
             order,
@@ -513,6 +521,9 @@ class AsyncReservoir:
             batches, samples, waited = self._batches_served, self._samples_served, self._wait_seconds
         return ReservoirStats(
             jobs_submitted=c.jobs_submitted,
+            rows_submitted=c.rows_submitted,
+            rows_loaded=c.rows_loaded,
+            rows_requeued=c.rows_requeued,
             jobs_completed=c.jobs_completed,
             jobs_failed=c.jobs_failed,
             rows_failed=c.rows_failed,

@@ -67,6 +67,9 @@ class RunnerCounters:
     """A consistent copy of the runner's counters."""
 
     jobs_submitted: int
+    rows_submitted: int
+    rows_loaded: int
+    rows_requeued: int
     jobs_completed: int
     jobs_failed: int
     rows_failed: int
@@ -164,6 +167,9 @@ class JobRunner:
         self._jobs_completed = 0
         self._jobs_failed = 0
         self._rows_failed = 0
+        self._rows_submitted = 0
+        self._rows_loaded = 0
+        self._rows_requeued = 0
         self._load_total = 0.0
         self._load_count = 0
 
@@ -225,6 +231,8 @@ class JobRunner:
         if fatal is not None:
             if isinstance(fatal, ClusterLostError):
                 raise ClusterLostError(str(fatal)) from fatal.__cause__
+            if type(fatal) in (ValueError, TypeError):  # a bad source_sampler, say
+                raise type(fatal)(str(fatal)) from fatal
             raise RuntimeError(f"the dask_reservoir job runner stopped: {fatal!r}") from fatal
 
     def counters(self) -> RunnerCounters:
@@ -232,6 +240,9 @@ class JobRunner:
         with self._cond:
             return RunnerCounters(
                 jobs_submitted=self._jobs_submitted,
+                rows_submitted=self._rows_submitted,
+                rows_loaded=self._rows_loaded,
+                rows_requeued=self._rows_requeued,
                 jobs_completed=self._jobs_completed,
                 jobs_failed=self._jobs_failed,
                 rows_failed=self._rows_failed,
@@ -409,6 +420,7 @@ class JobRunner:
             self._in_flight[str(future.key)] = (future, job)
             self._rows_in_flight += len(positions)
             self._jobs_submitted += 1
+            self._rows_submitted += len(positions)
         self._ac.add(future)
 
     def _collect(self, futures: list[Future]) -> None:
@@ -456,6 +468,7 @@ class JobRunner:
                 self._tried.add(uid)
                 if outcome[0] == "ok":
                     rows, seconds = outcome[2], outcome[3]
+                    self._rows_loaded += 1
                     self._load_total += seconds
                     self._load_count += 1
                     self._waiting.append(Completed(uid, position, tuple(rows), seconds, now))
@@ -493,6 +506,7 @@ class JobRunner:
             return
         with self._cond:
             self._jobs_completed -= 1
+            self._rows_requeued += len(job.uids)
             for uid, pos in zip(job.uids, job.positions, strict=True):
                 self._outstanding.discard(uid)
                 self._retry.append(pos)

@@ -64,8 +64,11 @@ class ReservoirStats:
     jobs_submitted, jobs_completed, jobs_failed : int
         Tasks submitted, finished (whatever the outcome of their rows) and failed
         as a whole (exception, ``KilledWorker``).
-    rows_failed : int
-        Source rows whose ``function_to_run`` failed.
+    rows_submitted, rows_loaded, rows_failed, rows_requeued : int
+        Source rows submitted; finished with a result; failed (``function_to_run``
+        raised, returned garbage, timed out, or its task failed as a whole); and
+        submitted again because their task was cancelled under us (scheduler lost).
+        ``rows_submitted == rows_loaded + rows_failed + rows_requeued + rows_in_flight``.
     jobs_in_flight, rows_in_flight : int
         Tasks (and their source rows) submitted and not yet finished.
     entries_waiting : int
@@ -93,6 +96,9 @@ class ReservoirStats:
     """
 
     jobs_submitted: int = 0
+    rows_submitted: int = 0
+    rows_loaded: int = 0
+    rows_requeued: int = 0
     jobs_completed: int = 0
     jobs_failed: int = 0
     rows_failed: int = 0

@@ -20,7 +20,7 @@ from dask_reservoir import (
     SequentialSampler,
 )
 from tests import utils
-from tests.utils import frame, load_value, poll_for
+from tests.utils import frame, iterate_until, load_value, poll_for
 
 LOADS: dict[Any, int] = {}
 LOADS_LOCK = threading.Lock()
@@ -565,3 +565,32 @@ def test_wait_seconds_accumulate_only_while_blocked(client: Client) -> None:
         for _ in range(20):
             list(r)
         assert r.stats().consumer_wait_seconds == pytest.approx(waited, abs=0.05)
+
+
+def slow_on_zero(row: dict[str, Any]) -> dict[str, Any]:
+    if int(row["value"]) == 0:
+        utils.GATE.wait(30)  # a straggler, released at the end of the test
+    return load_value(row)
+
+
+def test_job_timeout_abandons_stragglers(client: Client) -> None:
+    utils.GATE.clear()
+    try:
+        with AsyncReservoir(
+            frame(6),
+            slow_on_zero,
+            6,
+            min_reservoir_samples=5,
+            client=client,
+            job_timeout="200ms",
+            max_failures_per_uid=1,
+        ) as r:
+            assert sorted(int(b["label"][0]) for b in r) == [1, 2, 3, 4, 5]
+            poll_for(lambda: r.stats().quarantined == (0,), what="UID 0 to time out")
+            (failure,) = r.stats().failures
+            assert failure.exc_type == "JobTimeoutError" and "job_timeout=0.2 s for UID 0" in failure.message
+            # the slot was freed: both workers keep loading
+            done = r.stats().rows_loaded
+            iterate_until(r, lambda: r.stats().rows_loaded > done + 10)
+    finally:
+        utils.GATE.set()

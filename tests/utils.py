@@ -48,3 +48,26 @@ def gated_load(row: dict[str, Any]) -> dict[str, Any]:
     """Wait for GATE (at most 30 s), then load."""
     GATE.wait(30)
     return load_value(row)
+
+
+def iterate_until(
+    reservoir: Any,
+    predicate: Callable[[], bool],
+    *,
+    timeout: float = 60.0,
+    check: Callable[[Any], None] | None = None,
+) -> int:
+    """Run epochs (checking each batch) until ``predicate()``; return the epochs run.
+
+    Loading only goes on while someone ingests, so waiting for loads means iterating.
+    """
+    deadline = time.monotonic() + timeout
+    epochs = 0
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached after {timeout} seconds and {epochs} epochs")
+        for batch in reservoir:
+            if check is not None:
+                check(batch)
+        epochs += 1
+    return epochs
