@@ -1,40 +1,59 @@
 """One epoch: a snapshot of entries, ordered by a sampler, collated into batches.
 
-Pure synchronous code: no threads started, no dask.  The reservoir hands a
-``check`` callback that raises when the reservoir was closed or a job failed
-with ``on_error="raise"``; it runs before every batch.
+Pure synchronous code: no threads started, no dask.  When every entry of the
+snapshot lives in the store's columnar slot table and no ``collate_fn`` is
+given, a batch is gathered with one ``numpy.take`` per column; otherwise the
+rows are collated with :func:`~dask_reservoir.collate.collate_rows`.  The
+reservoir hands a ``check`` callback that raises when the reservoir was closed
+or a job failed with ``on_error="raise"``; it runs before every batch.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import numpy as np
 
 from .collate import collate_rows
 from .samplers import Sampler
-from .store import Entry
+from .slots import SlotTable
+from .store import Entry, ReservoirStore, Snapshot
 
 __all__ = ["BatchIterator", "epoch_order"]
 
 
-def epoch_order(sampler: Sampler, n: int, epoch: int, *, name: str = "reservoir_sampler") -> list[int]:
+def epoch_order(sampler: Sampler, n: int, epoch: int, *, name: str = "reservoir_sampler") -> np.ndarray:
     """The sampler's indices for one epoch, checked to lie in ``range(n)``.
 
     Examples
     --------
     >>> from dask_reservoir.samplers import SequentialSampler
-    >>> epoch_order(SequentialSampler(), 3, 0)
+    >>> epoch_order(SequentialSampler(), 3, 0).tolist()
     [0, 1, 2]
     """
-    order = [int(i) for i in sampler.indices(n, epoch=epoch)]
-    bad = [i for i in order if not 0 <= i < n]
-    if bad:
+    raw = sampler.indices(n, epoch=epoch)
+    order = np.asarray(raw if isinstance(raw, np.ndarray) else list(raw))
+    if order.size and not np.issubdtype(order.dtype, np.integer):
+        raise TypeError(f"{name} {sampler!r} must yield int indices, got {order.dtype} values")
+    order = order.astype(np.int64, copy=False).ravel()
+    bad = order[(order < 0) | (order >= n)]
+    if bad.size:
         raise ValueError(
             f"{name} {sampler!r} must yield indices in range({n}) (the reservoir holds {n} "
-            f"entries), got {bad[:5]!r}"
+            f"entries), got {bad[:5].tolist()!r}"
         )
     return order
+
+
+def snapshot_of(entries: list[Entry]) -> Snapshot:
+    """A snapshot of plain entries (for tests and examples)."""
+    store = ReservoirStore(max(1, len(entries)), columnar=False)
+    for e in entries:
+        store.put(e)
+    return store.snapshot()
 
 
 class BatchIterator(Iterator[Any]):
@@ -42,10 +61,10 @@ class BatchIterator(Iterator[Any]):
 
     Parameters
     ----------
-    entries : list of Entry
-        The snapshot, in source order.
-    order : sequence of int
-        Indices into ``entries``, in serving order.
+    snapshot : Snapshot
+        The entries, in source order.
+    order : numpy.ndarray of int
+        Indices into the snapshot, in serving order.
     batch_size : int
         Entries per batch (each entry contributes all its rows).
     drop_last : bool
@@ -63,17 +82,18 @@ class BatchIterator(Iterator[Any]):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from dask_reservoir.store import Entry
-    >>> entries = [Entry(i, i, ({"sample_uid": i, "x": i * 10},)) for i in range(5)]
-    >>> it = BatchIterator(entries, [4, 3, 2, 1, 0], batch_size=2, drop_last=False)
+    >>> snap = snapshot_of([Entry(i, i, ({"sample_uid": i, "x": i * 10},)) for i in range(5)])
+    >>> it = BatchIterator(snap, np.array([4, 3, 2, 1, 0]), batch_size=2, drop_last=False)
     >>> [b["x"].tolist() for b in it]
     [[40, 30], [20, 10], [0]]
     """
 
     def __init__(
         self,
-        entries: list[Entry],
-        order: Sequence[int],
+        snapshot: Snapshot,
+        order: np.ndarray,
         *,
         batch_size: int,
         drop_last: bool,
@@ -83,8 +103,9 @@ class BatchIterator(Iterator[Any]):
         check: Callable[[], None] | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        self._entries = entries
-        self._order = order
+        self._snapshot = snapshot
+        self._entries = snapshot.entries
+        self._order = np.asarray(order, dtype=np.int64)
         self._batch_size = batch_size
         self._drop_last = drop_last
         self._collate_fn = collate_fn
@@ -92,10 +113,12 @@ class BatchIterator(Iterator[Any]):
         self._max_samples = max_samples
         self._check = check
         self._on_batch = on_batch
+        self._gather = snapshot.all_slotted and collate_fn is None and snapshot.arrays is not None
         self._cursor = 0
         self._served = 0
         self._done = False
         self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, snapshot.release)
 
     def __iter__(self) -> BatchIterator:
         return self
@@ -107,41 +130,73 @@ class BatchIterator(Iterator[Any]):
             n = min(n, self._max_samples)
         return n // self._batch_size if self._drop_last else -(-n // self._batch_size)
 
+    def _finish(self) -> None:
+        self._done = True
+        self._finalizer()
+
     def __next__(self) -> Any:
         with self._lock:
             if self._check is not None:
                 self._check()
             if self._done:
                 raise StopIteration
-            rows: list[dict[str, Any]] = []
-            taken: list[Entry] = []
-            while len(taken) < self._batch_size and self._cursor < len(self._order):
-                entry = self._entries[self._order[self._cursor]]
-                budget = None if self._max_samples is None else self._max_samples - self._served - len(rows)
-                if budget is not None and budget <= 0:
-                    break
-                self._cursor += 1
-                taken.append(entry)
-                rows.extend(entry.rows if budget is None else entry.rows[:budget])
-            exhausted = self._cursor >= len(self._order) or (
-                self._max_samples is not None and self._served + len(rows) >= self._max_samples
-            )
-            if not taken or (self._drop_last and len(taken) < self._batch_size):
-                self._done = True
+            if self._gather:
+                batch, _, n_rows, chunk = self._next_gathered()
+            else:
+                batch, _, n_rows, chunk = self._next_collated()
+            if batch is None:
+                self._finish()
                 raise StopIteration
-            if exhausted:
-                self._done = True
-            batch = (
-                self._collate_fn(rows)
-                if self._collate_fn
-                else collate_rows(rows, uid_column=self._uid_column)
+            entries = self._entries
+            for i in chunk:
+                entries[i].times_served += 1
+            self._served += n_rows
+            exhausted = self._cursor >= len(self._order) or (
+                self._max_samples is not None and self._served >= self._max_samples
             )
-            for entry in taken:
-                entry.times_served += 1
-            self._served += len(rows)
+            if exhausted:
+                self._finish()
         if self._on_batch is not None:
-            self._on_batch(len(rows))
+            self._on_batch(n_rows)
         return batch
+
+    def _budget(self) -> int | None:
+        return None if self._max_samples is None else self._max_samples - self._served
+
+    def _next_gathered(self) -> tuple[Any, int, int, list[int]]:
+        take = self._batch_size
+        budget = self._budget()
+        if budget is not None:
+            take = min(take, budget)
+        chunk = self._order[self._cursor : self._cursor + take]
+        if len(chunk) == 0 or (self._drop_last and len(chunk) < self._batch_size):
+            return None, 0, 0, []
+        self._cursor += len(chunk)
+        arrays = cast("dict[str, np.ndarray]", self._snapshot.arrays)  # set when self._gather
+        batch = SlotTable.gather(arrays, self._snapshot.slots[chunk])
+        return batch, len(chunk), len(chunk), chunk.tolist()
+
+    def _next_collated(self) -> tuple[Any, int, int, list[int]]:
+        rows: list[dict[str, Any]] = []
+        taken: list[int] = []
+        order = self._order
+        snapshot = self._snapshot
+        while len(taken) < self._batch_size and self._cursor < len(order):
+            budget = self._budget()
+            if budget is not None and budget - len(rows) <= 0:
+                break
+            index = int(order[self._cursor])
+            self._cursor += 1
+            taken.append(index)
+            entry_rows = snapshot.rows_at(index)
+            rows.extend(entry_rows if budget is None else entry_rows[: budget - len(rows)])
+        if not taken or (self._drop_last and len(taken) < self._batch_size):
+            return None, 0, 0, []
+        if self._collate_fn is not None:
+            batch = self._collate_fn(rows)
+        else:
+            batch = collate_rows(rows, uid_column=self._uid_column)
+        return batch, len(taken), len(rows), taken
 
     def __repr__(self) -> str:
         return (

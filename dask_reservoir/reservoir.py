@@ -369,10 +369,14 @@ class AsyncReservoir:
         with self._lock:
             self._ingest(capped=True)
             self._wait_for_minimum()
-            entries = self._store.snapshot()
+            snapshot = self._store.snapshot()
             epoch = self._epochs
             self._epochs += 1
-        order = epoch_order(self._reservoir_sampler, len(entries), epoch)
+        try:
+            order = epoch_order(self._reservoir_sampler, len(snapshot.entries), epoch)
+        except BaseException:
+            snapshot.release()
+            raise
         if self._options.drop_last and len(order) < self._options.batch_size:
             warnings.warn(
                 f"batch_size={self._options.batch_size} is larger than the {len(order)} entries this "
@@ -381,7 +385,7 @@ class AsyncReservoir:
                 stacklevel=2,
             )
         return BatchIterator(
-            entries,
+            snapshot,
             order,
             batch_size=self._options.batch_size,
             drop_last=self._options.drop_last,
@@ -495,7 +499,7 @@ class AsyncReservoir:
         source = self._source.subset(positions)
         with self._lock:
             preload = [
-                Entry(e.uid, source.position(e.uid), e.rows, e.loaded_at, e.load_seconds)
+                Entry(e.uid, source.position(e.uid), self._store.rows_of(e), e.loaded_at, e.load_seconds)
                 for uid in source.uids
                 if (e := self._store.get(uid)) is not None
             ]

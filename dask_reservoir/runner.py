@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from distributed import Client, Future, as_completed
 
@@ -408,7 +408,7 @@ class JobRunner:
                 run_rows, self._spec, source.records(positions), uids, key=key, retries=self._retries
             )
         else:
-            assert isinstance(source, DaskSource)
+            source = cast(DaskSource, source)
             refs = [source.rows[p] for p in positions]
             parts = {part: self._parts[part] for part, _ in refs}
             future = self._client.submit(

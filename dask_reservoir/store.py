@@ -1,21 +1,32 @@
 """The reservoir store: a bounded, UID-keyed, oldest-first collection of entries.
 
-Pure synchronous code with no threads and no dask.  An :class:`Entry` holds
-the rows produced for one UID; putting an entry whose UID is present replaces
-the old one (and makes it the newest); beyond ``capacity`` entries the oldest
-are evicted.
+Pure synchronous code with no threads started and no dask.  An
+:class:`Entry` holds the rows produced for one UID; putting an entry whose
+UID is present replaces the old one (and makes it the newest); beyond
+``capacity`` entries the oldest are evicted.  Single-row entries whose
+columns have fixed shapes and dtypes are kept in a columnar
+:class:`~dask_reservoir.slots.SlotTable`, so that a batch is gathered with one
+``numpy.take`` per column; other entries keep their rows as dicts.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Entry", "ReservoirStore"]
+import numpy as np
+
+from .slots import SlotTable
+
+__all__ = ["Entry", "ReservoirStore", "Snapshot"]
 
 Row = dict[str, Any]
+
+SLOT_HEADROOM = 64
+"""Slots allocated beyond the capacity, so that a replacement need not grow the table."""
 
 
 @dataclass(eq=False)
@@ -29,13 +40,16 @@ class Entry:
     position : int
         Position of the source row in its source; snapshots sort by it.
     rows : tuple of dict
-        The produced rows, each carrying ``uid`` in the UID column.
+        The produced rows, each carrying ``uid`` in the UID column; empty once
+        the row lives in a slot of the store's table.
     loaded_at : float
         ``time.monotonic()`` when the job finished on the client side.
     load_seconds : float
         Running time of ``function_to_run`` on the worker.
     times_served : int
         How many times the entry was put in a batch.
+    slot : int or None
+        Slot of the store's :class:`SlotTable` holding the row, if any.
     """
 
     uid: Hashable
@@ -44,6 +58,50 @@ class Entry:
     loaded_at: float = 0.0
     load_seconds: float = 0.0
     times_served: int = 0
+    slot: int | None = None
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows of the entry."""
+        return 1 if self.slot is not None else len(self.rows)
+
+
+@dataclass(eq=False)
+class Snapshot:
+    """The entries of one epoch, frozen at ``iter()``, in source order.
+
+    Attributes
+    ----------
+    entries : list of Entry
+        In source order.
+    slots : numpy.ndarray
+        Slot of each entry, -1 for entries kept as rows.
+    arrays : dict of str to numpy.ndarray, or None
+        The table's column arrays when the snapshot was taken.
+    all_slotted : bool
+        Whether every entry lives in a slot (batches are then gathered).
+    generation : int
+        Number of the snapshot, used to keep its slots from being reused.
+    """
+
+    entries: list[Entry]
+    slots: np.ndarray
+    arrays: dict[str, np.ndarray] | None
+    table: SlotTable | None
+    all_slotted: bool
+    generation: int
+    store: ReservoirStore
+
+    def rows_at(self, index: int) -> tuple[Row, ...]:
+        """The rows of entry ``index`` as they were at the snapshot (copies of slotted rows)."""
+        slot = int(self.slots[index])
+        if slot < 0 or self.arrays is None or self.table is None:
+            return self.entries[index].rows
+        return (self.table.read_row(slot, self.arrays),)
+
+    def release(self) -> None:
+        """Stop reading: the snapshot's freed slots may be reused (idempotent)."""
+        self.store._release(self.generation)
 
 
 class ReservoirStore:
@@ -53,6 +111,8 @@ class ReservoirStore:
     ----------
     capacity : int
         Maximum number of entries; putting more evicts the oldest.
+    columnar : bool, keyword-only
+        Keep fixed-shape single-row entries in a columnar slot table.
 
     Examples
     --------
@@ -65,15 +125,22 @@ class ReservoirStore:
     []
     >>> store.uids(), store.evicted, store.replaced
     (['c', 'b'], 1, 1)
+    >>> store.rows_of(store.get("b"))
+    ({'x': 2},)
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, columnar: bool = True) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int):
             raise TypeError(f"capacity must be an int, got {type(capacity).__name__}: {capacity!r}")
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self._entries: OrderedDict[Hashable, Entry] = OrderedDict()
+        self._columnar = columnar
+        self.table: SlotTable | None = None
+        self._generation = 0
+        self._live: dict[int, int] = {}
+        self._live_lock = threading.RLock()  # releases may come from a finalizer in any thread
         self.ingested = 0
         self.evicted = 0
         self.replaced = 0
@@ -87,16 +154,45 @@ class ReservoirStore:
         if not entry.rows:
             return []
         self.ingested += 1
-        if entry.uid in self._entries:
+        old = self._entries.pop(entry.uid, None)
+        if old is not None:
             self.replaced += 1
-            del self._entries[entry.uid]
-        self._entries[entry.uid] = entry
+            self._free(old)
         evicted: list[Entry] = []
-        while len(self._entries) > self.capacity:
-            _, old = self._entries.popitem(last=False)
-            evicted.append(old)
+        while len(self._entries) >= self.capacity:
+            _, oldest = self._entries.popitem(last=False)
+            self._free(oldest)
+            evicted.append(oldest)
+        self._place(entry)
+        self._entries[entry.uid] = entry
         self.evicted += len(evicted)
         return evicted
+
+    def _place(self, entry: Entry) -> None:
+        if not self._columnar or len(entry.rows) != 1:
+            return
+        row = entry.rows[0]
+        if self.table is None:
+            self.table = SlotTable.infer(row, self.capacity + SLOT_HEADROOM)
+            if self.table is None:
+                self._columnar = False
+                return
+        if self.table.fits(row):
+            with self._live_lock:
+                oldest_live = min(self._live) if self._live else None
+            entry.slot = self.table.write(row, oldest_live=oldest_live)
+            entry.rows = ()
+
+    def _free(self, entry: Entry) -> None:
+        if entry.slot is not None and self.table is not None:
+            self.table.release(entry.slot)  # snapshots read it through their own slot array
+            entry.slot = None
+
+    def rows_of(self, entry: Entry) -> tuple[Row, ...]:
+        """The rows of ``entry`` (copies when they live in a slot)."""
+        if entry.slot is not None and self.table is not None:
+            return (self.table.read_row(entry.slot),)
+        return entry.rows
 
     def get(self, uid: Hashable) -> Entry | None:
         """The entry of ``uid``, or None."""
@@ -106,17 +202,54 @@ class ReservoirStore:
         """UIDs from the oldest entry to the newest."""
         return list(self._entries)
 
-    def snapshot(self) -> list[Entry]:
-        """The entries in source order (by ``position``), as a new list.
+    def snapshot(self) -> Snapshot:
+        """The entries in source order (by ``position``), frozen for an epoch.
 
-        The list is independent of later puts; the entries themselves are shared
-        so that ``times_served`` counts across snapshots.
+        Call :meth:`Snapshot.release` when done reading it; until then, slots it
+        reads are not overwritten.
         """
-        return sorted(self._entries.values(), key=lambda e: e.position)
+        entries = list(self._entries.values())
+        n = len(entries)
+        positions = np.fromiter((e.position for e in entries), dtype=np.int64, count=n)
+        entries = [entries[i] for i in np.argsort(positions, kind="stable").tolist()]
+        slots = np.fromiter((-1 if e.slot is None else e.slot for e in entries), dtype=np.int64, count=n)
+        slotted = slots[slots >= 0]
+        with self._live_lock:
+            generation = self._generation
+            self._generation += 1
+            self._live[generation] = self._live.get(generation, 0) + 1
+        if self.table is not None and len(slotted):
+            self.table.mark_read(slotted, generation)
+        return Snapshot(
+            entries=entries,
+            slots=slots,
+            arrays=self.table.arrays if self.table is not None else None,
+            table=self.table,
+            all_slotted=n > 0 and len(slotted) == n,
+            generation=generation,
+            store=self,
+        )
+
+    def _release(self, generation: int) -> None:
+        with self._live_lock:
+            count = self._live.get(generation)
+            if count is None:
+                return
+            if count <= 1:
+                del self._live[generation]
+            else:
+                self._live[generation] = count - 1
+
+    @property
+    def live_snapshots(self) -> int:
+        """Snapshots taken and not released."""
+        with self._live_lock:
+            return sum(self._live.values())
 
     def clear(self) -> None:
-        """Drop every entry (counters are kept)."""
+        """Drop every entry and the slot table (counters are kept)."""
         self._entries.clear()
+        self.table = None
 
     def __len__(self) -> int:
         return len(self._entries)

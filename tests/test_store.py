@@ -27,7 +27,7 @@ def test_same_uid_replaces_and_becomes_newest() -> None:
         store.put(entry(i, value=i))
     assert store.put(entry(0, value=100)) == []
     assert store.uids() == [1, 2, 0]
-    assert store.get(0).rows[0]["x"] == 100  # type: ignore[union-attr]
+    assert store.rows_of(store.get(0))[0]["x"] == 100  # type: ignore[union-attr]
     assert len(store) == 3 and store.replaced == 1
     # the next insert evicts 1, now the oldest, not the refreshed 0
     assert [e.uid for e in store.put(entry(3))] == [1]
@@ -37,7 +37,7 @@ def test_empty_entry_keeps_older_entry() -> None:
     store = ReservoirStore(2)
     store.put(entry(0, value=7))
     assert store.put(Entry(0, 0, ())) == []
-    assert store.get(0).rows[0]["x"] == 7  # type: ignore[union-attr]
+    assert store.rows_of(store.get(0))[0]["x"] == 7  # type: ignore[union-attr]
     assert store.ingested == 1
 
 
@@ -47,8 +47,8 @@ def test_snapshot_is_source_ordered_and_independent() -> None:
         store.put(entry(uid))
     snap = store.snapshot()
     store.put(entry(0))
-    assert [e.uid for e in snap] == [1, 2, 3]
-    assert [e.uid for e in store.snapshot()] == [0, 1, 2, 3]
+    assert [e.uid for e in snap.entries] == [1, 2, 3]
+    assert [e.uid for e in store.snapshot().entries] == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize(
@@ -77,8 +77,8 @@ def test_store_matches_model(capacity: int, uids: list[int]) -> None:
             model.pop(0)
             evicted_total += 1
         assert store.uids() == model
-        assert store.get(uid).rows[0]["x"] == step  # type: ignore[union-attr]
+        assert store.rows_of(store.get(uid))[0]["x"] == step  # type: ignore[union-attr]
     assert len(store) == len(model) <= capacity
     assert store.evicted == evicted_total
     assert store.ingested == len(uids)
-    assert [e.uid for e in store.snapshot()] == sorted(model)
+    assert [e.uid for e in store.snapshot().entries] == sorted(model)

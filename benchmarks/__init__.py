@@ -1,0 +1,1 @@
+"""The dask_reservoir benchmark suite: ``make bench`` or ``python -m benchmarks.run``."""
