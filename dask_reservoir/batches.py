@@ -34,8 +34,8 @@ def epoch_order(sampler: Sampler, n: int, epoch: int, *, name: str = "reservoir_
     >>> epoch_order(SequentialSampler(), 3, 0).tolist()
     [0, 1, 2]
     """
-    raw = sampler.indices(n, epoch=epoch)
-    order = np.asarray(raw if isinstance(raw, np.ndarray) else list(raw))
+    raw: Any = sampler.indices(n, epoch=epoch)
+    order = raw if isinstance(raw, np.ndarray) else np.asarray(list(raw))
     if order.size and not np.issubdtype(order.dtype, np.integer):
         raise TypeError(f"{name} {sampler!r} must yield int indices, got {order.dtype} values")
     order = order.astype(np.int64, copy=False).ravel()

@@ -388,10 +388,12 @@ class JobRunner:
         return order
 
     def _submit_more(self) -> None:
-        k = self._rows_per_job
+        # full jobs only: one task per rows_per_job freed rows, not one per freed row
+        # (a partial job only when fewer rows than that are left to submit)
+        k = min(self._rows_per_job, len(self._source))
         while not self._stop.is_set():
             room = self._room()
-            if room < 1:
+            if room < k:
                 return
             positions = self._next_positions(min(k, room))
             if not positions:

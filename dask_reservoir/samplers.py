@@ -23,8 +23,11 @@ class Sampler:
     receives and raises ``ValueError`` for one outside ``range(n)``.
     """
 
-    def indices(self, n: int, *, epoch: int) -> Sequence[int]:
-        """Indices into ``range(n)`` for epoch number ``epoch`` (0 for the first)."""
+    def indices(self, n: int, *, epoch: int) -> Sequence[int] | np.ndarray:
+        """Indices into ``range(n)`` for epoch number ``epoch`` (0 for the first).
+
+        A sequence of ints or an integer numpy array.
+        """
         raise NotImplementedError
 
 
@@ -63,9 +66,9 @@ class RandomSampler(Sampler):
     Examples
     --------
     >>> sampler = RandomSampler(seed=0)
-    >>> sorted(sampler.indices(5, epoch=0))
+    >>> sorted(sampler.indices(5, epoch=0).tolist())
     [0, 1, 2, 3, 4]
-    >>> list(sampler.indices(5, epoch=0)) == list(RandomSampler(seed=0).indices(5, epoch=0))
+    >>> sampler.indices(5, epoch=0).tolist() == RandomSampler(seed=0).indices(5, epoch=0).tolist()
     True
     >>> len(RandomSampler(replacement=True, num_samples=8, seed=1).indices(3, epoch=0))
     8
@@ -98,17 +101,17 @@ class RandomSampler(Sampler):
         base: Any = self.seed if self.seed is not None else self._entropy
         return np.random.default_rng([base, epoch])
 
-    def indices(self, n: int, *, epoch: int) -> Sequence[int]:
+    def indices(self, n: int, *, epoch: int) -> Sequence[int] | np.ndarray:
         """A permutation (or draws with replacement) of ``range(n)`` for ``epoch``."""
         if n == 0:
-            return []
+            return np.empty(0, np.int64)
         rng = self._rng(epoch)
         count = n if self.num_samples is None else self.num_samples
         if self.replacement:
-            return list(rng.integers(0, n, size=count).tolist())
+            return rng.integers(0, n, size=count)
         reps = -(-count // n)
         perm = np.concatenate([rng.permutation(n) for _ in range(reps)])[:count]
-        return list(perm.tolist())
+        return perm
 
     def __repr__(self) -> str:
         return (

@@ -10,7 +10,7 @@ by :func:`partition_records`.  No threads and no futures here.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +174,29 @@ class PandasSource(Source):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._text = _text_columns(self.frame.dtypes)
+        self._getters: list[tuple[Any, Callable[[int], Any]]] | None = None
+
+    def _column_getters(self) -> list[tuple[Any, Callable[[int], Any]]]:
+        """Per column, a fast ``position -> Python value`` (as ``to_dict("records")`` gives).
+
+        Numeric columns stay numpy arrays (``item`` gives the Python scalar); other
+        columns become lists once, with missing text as None.
+        """
+        getters: list[tuple[Any, Callable[[int], Any]]] = []
+        text = set(self._text)
+        for name in self.frame.columns:
+            series = self.frame[name]
+            dtype = series.dtype
+            if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+                getters.append((name, series.to_numpy().item))
+                continue
+            values = series.tolist()
+            if str(name) in text:
+                values = [d["v"] for d in _missing_to_none([{"v": v} for v in values], ["v"])]
+            else:  # nullable extension columns: NA as None, as to_dict("records") gives
+                values = [None if v is pd.NA else v for v in values]
+            getters.append((name, values.__getitem__))
+        return getters
 
     @property
     def columns(self) -> list[str]:
@@ -185,9 +208,15 @@ class PandasSource(Source):
         return list(self.frame[name].tolist())
 
     def records(self, positions: Sequence[int]) -> list[dict[str, Any]]:
-        """Rows ``positions`` as dicts (missing text values as None)."""
-        records = self.frame.iloc[list(positions)].to_dict("records")
-        return _missing_to_none(records, self._text)  # type: ignore[arg-type]
+        """Rows ``positions`` as dicts (missing text values as None).
+
+        The same values as ``frame.iloc[positions].to_dict("records")``, about a
+        hundred times faster for a few rows: columns are converted once.
+        """
+        if self._getters is None:
+            self._getters = self._column_getters()
+        getters = self._getters
+        return [{name: get(p) for name, get in getters} for p in positions]
 
     def subset(self, positions: Sequence[int]) -> PandasSource:
         """A source holding rows ``positions``, in that order."""

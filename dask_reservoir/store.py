@@ -117,11 +117,11 @@ class ReservoirStore:
     Examples
     --------
     >>> store = ReservoirStore(2)
-    >>> for uid in ["a", "b", "c"]:
-    ...     evicted = store.put(Entry(uid, position=0, rows=({"x": 1},)))
+    >>> for position, uid in enumerate(["a", "b", "c"]):
+    ...     evicted = store.put(Entry(uid, position=position, rows=({"x": 1},)))
     >>> store.uids()
     ['b', 'c']
-    >>> store.put(Entry("b", position=0, rows=({"x": 2},)))  # replaces "b", now the newest
+    >>> store.put(Entry("b", position=1, rows=({"x": 2},)))  # replaces "b", now the newest
     []
     >>> store.uids(), store.evicted, store.replaced
     (['c', 'b'], 1, 1)
@@ -144,6 +144,12 @@ class ReservoirStore:
         self.ingested = 0
         self.evicted = 0
         self.replaced = 0
+        # source order, kept incrementally: sorted positions plus changes since the last snapshot
+        self._at_position: dict[int, Entry] = {}
+        self._sorted = np.empty(0, np.int64)
+        self._sorted_entries: list[Entry] = []
+        self._changed: set[int] = set()
+        self._slot_at = np.full(16, -1, np.int64)  # position -> slot (-1: kept as rows)
 
     def put(self, entry: Entry) -> list[Entry]:
         """Insert ``entry`` as the newest; return the entries evicted to make room.
@@ -153,20 +159,38 @@ class ReservoirStore:
         """
         if not entry.rows:
             return []
+        present = self._at_position.get(entry.position)
+        if present is not None and present.uid != entry.uid:
+            raise ValueError(
+                f"entry positions must be unique: position {entry.position} holds UID {present.uid!r}, "
+                f"got UID {entry.uid!r}"
+            )
         self.ingested += 1
         old = self._entries.pop(entry.uid, None)
         if old is not None:
             self.replaced += 1
-            self._free(old)
+            self._remove(old)
         evicted: list[Entry] = []
         while len(self._entries) >= self.capacity:
             _, oldest = self._entries.popitem(last=False)
-            self._free(oldest)
+            self._remove(oldest)
             evicted.append(oldest)
         self._place(entry)
         self._entries[entry.uid] = entry
+        self._at_position[entry.position] = entry
+        self._changed.add(entry.position)
+        if entry.position >= len(self._slot_at):
+            grown = np.full(max(entry.position + 1, 2 * len(self._slot_at)), -1, np.int64)
+            grown[: len(self._slot_at)] = self._slot_at
+            self._slot_at = grown
+        self._slot_at[entry.position] = -1 if entry.slot is None else entry.slot
         self.evicted += len(evicted)
         return evicted
+
+    def _remove(self, entry: Entry) -> None:
+        self._free(entry)
+        del self._at_position[entry.position]
+        self._changed.add(entry.position)
 
     def _place(self, entry: Entry) -> None:
         if not self._columnar or len(entry.rows) != 1:
@@ -208,11 +232,11 @@ class ReservoirStore:
         Call :meth:`Snapshot.release` when done reading it; until then, slots it
         reads are not overwritten.
         """
-        entries = list(self._entries.values())
+        self._refresh_order()
+        positions = self._sorted
+        entries = list(self._sorted_entries)
         n = len(entries)
-        positions = np.fromiter((e.position for e in entries), dtype=np.int64, count=n)
-        entries = [entries[i] for i in np.argsort(positions, kind="stable").tolist()]
-        slots = np.fromiter((-1 if e.slot is None else e.slot for e in entries), dtype=np.int64, count=n)
+        slots = self._slot_at[positions]
         slotted = slots[slots >= 0]
         with self._live_lock:
             generation = self._generation
@@ -229,6 +253,39 @@ class ReservoirStore:
             generation=generation,
             store=self,
         )
+
+    def _refresh_order(self) -> None:
+        """Bring the source-ordered positions and entries up to date with the changes."""
+        changed = self._changed
+        if not changed:
+            return
+        at = self._at_position
+        if len(changed) > max(8, len(at) // 64):
+            self._sorted = np.sort(np.fromiter(at, dtype=np.int64, count=len(at)))
+            self._sorted_entries = [at[p] for p in self._sorted.tolist()]
+            changed.clear()
+            return
+        current, entries = self._sorted, self._sorted_entries
+        touched = np.sort(np.fromiter(changed, dtype=np.int64, count=len(changed)))
+        where = np.searchsorted(current, touched)
+        in_current = np.zeros(len(touched), dtype=bool)
+        if len(current):
+            in_current = (where < len(current)) & (current[np.minimum(where, len(current) - 1)] == touched)
+        present = np.fromiter((p in at for p in touched.tolist()), dtype=bool, count=len(touched))
+        for i, p in zip(
+            where[in_current & present].tolist(), touched[in_current & present].tolist(), strict=True
+        ):
+            entries[i] = at[p]  # replaced: same position, fresh entry
+        gone = where[in_current & ~present]
+        for i in sorted(gone.tolist(), reverse=True):
+            del entries[i]
+        current = np.delete(current, gone)
+        new = touched[present & ~in_current]
+        slots = np.searchsorted(current, new)
+        for k, (i, p) in enumerate(zip(slots.tolist(), new.tolist(), strict=True)):
+            entries.insert(i + k, at[p])
+        self._sorted = np.insert(current, slots, new)
+        changed.clear()
 
     def _release(self, generation: int) -> None:
         with self._live_lock:
@@ -249,6 +306,10 @@ class ReservoirStore:
     def clear(self) -> None:
         """Drop every entry and the slot table (counters are kept)."""
         self._entries.clear()
+        self._at_position.clear()
+        self._sorted = np.empty(0, np.int64)
+        self._sorted_entries = []
+        self._changed.clear()
         self.table = None
 
     def __len__(self) -> int:

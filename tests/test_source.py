@@ -87,3 +87,29 @@ def test_dask_source_without_uid_column_and_errors(client: Client) -> None:
     empty = dd.from_pandas(pd.DataFrame({"uid": pd.Series([], dtype="int64")}), npartitions=1)
     with pytest.raises(ValueError, match="empty dask DataFrame"):
         make_source(empty, "uid", scheduler=client)
+
+
+def test_records_match_to_dict_for_many_dtypes() -> None:
+    df = pd.DataFrame(
+        {
+            "i": np.arange(6),
+            "f": [0.5, np.nan, 1.5, 2.0, 3.0, 4.0],
+            "b": [True, False] * 3,
+            "t": pd.date_range("2020", periods=6),
+            "c": pd.Categorical(["a", "b"] * 3),
+            "n": pd.array([1, None] * 3, dtype="Int64"),
+            "s": ["x", None, "z", "w", "v", "u"],
+        }
+    )
+    src = make_source(df, "uid")
+    ours = src.records([1, 4])
+    theirs = df.assign(uid=range(6)).iloc[[1, 4]].to_dict("records")
+    for mine, ref in zip(ours, theirs, strict=True):
+        assert mine.keys() == ref.keys()
+        for key, value in ref.items():
+            if key == "s" and mine[key] is None:
+                assert pd.isna(value)  # missing text is normalised to None
+            elif key == "f" and np.isnan(value):
+                assert np.isnan(mine[key])
+            else:
+                assert mine[key] == value and type(mine[key]) is type(value), key

@@ -82,3 +82,23 @@ def test_store_matches_model(capacity: int, uids: list[int]) -> None:
     assert store.evicted == evicted_total
     assert store.ingested == len(uids)
     assert [e.uid for e in store.snapshot().entries] == sorted(model)
+
+
+@given(ops=st.lists(st.tuples(st.integers(0, 30), st.booleans()), max_size=200), capacity=st.integers(1, 12))
+def test_incremental_source_order_matches_sorting(ops: list[tuple[int, bool]], capacity: int) -> None:
+    """Snapshots taken at random moments list exactly the live entries, sorted by position."""
+    store = ReservoirStore(capacity)
+    for step, (uid, snap) in enumerate(ops):
+        store.put(entry(uid, value=step))
+        if snap:
+            snapshot = store.snapshot()
+            assert [e.uid for e in snapshot.entries] == sorted(store.uids())
+            assert all(e is store.get(e.uid) for e in snapshot.entries)
+            snapshot.release()
+
+
+def test_positions_must_be_unique() -> None:
+    store = ReservoirStore(3)
+    store.put(entry("a", position=1))
+    with pytest.raises(ValueError, match="position 1 holds UID 'a', got UID 'b'"):
+        store.put(entry("b", position=1))
