@@ -50,7 +50,7 @@ def w1_torch(cfg: dict[str, Any]) -> Result:
         return {"note": "skipped: torch not installed (pip install dask_reservoir[bench])"}
     rows = _rows(cfg)
 
-    class Rows(Dataset):  # type: ignore[type-arg]
+    class Rows(Dataset):
         def __len__(self) -> int:
             return len(rows)
 

@@ -197,7 +197,7 @@ def w3(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
 
 # ---------------------------------------------------------------- W4 scale
 def w4(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
-    results = []
+    results: list[Result] = []
     with local_cluster(2, scheduler) as client:
         for n in cfg["sizes"]:
             r = _full_reservoir(

@@ -32,7 +32,7 @@ class ReservoirOptions:
     collate_fn: Callable[[list[dict[str, Any]]], Any] | None
     maximum_number_of_samples_per_epoch: int | None
     max_reservoir_replacement_size: int | None
-    rows_per_job: int
+    rows_per_job: int | None  # None: "auto"
     retries: int
     on_error: str
     timeout: float | None
@@ -127,9 +127,13 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         raise TypeError(
             f"uid_column must be a non-empty str, got {type(uid_column).__name__}: {uid_column!r}"
         )
-    rows_per_job = _int("rows_per_job", k["rows_per_job"], minimum=1)
+    rows_per_job: int | None = None
+    if k["rows_per_job"] != "auto":
+        if isinstance(k["rows_per_job"], str):
+            raise ValueError(f"rows_per_job must be an int >= 1 or 'auto', got {k['rows_per_job']!r}")
+        rows_per_job = _int("rows_per_job", k["rows_per_job"], minimum=1)
     max_jobs = _opt_int("max_jobs_at_once", k["max_jobs_at_once"], minimum=1)
-    if max_jobs is not None and max_jobs < rows_per_job:
+    if max_jobs is not None and rows_per_job is not None and max_jobs < rows_per_job:
         raise ValueError(
             "max_jobs_at_once (a bound in source rows) must be >= rows_per_job, got "
             f"max_jobs_at_once={max_jobs} < rows_per_job={rows_per_job}"

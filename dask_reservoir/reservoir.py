@@ -79,8 +79,10 @@ class AsyncReservoir:
         the reservoir is below its minimum.
     source_sampler : Sampler, optional
         Order in which source rows are submitted, per pass; default sequential.
-    rows_per_job : int
-        Source rows per dask task.
+    rows_per_job : int or "auto"
+        Source rows per dask task.  ``"auto"`` starts at 1 and sizes tasks to run about
+        75 ms on the workers (``AUTO_TASK_SECONDS``) from the measured time per row, so
+        fast loaders are not capped by dask's per-task cost (about 1 ms).
     retries : int
         Retries of a failing job (dask ``retries=``; inside the task when ``rows_per_job > 1``).
     on_error : {"skip", "raise"}
@@ -135,7 +137,7 @@ class AsyncReservoir:
         maximum_number_of_samples_per_epoch: int | None = None,
         max_reservoir_replacement_size: int | None = None,
         source_sampler: Sampler | None = None,
-        rows_per_job: int = 1,
+        rows_per_job: int | str = 1,
         retries: int = 0,
         on_error: str = "skip",
         timeout: float | str | None = None,
@@ -220,7 +222,8 @@ class AsyncReservoir:
         for entry in preload:
             self._store.put(entry)
             preloaded.append(entry.uid)
-        max_rows = options.max_jobs_at_once or 2 * handle.worker_threads() * options.rows_per_job
+        threads = handle.worker_threads()
+        max_rows = options.max_jobs_at_once or 2 * threads * (options.rows_per_job or 1)
         package = function_package(function_to_run)
         # user code the cluster cannot import travels by value; importable code by reference,
         # so that a threaded LocalCluster shares module state with the client as users expect
@@ -234,13 +237,14 @@ class AsyncReservoir:
                 function_to_run,
                 uid_column=options.uid_column,
                 retries=options.retries,
-                rows_per_job=options.rows_per_job,
+                rows_per_job=options.rows_per_job or 0,
                 timeout=options.job_timeout,
                 by_value=by_value,
             ),
             order=self._source_sampler,
             max_rows=max_rows,
             rows_per_job=options.rows_per_job,
+            auto_bound_threads=None if options.max_jobs_at_once else threads,
             retries=options.retries,
             max_failures_per_uid=options.max_failures_per_uid,
             collect_errors=options.on_error == "raise",
@@ -248,9 +252,18 @@ class AsyncReservoir:
             perf_sending=self.perf_sending,
             perf_receiving=self.perf_receiving,
         )
-        self.max_jobs_at_once = max_rows
         self._closed = False
         self.initializer()
+
+    @property
+    def max_jobs_at_once(self) -> int:
+        """The back-pressure bound now, in source rows (it follows ``rows_per_job="auto"``)."""
+        return self._runner.max_rows
+
+    @property
+    def rows_per_job(self) -> int:
+        """Source rows per dask task now."""
+        return self._runner.rows_per_job
 
     def initializer(self) -> None:
         """Start the background jobs if they are not running yet (idempotent).

@@ -43,6 +43,12 @@ WAIT_SLICE = 0.1
 JOIN_TIMEOUT = 10.0
 """How long ``close()`` waits for the runner thread to finish."""
 
+AUTO_TASK_SECONDS = 0.075
+"""Target running time of one task with ``rows_per_job="auto"``."""
+
+AUTO_MAX_ROWS = 4096
+"""Largest task with ``rows_per_job="auto"``."""
+
 
 @dataclass
 class Completed:
@@ -109,8 +115,10 @@ class JobRunner:
         Order of source rows in each pass.
     max_rows : int
         Most source rows in flight plus finished-but-not-taken.
-    rows_per_job : int
-        Source rows per dask task.
+    rows_per_job : int or None
+        Source rows per dask task; None sizes tasks to about ``AUTO_TASK_SECONDS``.
+    auto_bound_threads : int or None
+        When given, ``max_rows`` follows the task size: ``2 x threads x rows per task``.
     retries : int
         dask ``retries=`` of each task.
     max_failures_per_uid : int or None
@@ -129,8 +137,9 @@ class JobRunner:
         *,
         order: Sampler,
         max_rows: int,
-        rows_per_job: int,
+        rows_per_job: int | None,
         retries: int = 0,
+        auto_bound_threads: int | None = None,
         max_failures_per_uid: int | None = None,
         collect_errors: bool = False,
         skip_first_pass: Sequence[Hashable] = (),
@@ -142,7 +151,10 @@ class JobRunner:
         self._spec = spec
         self._order_sampler = order
         self._max_rows = max_rows
-        self._rows_per_job = rows_per_job
+        self._auto = rows_per_job is None
+        self._rows_per_job = 1 if rows_per_job is None else rows_per_job
+        self._auto_bound_threads = auto_bound_threads
+        self._row_seconds_ema: float | None = None
         self._retries = retries
         self._max_failures = max_failures_per_uid
         self._collect_errors = collect_errors
@@ -471,6 +483,8 @@ class JobRunner:
                 if outcome[0] == "ok":
                     rows, seconds = outcome[2], outcome[3]
                     self._rows_loaded += 1
+                    if self._auto:
+                        self._observe(seconds)
                     self._load_total += seconds
                     self._load_count += 1
                     self._waiting.append(Completed(uid, position, tuple(rows), seconds, now))
@@ -512,6 +526,30 @@ class JobRunner:
             for uid, pos in zip(job.uids, job.positions, strict=True):
                 self._outstanding.discard(uid)
                 self._retry.append(pos)
+
+    def _observe(self, row_seconds: float) -> None:
+        """``rows_per_job="auto"``: follow the time per row, resize tasks (with ``self._cond`` held)."""
+        ema = self._row_seconds_ema
+        ema = row_seconds if ema is None else 0.9 * ema + 0.1 * row_seconds
+        self._row_seconds_ema = ema
+        target = int(min(AUTO_MAX_ROWS, max(1, round(AUTO_TASK_SECONDS / max(ema, 1e-7)))))
+        if self._auto_bound_threads is None:
+            target = min(target, self._max_rows)
+        current = self._rows_per_job
+        if target > current * 1.25 or target < current / 1.25:
+            self._rows_per_job = target
+            if self._auto_bound_threads is not None:
+                self._max_rows = 2 * self._auto_bound_threads * target
+
+    @property
+    def rows_per_job(self) -> int:
+        """Source rows per task now (it changes with ``rows_per_job="auto"``)."""
+        return self._rows_per_job
+
+    @property
+    def max_rows(self) -> int:
+        """The back-pressure bound now, in source rows."""
+        return self._max_rows
 
     def _record_failure(
         self, uid: Hashable, exc_type: str, message: str, text: str, exc: BaseException | None

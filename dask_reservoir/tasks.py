@@ -147,11 +147,14 @@ class JobSpec:
         timeout: float | None = None,
         by_value: bool = True,
     ) -> JobSpec:
-        """Pickle ``function`` (see :func:`dumps_function`) and build the spec."""
+        """Pickle ``function`` (see :func:`dumps_function`) and build the spec.
+
+        ``rows_per_job`` 0 means "auto" (tasks of varying size: retries run in the task).
+        """
         return cls(
             payload=dumps_function(function, by_value=by_value),
             uid_column=uid_column,
-            attempts=1 + retries if rows_per_job > 1 else 1,
+            attempts=1 + retries if rows_per_job != 1 else 1,
             reraise=rows_per_job == 1,
             timeout=timeout,
         )

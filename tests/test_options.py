@@ -32,6 +32,7 @@ GOOD = {"max_reservoir_samples": 8}
         ),
         ({"max_reservoir_replacement_size": -2}, ValueError, "max_reservoir_replacement_size must be >= 1"),
         ({"rows_per_job": 0}, ValueError, "rows_per_job must be >= 1, got 0"),
+        ({"rows_per_job": "many"}, ValueError, "rows_per_job must be an int >= 1 or 'auto', got 'many'"),
         ({"retries": -1}, ValueError, "retries must be >= 0, got -1"),
         ({"on_error": "ignore"}, ValueError, r"on_error must be one of \['skip', 'raise'\], got 'ignore'"),
         ({"on_cluster_loss": "wait"}, ValueError, r"on_cluster_loss must be one of \['raise', 'serve'\]"),
@@ -52,3 +53,7 @@ def test_defaults_and_parsing() -> None:
     assert o.timeout == 0.25 and o.min_reservoir_samples == 1 and o.on_error == "skip"
     assert o.max_failures_per_uid == 3 and o.max_jobs_at_once is None
     assert validate_options(max_reservoir_samples=8, timeout=2).timeout == 2.0
+    assert (
+        validate_options(max_reservoir_samples=8, rows_per_job="auto", max_jobs_at_once=1).rows_per_job
+        is None
+    )

@@ -594,3 +594,24 @@ def test_job_timeout_abandons_stragglers(client: Client) -> None:
             iterate_until(r, lambda: r.stats().rows_loaded > done + 10)
     finally:
         utils.GATE.set()
+
+
+def test_rows_per_job_auto_grows_tasks_for_fast_loaders(client: Client) -> None:
+    with AsyncReservoir(
+        frame(3000), load_value, 3000, min_reservoir_samples=100, client=client, rows_per_job="auto"
+    ) as r:
+        assert r.rows_per_job == 1 and r.max_jobs_at_once == 4
+        iterate_until(r, lambda: r.rows_per_job > 16)
+        assert r.max_jobs_at_once == 2 * 2 * r.rows_per_job
+        iterate_until(r, lambda: r.reservoir_size() == 3000)
+        labels = sorted(int(v) for b in r for v in b["label"])
+        assert labels == list(range(3000))
+        assert r.stats().jobs_submitted < 3000  # rows were packed
+
+
+def test_rows_per_job_auto_respects_a_given_bound(client: Client) -> None:
+    with AsyncReservoir(
+        frame(500), load_value, 500, client=client, rows_per_job="auto", max_jobs_at_once=8
+    ) as r:
+        iterate_until(r, lambda: r.rows_per_job > 1)
+        assert r.rows_per_job <= 8 and r.max_jobs_at_once == 8
