@@ -128,9 +128,13 @@ def w2(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
 
 
 # ---------------------------------------------------------------- W3 fill throughput
+FILL_CAPACITY = 8192
+"""Reservoir capacity while measuring fill: entries replace the oldest, as in a long run."""
+
+
 def _fill_rate(client: Any, loader: Any, n: int, seconds: float, **kwargs: Any) -> float:
     source = pd.DataFrame({"i": np.arange(n)})
-    with AsyncReservoir(source, loader, n, client=client, **kwargs) as r:
+    with AsyncReservoir(source, loader, FILL_CAPACITY, client=client, **kwargs) as r:
         iter(r)
         s0 = r.stats().entries_ingested
         t0 = time.perf_counter()

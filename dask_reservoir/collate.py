@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["collate_rows"]
+__all__ = ["collate_rows", "str_array"]
 
 _MAX_UIDS_IN_MESSAGE = 5
 
@@ -77,6 +77,24 @@ def collate_rows(rows: Sequence[dict[str, Any]], *, uid_column: str = "sample_ui
     return batch
 
 
+def str_array(values: Sequence[str]) -> np.ndarray:
+    r"""A numpy ``str`` array of ``values``; an ``object`` array when one ends with NUL.
+
+    numpy's fixed-width unicode drops trailing NUL characters, so such strings
+    would not come back unchanged.
+
+    Examples
+    --------
+    >>> str_array(["a", "bc"]).dtype.kind, str_array(["a\x00"]).dtype.kind
+    ('U', 'O')
+    """
+    if any(v.endswith("\x00") for v in values):
+        out = np.empty(len(values), dtype=object)
+        out[:] = list(values)
+        return out
+    return np.array(values, dtype=str)
+
+
 def _uid_of(rows: Sequence[dict[str, Any]], i: int, uid_column: str) -> Hashable:
     row = rows[i]
     return row.get(uid_column, f"<row {i}>") if isinstance(row, dict) else f"<row {i}>"
@@ -117,7 +135,7 @@ def _stack_column(
         _raise_shape_mismatch(column, values, rows, uid_column)
     kinds = {type(v) for v in values}
     if kinds <= {str}:
-        return np.array(values, dtype=str)
+        return str_array(values)
     if all(isinstance(v, (numbers.Number, np.generic)) and not isinstance(v, (str, bytes)) for v in values):
         return np.asarray(values)
     out = np.empty(len(values), dtype=object)

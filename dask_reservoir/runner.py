@@ -3,10 +3,11 @@
 One named daemon thread submits jobs (``rows_per_job`` source rows per dask
 task) in the order of the source sampler, cycling forever, while at most
 ``max_rows`` source rows are in flight or finished and waiting to be
-ingested.  Finished tasks are collected with ``as_completed`` and one batched
-``client.gather``; their entries wait in a FIFO until the consumer takes
-them.  Failures are read with ``Future.exception()`` and the futures released
-(never ``result()`` on a failed future: dask/distributed#8790).  Every wait is
+ingested.  Finished tasks are collected with ``as_completed(with_results=True,
+raise_errors=False)``, which fetches each result in the event loop as soon as
+its task ends, so transfers overlap; their entries wait in a FIFO until the
+consumer takes them.  Failures arrive as ``(type, exception, traceback)``,
+never raised, and the futures are cancelled (dask/distributed#8790).  Every wait is
 sliced (``WAIT_SLICE``) and checks a stop ``Event``; errors of the thread are
 handed to the consumer, which re-raises them in its own thread.
 """
@@ -21,7 +22,6 @@ import traceback as tb_module
 import uuid
 from collections import deque
 from collections.abc import Hashable, Sequence
-from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -31,7 +31,7 @@ from .errors import ClusterLostError, JobError
 from .samplers import Sampler
 from .source import DaskSource, PandasSource, Source
 from .stats import FailureRecord, Performance
-from .tasks import JobSpec, run_partition_rows, run_rows
+from .tasks import JobSpec, Opaque, run_partition_rows, run_rows
 
 __all__ = ["Completed", "JobRunner", "RunnerCounters"]
 
@@ -42,6 +42,15 @@ WAIT_SLICE = 0.1
 
 JOIN_TIMEOUT = 10.0
 """How long ``close()`` waits for the runner thread to finish."""
+
+SWEEP_PERIOD = 1.0
+"""Seconds between checks for results that never arrived."""
+
+STUCK_SECONDS = 5.0
+"""A task ended this long ago without its result arriving is submitted again."""
+
+DRAIN_SECONDS = 1.0
+"""At close, how long results already being fetched may take to arrive before cancelling."""
 
 AUTO_TASK_SECONDS = 0.075
 """Target running time of one task with ``rows_per_job="auto"``."""
@@ -66,6 +75,7 @@ class _Job:
     positions: list[int]
     uids: list[Hashable]
     submitted_at: float
+    ended_at: float | None = None  # first seen ended without its result (see _sweep)
 
 
 @dataclass(frozen=True)
@@ -191,7 +201,10 @@ class JobRunner:
         self._parts: list[Future] = []
         self._stop = threading.Event()
         self._poked = False
-        self._ac = as_completed(loop=client.loop)
+        self._last_sweep = time.monotonic()
+        # results are fetched in the event loop as tasks finish (no blocking gather here);
+        # failures come as (type, exception, traceback), never raised (dask/distributed#8790)
+        self._ac = as_completed(loop=client.loop, with_results=True, raise_errors=False)
         self._thread = threading.Thread(
             target=self._run, name=f"dask_reservoir-runner-{id(self):x}", daemon=True
         )
@@ -310,6 +323,7 @@ class JobRunner:
                 if done:
                     self._collect(done)
                 else:
+                    self._sweep()
                     self._idle()
         except BaseException as exc:  # handed to the consumer's thread
             if not self._stop.is_set():
@@ -419,14 +433,25 @@ class JobRunner:
         source = self._source
         if isinstance(source, PandasSource):
             future = self._client.submit(
-                run_rows, self._spec, source.records(positions), uids, key=key, retries=self._retries
+                run_rows,
+                self._spec,
+                Opaque(source.records(positions)),
+                Opaque(uids),
+                key=key,
+                retries=self._retries,
             )
         else:
             source = cast(DaskSource, source)
             refs = [source.rows[p] for p in positions]
             parts = {part: self._parts[part] for part, _ in refs}
             future = self._client.submit(
-                run_partition_rows, self._spec, parts, refs, uids, key=key, retries=self._retries
+                run_partition_rows,
+                self._spec,
+                parts,
+                Opaque(refs),
+                Opaque(uids),
+                key=key,
+                retries=self._retries,
             )
         self.perf_sending.add(time.perf_counter() - start)
         job = _Job(positions, uids, time.monotonic())
@@ -437,29 +462,21 @@ class JobRunner:
             self._rows_submitted += len(positions)
         self._ac.add(future)
 
-    def _collect(self, futures: list[Future]) -> None:
-        ok = [f for f in futures if f.status == "finished"]
-        failed = [f for f in futures if f.status == "error"]
-        other = [f for f in futures if f.status not in ("finished", "error")]
-        if ok:
-            start = time.perf_counter()
-            try:
-                values = self._client.gather(ok)
-            except (CancelledError, OSError, TimeoutError) as exc:
-                logger.debug("gather failed, the jobs will be submitted again: %r", exc)
-                values = None
-            if values is None:
-                other.extend(ok)
-            else:
-                self.perf_receiving.add(time.perf_counter() - start)
-                for future, outcomes in zip(ok, values, strict=True):
-                    self._finish_job(future, outcomes)
-        for future in failed:
-            self._fail_job(future)
+    def _collect(self, done: list[tuple[Future, Any]]) -> None:
+        """Handle finished futures with their results, fetched by ``as_completed`` in the event loop."""
+        failed = []
+        for future, result in done:
+            status = future.status
+            if status == "finished" and not isinstance(result, BaseException):
+                self._finish_job(future, result)
+            elif status == "error" and isinstance(result, tuple) and len(result) == 3:
+                _, exc, tb = result
+                self._fail_job(future, exc, _format_traceback(tb))
+                failed.append(future)
+            else:  # cancelled under us (scheduler lost), or the result could not be fetched
+                self._requeue_job(future)
         if failed:
             self._release(failed)
-        for future in other:
-            self._requeue_job(future)
 
     def _pop_job(self, future: Future) -> _Job | None:
         with self._cond:
@@ -476,6 +493,7 @@ class JobRunner:
         if job is None:
             return
         now = time.monotonic()
+        self.perf_receiving.add(now - job.submitted_at)
         with self._cond:
             for position, outcome in zip(job.positions, outcomes, strict=True):
                 uid = outcome[1]
@@ -499,15 +517,11 @@ class JobRunner:
                     self._record_failure(uid, exc_type, message, text, exc)
             self._cond.notify_all()
 
-    def _fail_job(self, future: Future) -> None:
+    def _fail_job(self, future: Future, exc: BaseException, text: str) -> None:
         job = self._pop_job(future)
         if job is None:
             return
-        try:
-            exc = future.exception(timeout=JOIN_TIMEOUT)
-            text = _format_traceback(future.traceback(timeout=JOIN_TIMEOUT))
-        except Exception as read_error:  # the error itself could not be fetched
-            exc, text = read_error, ""
+        exc.__traceback__ = None  # the key must not stay alive through it (dask/distributed#8790)
         with self._cond:
             self._jobs_failed += 1
             for uid in job.uids:
@@ -588,7 +602,52 @@ class JobRunner:
         except Exception as exc:  # pragma: no cover - best effort
             logger.debug("cancel failed: %r", exc)
 
+    def _sweep(self) -> None:
+        """Requeue jobs whose task ended but whose result never came through ``as_completed``.
+
+        ``as_completed`` drops a future when fetching its result fails (a worker lost
+        mid-transfer); its rows would otherwise count as in flight forever.
+        """
+        now = time.monotonic()
+        if now - self._last_sweep < SWEEP_PERIOD:
+            return
+        self._last_sweep = now
+        with self._cond:
+            items = list(self._in_flight.values())
+        for future, job in items:
+            if future.status in ("pending", "processing", "no-worker", "queued"):
+                job.ended_at = None
+                continue
+            if job.ended_at is None:
+                job.ended_at = now
+            elif now - job.ended_at > STUCK_SECONDS:
+                logger.debug("result of %s never arrived; submitting its rows again", future.key)
+                with self._ac.lock:
+                    self._ac.futures.pop(future, None)
+                self._requeue_job(future)
+                self._release([future])
+
+    def _drain(self, timeout: float) -> None:
+        """Before cancelling at close, let results already being fetched arrive (quiet shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cond:
+                fetching = [f for f, _ in self._in_flight.values() if f.status == "finished"]
+            if not fetching:
+                return
+            if self._ac.has_ready():
+                self._ac.next_batch(block=False)  # dropped: we are closing
+            else:
+                with self._ac.thread_condition:
+                    self._ac.thread_condition.wait(timeout=0.01)
+            with self._cond:
+                for f in fetching:
+                    if f not in self._ac.futures:
+                        self._in_flight.pop(str(f.key), None)
+
     def _cleanup(self) -> None:
+        if self._client.status == "running":
+            self._drain(DRAIN_SECONDS)
         with self._cond:
             futures = [f for f, _ in self._in_flight.values()] + list(self._parts)
             self._in_flight.clear()

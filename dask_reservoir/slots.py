@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .collate import str_array
+
 __all__ = ["Column", "SlotTable"]
 
 _ARRAY, _SCALAR, _OBJECT = "array", "scalar", "object"
@@ -192,7 +194,7 @@ class SlotTable:
 def _object_column(values: np.ndarray) -> np.ndarray:
     """As :func:`collate_rows` does: all-str values become a str array."""
     if all(type(v) is str for v in values):
-        return values.astype(str)
+        return str_array(values.tolist())
     return values
 
 
