@@ -21,6 +21,7 @@ from .batches import BatchIterator, epoch_order
 from .cluster import ClientHandle, resolve_client
 from .errors import ClusterLostError, JobError, ReservoirClosedError
 from .options import ReservoirOptions, validate_options
+from .progress import WaitProgress
 from .runner import WAIT_SLICE, JobRunner
 from .samplers import Sampler, check_sampler
 from .source import Source, _is_dask_frame, make_source
@@ -96,6 +97,9 @@ class AsyncReservoir:
     on_cluster_loss : {"raise", "serve"}
         When the client gives up on its scheduler: raise :class:`ClusterLostError` at the
         next ``iter()``/``next()``, or keep serving the loaded entries.
+    progress : bool
+        Show a tqdm bar (``pip install dask_reservoir[progress]``; plain lines on stderr
+        without tqdm) while ``iter()`` waits for the minimum.
     job_timeout : float or str, optional
         Seconds one call of ``function_to_run`` may run on a worker; a longer call is
         abandoned and counted as a failure of its UID (:class:`JobTimeoutError`), and the
@@ -144,6 +148,7 @@ class AsyncReservoir:
         max_failures_per_uid: int | None = 3,
         on_cluster_loss: str = "raise",
         job_timeout: float | str | None = None,
+        progress: bool = False,
     ) -> None:
         self._closed = True  # until fully built, so __del__ and close() are no-ops
         options = validate_options(
@@ -169,6 +174,9 @@ class AsyncReservoir:
             raise TypeError(
                 f"function_to_run must be callable, got {type(function_to_run).__name__}: {function_to_run!r}"
             )
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be a bool, got {type(progress).__name__}: {progress!r}")
+        self._progress = progress
         samplers = (
             check_sampler(reservoir_sampler, "reservoir_sampler"),
             check_sampler(source_sampler, "source_sampler"),
@@ -345,8 +353,10 @@ class AsyncReservoir:
         required = self._required()
         timeout = self._options.timeout
         start = time.monotonic()
+        report = WaitProgress(required, enabled=self._progress and len(self._store) < required)
         try:
             while len(self._store) < required:
+                report.update(len(self._store))
                 self._check_usable()
                 counters = self._runner.counters()
                 if counters.status == "lost":
@@ -372,6 +382,8 @@ class AsyncReservoir:
                 self._runner.wait(remaining)
                 self._ingest(capped=False)
         finally:
+            report.update(len(self._store))
+            report.close()
             with self._counter_lock:
                 self._wait_seconds += time.monotonic() - start
 
@@ -518,6 +530,7 @@ class AsyncReservoir:
             ]
         child = AsyncReservoir.__new__(type(self))
         child._closed = True
+        child._progress = self._progress
         options = self._options
         child._start(
             source=source,
@@ -536,6 +549,13 @@ class AsyncReservoir:
         c = self._runner.counters()
         with self._counter_lock:
             batches, samples, waited = self._batches_served, self._samples_served, self._wait_seconds
+        loads = np.asarray(self._runner.recent_load_seconds())
+        p50, p90, p99 = np.percentile(loads, [50, 90, 99]).tolist() if loads.size else [float("nan")] * 3
+        entries = list(self._store)
+        now = time.monotonic()
+        ages = np.fromiter((now - e.loaded_at for e in entries), dtype=float, count=len(entries))
+        served = np.fromiter((e.times_served for e in entries), dtype=float, count=len(entries))
+        nan = float("nan")
         return ReservoirStats(
             jobs_submitted=c.jobs_submitted,
             rows_submitted=c.rows_submitted,
@@ -557,6 +577,13 @@ class AsyncReservoir:
             batches_served=batches,
             samples_served=samples,
             mean_job_seconds=self._runner.mean_load_seconds,
+            load_seconds_p50=p50,
+            load_seconds_p90=p90,
+            load_seconds_p99=p99,
+            age_seconds_median=float(np.median(ages)) if ages.size else nan,
+            age_seconds_max=float(ages.max()) if ages.size else nan,
+            times_served_mean=float(served.mean()) if served.size else nan,
+            times_served_max=float(served.max()) if served.size else nan,
             consumer_wait_seconds=waited,
             failures=c.failures,
             quarantined=c.quarantined,

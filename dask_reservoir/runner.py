@@ -43,6 +43,9 @@ WAIT_SLICE = 0.1
 JOIN_TIMEOUT = 10.0
 """How long ``close()`` waits for the runner thread to finish."""
 
+RECENT_LOADS = 1000
+"""Rows whose load time feeds the percentiles of ``stats()``."""
+
 SWEEP_PERIOD = 1.0
 """Seconds between checks for results that never arrived."""
 
@@ -194,6 +197,7 @@ class JobRunner:
         self._rows_requeued = 0
         self._load_total = 0.0
         self._load_count = 0
+        self._recent_loads: deque[float] = deque(maxlen=RECENT_LOADS)
 
         self._order: list[int] = []
         self._cursor = 0
@@ -280,6 +284,11 @@ class JobRunner:
                 quarantined=tuple(self._quarantined),
                 status=self._status,
             )
+
+    def recent_load_seconds(self) -> list[float]:
+        """Worker times of the last ``RECENT_LOADS`` rows loaded."""
+        with self._cond:
+            return list(self._recent_loads)
 
     @property
     def mean_load_seconds(self) -> float:
@@ -505,6 +514,7 @@ class JobRunner:
                         self._observe(seconds)
                     self._load_total += seconds
                     self._load_count += 1
+                    self._recent_loads.append(seconds)
                     self._waiting.append(Completed(uid, position, tuple(rows), seconds, now))
                     if rows:
                         self._loaded.add(uid)

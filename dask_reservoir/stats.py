@@ -82,6 +82,12 @@ class ReservoirStats:
         ``iter()`` calls, batches yielded, rows yielded.
     mean_job_seconds : float
         Mean running time of ``function_to_run`` per source row, measured on the worker.
+    load_seconds_p50, load_seconds_p90, load_seconds_p99 : float
+        Percentiles of that time over the last 1000 rows loaded (NaN before any).
+    age_seconds_median, age_seconds_max : float
+        Seconds since the entries now in the reservoir were loaded (NaN when empty).
+    times_served_mean, times_served_max : float
+        How many times the entries now in the reservoir were put in a batch.
     consumer_wait_seconds : float
         Total time ``iter()`` blocked waiting for the minimum.
     failures : tuple of FailureRecord
@@ -115,6 +121,13 @@ class ReservoirStats:
     batches_served: int = 0
     samples_served: int = 0
     mean_job_seconds: float = 0.0
+    load_seconds_p50: float = float("nan")
+    load_seconds_p90: float = float("nan")
+    load_seconds_p99: float = float("nan")
+    age_seconds_median: float = float("nan")
+    age_seconds_max: float = float("nan")
+    times_served_mean: float = float("nan")
+    times_served_max: float = float("nan")
     consumer_wait_seconds: float = 0.0
     failures: tuple[FailureRecord, ...] = field(default_factory=tuple)
     quarantined: tuple[Hashable, ...] = field(default_factory=tuple)

@@ -615,3 +615,16 @@ def test_rows_per_job_auto_respects_a_given_bound(client: Client) -> None:
     ) as r:
         iterate_until(r, lambda: r.rows_per_job > 1)
         assert r.rows_per_job <= 8 and r.max_jobs_at_once == 8
+
+
+def test_stats_percentiles_age_and_reuse(client: Client) -> None:
+    with AsyncReservoir(frame(8), load_value, 8, min_reservoir_samples=8, client=client, batch_size=4) as r:
+        empty = r.stats()
+        assert np.isnan(empty.age_seconds_median) or empty.reservoir_size > 0
+        for _ in range(3):
+            list(r)
+        s = r.stats()
+        assert 0 <= s.load_seconds_p50 <= s.load_seconds_p90 <= s.load_seconds_p99
+        assert s.age_seconds_max >= s.age_seconds_median >= 0
+        assert s.times_served_max >= s.times_served_mean >= 1  # every entry served in 3 full epochs
+        assert s.rows_loaded >= 8

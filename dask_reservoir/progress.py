@@ -1,0 +1,86 @@
+"""Progress while ``iter()`` waits for the minimum: a tqdm bar, or plain lines without tqdm.
+
+Pure code with no threads: the reservoir calls :meth:`WaitProgress.update` from
+its waiting loop.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+__all__ = ["WaitProgress"]
+
+LINE_PERIOD = 2.0
+"""Seconds between plain progress lines when tqdm is not installed."""
+
+
+class WaitProgress:
+    """Report ``loaded / required`` entries while waiting.
+
+    Parameters
+    ----------
+    required : int
+        Entries waited for.
+    enabled : bool
+        False: report nothing.
+    stream : file, optional
+        Where plain lines go (default ``sys.stderr``).
+
+    Examples
+    --------
+    >>> import io
+    >>> out = io.StringIO()
+    >>> p = WaitProgress(4, enabled=True, stream=out, use_tqdm=False)
+    >>> p.update(1); p.update(4); p.close()
+    >>> print(out.getvalue().strip())
+    dask_reservoir: 1/4 samples loaded, waiting for the minimum
+    dask_reservoir: 4/4 samples loaded
+    """
+
+    def __init__(
+        self, required: int, *, enabled: bool, stream: TextIO | None = None, use_tqdm: bool = True
+    ) -> None:
+        self.required = required
+        self.enabled = enabled
+        self._stream = stream or sys.stderr
+        self._bar: Any = None
+        self._last_line = float("-inf")
+        self._printed = False
+        self._loaded = 0
+        if enabled and use_tqdm:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self._bar = tqdm(total=required, desc="dask_reservoir loading", unit="sample", leave=False)
+
+    def update(self, loaded: int) -> None:
+        """Show that ``loaded`` entries are in the reservoir."""
+        if not self.enabled:
+            return
+        loaded = min(loaded, self.required)
+        self._loaded = loaded
+        if self._bar is not None:
+            self._bar.update(loaded - self._bar.n)
+            return
+        now = time.monotonic()
+        if now - self._last_line >= LINE_PERIOD:
+            self._line(f"{loaded}/{self.required} samples loaded, waiting for the minimum")
+            self._last_line, self._printed = now, True
+
+    def close(self) -> None:
+        """End the report (idempotent)."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self._printed:
+            self._line(f"{self._loaded}/{self.required} samples loaded")
+        self.enabled = False
+
+    def _line(self, text: str) -> None:
+        print(f"dask_reservoir: {text}", file=self._stream, flush=True)

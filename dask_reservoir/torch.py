@@ -1,0 +1,129 @@
+"""PyTorch adapter: batches as tensors, and an ``IterableDataset`` over a reservoir.
+
+Optional: ``pip install dask_reservoir[torch]``.  Importing this module
+without torch raises an ``ImportError`` saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+try:
+    import torch
+    from torch.utils.data import IterableDataset
+except ImportError as exc:  # pragma: no cover - exercised in an environment without torch
+    raise ImportError(
+        "dask_reservoir.torch needs PyTorch; install it with `pip install dask_reservoir[torch]` "
+        "(or follow https://pytorch.org/get-started) to proceed"
+    ) from exc
+
+if TYPE_CHECKING:
+    from .reservoir import AsyncReservoir
+
+__all__ = ["ReservoirDataset", "to_tensors"]
+
+
+def to_tensors(
+    batch: dict[str, np.ndarray],
+    *,
+    device: str | torch.device | None = None,
+    pin_memory: bool = False,
+    non_blocking: bool = False,
+) -> dict[str, Any]:
+    """Turn a batch of numpy arrays into torch tensors.
+
+    Numeric and bool arrays become tensors sharing memory with the array
+    (``torch.from_numpy``, zero-copy) unless ``device``/``pin_memory`` ask for a
+    copy; read-only arrays are copied first (torch needs writable memory).
+    ``str``/``object`` columns (UIDs that are strings, say) stay numpy arrays.
+
+    Parameters
+    ----------
+    batch : dict of str to numpy.ndarray
+        A batch from ``AsyncReservoir``.
+    device : str or torch.device, optional
+        Move the tensors there (``"cuda"``, ``"cpu"``).
+    pin_memory : bool
+        Page-lock the tensors (faster host-to-GPU copies); needs an accelerator.
+    non_blocking : bool
+        Passed to ``Tensor.to`` when moving to ``device``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = to_tensors({"x": np.ones((2, 3), np.float32), "name": np.array(["a", "b"])})
+    >>> out["x"].shape, out["x"].dtype, out["name"].tolist()
+    (torch.Size([2, 3]), torch.float32, ['a', 'b'])
+    """
+    out: dict[str, Any] = {}
+    for name, value in batch.items():
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biufc":
+            out[name] = value
+            continue
+        tensor = torch.from_numpy(value if value.flags.writeable else value.copy())
+        if pin_memory:
+            tensor = tensor.pin_memory()
+        if device is not None:
+            tensor = tensor.to(device, non_blocking=non_blocking)
+        out[name] = tensor
+    return out
+
+
+class ReservoirDataset(IterableDataset):
+    """An ``IterableDataset`` yielding a reservoir's batches as tensors.
+
+    Each ``iter()`` is one epoch of the reservoir.  Use it with
+    ``DataLoader(dataset, batch_size=None, num_workers=0)``: the reservoir already
+    batches and loads in the background on dask, so DataLoader workers would
+    only add copies.
+
+    Parameters
+    ----------
+    reservoir : AsyncReservoir
+        The reservoir to iterate (its ``batch_size`` applies).
+    device, pin_memory, non_blocking
+        As :func:`to_tensors`.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from distributed import Client, LocalCluster
+    >>> from dask_reservoir import AsyncReservoir
+    >>> cluster = LocalCluster(n_workers=1, processes=False, dashboard_address=None)
+    >>> client = Client(cluster, set_as_default=False)
+    >>> def load(row):
+    ...     return {"x": np.full(3, row["v"], np.float32)}
+    >>> r = AsyncReservoir(pd.DataFrame({"v": range(4)}), load, 4, min_reservoir_samples=4, client=client, batch_size=2)
+    >>> [tuple(b["x"].shape) for b in ReservoirDataset(r)]
+    [(2, 3), (2, 3)]
+    >>> r.close(); client.close(); cluster.close()
+    """
+
+    def __init__(
+        self,
+        reservoir: AsyncReservoir,
+        *,
+        device: str | torch.device | None = None,
+        pin_memory: bool = False,
+        non_blocking: bool = False,
+    ) -> None:
+        super().__init__()
+        self.reservoir = reservoir
+        self.device = device
+        self.pin_memory = pin_memory
+        self.non_blocking = non_blocking
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.num_workers > 0:
+            raise RuntimeError(
+                "ReservoirDataset must be used with DataLoader(num_workers=0): the reservoir loads "
+                f"in the background on dask already, got a DataLoader worker ({info.num_workers} workers)"
+            )
+        for batch in self.reservoir:
+            yield to_tensors(
+                batch, device=self.device, pin_memory=self.pin_memory, non_blocking=self.non_blocking
+            )

@@ -1,0 +1,57 @@
+"""The torch adapter (skipped cleanly without torch)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from distributed import Client
+
+from dask_reservoir import AsyncReservoir
+from tests.utils import frame, load_value
+
+torch = pytest.importorskip("torch")
+from dask_reservoir.torch import ReservoirDataset, to_tensors  # noqa: E402
+
+
+def test_to_tensors_zero_copy_and_dtypes() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    out = to_tensors(
+        {"x": x, "label": np.array([1, 2]), "uid": np.array(["a", "b"]), "ok": np.array([True, False])}
+    )
+    assert out["x"].data_ptr() == x.ctypes.data  # shares memory
+    x[0, 0] = 42
+    assert out["x"][0, 0].item() == 42
+    assert out["label"].dtype == torch.int64 and out["ok"].dtype == torch.bool
+    assert isinstance(out["uid"], np.ndarray)
+
+
+def test_read_only_arrays_are_copied() -> None:
+    x = np.ones(3, np.float32)
+    x.flags.writeable = False
+    out = to_tensors({"x": x})
+    assert out["x"].data_ptr() != x.ctypes.data and out["x"].sum().item() == 3
+
+
+def test_device_cpu() -> None:
+    out = to_tensors({"x": np.ones(2, np.float32)}, device="cpu")
+    assert out["x"].device.type == "cpu"
+
+
+def test_dataset_in_a_dataloader(client: Client) -> None:
+    with AsyncReservoir(frame(8), load_value, 8, min_reservoir_samples=8, client=client, batch_size=4) as r:
+        loader = torch.utils.data.DataLoader(ReservoirDataset(r), batch_size=None, num_workers=0)
+        for _ in range(2):
+            batches = list(loader)
+            assert [tuple(b["image"].shape) for b in batches] == [(4, 2, 3), (4, 2, 3)]
+            assert sorted(int(v) for b in batches for v in b["label"]) == list(range(8))
+
+
+def test_import_error_without_torch() -> None:
+    code = "import sys; sys.modules['torch'] = None\ntry:\n import dask_reservoir.torch\nexcept ImportError as e:\n print(e)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert "dask_reservoir.torch needs PyTorch" in out and "pip install dask_reservoir[torch]" in out
