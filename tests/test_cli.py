@@ -1,0 +1,110 @@
+"""The command line: help, errors (one line, exit 2) and a short demo run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dask_reservoir.cli import build_parser, main
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
+    return subprocess.run(
+        [sys.executable, "-m", "dask_reservoir", *args],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=env,
+        check=False,
+    )
+
+
+def test_help_lists_commands_and_options() -> None:
+    done = run("--help")
+    assert done.returncode == 0 and "demo" in done.stdout and "bench" in done.stdout
+    demo = run("demo", "--help")
+    for option in (
+        "--scheduler",
+        "--workers",
+        "--rows",
+        "--delay",
+        "--reservoir",
+        "--minimum",
+        "--batch-size",
+        "--epochs",
+    ):
+        assert option in demo.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["demo", "--rows", "0"], "expected a positive integer, got '0'"),
+        (["demo", "--delay", "soon"], "expected seconds (a number >= 0), got 'soon'"),
+        (["demo", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["fly"], "invalid choice: 'fly'"),
+        ([], "the following arguments are required: command"),
+    ],
+)
+def test_bad_options_one_line_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_minimum_larger_than_reservoir(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--minimum", "10", "--reservoir", "5"]) == 2
+    assert "--minimum (10) must be <= --reservoir (5)" in capsys.readouterr().err
+
+
+def test_demo_runs_on_an_embedded_cluster() -> None:
+    done = run(
+        "demo",
+        "--rows",
+        "60",
+        "--epochs",
+        "3",
+        "--minimum",
+        "8",
+        "--reservoir",
+        "16",
+        "--batch-size",
+        "4",
+        "--delay",
+        "0.01",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "on an embedded LocalCluster of 2 worker processes" in done.stdout
+    assert done.stdout.count("epoch ") == 3 and "done:" in done.stdout and "stats: reservoir" in done.stdout
+
+
+def test_demo_unreachable_scheduler_is_one_line_error() -> None:
+    env_timeout = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"}
+    done = subprocess.run(
+        [sys.executable, "-m", "dask_reservoir", "demo", "--scheduler", "tcp://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env={**os.environ, **env_timeout},
+        check=False,
+    )
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("dask-reservoir: error: could not connect to the dask scheduler at 'tcp://127.0.0.1:1'")
+    )
+
+
+def test_console_script_entry_point() -> None:
+    assert build_parser().prog == "dask-reservoir"

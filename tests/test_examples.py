@@ -1,0 +1,76 @@
+"""Every example runs as ``python examples/NAME.py`` and prints what it promises."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli_cluster import cli_cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(180)
+
+
+def run_example(name: str, *args: str) -> str:
+    env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_local_training() -> None:
+    out = run_example("local_training.py", "--epochs", "5", "--rows", "200")
+    lines = out.splitlines()
+    assert sum(line.startswith("epoch ") for line in lines) == 5
+    assert "throughput:" in out and "batches/s" in out and "stats: reservoir" in out
+
+
+def test_subsample_uids() -> None:
+    out = run_example("subsample_uids.py")
+    assert "cases of site A aged 60 or more, oldest first" in out
+    assert "already loaded" in out and "mean_intensity" in out and "correlation age / mean intensity" in out
+
+
+def test_dask_parquet() -> None:
+    out = run_example("dask_parquet.py")
+    assert "source: 4 partitions" in out
+    assert sum(line.startswith("epoch ") for line in out.splitlines()) == 3
+
+
+def test_torch_training() -> None:
+    out = run_example("torch_training.py")
+    if importlib.util.find_spec("torch") is None:
+        assert out.startswith("skipped: dask_reservoir.torch needs PyTorch")
+    else:
+        assert sum(line.startswith("epoch ") for line in out.splitlines()) == 8 and "stats:" in out
+
+
+def test_remote_scheduler(tmp_path: Path) -> None:
+    with cli_cluster(tmp_path) as cluster:
+        out = run_example("remote_scheduler.py", "--scheduler", cluster.address, "--epochs", "3")
+    assert f"scheduler {cluster.address}, status running" in out
+    assert sum(line.startswith("epoch ") for line in out.splitlines()) == 3
+
+
+def test_remote_scheduler_requires_an_address() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "remote_scheduler.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and "--scheduler" in done.stderr
