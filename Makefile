@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
+# CPU PyTorch for the torch adapter's tests and the benchmark peers.  This exact release is the
+# CPU wheel on these machines; elsewhere pip may fetch a large CUDA build, or fail: the
+# torch tests then skip, nothing else depends on it.  `make test TORCH=` skips it.
+TORCH  ?= torch==2.13.0
 
 .PHONY: help venv install install-dev demo test lint bench bench-quick clean
 
@@ -24,7 +28,12 @@ $(VENV)/.stamp-base: pyproject.toml | $(PY)
 
 $(VENV)/.stamp-dev: pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[dev]"
+	-[ -z "$(TORCH)" ] || $(PIP) install --quiet "$(TORCH)"
 	touch $@ $(VENV)/.stamp-base
+
+$(VENV)/.stamp-bench: pyproject.toml $(VENV)/.stamp-dev
+	-$(PIP) install --quiet "monai>=1.3"
+	touch $@
 
 install: $(VENV)/.stamp-base
 install-dev: $(VENV)/.stamp-dev
@@ -40,11 +49,11 @@ lint: install-dev
 test: install-dev lint
 	$(PY) -m pytest
 
-bench: install-dev
+bench: install-dev $(VENV)/.stamp-bench
 	$(PY) -m benchmarks.run
 
 bench-quick: install-dev
-	$(PY) -m benchmarks.run --quick
+	$(PY) -m benchmarks.run --quick --only W2,W3,W4,W5
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
