@@ -20,8 +20,12 @@ def test_quickstart_executes(tmp_path: Path) -> None:
     copy = tmp_path / NOTEBOOK.name
     shutil.copy(NOTEBOOK, copy)
     nb = nbformat.read(copy, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit the notebook stripped"
-    nbclient.NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+        "commit the notebook stripped"
+    )
+    nbclient.NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
