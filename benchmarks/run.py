@@ -34,7 +34,7 @@ FULL: dict[str, dict[str, Any]] = {
         "capacity": 2 / 0.02,
     },
     "W2": {"entries": 4096, "batch": 64, "batches": 2000},
-    "W3": {"rows": 200_000, "seconds": 4.0, "in_flight": 32, "best_tiny": 2048, "best_image": 128},
+    "W3": {"rows": 200_000, "seconds": 4.0, "in_flight": 32, "best_tiny": 512, "best_image": 128},
     "W4": {"sizes": [1_000, 10_000, 100_000], "batches": 3000},
     "W5": {"entries": 100_000},
 }

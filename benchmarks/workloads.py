@@ -181,21 +181,21 @@ def w3(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
             packed = _fill_rate(
                 client, loader, cfg["rows"], seconds, rows_per_job=best, max_jobs_at_once=best * 8
             )
+            auto = _fill_rate(client, loader, cfg["rows"], seconds, rows_per_job="auto")
             results.append({"system": f"raw dask loop, {name}, {k} in flight", "samples_per_s": raw})
-            results.append(
-                {
-                    "system": f"dask_reservoir rows_per_job=1, {name}",
-                    "samples_per_s": one,
-                    "ratio_to_raw": one / raw,
-                }
+            variants = (
+                (f"rows_per_job=1, {k} rows in flight", one),
+                (f"rows_per_job={best}", packed),
+                ("rows_per_job='auto'", auto),
             )
-            results.append(
-                {
-                    "system": f"dask_reservoir rows_per_job={best}, {name}",
-                    "samples_per_s": packed,
-                    "ratio_to_raw": packed / raw,
-                }
-            )
+            for label, rate in variants:
+                results.append(
+                    {
+                        "system": f"dask_reservoir {label}, {name}",
+                        "samples_per_s": rate,
+                        "ratio_to_raw": rate / raw,
+                    }
+                )
     return results
 
 
