@@ -13,6 +13,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -556,17 +557,9 @@ class AsyncReservoir:
         ages = np.fromiter((now - e.loaded_at for e in entries), dtype=float, count=len(entries))
         served = np.fromiter((e.times_served for e in entries), dtype=float, count=len(entries))
         nan = float("nan")
+        shared = {f.name: getattr(c, f.name) for f in fields(c) if f.name in _STATS_FIELDS}
         return ReservoirStats(
-            jobs_submitted=c.jobs_submitted,
-            rows_submitted=c.rows_submitted,
-            rows_loaded=c.rows_loaded,
-            rows_requeued=c.rows_requeued,
-            jobs_completed=c.jobs_completed,
-            jobs_failed=c.jobs_failed,
-            rows_failed=c.rows_failed,
-            jobs_in_flight=c.jobs_in_flight,
-            rows_in_flight=c.rows_in_flight,
-            entries_waiting=c.entries_waiting,
+            **shared,
             reservoir_size=len(self._store),
             max_reservoir_samples=self._options.max_reservoir_samples,
             min_reservoir_samples=self._options.min_reservoir_samples,
@@ -585,8 +578,6 @@ class AsyncReservoir:
             times_served_mean=float(served.mean()) if served.size else nan,
             times_served_max=float(served.max()) if served.size else nan,
             consumer_wait_seconds=waited,
-            failures=c.failures,
-            quarantined=c.quarantined,
             address=self._address,
             status="closed" if self._closed else c.status,
         )
@@ -633,6 +624,8 @@ class AsyncReservoir:
             f"epochs={s.epochs} status={s.status} address={s.address!r}>"
         )
 
+
+_STATS_FIELDS = frozenset(f.name for f in fields(ReservoirStats)) - {"status"}
 
 SequenceAsyncReservoir = AsyncReservoir
 """Alias of :class:`AsyncReservoir`, the name trw users know."""
