@@ -56,6 +56,14 @@ def snapshot_of(entries: list[Entry]) -> Snapshot:
     return store.snapshot()
 
 
+def _end_epoch(snapshot: Snapshot, served_counts: np.ndarray) -> None:
+    """Fold the epoch's serve counts into its entries and release the snapshot (runs once)."""
+    entries = snapshot.entries
+    for i in np.flatnonzero(served_counts).tolist():
+        entries[i].times_served += int(served_counts[i])
+    snapshot.release()
+
+
 class BatchIterator(Iterator[Any]):
     """Batches of one epoch over a fixed snapshot of entries.
 
@@ -118,7 +126,8 @@ class BatchIterator(Iterator[Any]):
         self._served = 0
         self._done = False
         self._lock = threading.Lock()
-        self._finalizer = weakref.finalize(self, snapshot.release)
+        self._served_counts = np.zeros(len(self._entries), dtype=np.int64)
+        self._finalizer = weakref.finalize(self, _end_epoch, snapshot, self._served_counts)
 
     def __iter__(self) -> BatchIterator:
         return self
@@ -147,9 +156,7 @@ class BatchIterator(Iterator[Any]):
             if batch is None:
                 self._finish()
                 raise StopIteration
-            entries = self._entries
-            for i in chunk:
-                entries[i].times_served += 1
+            np.add.at(self._served_counts, chunk, 1)  # folded into the entries at the epoch's end
             self._served += n_rows
             exhausted = self._cursor >= len(self._order) or (
                 self._max_samples is not None and self._served >= self._max_samples
@@ -163,7 +170,7 @@ class BatchIterator(Iterator[Any]):
     def _budget(self) -> int | None:
         return None if self._max_samples is None else self._max_samples - self._served
 
-    def _next_gathered(self) -> tuple[Any, int, int, list[int]]:
+    def _next_gathered(self) -> tuple[Any, int, int, Any]:
         take = self._batch_size
         budget = self._budget()
         if budget is not None:
@@ -174,9 +181,9 @@ class BatchIterator(Iterator[Any]):
         self._cursor += len(chunk)
         arrays = cast("dict[str, np.ndarray]", self._snapshot.arrays)  # set when self._gather
         batch = SlotTable.gather(arrays, self._snapshot.slots[chunk])
-        return batch, len(chunk), len(chunk), chunk.tolist()
+        return batch, len(chunk), len(chunk), chunk
 
-    def _next_collated(self) -> tuple[Any, int, int, list[int]]:
+    def _next_collated(self) -> tuple[Any, int, int, Any]:
         rows: list[dict[str, Any]] = []
         taken: list[int] = []
         order = self._order

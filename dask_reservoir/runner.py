@@ -423,16 +423,26 @@ class JobRunner:
         return order
 
     def _submit_more(self) -> None:
-        # full jobs only: one task per rows_per_job freed rows, not one per freed row
-        # (a partial job only when fewer rows than that are left to submit)
-        k = min(self._rows_per_job, len(self._source))
+        # Full jobs only: one task per rows_per_job freed rows, not one per freed row.  A
+        # shorter job goes only when the pipeline is otherwise empty (nothing in flight or
+        # waiting), e.g. a source smaller than rows_per_job whose rows are all taken.
+        with self._cond:
+            k = max(1, min(self._rows_per_job, len(self._source) - len(self._quarantined)))
         while not self._stop.is_set():
             room = self._room()
             if room < k:
                 return
-            positions = self._next_positions(min(k, room))
+            positions = self._next_positions(k)
             if not positions:
                 return
+            if len(positions) < k:
+                with self._cond:
+                    idle = not self._in_flight and not self._waiting
+                    if not idle:  # hold them: wait for a full job
+                        for p in reversed(positions):
+                            self._outstanding.discard(self._source.uids[p])
+                            self._retry.appendleft(p)
+                        return
             self._submit(positions)
 
     def _submit(self, positions: list[int]) -> None:

@@ -109,9 +109,10 @@ class RandomSampler(Sampler):
         count = n if self.num_samples is None else self.num_samples
         if self.replacement:
             return rng.integers(0, n, size=count)
+        if count == n:
+            return rng.permutation(n)
         reps = -(-count // n)
-        perm = np.concatenate([rng.permutation(n) for _ in range(reps)])[:count]
-        return perm
+        return np.concatenate([rng.permutation(n) for _ in range(reps)])[:count]
 
     def __repr__(self) -> str:
         return (

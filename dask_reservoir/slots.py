@@ -184,7 +184,7 @@ class SlotTable:
         """The batch of rows ``slots``: one ``numpy.take`` per column."""
         batch: dict[str, np.ndarray] = {}
         for name, array in arrays.items():
-            taken = np.take(array, slots, axis=0, mode="clip")
+            taken = array.take(slots, axis=0, mode="clip")
             if array.dtype == object:
                 taken = _object_column(taken)
             batch[name] = taken

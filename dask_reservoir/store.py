@@ -47,7 +47,7 @@ class Entry:
     load_seconds : float
         Running time of ``function_to_run`` on the worker.
     times_served : int
-        How many times the entry was put in a batch.
+        How many times the entry was put in a batch (counted when each epoch ends).
     slot : int or None
         Slot of the store's :class:`SlotTable` holding the row, if any.
     """
