@@ -134,7 +134,13 @@ class SlotTable:
         slot = self._allocate(oldest_live)
         arrays = self.arrays
         for key, value in row.items():
-            arrays[key][slot] = value
+            target = arrays[key]
+            if isinstance(value, np.ndarray) and value.flags.c_contiguous and value.nbytes:
+                # a memcpy that keeps the GIL: numpy's copy releases it for large arrays, and
+                # getting it back from the client's event loop thread costs far more than 49 KB
+                target[slot].data.cast("B")[:] = value.data.cast("B")
+            else:
+                target[slot] = value
         return slot
 
     def _allocate(self, oldest_live: int | None) -> int:
