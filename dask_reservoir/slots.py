@@ -135,7 +135,7 @@ class SlotTable:
         arrays = self.arrays
         for key, value in row.items():
             target = arrays[key]
-            if isinstance(value, np.ndarray) and value.flags.c_contiguous and value.nbytes:
+            if isinstance(value, np.ndarray) and value.ndim and value.flags.c_contiguous and value.nbytes:
                 # a memcpy that keeps the GIL: numpy's copy releases it for large arrays, and
                 # getting it back from the client's event loop thread costs far more than 49 KB
                 target[slot].data.cast("B")[:] = value.data.cast("B")

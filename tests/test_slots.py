@@ -130,3 +130,13 @@ def test_snapshots_stay_frozen_under_churn(ops: list[tuple[int, bool]], capacity
             )
     for it, expected in live:
         assert [float(b["image"][0, 0, 0]) for b in it] == expected
+
+
+def test_zero_d_and_non_contiguous_arrays_round_trip() -> None:
+    first = {"a": np.array(2.5), "b": np.arange(12.0).reshape(3, 4)[:, ::2]}
+    table = SlotTable.infer(first, capacity=2)
+    assert table is not None and table.fits(first)
+    slot = table.write(first)
+    back = table.read_row(slot)
+    assert back["a"].shape == () and float(back["a"]) == 2.5
+    np.testing.assert_array_equal(back["b"], first["b"])
