@@ -70,7 +70,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_table(results: dict[str, list[dict[str, Any]]], out: Any = sys.stdout) -> None:
+def print_table(results: dict[str, list[dict[str, Any]]], out: Any = None) -> None:
+    out = out or sys.stdout
     for workload, rows in results.items():
         keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "system"]
         header = ["system", *keys]
