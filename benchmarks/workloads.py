@@ -63,6 +63,7 @@ def _full_reservoir(client: Any, n: int, loader: Any, **kwargs: Any) -> AsyncRes
     no job runs while the serving loop is timed.
     """
     source = pd.DataFrame({"i": np.arange(n)})
+    kwargs = {"reservoir_sampler": RandomSampler(seed=0), "max_reservoir_replacement_size": 1, **kwargs}
     r = AsyncReservoir(source, loader, n, min_reservoir_samples=n, client=client, **kwargs)
     iter(r)  # wait until full
     deadline = time.monotonic() + 120
@@ -73,33 +74,30 @@ def _full_reservoir(client: Any, n: int, loader: Any, **kwargs: Any) -> AsyncRes
     return r
 
 
+def _time_batches(r: AsyncReservoir, count: int) -> tuple[int, float, Any]:
+    """Serve at least ``count`` batches; return (batches, seconds, the last batch)."""
+    served, last = 0, None
+    t0 = time.perf_counter()
+    while served < count:
+        for last in r:  # noqa: B007 - the last batch is returned
+            served += 1
+            if served >= count:
+                break
+    return served, time.perf_counter() - t0, last
+
+
 def w2(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
     n, batch, nbatches = cfg["entries"], cfg["batch"], cfg["batches"]
     batch_bytes = batch * IMAGE_BYTES
     results = []
     with local_cluster(2, scheduler) as client:
         r = _full_reservoir(
-            client,
-            n,
-            image_loader,
-            batch_size=batch,
-            rows_per_job=256,
-            max_jobs_at_once=1024,
-            reservoir_sampler=RandomSampler(seed=0),
-            max_reservoir_replacement_size=1,
+            client, n, image_loader, batch_size=batch, rows_per_job=256, max_jobs_at_once=1024
         )
         with r:
-            served = 0
-            t0 = time.perf_counter()
-            while served < nbatches:
-                for served_batch in r:
-                    served += 1
-                    shape = served_batch["image"].shape
-                    if served >= nbatches:
-                        break
-            seconds = time.perf_counter() - t0
-            if shape != (batch, *IMAGE_SHAPE):
-                raise RuntimeError(f"unexpected batch shape {shape}")
+            served, seconds, last = _time_batches(r, nbatches)
+            if last["image"].shape != (batch, *IMAGE_SHAPE):
+                raise RuntimeError(f"unexpected batch shape {last['image'].shape}")
     results.append(
         {
             "system": "dask_reservoir",
@@ -215,22 +213,10 @@ def w4(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
     with local_cluster(2, scheduler) as client:
         for n in cfg["sizes"]:
             r = _full_reservoir(
-                client,
-                n,
-                tiny_loader,
-                batch_size=64,
-                rows_per_job=2048,
-                max_jobs_at_once=16384,
-                reservoir_sampler=RandomSampler(seed=0),
-                max_reservoir_replacement_size=1,
+                client, n, tiny_loader, batch_size=64, rows_per_job=2048, max_jobs_at_once=16384
             )
             with r:
-                batches = 0
-                t0 = time.perf_counter()
-                while batches < cfg["batches"]:
-                    for _ in r:
-                        batches += 1
-                seconds = time.perf_counter() - t0
+                batches, seconds, _ = _time_batches(r, cfg["batches"])
             results.append(
                 {"system": f"dask_reservoir, {n:.0e} entries", "us_per_batch": 1e6 * seconds / batches}
             )
