@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--minimum", type=_positive_int, default=32, help="entries before the first epoch (default 32)"
     )
     demo.add_argument("--batch-size", type=_positive_int, default=16, help="entries per batch (default 16)")
-    demo.add_argument("--epochs", type=_positive_int, default=30, help="epochs to run (default 30)")
+    demo.add_argument("--epochs", type=_positive_int, default=100, help="epochs to run (default 100)")
     demo.add_argument(
         "--step", type=_seconds, default=0.005, help="seconds of 'training' per batch (default 0.005)"
     )
