@@ -120,8 +120,8 @@ def run_demo(
                 f"reservoir {s.reservoir_size}/{s.max_reservoir_samples}  loaded {s.jobs_completed}  "
                 f"distinct served {len(seen)}  waited {s.consumer_wait_seconds:.2f} s"
             )
-            end = "\r" if out.isatty() and epoch + 1 < epochs else "\n"
-            print(line, file=out, end=end, flush=True)
+            line_end = "\r" if out.isatty() and epoch + 1 < epochs else "\n"
+            print(line, file=out, end=line_end, flush=True)
         stats = r.stats()
     end = time.perf_counter()
     seconds = end - start
