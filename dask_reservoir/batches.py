@@ -25,7 +25,14 @@ from .store import Entry, ReservoirStore, Snapshot
 __all__ = ["BatchIterator", "epoch_order"]
 
 
-def epoch_order(sampler: Sampler, n: int, epoch: int, *, name: str = "reservoir_sampler") -> np.ndarray:
+def epoch_order(
+    sampler: Sampler,
+    n: int,
+    epoch: int,
+    *,
+    name: str = "reservoir_sampler",
+    of: str = "entries in the reservoir",
+) -> np.ndarray:
     """The sampler's indices for one epoch, checked to lie in ``range(n)``.
 
     Examples
@@ -42,8 +49,7 @@ def epoch_order(sampler: Sampler, n: int, epoch: int, *, name: str = "reservoir_
     bad = order[(order < 0) | (order >= n)]
     if bad.size:
         raise ValueError(
-            f"{name} {sampler!r} must yield indices in range({n}) (the reservoir holds {n} "
-            f"entries), got {bad[:5].tolist()!r}"
+            f"{name} {sampler!r} must yield indices in range({n}) ({n} {of}), got {bad[:5].tolist()!r}"
         )
     return order
 

@@ -263,7 +263,8 @@ def test_sampler_out_of_range(client: Client) -> None:
 def test_source_sampler_out_of_range(client: Client) -> None:
     with make(client, source_sampler=OutOfRange()) as r:
         with pytest.raises(
-            ValueError, match=r"source_sampler .* must yield indices in range\(4\), got \[7\]"
+            ValueError,
+            match=r"source_sampler .* must yield indices in range\(4\) \(4 source rows\), got \[7\]",
         ):
             iter(r)
     no_leftovers(client)

@@ -1,0 +1,393 @@
+"""The runner's bookkeeping: which rows are out, what waits, what failed, what to submit next.
+
+Plain synchronous state behind one ``threading.Condition`` (the runner thread
+writes, consumers read and take); no dask, no thread of its own.  Tested
+without a cluster in ``tests/test_ledger.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .batches import epoch_order
+from .errors import JobError
+from .samplers import Sampler
+from .stats import FailureRecord
+
+__all__ = ["AUTO_MAX_ROWS", "AUTO_TASK_SECONDS", "Completed", "Ledger", "RunnerCounters"]
+
+logger = logging.getLogger("dask_reservoir")
+
+RECENT_LOADS = 1000
+"""Rows whose load time feeds the percentiles of ``stats()``."""
+
+AUTO_TASK_SECONDS = 0.075
+"""Target running time of one task with ``rows_per_job="auto"``."""
+
+AUTO_MAX_ROWS = 4096
+"""Largest task with ``rows_per_job="auto"``."""
+
+Outcome = tuple[Any, ...]
+
+
+@dataclass
+class Completed:
+    """A finished source row, waiting to enter the reservoir."""
+
+    uid: Hashable
+    position: int
+    rows: tuple[dict[str, Any], ...]
+    load_seconds: float
+    finished_at: float
+
+
+@dataclass(frozen=True)
+class RunnerCounters:
+    """A consistent copy of the runner's counters."""
+
+    jobs_submitted: int
+    rows_submitted: int
+    rows_loaded: int
+    rows_requeued: int
+    jobs_completed: int
+    jobs_failed: int
+    rows_failed: int
+    jobs_in_flight: int
+    rows_in_flight: int
+    entries_waiting: int
+    uids_tried: int
+    uids_loaded: int
+    failures: tuple[FailureRecord, ...] = field(default_factory=tuple)
+    quarantined: tuple[Hashable, ...] = field(default_factory=tuple)
+    status: str = "running"
+
+
+class Ledger:
+    """Rows in flight, waiting and failed; the order of submission; the back-pressure bound.
+
+    Parameters
+    ----------
+    uids : list
+        The UID of each source row.
+    order : Sampler
+        Order of the rows in each pass over the source.
+    max_rows : int
+        Most source rows in flight plus finished-but-not-taken.
+    rows_per_job : int or None
+        Rows per task; None sizes tasks to about ``AUTO_TASK_SECONDS`` from measured row times.
+    auto_bound_threads : int or None
+        When given, ``max_rows`` follows the task size: ``2 x threads x rows per task``.
+    max_failures_per_uid : int or None
+        Failures in a row after which a UID is quarantined.
+    collect_errors : bool
+        Keep a ``JobError`` per failure for :meth:`pop_errors`.
+    skip_first_pass : collection
+        UIDs not submitted in the first pass (their entries are loaded already).
+
+    Examples
+    --------
+    >>> from dask_reservoir import SequentialSampler
+    >>> ledger = Ledger(["a", "b", "c"], SequentialSampler(), max_rows=2, rows_per_job=1)
+    >>> def submit():
+    ...     job = ledger.next_job()
+    ...     if job:
+    ...         ledger.submitted(job)
+    ...     return job
+    >>> submit(), submit(), submit()  # the bound is 2 rows
+    ([0], [1], [])
+    >>> ledger.finished([0], [("ok", "a", [{"x": 1}], 0.5)], now=1.0)
+    >>> submit()  # row 0 waits to be taken: still 2 rows out
+    []
+    >>> [c.uid for c in ledger.take()], submit()
+    (['a'], [2])
+    """
+
+    def __init__(
+        self,
+        uids: list[Hashable],
+        order: Sampler,
+        *,
+        max_rows: int,
+        rows_per_job: int | None,
+        auto_bound_threads: int | None = None,
+        max_failures_per_uid: int | None = None,
+        collect_errors: bool = False,
+        skip_first_pass: Sequence[Hashable] = (),
+    ) -> None:
+        self.cond = threading.Condition()
+        self._uids = uids
+        self._order_sampler = order
+        self._max_rows = max_rows
+        self._auto = rows_per_job is None
+        self._rows_per_job = 1 if rows_per_job is None else rows_per_job
+        self._auto_bound_threads = auto_bound_threads
+        self._row_seconds_ema: float | None = None
+        self._max_failures = max_failures_per_uid
+        self._collect_errors = collect_errors
+        self._skip_first_pass = set(skip_first_pass)
+        self._waiting: deque[Completed] = deque()
+        self._outstanding: set[Hashable] = set()  # in flight or waiting
+        self._retry: deque[int] = deque()  # positions to submit first
+        self._failures: dict[Hashable, FailureRecord] = {}
+        self._quarantined: dict[Hashable, FailureRecord] = {}
+        self._errors: deque[JobError] = deque()
+        self._tried: set[Hashable] = set()
+        self._loaded: set[Hashable] = set()
+        self._order: list[int] = []
+        self._cursor = 0
+        self._pass = 0
+        self.jobs_in_flight = 0
+        self.rows_in_flight = 0
+        self.status = "running"
+        self.fatal: BaseException | None = None
+        self.closed = False
+        self._jobs_submitted = self._jobs_completed = self._jobs_failed = 0
+        self._rows_submitted = self._rows_loaded = self._rows_failed = self._rows_requeued = 0
+        self._load_total = 0.0
+        self._load_count = 0
+        self._recent_loads: deque[float] = deque(maxlen=RECENT_LOADS)
+
+    # ------------------------------------------------------------------ consumer side
+    def take(self, limit: int | None = None) -> list[Completed]:
+        """Remove and return up to ``limit`` waiting entries, oldest first."""
+        with self.cond:
+            n = len(self._waiting) if limit is None else min(limit, len(self._waiting))
+            taken = [self._waiting.popleft() for _ in range(n)]
+            for item in taken:
+                self._outstanding.discard(item.uid)
+        return taken
+
+    def wait(self, timeout: float) -> None:
+        """Block until an entry or failure arrives, the runner stops, or ``timeout`` passes."""
+        with self.cond:
+            if not self._waiting and not self._errors and self.fatal is None and not self.closed:
+                self.cond.wait(timeout=max(0.0, timeout))
+
+    def pop_errors(self) -> list[JobError]:
+        """Failures not yet reported (only kept with ``collect_errors=True``)."""
+        with self.cond:
+            errors = list(self._errors)
+            self._errors.clear()
+        return errors
+
+    def counters(self) -> RunnerCounters:
+        """A consistent copy of the counters."""
+        with self.cond:
+            return RunnerCounters(
+                jobs_submitted=self._jobs_submitted,
+                rows_submitted=self._rows_submitted,
+                rows_loaded=self._rows_loaded,
+                rows_requeued=self._rows_requeued,
+                jobs_completed=self._jobs_completed,
+                jobs_failed=self._jobs_failed,
+                rows_failed=self._rows_failed,
+                jobs_in_flight=self.jobs_in_flight,
+                rows_in_flight=self.rows_in_flight,
+                entries_waiting=len(self._waiting),
+                uids_tried=len(self._tried),
+                uids_loaded=len(self._loaded),
+                failures=tuple(self._failures.values()),
+                quarantined=tuple(self._quarantined),
+                status=self.status,
+            )
+
+    def recent_load_seconds(self) -> list[float]:
+        """Worker times of the last ``RECENT_LOADS`` rows loaded."""
+        with self.cond:
+            return list(self._recent_loads)
+
+    @property
+    def mean_load_seconds(self) -> float:
+        """Mean worker time of ``function_to_run`` per source row."""
+        return self._load_total / self._load_count if self._load_count else 0.0
+
+    @property
+    def rows_per_job(self) -> int:
+        """Source rows per task now (it changes with ``rows_per_job="auto"``)."""
+        return self._rows_per_job
+
+    @property
+    def max_rows(self) -> int:
+        """The back-pressure bound now, in source rows."""
+        return self._max_rows
+
+    def set_status(self, status: str, fatal: BaseException | None = None) -> None:
+        """Record the connection status (and what stopped the runner, if anything)."""
+        with self.cond:
+            self.status = status
+            if fatal is not None:
+                self.fatal = fatal
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        """Drop what waits and wake every waiter (idempotent)."""
+        with self.cond:
+            self.closed = True
+            self.status = "closed"
+            self._waiting.clear()
+            self._outstanding.clear()
+            self.cond.notify_all()
+
+    # ------------------------------------------------------------------ what to submit
+    def next_job(self) -> list[int]:
+        """Positions of the next job, or [] when the bound or the rule says to wait.
+
+        Full jobs only: one task per ``rows_per_job`` freed rows, not one per freed row.
+        A shorter job goes only when nothing is in flight or waiting (a source smaller
+        than ``rows_per_job``, say).
+        """
+        with self.cond:
+            k = max(1, min(self._rows_per_job, len(self._uids) - len(self._quarantined)))
+            if self._max_rows - self.rows_in_flight - len(self._waiting) < k:
+                return []
+            positions = self._next_positions(k)
+            if positions and len(positions) < k and (self.jobs_in_flight or self._waiting):
+                for p in reversed(positions):  # hold them: wait for a full job
+                    self._outstanding.discard(self._uids[p])
+                    self._retry.appendleft(p)
+                return []
+            return positions
+
+    def _next_positions(self, limit: int) -> list[int]:
+        n = len(self._uids)
+        uids = self._uids
+        out: list[int] = []
+        while self._retry and len(out) < limit:
+            pos = self._retry.popleft()
+            if uids[pos] not in self._outstanding and uids[pos] not in self._quarantined:
+                out.append(pos)
+                self._outstanding.add(uids[pos])
+        scanned = 0
+        while len(out) < limit and scanned < n:
+            if self._cursor >= len(self._order):
+                self._order = epoch_order(
+                    self._order_sampler, n, self._pass, name="source_sampler", of="source rows"
+                ).tolist()
+                self._pass += 1
+                self._cursor = 0
+                if not self._order:
+                    break
+            pos = self._order[self._cursor]
+            self._cursor += 1
+            scanned += 1
+            uid = uids[pos]
+            if uid in self._outstanding or uid in self._quarantined:
+                continue
+            if self._pass == 1 and uid in self._skip_first_pass:
+                self._tried.add(uid)
+                self._loaded.add(uid)
+                continue
+            out.append(pos)
+            self._outstanding.add(uid)
+        return out
+
+    # ------------------------------------------------------------------ what happened to jobs
+    def submitted(self, positions: Sequence[int]) -> None:
+        """A job of ``positions`` was submitted."""
+        with self.cond:
+            self.jobs_in_flight += 1
+            self.rows_in_flight += len(positions)
+            self._jobs_submitted += 1
+            self._rows_submitted += len(positions)
+
+    def _job_done(self, positions: Sequence[int]) -> None:
+        self.jobs_in_flight -= 1
+        self.rows_in_flight -= len(positions)
+
+    def finished(self, positions: Sequence[int], outcomes: Sequence[Outcome], *, now: float) -> None:
+        """A job returned one outcome per row (see :mod:`dask_reservoir.tasks`)."""
+        with self.cond:
+            self._job_done(positions)
+            self._jobs_completed += 1
+            for position, outcome in zip(positions, outcomes, strict=True):
+                uid = outcome[1]
+                self._tried.add(uid)
+                if outcome[0] == "ok":
+                    rows, seconds = outcome[2], outcome[3]
+                    self._rows_loaded += 1
+                    self._load_total += seconds
+                    self._load_count += 1
+                    self._recent_loads.append(seconds)
+                    if self._auto:
+                        self._observe(seconds)
+                    self._waiting.append(Completed(uid, position, tuple(rows), seconds, now))
+                    if rows:
+                        self._loaded.add(uid)
+                    previous = self._failures.get(uid)
+                    if previous is not None and previous.consecutive:
+                        self._failures[uid] = replace(previous, consecutive=0)
+                else:
+                    _, _, exc_type, message, text, exc, _ = outcome
+                    self._outstanding.discard(uid)
+                    self._record_failure(uid, exc_type, message, text, exc)
+            self.cond.notify_all()
+
+    def failed(self, positions: Sequence[int], exc: BaseException, text: str) -> None:
+        """A whole job failed (its task raised, ``KilledWorker``, ...)."""
+        with self.cond:
+            self._job_done(positions)
+            self._jobs_completed += 1
+            self._jobs_failed += 1
+            for position in positions:
+                uid = self._uids[position]
+                self._tried.add(uid)
+                self._outstanding.discard(uid)
+                self._record_failure(uid, type(exc).__name__, str(exc), text, exc)
+            self.cond.notify_all()
+
+    def requeued(self, positions: Sequence[int]) -> None:
+        """A job was cancelled under us or its result never came: submit its rows again."""
+        with self.cond:
+            self._job_done(positions)
+            self._rows_requeued += len(positions)
+            for position in positions:
+                self._outstanding.discard(self._uids[position])
+                self._retry.append(position)
+
+    def _observe(self, row_seconds: float) -> None:
+        """``rows_per_job="auto"``: follow the time per row, resize tasks (``cond`` held)."""
+        ema = self._row_seconds_ema
+        ema = row_seconds if ema is None else 0.9 * ema + 0.1 * row_seconds
+        self._row_seconds_ema = ema
+        target = int(min(AUTO_MAX_ROWS, max(1, round(AUTO_TASK_SECONDS / max(ema, 1e-7)))))
+        if self._auto_bound_threads is None:
+            target = min(target, self._max_rows)
+        current = self._rows_per_job
+        if target > current * 1.25 or target < current / 1.25:
+            self._rows_per_job = target
+            if self._auto_bound_threads is not None:
+                self._max_rows = 2 * self._auto_bound_threads * target
+
+    def _record_failure(
+        self, uid: Hashable, exc_type: str, message: str, text: str, exc: BaseException | None
+    ) -> None:
+        previous = self._failures.get(uid)
+        count = 1 + (previous.count if previous else 0)
+        consecutive = 1 + (previous.consecutive if previous else 0)
+        record = FailureRecord(uid, exc_type, message, text, count, consecutive)
+        self._failures[uid] = record
+        self._rows_failed += 1
+        log = logger.warning if count == 1 else logger.debug
+        log("dask_reservoir: job for UID %r failed (%d times): %s: %s", uid, count, exc_type, message)
+        if self._collect_errors:
+            error = JobError(f"function_to_run failed for UID {uid!r}: {exc_type}: {message}", uid=uid)
+            error.__cause__ = exc
+            self._errors.append(error)
+        if (
+            self._max_failures is not None
+            and consecutive >= self._max_failures
+            and uid not in self._quarantined
+        ):
+            self._quarantined[uid] = record
+            logger.warning(
+                "dask_reservoir: UID %r quarantined after %d failures in a row; last: %s: %s",
+                uid,
+                consecutive,
+                exc_type,
+                message,
+            )

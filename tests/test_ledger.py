@@ -1,0 +1,159 @@
+"""The runner's bookkeeping, without a cluster: bound, order, full jobs, failures, quarantine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dask_reservoir import JobError, RandomSampler, SequentialSampler
+from dask_reservoir.ledger import AUTO_TASK_SECONDS, Ledger
+
+
+def ok(uid: Any, seconds: float = 0.01) -> tuple[Any, ...]:
+    return ("ok", uid, [{"x": 1}], seconds)
+
+
+def err(uid: Any, message: str = "bad") -> tuple[Any, ...]:
+    return ("error", uid, "ValueError", message, "traceback text", ValueError(message), 0.0)
+
+
+def submit(ledger: Ledger) -> list[int]:
+    job = ledger.next_job()
+    if job:
+        ledger.submitted(job)
+    return job
+
+
+def test_bound_counts_in_flight_and_waiting_rows() -> None:
+    ledger = Ledger(list("abcdef"), SequentialSampler(), max_rows=4, rows_per_job=2)
+    assert submit(ledger) == [0, 1] and submit(ledger) == [2, 3] and submit(ledger) == []
+    ledger.finished([0, 1], [ok("a"), ok("b")], now=0.0)
+    assert submit(ledger) == []  # finished but not taken: still counted
+    assert [c.uid for c in ledger.take(1)] == ["a"]
+    assert submit(ledger) == []  # one row of room, jobs are of two
+    ledger.take()
+    assert submit(ledger) == [4, 5]
+    c = ledger.counters()
+    assert (c.rows_in_flight, c.entries_waiting, c.jobs_submitted, c.rows_loaded) == (4, 0, 3, 2)
+
+
+def test_source_cycles_and_outstanding_rows_are_not_doubled() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=10, rows_per_job=1)
+    assert [submit(ledger) for _ in range(3)] == [[0], [1], []]
+    ledger.finished([0], [ok("a")], now=0.0)
+    ledger.take()
+    assert submit(ledger) == [0]  # second pass
+
+
+def test_short_job_only_when_the_pipeline_is_empty() -> None:
+    ledger = Ledger(list("abc"), SequentialSampler(), max_rows=12, rows_per_job=4)
+    assert submit(ledger) == [0, 1, 2]  # the source has 3 rows: a short job, nothing else out
+    ledger.finished([0, 1, 2], [ok("a"), ok("b"), ok("c")], now=0.0)
+    ledger.take(1)
+    assert submit(ledger) == []  # "a" alone would make a 1-row job while b, c wait
+    ledger.take()
+    assert submit(ledger) == [0, 1, 2]
+
+
+def test_failures_consecutive_count_resets_and_quarantine() -> None:
+    ledger = Ledger(["u"], SequentialSampler(), max_rows=1, rows_per_job=1, max_failures_per_uid=2)
+    submit(ledger)
+    ledger.finished([0], [err("u", "first")], now=0.0)
+    submit(ledger)
+    ledger.finished([0], [ok("u")], now=0.0)
+    ledger.take()
+    (record,) = ledger.counters().failures
+    assert (record.count, record.consecutive) == (1, 0)
+    for message in ("second", "third"):
+        assert submit(ledger) == [0]
+        ledger.finished([0], [err("u", message)], now=0.0)
+    c = ledger.counters()
+    assert c.quarantined == ("u",) and c.failures[0].message == "third" and c.failures[0].count == 3
+    assert submit(ledger) == []  # quarantined: never submitted again
+
+
+def test_whole_job_failure_and_collected_errors() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=2, rows_per_job=2, collect_errors=True)
+    submit(ledger)
+    cause = RuntimeError("worker died")
+    ledger.failed([0, 1], cause, "tb")
+    errors = ledger.pop_errors()
+    assert [e.uid for e in errors] == ["a", "b"] and all(isinstance(e, JobError) for e in errors)
+    assert errors[0].__cause__ is cause and "RuntimeError: worker died" in str(errors[0])
+    assert ledger.pop_errors() == []
+    c = ledger.counters()
+    assert (c.jobs_failed, c.rows_failed, c.rows_in_flight, c.uids_tried) == (1, 2, 0, 2)
+
+
+def test_requeued_rows_go_first() -> None:
+    ledger = Ledger(list("abcd"), SequentialSampler(), max_rows=2, rows_per_job=1)
+    submit(ledger)
+    submit(ledger)
+    ledger.requeued([1])
+    assert submit(ledger) == [1]
+    assert ledger.counters().rows_requeued == 1
+
+
+def test_skip_first_pass_counts_as_loaded() -> None:
+    ledger = Ledger(list("abc"), SequentialSampler(), max_rows=3, rows_per_job=1, skip_first_pass=["b"])
+    assert [submit(ledger) for _ in range(2)] == [[0], [2]]
+    c = ledger.counters()
+    assert c.uids_loaded == 1 and c.uids_tried == 1  # "b" counts as loaded already
+    assert submit(ledger) == [1]  # the second pass refreshes it
+
+
+def test_auto_sizes_tasks_from_row_time() -> None:
+    ledger = Ledger(
+        list(range(10_000)), SequentialSampler(), max_rows=4, rows_per_job=None, auto_bound_threads=2
+    )
+    assert ledger.rows_per_job == 1 and ledger.max_rows == 4
+    job = submit(ledger)
+    ledger.finished(job, [ok(0, seconds=AUTO_TASK_SECONDS / 50)], now=0.0)
+    assert ledger.rows_per_job == 50 and ledger.max_rows == 2 * 2 * 50
+
+
+def test_source_sampler_is_checked() -> None:
+    class Bad(SequentialSampler):
+        def indices(self, n: int, *, epoch: int) -> list[int]:
+            return [n]
+
+    with pytest.raises(
+        ValueError, match=r"source_sampler .* must yield indices in range\(2\) \(2 source rows\)"
+    ):
+        Ledger(list("ab"), Bad(), max_rows=2, rows_per_job=1).next_job()
+
+
+@given(
+    steps=st.lists(st.sampled_from(["submit", "ok", "fail", "take", "requeue"]), max_size=80),
+    bound=st.integers(1, 6),
+    k=st.integers(1, 3),
+)
+def test_accounting_invariants(steps: list[str], bound: int, k: int) -> None:
+    """Whatever happens: within the bound, and every submitted row accounted for."""
+    k = min(k, bound)
+    ledger = Ledger(
+        list(range(7)), RandomSampler(seed=1), max_rows=bound, rows_per_job=k, max_failures_per_uid=None
+    )
+    jobs: list[list[int]] = []
+    for step in steps:
+        if step == "submit":
+            job = submit(ledger)
+            if job:
+                jobs.append(job)
+        elif step in ("ok", "fail", "requeue") and jobs:
+            job = jobs.pop(0)
+            if step == "ok":
+                ledger.finished(job, [ok(p) for p in job], now=0.0)
+            elif step == "fail":
+                ledger.failed(job, ValueError("x"), "")
+            else:
+                ledger.requeued(job)
+        elif step == "take":
+            ledger.take()
+        c = ledger.counters()
+        assert c.rows_in_flight + c.entries_waiting <= bound
+        assert c.rows_submitted == c.rows_loaded + c.rows_failed + c.rows_requeued + c.rows_in_flight
+        assert c.rows_in_flight == sum(len(j) for j in jobs)
