@@ -28,6 +28,7 @@ from .samplers import Sampler, check_sampler
 from .source import Source, _is_dask_frame, make_source
 from .stats import Performance, ReservoirStats
 from .store import Entry, ReservoirStore
+from .subsets import positions_by_values, random_positions
 from .tasks import JobSpec, function_package
 
 __all__ = ["AsyncReservoir", "SequenceAsyncReservoir"]
@@ -446,14 +447,7 @@ class AsyncReservoir:
             Seed of the draw.
         """
         self._check_open()
-        n = len(self._source)
-        if isinstance(nb_samples, bool) or not isinstance(nb_samples, (int, np.integer)):
-            raise TypeError(f"nb_samples must be an int, got {type(nb_samples).__name__}: {nb_samples!r}")
-        if not 1 <= nb_samples <= n:
-            raise ValueError(f"nb_samples must be between 1 and the {n} source rows, got {nb_samples}")
-        positions = sorted(
-            np.random.default_rng(seed).choice(n, size=int(nb_samples), replace=False).tolist()
-        )
+        positions = random_positions(len(self._source), nb_samples, seed)
         return self._child(positions, self._reservoir_sampler)
 
     def subsample_uids(
@@ -487,38 +481,10 @@ class AsyncReservoir:
         sampler = (
             self._reservoir_sampler if new_sampler is None else check_sampler(new_sampler, "new_sampler")
         )
-        wanted = list(uids) if not isinstance(uids, (str, bytes)) else [uids]
-        if not wanted:
-            raise ValueError("uids must hold at least one UID, got an empty collection")
         column = self._options.uid_column if uids_name is None else uids_name
-        if column != self._options.uid_column and column not in self._source.columns:
-            raise ValueError(
-                f"uids_name must be a column of the source, got {column!r}; "
-                f"columns are {self._source.columns}"
-            )
-        if column == self._options.uid_column:
-            missing = [u for u in wanted if not self._source.has(u)]
-            if missing:
-                raise KeyError(
-                    f"UIDs not in the source column {column!r}: {missing[:5]!r}"
-                    + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-                )
-            positions = list(dict.fromkeys(self._source.position(u) for u in wanted))
-        else:
-            values = self._source.column_values(column, scheduler=self._handle.client)
-            by_value: dict[Any, list[int]] = {}
-            for pos, value in enumerate(values):
-                try:
-                    by_value.setdefault(value, []).append(pos)
-                except TypeError:
-                    continue
-            missing = [u for u in wanted if u not in by_value]
-            if missing:
-                raise KeyError(
-                    f"values not in the source column {column!r}: {missing[:5]!r}"
-                    + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-                )
-            positions = list(dict.fromkeys(p for u in dict.fromkeys(wanted) for p in by_value[u]))
+        positions = positions_by_values(
+            self._source, uids, column, uid_column=self._options.uid_column, scheduler=self._handle.client
+        )
         return self._child(positions, sampler)
 
     def _child(self, positions: list[int], sampler: Sampler) -> AsyncReservoir:
