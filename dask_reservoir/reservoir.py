@@ -543,6 +543,7 @@ class AsyncReservoir:
             age_seconds_max=float(ages.max()) if ages.size else nan,
             times_served_mean=float(served.mean()) if served.size else nan,
             times_served_max=float(served.max()) if served.size else nan,
+            columnar_bytes=table.nbytes() if (table := self._store.table) is not None else 0,
             consumer_wait_seconds=waited,
             address=self._address,
             status="closed" if self._closed else c.status,

@@ -10,7 +10,6 @@ keeps the arrays it was taken from, so growing never changes what it reads).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,11 +175,6 @@ class SlotTable:
             out[name] = value
         return out
 
-    @property
-    def in_use(self) -> int:
-        """Slots holding a row (or freed but possibly still read)."""
-        return self.capacity - len(self._free)
-
     def nbytes(self) -> int:
         """Bytes of the column arrays (object columns count their pointers only)."""
         return sum(a.nbytes for a in self.arrays.values())
@@ -202,8 +196,3 @@ def _object_column(values: np.ndarray) -> np.ndarray:
     if all(type(v) is str for v in values):
         return str_array(values.tolist())
     return values
-
-
-def slots_array(slots: Iterable[int]) -> np.ndarray:
-    """``slots`` as an int64 array."""
-    return np.fromiter(slots, dtype=np.int64)

@@ -88,6 +88,8 @@ class ReservoirStats:
         Seconds since the entries now in the reservoir were loaded (NaN when empty).
     times_served_mean, times_served_max : float
         How many times the entries now in the reservoir were put in a batch.
+    columnar_bytes : int
+        Bytes allocated by the columnar store (fixed-shape entries; slots included).
     consumer_wait_seconds : float
         Total time ``iter()`` blocked waiting for the minimum.
     failures : tuple of FailureRecord
@@ -128,6 +130,7 @@ class ReservoirStats:
     age_seconds_max: float = float("nan")
     times_served_mean: float = float("nan")
     times_served_max: float = float("nan")
+    columnar_bytes: int = 0
     consumer_wait_seconds: float = 0.0
     failures: tuple[FailureRecord, ...] = field(default_factory=tuple)
     quarantined: tuple[Hashable, ...] = field(default_factory=tuple)

@@ -627,4 +627,5 @@ def test_stats_percentiles_age_and_reuse(client: Client) -> None:
         assert 0 <= s.load_seconds_p50 <= s.load_seconds_p90 <= s.load_seconds_p99
         assert s.age_seconds_max >= s.age_seconds_median >= 0
         assert s.times_served_max >= s.times_served_mean >= 1  # every entry served in 3 full epochs
+        assert s.columnar_bytes >= 8 * 2 * 3 * 4  # at least the 8 float32[2,3] images
         assert s.rows_loaded >= 8
