@@ -35,6 +35,9 @@ __all__ = ["AsyncReservoir", "SequenceAsyncReservoir"]
 
 logger = logging.getLogger("dask_reservoir")
 
+CLOSE_LOCK_SECONDS = 2.0
+"""How long close() waits for a consumer in iter() to let go before leaving the entries to GC."""
+
 
 class AsyncReservoir:
     """Load samples on dask workers in the background; iterate batches of what is loaded.
@@ -565,7 +568,13 @@ class AsyncReservoir:
             for child in list(self._children):
                 child.close()
         self._handle.close()
-        self._store.clear()
+        # a consumer blocked in iter() holds the lock for at most one wait slice before it
+        # sees the reservoir closed; clear only under the lock, so it never sees half a store
+        if self._lock.acquire(timeout=CLOSE_LOCK_SECONDS):
+            try:
+                self._store.clear()
+            finally:
+                self._lock.release()
 
     def __enter__(self) -> AsyncReservoir:
         return self
