@@ -25,7 +25,7 @@ from .options import ReservoirOptions, validate_options
 from .progress import WaitProgress
 from .runner import WAIT_SLICE, JobRunner
 from .samplers import Sampler, check_sampler
-from .source import Source, _is_dask_frame, make_source
+from .source import Source, is_dask_frame, make_source
 from .stats import Performance, ReservoirStats
 from .store import Entry, ReservoirStore
 from .subsets import positions_by_values, random_positions
@@ -187,7 +187,7 @@ class AsyncReservoir:
             check_sampler(source_sampler, "source_sampler"),
         )
         # a pandas source is checked before any cluster is started
-        table = make_source(source, uid_column) if not _is_dask(source) else None
+        table = make_source(source, uid_column) if not is_dask_frame(source) else None
         handle = resolve_client(client, options.nb_workers)
         try:
             if table is None:
@@ -605,7 +605,3 @@ _STATS_FIELDS = frozenset(f.name for f in fields(ReservoirStats)) - {"status"}
 
 SequenceAsyncReservoir = AsyncReservoir
 """Alias of :class:`AsyncReservoir`, the name trw users know."""
-
-
-def _is_dask(obj: object) -> bool:
-    return _is_dask_frame(obj)

@@ -31,7 +31,8 @@ def _first(values: Sequence[Any]) -> str:
     return f"{shown!r}{more}"
 
 
-def _is_dask_frame(obj: object) -> bool:
+def is_dask_frame(obj: object) -> bool:
+    """Whether ``obj`` is a ``dask.dataframe.DataFrame``."""
     try:
         import dask.dataframe as dd
     except ImportError:  # pragma: no cover - dask[dataframe] is a dependency
@@ -39,17 +40,22 @@ def _is_dask_frame(obj: object) -> bool:
     return isinstance(obj, dd.DataFrame)
 
 
+def _none_if_missing(value: Any) -> Any:
+    """None for NaN/NA/NaT, the value otherwise (arrays and strings are never missing)."""
+    if value is None or isinstance(value, (str, np.ndarray)):
+        return value
+    try:
+        return None if pd.isna(value) else value
+    except (TypeError, ValueError):
+        return value
+
+
 def _missing_to_none(records: list[dict[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
     """Replace NaN/NA/NaT in string and object columns by None (in place)."""
     for record in records:
         for column in columns:
-            value = record.get(column)
-            if value is not None and not isinstance(value, (str, np.ndarray)):
-                try:
-                    if pd.isna(value):
-                        record[column] = None
-                except (TypeError, ValueError):
-                    pass
+            if column in record:
+                record[column] = _none_if_missing(record[column])
     return records
 
 
@@ -192,7 +198,7 @@ class PandasSource(Source):
                 continue
             values = series.tolist()
             if str(name) in text:
-                values = [d["v"] for d in _missing_to_none([{"v": v} for v in values], ["v"])]
+                values = [_none_if_missing(v) for v in values]
             else:  # nullable extension columns: NA as None, as to_dict("records") gives
                 values = [None if v is pd.NA else v for v in values]
             getters.append((name, values.__getitem__))
@@ -311,7 +317,7 @@ def make_source(source: object, uid_column: str, *, scheduler: Any = None) -> So
             uids = list(range(len(frame)))
             frame = frame.assign(**{uid_column: uids})  # type: ignore[arg-type]
         return PandasSource(uids=uids, uid_column=uid_column, frame=frame)
-    if _is_dask_frame(source):
+    if is_dask_frame(source):
         import dask
 
         ddf: Any = source
