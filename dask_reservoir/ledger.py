@@ -32,6 +32,9 @@ AUTO_TASK_SECONDS = 0.075
 AUTO_MAX_ROWS = 4096
 """Largest task with ``rows_per_job="auto"``."""
 
+AUTO_TASK_BYTES = 8 * 2**20
+"""Largest result of one task with ``rows_per_job="auto"`` (array bytes): big rows move in smaller tasks."""
+
 Outcome = tuple[Any, ...]
 
 
@@ -127,6 +130,7 @@ class Ledger:
         self._rows_per_job = 1 if rows_per_job is None else rows_per_job
         self._auto_bound_threads = auto_bound_threads
         self._row_seconds_ema: float | None = None
+        self._row_bytes_ema: float | None = None
         self._max_failures = max_failures_per_uid
         self._collect_errors = collect_errors
         self._skip_first_pass = set(skip_first_pass)
@@ -314,7 +318,7 @@ class Ledger:
                     self._load_count += 1
                     self._recent_loads.append(seconds)
                     if self._auto:
-                        self._observe(seconds)
+                        self._observe(seconds, rows)
                     self._waiting.append(Completed(uid, position, tuple(rows), seconds, now))
                     if rows:
                         self._loaded.add(uid)
@@ -349,12 +353,18 @@ class Ledger:
                 self._outstanding.discard(self._uids[position])
                 self._retry.append(position)
 
-    def _observe(self, row_seconds: float) -> None:
-        """``rows_per_job="auto"``: follow the time per row, resize tasks (``cond`` held)."""
+    def _observe(self, row_seconds: float, rows: Sequence[dict[str, Any]]) -> None:
+        """``rows_per_job="auto"``: follow time and bytes per row, resize tasks (``cond`` held)."""
         ema = self._row_seconds_ema
         ema = row_seconds if ema is None else 0.9 * ema + 0.1 * row_seconds
         self._row_seconds_ema = ema
-        target = int(min(AUTO_MAX_ROWS, max(1, round(AUTO_TASK_SECONDS / max(ema, 1e-7)))))
+        nbytes = 64 + sum(v.nbytes for row in rows for v in row.values() if hasattr(v, "nbytes"))
+        size = self._row_bytes_ema
+        size = float(nbytes) if size is None else 0.9 * size + 0.1 * nbytes
+        self._row_bytes_ema = size
+        by_time = AUTO_TASK_SECONDS / max(ema, 1e-7)
+        by_bytes = AUTO_TASK_BYTES / size
+        target = int(min(AUTO_MAX_ROWS, max(1, round(min(by_time, by_bytes)))))
         if self._auto_bound_threads is None:
             target = min(target, self._max_rows)
         current = self._rows_per_job

@@ -87,8 +87,8 @@ class AsyncReservoir:
         Order in which source rows are submitted, per pass; default sequential.
     rows_per_job : int or "auto"
         Source rows per dask task.  ``"auto"`` starts at 1 and sizes tasks to run about
-        75 ms on the workers (``AUTO_TASK_SECONDS``) from the measured time per row, so
-        fast loaders are not capped by dask's per-task cost (about 1 ms).
+        75 ms on the workers and return at most 8 MiB of arrays, from the measured time and
+        size per row, so fast loaders are not capped by dask's per-task cost (about 1 ms).
     retries : int
         Retries of a failing job (dask ``retries=``; inside the task when ``rows_per_job > 1``).
     on_error : {"skip", "raise"}

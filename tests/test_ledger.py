@@ -157,3 +157,17 @@ def test_accounting_invariants(steps: list[str], bound: int, k: int) -> None:
         assert c.rows_in_flight + c.entries_waiting <= bound
         assert c.rows_submitted == c.rows_loaded + c.rows_failed + c.rows_requeued + c.rows_in_flight
         assert c.rows_in_flight == sum(len(j) for j in jobs)
+
+
+def test_auto_caps_task_bytes() -> None:
+    import numpy as np
+
+    from dask_reservoir.ledger import AUTO_TASK_BYTES
+
+    ledger = Ledger(
+        list(range(10_000)), SequentialSampler(), max_rows=4, rows_per_job=None, auto_bound_threads=2
+    )
+    job = submit(ledger)
+    big = ("ok", 0, [{"x": np.zeros(2**18, np.float32)}], 1e-6)  # 1 MiB rows, fast to make
+    ledger.finished(job, [big], now=0.0)
+    assert ledger.rows_per_job == round(AUTO_TASK_BYTES / (2**20 + 64))
