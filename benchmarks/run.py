@@ -31,6 +31,7 @@ FULL: dict[str, dict[str, Any]] = {
         "step": 0.005,
         "seconds": 10.0,
         "in_flight": 32,
+        "rows_per_job": "auto",
         "capacity": 2 / 0.02,
     },
     "W2": {"entries": 4096, "batch": 64, "batches": 2000},
