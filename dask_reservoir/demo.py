@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
@@ -43,10 +43,6 @@ class DemoResult:
     wait_fraction: float
     steady_batches_per_second: float
     steady_wait_fraction: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """The fields as a dict."""
-        return asdict(self)
 
 
 def run_demo(

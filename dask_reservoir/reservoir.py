@@ -271,12 +271,12 @@ class AsyncReservoir:
     @property
     def max_jobs_at_once(self) -> int:
         """The back-pressure bound now, in source rows (it follows ``rows_per_job="auto"``)."""
-        return self._runner.max_rows
+        return self._runner.ledger.max_rows
 
     @property
     def rows_per_job(self) -> int:
         """Source rows per dask task now."""
-        return self._runner.rows_per_job
+        return self._runner.ledger.rows_per_job
 
     def initializer(self) -> None:
         """Start the background jobs if they are not running yet (idempotent).
@@ -311,7 +311,7 @@ class AsyncReservoir:
                 self._warned_lost = True
                 logger.warning("dask_reservoir: %s; serving the %d loaded entries", exc, len(self._store))
         if self._options.on_error == "raise":
-            errors = self._runner.pop_errors()
+            errors = self._runner.ledger.pop_errors()
             if errors:
                 raise errors[0]
 
@@ -363,7 +363,7 @@ class AsyncReservoir:
             while len(self._store) < required:
                 report.update(len(self._store))
                 self._check_usable()
-                counters = self._runner.counters()
+                counters = self._runner.ledger.counters()
                 if counters.status == "lost":
                     raise ClusterLostError(
                         f"lost the dask scheduler at {self._address!r} with {len(self._store)} entries "
@@ -516,10 +516,10 @@ class AsyncReservoir:
     # ------------------------------------------------------------------ stats and lifecycle
     def stats(self) -> ReservoirStats:
         """A snapshot of the counters (see :class:`ReservoirStats`)."""
-        c = self._runner.counters()
+        c = self._runner.ledger.counters()
         with self._counter_lock:
             batches, samples, waited = self._batches_served, self._samples_served, self._wait_seconds
-        loads = np.asarray(self._runner.recent_load_seconds())
+        loads = np.asarray(self._runner.ledger.recent_load_seconds())
         p50, p90, p99 = np.percentile(loads, [50, 90, 99]).tolist() if loads.size else [float("nan")] * 3
         entries = list(self._store)
         now = time.monotonic()
@@ -538,7 +538,7 @@ class AsyncReservoir:
             epochs=self._epochs,
             batches_served=batches,
             samples_served=samples,
-            mean_job_seconds=self._runner.mean_load_seconds,
+            mean_job_seconds=self._runner.ledger.mean_load_seconds,
             load_seconds_p50=p50,
             load_seconds_p90=p90,
             load_seconds_p99=p99,

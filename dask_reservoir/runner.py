@@ -26,7 +26,7 @@ from typing import Any, cast
 
 from distributed import Client, Future, as_completed
 
-from .errors import ClusterLostError, JobError
+from .errors import ClusterLostError
 from .ledger import Completed, Ledger, RunnerCounters
 from .samplers import Sampler
 from .source import DaskSource, PandasSource, Source
@@ -144,11 +144,6 @@ class JobRunner:
         if not self._thread.is_alive() and not self._stop.is_set() and self._thread.ident is None:
             self._thread.start()
 
-    @property
-    def running(self) -> bool:
-        """Whether the background thread is alive."""
-        return self._thread.is_alive()
-
     def take(self, limit: int | None = None) -> list[Completed]:
         """Remove and return up to ``limit`` waiting entries, oldest first; wake the runner."""
         taken = self.ledger.take(limit)
@@ -166,10 +161,6 @@ class JobRunner:
             self._poked = True
             self._ac.thread_condition.notify_all()
 
-    def pop_errors(self) -> list[JobError]:
-        """Failures not yet reported (only kept with ``collect_errors=True``)."""
-        return self.ledger.pop_errors()
-
     def check(self) -> None:
         """Raise, in the caller's thread, what stopped the runner thread, if anything."""
         fatal = self.ledger.fatal
@@ -179,29 +170,6 @@ class JobRunner:
             if type(fatal) in (ValueError, TypeError):  # a bad source_sampler, say
                 raise type(fatal)(str(fatal)) from fatal
             raise RuntimeError(f"the dask_reservoir job runner stopped: {fatal!r}") from fatal
-
-    def counters(self) -> RunnerCounters:
-        """A consistent copy of the counters."""
-        return self.ledger.counters()
-
-    def recent_load_seconds(self) -> list[float]:
-        """Worker times of the last rows loaded."""
-        return self.ledger.recent_load_seconds()
-
-    @property
-    def mean_load_seconds(self) -> float:
-        """Mean worker time of ``function_to_run`` per source row."""
-        return self.ledger.mean_load_seconds
-
-    @property
-    def rows_per_job(self) -> int:
-        """Source rows per task now."""
-        return self.ledger.rows_per_job
-
-    @property
-    def max_rows(self) -> int:
-        """The back-pressure bound now, in source rows."""
-        return self.ledger.max_rows
 
     def close(self, timeout: float = JOIN_TIMEOUT) -> None:
         """Stop submitting, cancel and release every future, join the thread (idempotent)."""
@@ -218,7 +186,7 @@ class JobRunner:
         self.ledger.close()
 
     def __repr__(self) -> str:
-        c = self.counters()
+        c = self.ledger.counters()
         return (
             f"<JobRunner: in_flight={c.rows_in_flight} waiting={c.entries_waiting} "
             f"done={c.jobs_completed} failed={c.jobs_failed + c.rows_failed} status={c.status}>"

@@ -60,11 +60,6 @@ class Entry:
     times_served: int = 0
     slot: int | None = None
 
-    @property
-    def n_rows(self) -> int:
-        """Number of rows of the entry."""
-        return 1 if self.slot is not None else len(self.rows)
-
 
 @dataclass(eq=False)
 class Snapshot:

@@ -348,7 +348,17 @@ def run_partition_rows(
     """Read rows ``refs`` (partition, offset) of a dask source on the worker, then run them."""
     ref_list: Sequence[tuple[int, int]] = _unwrap(refs)
     uid_list: Sequence[Hashable] = _unwrap(uids)
-    records: list[dict[str, Any]] = []
-    for (part, offset), uid in zip(ref_list, uid_list, strict=True):
-        records.extend(partition_records(parts[part], [offset], uid_column=spec.uid_column, uids=[uid]))
+    by_part: dict[int, list[int]] = {}  # partition -> indices into ref_list
+    for i, (part, _) in enumerate(ref_list):
+        by_part.setdefault(part, []).append(i)
+    records: list[dict[str, Any]] = [{} for _ in ref_list]
+    for part, indices in by_part.items():  # one iloc per partition
+        rows = partition_records(
+            parts[part],
+            [ref_list[i][1] for i in indices],
+            uid_column=spec.uid_column,
+            uids=[uid_list[i] for i in indices],
+        )
+        for i, row in zip(indices, rows, strict=True):
+            records[i] = row
     return run_rows(spec, records, uid_list)

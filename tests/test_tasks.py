@@ -105,3 +105,11 @@ def test_run_partition_rows() -> None:
     parts = {0: pd.DataFrame({"v": [1, 2]}), 1: pd.DataFrame({"v": [3]})}
     out = run_partition_rows(spec, parts, [(1, 0), (0, 1)], ["c", "b"])
     assert [o[2] for o in out] == [[{"double": 6, "uid": "c"}], [{"double": 4, "uid": "b"}]]
+
+
+def test_run_partition_rows_keeps_order_across_interleaved_partitions() -> None:
+    spec = JobSpec.from_function(lambda row: {"v": row["v"]}, uid_column="uid", retries=0, rows_per_job=4)
+    parts = {0: pd.DataFrame({"v": [10, 11, 12]}), 1: pd.DataFrame({"v": [20, 21]})}
+    refs = [(0, 2), (1, 1), (0, 0), (1, 0)]
+    out = run_partition_rows(spec, parts, refs, ["a", "b", "c", "d"])
+    assert [(o[1], o[2][0]["v"]) for o in out] == [("a", 12), ("b", 21), ("c", 10), ("d", 20)]
