@@ -16,6 +16,7 @@ from typing import Any
 
 from .batches import epoch_order
 from .errors import JobError
+from .outcomes import Outcome, RowLoaded
 from .samplers import Sampler
 from .stats import FailureRecord
 
@@ -35,7 +36,6 @@ AUTO_MAX_ROWS = 4096
 AUTO_TASK_BYTES = 8 * 2**20
 """Largest result of one task with ``rows_per_job="auto"`` (array bytes): big rows move in smaller tasks."""
 
-Outcome = tuple[Any, ...]
 
 
 @dataclass
@@ -68,6 +68,14 @@ class RunnerCounters:
     failures: tuple[FailureRecord, ...] = field(default_factory=tuple)
     quarantined: tuple[Hashable, ...] = field(default_factory=tuple)
     status: str = "running"
+
+
+def _same_uid(reported: Hashable, expected: Hashable) -> bool:
+    """Whether the UID a worker reported is the row's UID (same value, same hash)."""
+    try:
+        return bool(reported == expected) and hash(reported) == hash(expected)
+    except Exception:
+        return False
 
 
 class Ledger:
@@ -103,7 +111,7 @@ class Ledger:
     ...     return job
     >>> submit(), submit(), submit()  # the bound is 2 rows
     ([0], [1], [])
-    >>> ledger.finished([0], [("ok", "a", [{"x": 1}], 0.5)], now=1.0)
+    >>> ledger.finished([0], [RowLoaded("a", [{"x": 1}], 0.5)], now=1.0)
     >>> submit()  # row 0 waits to be taken: still 2 rows out
     []
     >>> [c.uid for c in ledger.take()], submit()
@@ -152,6 +160,7 @@ class Ledger:
         self.closed = False
         self._jobs_submitted = self._jobs_completed = self._jobs_failed = 0
         self._rows_submitted = self._rows_loaded = self._rows_failed = self._rows_requeued = 0
+        self._rows_cancelled = 0
         self._load_total = 0.0
         self._load_count = 0
         self._recent_loads: deque[float] = deque(maxlen=RECENT_LOADS)
@@ -309,10 +318,20 @@ class Ledger:
             self._job_done(positions)
             self._jobs_completed += 1
             for position, outcome in zip(positions, outcomes, strict=True):
-                uid = outcome[1]
+                uid = self._uids[position]
                 self._tried.add(uid)
-                if outcome[0] == "ok":
-                    rows, seconds = outcome[2], outcome[3]
+                if not _same_uid(outcome.uid, uid):
+                    self._outstanding.discard(uid)
+                    self._record_failure(
+                        uid,
+                        "JobError",
+                        f"the worker reported UID {outcome.uid!r} for the source row of UID {uid!r} "
+                        "(row order of the source changed between reads?); the result was dropped",
+                        "",
+                        None,
+                    )
+                elif isinstance(outcome, RowLoaded):
+                    rows, seconds = outcome.rows, outcome.seconds
                     self._rows_loaded += 1
                     self._load_total += seconds
                     self._load_count += 1
@@ -326,9 +345,8 @@ class Ledger:
                     if previous is not None and previous.consecutive:
                         self._failures[uid] = replace(previous, consecutive=0)
                 else:
-                    _, _, exc_type, message, text, exc, _ = outcome
                     self._outstanding.discard(uid)
-                    self._record_failure(uid, exc_type, message, text, exc)
+                    self._record_failure(uid, outcome.exc_type, outcome.message, outcome.traceback, outcome.exception)
             self.cond.notify_all()
 
     def failed(self, positions: Sequence[int], exc: BaseException, text: str) -> None:
@@ -343,6 +361,28 @@ class Ledger:
                 self._outstanding.discard(uid)
                 self._record_failure(uid, type(exc).__name__, str(exc), text, exc)
             self.cond.notify_all()
+
+    def cancelled(self, positions: Sequence[int]) -> None:
+        """A job still in flight was cancelled because the reservoir closes."""
+        with self.cond:
+            self._job_done(positions)
+            self._rows_cancelled += len(positions)
+            self.cond.notify_all()
+
+    def set_worker_threads(self, threads: int) -> None:
+        """The cluster now has ``threads`` worker threads: the default bound follows it.
+
+        Only when ``auto_bound_threads`` was given (no explicit ``max_jobs_at_once``);
+        0 threads (no worker yet) keeps a bound of ``2 x rows_per_job``.
+        """
+        with self.cond:
+            if self._auto_bound_threads is None:
+                return
+            threads = max(1, int(threads))
+            if threads != self._auto_bound_threads:
+                self._auto_bound_threads = threads
+                self._max_rows = 2 * threads * self._rows_per_job
+                self.cond.notify_all()
 
     def requeued(self, positions: Sequence[int]) -> None:
         """A job was cancelled under us or its result never came: submit its rows again."""

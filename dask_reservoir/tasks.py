@@ -7,9 +7,8 @@ defined in ``__main__``, a notebook or a test module works on a remote
 scheduler that cannot import it (dask_reservoir itself must be installed in
 the cluster's environment, as any dask library).
 
-Each task returns one outcome tuple per source row:
-``("ok", uid, rows, seconds)`` or
-``("error", uid, exc_type, message, traceback, exception_or_None, seconds)``.
+Each task returns one :data:`~dask_reservoir.outcomes.Outcome` per source row:
+:class:`~dask_reservoir.outcomes.RowLoaded` or :class:`~dask_reservoir.outcomes.RowFailed`.
 """
 
 from __future__ import annotations
@@ -31,12 +30,10 @@ import numpy as np
 import pandas as pd
 
 from .errors import JobError, JobTimeoutError
+from .outcomes import Outcome, RowFailed, RowLoaded
 from .source import partition_records
 
 __all__ = ["JobSpec", "Opaque", "normalize_result", "run_partition_rows", "run_rows"]
-
-Outcome = tuple[Any, ...]
-
 
 _PICKLE_LOCK = threading.Lock()
 
@@ -299,21 +296,15 @@ def _run_one(
             else:
                 result = _call_with_timeout(function, record, uid, spec.timeout)
             rows = normalize_result(result, uid, spec.uid_column)
-            return ("ok", uid, rows, time.perf_counter() - start)
+            return RowLoaded(uid, rows, time.perf_counter() - start)
         except Exception as exc:
             if spec.reraise:
                 raise
             if attempt + 1 < spec.attempts:
                 continue
             text = "".join(traceback.format_exception(exc))
-            return (
-                "error",
-                uid,
-                type(exc).__name__,
-                str(exc),
-                text,
-                _picklable(exc),
-                time.perf_counter() - start,
+            return RowFailed(
+                uid, type(exc).__name__, str(exc), text, _picklable(exc), time.perf_counter() - start
             )
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -328,8 +319,8 @@ def run_rows(
     Examples
     --------
     >>> spec = JobSpec.from_function(lambda row: {"y": row["x"] * 2}, uid_column="uid", retries=0, rows_per_job=2)
-    >>> [o[:3] for o in run_rows(spec, [{"x": 1, "uid": "a"}], ["a"])]
-    [('ok', 'a', [{'y': 2, 'uid': 'a'}])]
+    >>> [o.rows for o in run_rows(spec, [{"x": 1, "uid": "a"}], ["a"])]
+    [[{'y': 2, 'uid': 'a'}]]
     """
     function = _load(spec.payload)
     row_list: Sequence[dict[str, Any]] = _unwrap(records)

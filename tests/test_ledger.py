@@ -10,14 +10,15 @@ from hypothesis import strategies as st
 
 from dask_reservoir import JobError, RandomSampler, SequentialSampler
 from dask_reservoir.ledger import AUTO_TASK_SECONDS, Ledger
+from dask_reservoir.outcomes import RowFailed, RowLoaded
 
 
 def ok(uid: Any, seconds: float = 0.01) -> tuple[Any, ...]:
-    return ("ok", uid, [{"x": 1}], seconds)
+    return RowLoaded(uid, [{"x": 1}], seconds)
 
 
 def err(uid: Any, message: str = "bad") -> tuple[Any, ...]:
-    return ("error", uid, "ValueError", message, "traceback text", ValueError(message), 0.0)
+    return RowFailed(uid, "ValueError", message, "traceback text", ValueError(message), 0.0)
 
 
 def submit(ledger: Ledger) -> list[int]:
@@ -168,6 +169,6 @@ def test_auto_caps_task_bytes() -> None:
         list(range(10_000)), SequentialSampler(), max_rows=4, rows_per_job=None, auto_bound_threads=2
     )
     job = submit(ledger)
-    big = ("ok", 0, [{"x": np.zeros(2**18, np.float32)}], 1e-6)  # 1 MiB rows, fast to make
+    big = RowLoaded(0, [{"x": np.zeros(2**18, np.float32)}], 1e-6)  # 1 MiB rows, fast to make
     ledger.finished(job, [big], now=0.0)
     assert ledger.rows_per_job == round(AUTO_TASK_BYTES / (2**20 + 64))

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from dask_reservoir import JobError
+from dask_reservoir.outcomes import RowFailed, RowLoaded
 from dask_reservoir.tasks import JobSpec, normalize_result, run_partition_rows, run_rows
 
 
@@ -52,10 +53,11 @@ def test_run_rows_packed_records_each_outcome() -> None:
     spec = JobSpec.from_function(_fail_on_two, uid_column="uid", retries=1, rows_per_job=3)
     assert spec.attempts == 2 and not spec.reraise
     out = run_rows(spec, [{"v": 1, "uid": "a"}, {"v": 2, "uid": "b"}], ["a", "b"])
-    assert out[0][:3] == ("ok", "a", [{"y": 2, "uid": "a"}])
-    status, uid, exc_type, message, text, exc, _ = out[1]
-    assert (status, uid, exc_type, message) == ("error", "b", "ValueError", "bad row 2")
-    assert "_fail_on_two" in text and isinstance(exc, ValueError)
+    assert out[0] == RowLoaded("a", [{"y": 2, "uid": "a"}], out[0].seconds)
+    failed = out[1]
+    assert isinstance(failed, RowFailed)
+    assert (failed.uid, failed.exc_type, failed.message) == ("b", "ValueError", "bad row 2")
+    assert "_fail_on_two" in failed.traceback and isinstance(failed.exception, ValueError)
     pickle.dumps(out)  # outcomes must travel back from a worker
 
 
@@ -82,7 +84,7 @@ def test_packed_retry_succeeds_on_second_attempt() -> None:
     flaky = _flaky
     calls = _CALLS
     spec = JobSpec.from_function(flaky, uid_column="uid", retries=1, rows_per_job=2, by_value=False)
-    assert run_rows(spec, [{}], [0])[0][0] == "ok"
+    assert isinstance(run_rows(spec, [{}], [0])[0], RowLoaded)
     assert len(calls) == 2
 
 
@@ -95,7 +97,7 @@ def test_unpicklable_exception_travels_as_text() -> None:
 
     spec = JobSpec.from_function(boom, uid_column="uid", retries=0, rows_per_job=2)
     out = run_rows(spec, [{}], [0])[0]
-    assert out[2] == "Local" and out[3] == "local class"
+    assert out.exc_type == "Local" and out.message == "local class"
 
 
 def test_run_partition_rows() -> None:
@@ -104,7 +106,7 @@ def test_run_partition_rows() -> None:
     )
     parts = {0: pd.DataFrame({"v": [1, 2]}), 1: pd.DataFrame({"v": [3]})}
     out = run_partition_rows(spec, parts, [(1, 0), (0, 1)], ["c", "b"])
-    assert [o[2] for o in out] == [[{"double": 6, "uid": "c"}], [{"double": 4, "uid": "b"}]]
+    assert [o.rows for o in out] == [[{"double": 6, "uid": "c"}], [{"double": 4, "uid": "b"}]]
 
 
 def test_run_partition_rows_keeps_order_across_interleaved_partitions() -> None:
@@ -112,4 +114,4 @@ def test_run_partition_rows_keeps_order_across_interleaved_partitions() -> None:
     parts = {0: pd.DataFrame({"v": [10, 11, 12]}), 1: pd.DataFrame({"v": [20, 21]})}
     refs = [(0, 2), (1, 1), (0, 0), (1, 0)]
     out = run_partition_rows(spec, parts, refs, ["a", "b", "c", "d"])
-    assert [(o[1], o[2][0]["v"]) for o in out] == [("a", 12), ("b", 21), ("c", 10), ("d", 20)]
+    assert [(o.uid, o.rows[0]["v"]) for o in out] == [("a", 12), ("b", 21), ("c", 10), ("d", 20)]
