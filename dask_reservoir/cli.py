@@ -1,4 +1,8 @@
-"""Command line: ``python -m dask_reservoir {demo,bench}`` and the ``dask-reservoir`` script."""
+"""Command line: ``python -m dask_reservoir demo`` and the ``dask-reservoir`` script.
+
+The benchmark suite lives in the source tree (``benchmarks/``, not installed with the
+package): run it from a checkout with ``make bench`` or ``python -m benchmarks.run``.
+"""
 
 from __future__ import annotations
 
@@ -72,8 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--step", type=_seconds, default=0.005, help="seconds of 'training' per batch (default 0.005)"
     )
-    bench = sub.add_parser("bench", help="run the benchmark suite (see benchmarks/)", add_help=False)
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the benchmark suite")
     return parser
 
 
@@ -81,37 +83,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "demo":
-        if args.minimum > args.reservoir:
-            print(
-                f"dask-reservoir: error: --minimum ({args.minimum}) must be <= --reservoir ({args.reservoir})",
-                file=sys.stderr,
-            )
-            return 2
-        from .demo import run_demo
-
-        try:
-            run_demo(
-                rows=args.rows,
-                delay=args.delay,
-                workers=args.workers,
-                scheduler=args.scheduler,
-                reservoir=args.reservoir,
-                minimum=args.minimum,
-                batch_size=args.batch_size,
-                epochs=args.epochs,
-                step=args.step,
-            )
-        except OSError as exc:
-            print(f"dask-reservoir: error: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    try:
-        from benchmarks.run import main as bench_main
-    except ImportError:
+    if args.minimum > args.reservoir:
         print(
-            "dask-reservoir: error: the benchmark suite needs a source checkout (benchmarks/ next to dask_reservoir/)",
+            f"dask-reservoir: error: --minimum ({args.minimum}) must be <= --reservoir ({args.reservoir})",
             file=sys.stderr,
         )
         return 2
-    return int(bench_main(args.args) or 0)
+    from .demo import run_demo
+
+    try:
+        run_demo(
+            rows=args.rows,
+            delay=args.delay,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            reservoir=args.reservoir,
+            minimum=args.minimum,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            step=args.step,
+        )
+    except OSError as exc:
+        print(f"dask-reservoir: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

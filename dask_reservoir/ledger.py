@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,24 +18,15 @@ from .batches import epoch_order
 from .errors import JobError
 from .outcomes import Outcome, RowLoaded
 from .samplers import Sampler
+from .sizing import TaskSizer
 from .stats import FailureRecord
 
-__all__ = ["AUTO_MAX_ROWS", "AUTO_TASK_SECONDS", "Completed", "Ledger", "RunnerCounters"]
+__all__ = ["Completed", "Ledger", "RunnerCounters"]
 
 logger = logging.getLogger("dask_reservoir")
 
 RECENT_LOADS = 1000
 """Rows whose load time feeds the percentiles of ``stats()``."""
-
-AUTO_TASK_SECONDS = 0.075
-"""Target running time of one task with ``rows_per_job="auto"``."""
-
-AUTO_MAX_ROWS = 4096
-"""Largest task with ``rows_per_job="auto"``."""
-
-AUTO_TASK_BYTES = 8 * 2**20
-"""Largest result of one task with ``rows_per_job="auto"`` (array bytes): big rows move in smaller tasks."""
-
 
 
 @dataclass
@@ -65,8 +56,11 @@ class RunnerCounters:
     entries_waiting: int
     uids_tried: int
     uids_loaded: int
+    rows_cancelled: int = 0
     failures: tuple[FailureRecord, ...] = field(default_factory=tuple)
-    quarantined: tuple[Hashable, ...] = field(default_factory=tuple)
+    quarantined: dict[Hashable, FailureRecord] = field(default_factory=dict)
+    unloadable: frozenset[Hashable] = frozenset()
+    """UIDs that cannot give an entry now: quarantined, or their last result was empty."""
     status: str = "running"
 
 
@@ -134,11 +128,13 @@ class Ledger:
         self._uids = uids
         self._order_sampler = order
         self._max_rows = max_rows
-        self._auto = rows_per_job is None
-        self._rows_per_job = 1 if rows_per_job is None else rows_per_job
         self._auto_bound_threads = auto_bound_threads
-        self._row_seconds_ema: float | None = None
-        self._row_bytes_ema: float | None = None
+        self._sizer = (
+            TaskSizer(1, limit=None if auto_bound_threads is not None else max_rows)
+            if rows_per_job is None
+            else None
+        )
+        self._rows_per_job = 1 if rows_per_job is None else rows_per_job
         self._max_failures = max_failures_per_uid
         self._collect_errors = collect_errors
         self._skip_first_pass = set(skip_first_pass)
@@ -150,6 +146,7 @@ class Ledger:
         self._errors: deque[JobError] = deque()
         self._tried: set[Hashable] = set()
         self._loaded: set[Hashable] = set()
+        self._empty: set[Hashable] = set()  # last result had no rows
         self._order: list[int] = []
         self._cursor = 0
         self._pass = 0
@@ -181,12 +178,35 @@ class Ledger:
             if not self._waiting and not self._errors and self.fatal is None and not self.closed:
                 self.cond.wait(timeout=max(0.0, timeout))
 
-    def pop_errors(self) -> list[JobError]:
-        """Failures not yet reported (only kept with ``collect_errors=True``)."""
+    def pop_error(self) -> JobError | None:
+        """The oldest failure not yet reported, or None (kept only with ``collect_errors=True``).
+
+        One at a time: each ``iter()``/``next()`` of an ``on_error="raise"`` reservoir
+        raises the next one, so none is dropped.
+        """
         with self.cond:
-            errors = list(self._errors)
-            self._errors.clear()
-        return errors
+            return self._errors.popleft() if self._errors else None
+
+    def release_quarantine(self, uids: Iterable[Hashable] | None = None) -> list[Hashable]:
+        """Submit quarantined UIDs again (all when ``uids`` is None); return those released.
+
+        Their count of failures in a row starts again from zero.  UIDs that are not
+        quarantined are ignored.
+        """
+        with self.cond:
+            wanted = list(self._quarantined) if uids is None else [u for u in uids if u in self._quarantined]
+            positions = {u: i for i, u in enumerate(self._uids) if u in set(wanted)} if wanted else {}
+            for uid in wanted:
+                del self._quarantined[uid]
+                record = self._failures.get(uid)
+                if record is not None:
+                    self._failures[uid] = replace(record, consecutive=0)
+                if uid in positions:
+                    self._retry.append(positions[uid])
+            if wanted:
+                logger.info("dask_reservoir: released %d UIDs from quarantine", len(wanted))
+                self.cond.notify_all()
+            return wanted
 
     def counters(self) -> RunnerCounters:
         """A consistent copy of the counters."""
@@ -204,8 +224,10 @@ class Ledger:
                 entries_waiting=len(self._waiting),
                 uids_tried=len(self._tried),
                 uids_loaded=len(self._loaded),
+                rows_cancelled=self._rows_cancelled,
                 failures=tuple(self._failures.values()),
-                quarantined=tuple(self._quarantined),
+                quarantined={u: self._failures.get(u, r) for u, r in self._quarantined.items()},
+                unloadable=frozenset(self._quarantined) | (self._empty - self._loaded),
                 status=self.status,
             )
 
@@ -336,17 +358,22 @@ class Ledger:
                     self._load_total += seconds
                     self._load_count += 1
                     self._recent_loads.append(seconds)
-                    if self._auto:
-                        self._observe(seconds, rows)
+                    if self._sizer is not None:
+                        self._resize(self._sizer.observe(seconds, rows))
                     self._waiting.append(Completed(uid, position, tuple(rows), seconds, now))
                     if rows:
                         self._loaded.add(uid)
+                        self._empty.discard(uid)
+                    else:
+                        self._empty.add(uid)
                     previous = self._failures.get(uid)
                     if previous is not None and previous.consecutive:
                         self._failures[uid] = replace(previous, consecutive=0)
                 else:
                     self._outstanding.discard(uid)
-                    self._record_failure(uid, outcome.exc_type, outcome.message, outcome.traceback, outcome.exception)
+                    self._record_failure(
+                        uid, outcome.exc_type, outcome.message, outcome.traceback, outcome.exception
+                    )
             self.cond.notify_all()
 
     def failed(self, positions: Sequence[int], exc: BaseException, text: str) -> None:
@@ -384,6 +411,16 @@ class Ledger:
                 self._max_rows = 2 * threads * self._rows_per_job
                 self.cond.notify_all()
 
+    def rejected(self, uid: Hashable, exc: BaseException) -> None:
+        """A loaded entry could not be stored (``StoreError``): a failure of its UID.
+
+        The row stays counted as loaded (it was); the failure counts towards quarantine.
+        """
+        with self.cond:
+            self._loaded.discard(uid)
+            self._record_failure(uid, type(exc).__name__, str(exc), "", exc, count_row=False)
+            self.cond.notify_all()
+
     def requeued(self, positions: Sequence[int]) -> None:
         """A job was cancelled under us or its result never came: submit its rows again."""
         with self.cond:
@@ -393,35 +430,31 @@ class Ledger:
                 self._outstanding.discard(self._uids[position])
                 self._retry.append(position)
 
-    def _observe(self, row_seconds: float, rows: Sequence[dict[str, Any]]) -> None:
-        """``rows_per_job="auto"``: follow time and bytes per row, resize tasks (``cond`` held)."""
-        ema = self._row_seconds_ema
-        ema = row_seconds if ema is None else 0.9 * ema + 0.1 * row_seconds
-        self._row_seconds_ema = ema
-        nbytes = 64 + sum(v.nbytes for row in rows for v in row.values() if hasattr(v, "nbytes"))
-        size = self._row_bytes_ema
-        size = float(nbytes) if size is None else 0.9 * size + 0.1 * nbytes
-        self._row_bytes_ema = size
-        by_time = AUTO_TASK_SECONDS / max(ema, 1e-7)
-        by_bytes = AUTO_TASK_BYTES / size
-        target = int(min(AUTO_MAX_ROWS, max(1, round(min(by_time, by_bytes)))))
-        if self._auto_bound_threads is None:
-            target = min(target, self._max_rows)
-        current = self._rows_per_job
-        if target > current * 1.25 or target < current / 1.25:
-            self._rows_per_job = target
-            if self._auto_bound_threads is not None:
-                self._max_rows = 2 * self._auto_bound_threads * target
+    def _resize(self, rows_per_job: int | None) -> None:
+        """``rows_per_job="auto"``: adopt the sizer's new task size (``cond`` held)."""
+        if rows_per_job is None:
+            return
+        self._rows_per_job = rows_per_job
+        if self._auto_bound_threads is not None:
+            self._max_rows = 2 * self._auto_bound_threads * rows_per_job
 
     def _record_failure(
-        self, uid: Hashable, exc_type: str, message: str, text: str, exc: BaseException | None
+        self,
+        uid: Hashable,
+        exc_type: str,
+        message: str,
+        text: str,
+        exc: BaseException | None,
+        *,
+        count_row: bool = True,
     ) -> None:
         previous = self._failures.get(uid)
         count = 1 + (previous.count if previous else 0)
         consecutive = 1 + (previous.consecutive if previous else 0)
         record = FailureRecord(uid, exc_type, message, text, count, consecutive)
         self._failures[uid] = record
-        self._rows_failed += 1
+        if count_row:
+            self._rows_failed += 1
         log = logger.warning if count == 1 else logger.debug
         log("dask_reservoir: job for UID %r failed (%d times): %s: %s", uid, count, exc_type, message)
         if self._collect_errors:

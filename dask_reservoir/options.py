@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from dask.utils import parse_timedelta
 
-__all__ = ["ON_CLUSTER_LOSS", "ON_ERROR", "ReservoirOptions", "validate_options"]
+__all__ = ["DEFAULTS", "ON_CLUSTER_LOSS", "ON_ERROR", "ReservoirOptions", "validate_options"]
 
 ON_ERROR = ("skip", "raise")
 ON_CLUSTER_LOSS = ("raise", "serve")
@@ -21,25 +21,33 @@ ON_CLUSTER_LOSS = ("raise", "serve")
 
 @dataclass(frozen=True)
 class ReservoirOptions:
-    """Checked settings of a reservoir (see ``AsyncReservoir`` for their meaning)."""
+    """Checked settings of a reservoir (see ``AsyncReservoir`` for their meaning).
+
+    The one place where each option's default is written: ``AsyncReservoir``'s
+    signature is checked against these defaults by ``tests/test_options.py``.
+    """
 
     max_reservoir_samples: int
-    min_reservoir_samples: int
-    uid_column: str
-    max_jobs_at_once: int | None
-    batch_size: int
-    drop_last: bool
-    collate_fn: Callable[[list[dict[str, Any]]], Any] | None
-    maximum_number_of_samples_per_epoch: int | None
-    max_reservoir_replacement_size: int | None
-    rows_per_job: int | None  # None: "auto"
-    retries: int
-    on_error: str
-    timeout: float | None
-    max_failures_per_uid: int | None
-    on_cluster_loss: str
-    nb_workers: int | None
-    job_timeout: float | None
+    min_reservoir_samples: int = 1
+    uid_column: str = "sample_uid"
+    max_jobs_at_once: int | None = None
+    batch_size: int = 1
+    drop_last: bool = False
+    collate_fn: Callable[[list[dict[str, Any]]], Any] | None = None
+    maximum_number_of_samples_per_epoch: int | None = None
+    max_reservoir_replacement_size: int | None = None
+    rows_per_job: int | None = 1  # None: "auto"
+    retries: int = 0
+    on_error: str = "skip"
+    timeout: float | None = None
+    max_failures_per_uid: int | None = 3
+    on_cluster_loss: str = "raise"
+    nb_workers: int | None = None
+    job_timeout: float | None = None
+
+
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(ReservoirOptions) if f.default is not MISSING}
+"""Default of each option, from :class:`ReservoirOptions`."""
 
 
 def _int(name: str, value: object, *, minimum: int, optional: bool = False) -> int:
@@ -93,24 +101,7 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
     >>> validate_options(max_reservoir_samples=8, timeout="2s").timeout
     2.0
     """
-    k = dict(
-        min_reservoir_samples=1,
-        uid_column="sample_uid",
-        max_jobs_at_once=None,
-        batch_size=1,
-        drop_last=False,
-        collate_fn=None,
-        maximum_number_of_samples_per_epoch=None,
-        max_reservoir_replacement_size=None,
-        rows_per_job=1,
-        retries=0,
-        on_error="skip",
-        timeout=None,
-        max_failures_per_uid=3,
-        on_cluster_loss="raise",
-        nb_workers=None,
-        job_timeout=None,
-    )
+    k = dict(DEFAULTS)
     unknown = set(kwargs) - set(k) - {"max_reservoir_samples"}
     if unknown:  # pragma: no cover - guarded by the AsyncReservoir signature
         raise TypeError(f"unknown options {sorted(unknown)}")

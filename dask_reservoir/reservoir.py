@@ -7,6 +7,7 @@ background) -> waiting entries -> :mod:`~dask_reservoir.store` (at each
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -14,20 +15,28 @@ import warnings
 import weakref
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import fields
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from .batches import BatchIterator, epoch_order
 from .cluster import ClientHandle, resolve_client
-from .errors import ClusterLostError, JobError, ReservoirClosedError
+from .errors import ClusterLostError, ReservoirClosedError
+from .ingest import minimum_error, take_limit
 from .options import ReservoirOptions, validate_options
 from .progress import WaitProgress
 from .runner import WAIT_SLICE, JobRunner
 from .samplers import Sampler, check_sampler
 from .source import Source, is_dask_frame, make_source
-from .stats import Performance, ReservoirStats
+from .stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
 from .store import Entry, ReservoirStore
+
+# TEMPORARY until the store's new API lands (room, StoreError, pinned counters)
+StoreError = getattr(__import__("dask_reservoir.store", fromlist=["x"]), "StoreError", ValueError)
+if not hasattr(ReservoirStore, "room"):
+    ReservoirStore.room = lambda self: 1 << 30  # type: ignore[attr-defined]
+    ReservoirStore.pinned_retired = 0  # type: ignore[attr-defined]
+    ReservoirStore.columnar_bytes = lambda self: self.table.nbytes() if self.table is not None else 0  # type: ignore[attr-defined]
 from .subsets import positions_by_values, random_positions
 from .tasks import JobSpec, function_package
 
@@ -37,6 +46,31 @@ logger = logging.getLogger("dask_reservoir")
 
 CLOSE_LOCK_SECONDS = 2.0
 """How long close() waits for a consumer in iter() to let go before leaving the entries to GC."""
+
+WAIT_WARNING_SECONDS = 30.0
+"""While ``iter()`` waits for the minimum, a warning with the counters is logged this often."""
+
+_OPEN: weakref.WeakSet[AsyncReservoir] = weakref.WeakSet()
+"""Reservoirs not closed yet: closed at interpreter exit, before dask's own exit handlers."""
+
+
+def _close_all_at_exit() -> None:
+    for reservoir in list(_OPEN):
+        try:
+            reservoir.close()
+        except Exception as exc:  # pragma: no cover - best effort at exit
+            logger.debug("closing %r at exit failed: %r", reservoir, exc)
+
+
+# Close before the interpreter shuts thread pools down: concurrent.futures stops every
+# executor (dask's offload pool included) from threading's exit hooks, which run before
+# ``atexit`` handlers; a runner still submitting then makes the scheduler log "cannot
+# schedule new futures after shutdown".  Hooks run last-registered first, so this one
+# runs before concurrent.futures' own.  ``atexit`` stays as the fallback.
+_register_thread_exit = getattr(threading, "_register_atexit", None)
+if _register_thread_exit is not None:
+    _register_thread_exit(_close_all_at_exit)
+atexit.register(_close_all_at_exit)
 
 
 class AsyncReservoir:
@@ -156,25 +190,8 @@ class AsyncReservoir:
         progress: bool = False,
     ) -> None:
         self._closed = True  # until fully built, so __del__ and close() are no-ops
-        options = validate_options(
-            max_reservoir_samples=max_reservoir_samples,
-            min_reservoir_samples=min_reservoir_samples,
-            uid_column=uid_column,
-            max_jobs_at_once=max_jobs_at_once,
-            batch_size=batch_size,
-            drop_last=drop_last,
-            collate_fn=collate_fn,
-            maximum_number_of_samples_per_epoch=maximum_number_of_samples_per_epoch,
-            max_reservoir_replacement_size=max_reservoir_replacement_size,
-            rows_per_job=rows_per_job,
-            retries=retries,
-            on_error=on_error,
-            timeout=timeout,
-            max_failures_per_uid=max_failures_per_uid,
-            on_cluster_loss=on_cluster_loss,
-            nb_workers=nb_workers,
-            job_timeout=job_timeout,
-        )
+        given = locals()
+        options = validate_options(**{f.name: given[f.name] for f in fields(ReservoirOptions)})
         if not callable(function_to_run):
             raise TypeError(
                 f"function_to_run must be callable, got {type(function_to_run).__name__}: {function_to_run!r}"
@@ -221,7 +238,9 @@ class AsyncReservoir:
         self._reservoir_sampler, self._source_sampler = samplers
         self._handle = handle
         self._store = ReservoirStore(options.max_reservoir_samples)
-        self._lock = threading.RLock()  # store, epochs; held by iter() while it waits
+        self._lock = threading.RLock()  # epochs; held by iter() while it waits
+        self._store_lock = threading.Lock()  # every read or change of the store, briefly
+        self._throttled = False  # ingestion paused by entries pinned by live iterators
         self._counter_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._children: weakref.WeakSet[AsyncReservoir] = weakref.WeakSet()
@@ -233,6 +252,8 @@ class AsyncReservoir:
         self._address = handle.address
         preloaded = []
         for entry in preload:
+            if self._store.room() <= 0:
+                break
             self._store.put(entry)
             preloaded.append(entry.uid)
         threads = handle.worker_threads()
@@ -266,6 +287,7 @@ class AsyncReservoir:
             perf_receiving=self.perf_receiving,
         )
         self._closed = False
+        _OPEN.add(self)
         self.initializer()
 
     @property
@@ -311,77 +333,102 @@ class AsyncReservoir:
                 self._warned_lost = True
                 logger.warning("dask_reservoir: %s; serving the %d loaded entries", exc, len(self._store))
         if self._options.on_error == "raise":
-            errors = self._runner.ledger.pop_errors()
-            if errors:
-                raise errors[0]
+            error = self._runner.ledger.pop_error()
+            if error is not None:
+                raise error
 
     # ------------------------------------------------------------------ ingestion
     def _required(self) -> int:
         return min(self._options.min_reservoir_samples, len(self._source))
 
     def _ingest(self, *, capped: bool) -> int:
+        """Move waiting entries into the store, as :func:`~dask_reservoir.ingest.take_limit` says."""
         cap = self._options.max_reservoir_replacement_size
         required = self._required()
         counted = 0
         moved = 0
         while True:
-            below = required - len(self._store)
-            if below > 0:
-                limit: int | None = below
-            elif not capped or cap is None:
-                limit = None
-            else:
-                limit = cap - counted
-                if limit <= 0:
-                    break
+            with self._store_lock:
+                size, room = len(self._store), self._store.room()
+            limit = take_limit(
+                size=size, required=required, room=room, capped=capped, cap=cap, counted=counted
+            )
+            if limit == 0:
+                self._note_throttle(room)
+                break
             items = self._runner.take(limit)
             if not items:
                 break
-            for item in items:
-                self._store.put(
-                    Entry(
-                        item.uid,
-                        self._source.position(item.uid),
-                        item.rows,
-                        item.finished_at,
-                        item.load_seconds,
-                    )
-                )
+            self._put(items)
             moved += len(items)
-            if below <= 0:
+            if size >= required:
                 counted += len(items)
             if limit is None:
                 break
         return moved
 
+    def _put(self, items: list[Any]) -> None:
+        """Put taken entries into the store; one that cannot be stored is that UID's failure."""
+        for item in items:
+            entry = Entry(item.uid, item.position, item.rows, item.finished_at, item.load_seconds)
+            try:
+                with self._store_lock:
+                    self._store.put(entry)
+            except StoreError as exc:
+                self._runner.ledger.rejected(item.uid, exc)
+
+    def _note_throttle(self, room: int) -> None:
+        """Log once per episode that live iterators pin the store's memory bound."""
+        throttled = room <= 0 and self._runner.ledger.counters().entries_waiting > 0
+        if throttled and not self._throttled:
+            logger.warning(
+                "dask_reservoir: %d evicted entries are still read by %d live iterators (epochs not "
+                "finished or not dropped): new results wait until they end, so memory stays bounded",
+                self._store.pinned_retired,
+                self._store.live_snapshots,
+            )
+        self._throttled = throttled
+
     def _wait_for_minimum(self) -> None:
         required = self._required()
         timeout = self._options.timeout
         start = time.monotonic()
+        warned = start
         report = WaitProgress(required, enabled=self._progress and len(self._store) < required)
         try:
             while len(self._store) < required:
                 report.update(len(self._store))
                 self._check_usable()
                 counters = self._runner.ledger.counters()
-                if counters.status == "lost":
-                    raise ClusterLostError(
-                        f"lost the dask scheduler at {self._address!r} with {len(self._store)} entries "
-                        f"loaded, fewer than the minimum {required}"
-                    )
-                if counters.uids_tried >= len(self._source) and counters.uids_loaded < required:
-                    shown = "; ".join(f.describe() for f in counters.failures[:5])
-                    raise JobError(
-                        f"every one of the {len(self._source)} source rows was tried but only "
-                        f"{counters.uids_loaded} produced rows, fewer than the minimum {required} "
-                        f"(min_reservoir_samples); {len(counters.failures)} UIDs failed: {shown}"
-                    )
-                elapsed = time.monotonic() - start
+                with self._store_lock:
+                    in_store = sum(1 for uid in counters.unloadable if uid in self._store)
+                error = minimum_error(
+                    size=len(self._store),
+                    required=required,
+                    n_source=len(self._source),
+                    unloadable=counters.unloadable,
+                    in_store=in_store,
+                    failures=counters.failures,
+                    status=counters.status,
+                    address=self._address,
+                )
+                if error is not None:
+                    raise error
+                now = time.monotonic()
+                elapsed = now - start
                 if timeout is not None and elapsed >= timeout:
                     raise TimeoutError(
                         f"iter() waited {timeout:g} s (timeout) for {required} entries "
                         f"(min_reservoir_samples) but the reservoir holds {len(self._store)}; "
                         f"{self.stats().summary()}"
+                    )
+                if now - warned >= WAIT_WARNING_SECONDS:
+                    warned = now
+                    logger.warning(
+                        "dask_reservoir: iter() has waited %.0f s for the minimum of %d entries: %s",
+                        elapsed,
+                        required,
+                        self.stats().summary(),
                     )
                 remaining = WAIT_SLICE if timeout is None else min(WAIT_SLICE, timeout - elapsed)
                 self._runner.wait(remaining)
@@ -399,7 +446,8 @@ class AsyncReservoir:
         with self._lock:
             self._ingest(capped=True)
             self._wait_for_minimum()
-            snapshot = self._store.snapshot()
+            with self._store_lock:
+                snapshot = self._store.snapshot()
             epoch = self._epochs
             self._epochs += 1
         try:
@@ -492,7 +540,7 @@ class AsyncReservoir:
 
     def _child(self, positions: list[int], sampler: Sampler) -> AsyncReservoir:
         source = self._source.subset(positions)
-        with self._lock:
+        with self._store_lock:
             preload = [
                 Entry(e.uid, source.position(e.uid), self._store.rows_of(e), e.loaded_at, e.load_seconds)
                 for uid in source.uids
@@ -516,41 +564,64 @@ class AsyncReservoir:
     # ------------------------------------------------------------------ stats and lifecycle
     def stats(self) -> ReservoirStats:
         """A snapshot of the counters (see :class:`ReservoirStats`)."""
-        c = self._runner.ledger.counters()
+        ledger = self._runner.ledger
+        c = ledger.counters()
         with self._counter_lock:
             batches, samples, waited = self._batches_served, self._samples_served, self._wait_seconds
-        loads = np.asarray(self._runner.ledger.recent_load_seconds())
-        p50, p90, p99 = np.percentile(loads, [50, 90, 99]).tolist() if loads.size else [float("nan")] * 3
-        entries = list(self._store)
+        p50, p90, p99 = percentiles(ledger.recent_load_seconds())
         now = time.monotonic()
+        with self._store_lock:
+            entries = list(self._store)
+            size = len(self._store)
+            store = self._store
+            ingested, evicted, replaced = store.ingested, store.evicted, store.replaced
+            columnar_bytes, pinned, live = store.columnar_bytes(), store.pinned_retired, store.live_snapshots
         ages = np.fromiter((now - e.loaded_at for e in entries), dtype=float, count=len(entries))
         served = np.fromiter((e.times_served for e in entries), dtype=float, count=len(entries))
-        nan = float("nan")
-        shared = {f.name: getattr(c, f.name) for f in fields(c) if f.name in _STATS_FIELDS}
         return ReservoirStats(
-            **shared,
-            reservoir_size=len(self._store),
+            **runner_fields(c),
+            **entry_summary(ages, served),
+            reservoir_size=size,
             max_reservoir_samples=self._options.max_reservoir_samples,
             min_reservoir_samples=self._options.min_reservoir_samples,
-            entries_ingested=self._store.ingested,
-            entries_evicted=self._store.evicted,
-            entries_replaced=self._store.replaced,
+            entries_ingested=ingested,
+            entries_evicted=evicted,
+            entries_replaced=replaced,
             epochs=self._epochs,
             batches_served=batches,
             samples_served=samples,
-            mean_job_seconds=self._runner.ledger.mean_load_seconds,
+            mean_job_seconds=ledger.mean_load_seconds,
             load_seconds_p50=p50,
             load_seconds_p90=p90,
             load_seconds_p99=p99,
-            age_seconds_median=float(np.median(ages)) if ages.size else nan,
-            age_seconds_max=float(ages.max()) if ages.size else nan,
-            times_served_mean=float(served.mean()) if served.size else nan,
-            times_served_max=float(served.max()) if served.size else nan,
-            columnar_bytes=table.nbytes() if (table := self._store.table) is not None else 0,
+            columnar_bytes=columnar_bytes,
+            entries_pinned=pinned,
+            live_iterators=live,
             consumer_wait_seconds=waited,
             address=self._address,
             status="closed" if self._closed else c.status,
         )
+
+    def release_quarantine(self, uids: Iterable[Hashable] | None = None) -> list[Hashable]:
+        """Submit quarantined UIDs again; return the UIDs released.
+
+        Parameters
+        ----------
+        uids : iterable, optional
+            The UIDs to release; None releases every quarantined UID.  UIDs that are
+            not quarantined are ignored.
+
+        Returns
+        -------
+        list
+            The UIDs taken out of quarantine; their failures in a row count from zero
+            again, and they are submitted before the rest of the source.
+        """
+        self._check_open()
+        released = self._runner.ledger.release_quarantine(uids)
+        if released:
+            self._runner.poke()
+        return released
 
     def close(self) -> None:
         """Stop the jobs, release every future and the thread, close what the reservoir owns.
@@ -563,6 +634,7 @@ class AsyncReservoir:
             if self._closed:
                 return
             self._closed = True
+        _OPEN.discard(self)
         self._runner.close()
         if self._handle.owned:
             for child in list(self._children):
@@ -572,7 +644,8 @@ class AsyncReservoir:
         # sees the reservoir closed; clear only under the lock, so it never sees half a store
         if self._lock.acquire(timeout=CLOSE_LOCK_SECONDS):
             try:
-                self._store.clear()
+                with self._store_lock:
+                    self._store.clear()
             finally:
                 self._lock.release()
 
@@ -583,11 +656,32 @@ class AsyncReservoir:
         self.close()
 
     def __del__(self) -> None:
+        # The cyclic GC may run this on any thread, dask's event loop included, where
+        # joining the runner or closing a client would freeze the loop: close in a
+        # thread of our own and return at once.
         try:
             if not getattr(self, "_closed", True):
-                self.close()
+                threading.Thread(
+                    target=self.close, name=f"dask_reservoir-finalizer-{id(self):x}", daemon=True
+                ).start()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
+
+    def _refuse_copy(self, what: str) -> NoReturn:
+        raise TypeError(
+            f"an {type(self).__name__} cannot be {what}: it owns a background runner and dask "
+            "futures; use subsample()/subsample_uids() for another reservoir on the same source, "
+            "or pass the source and function to a new AsyncReservoir"
+        )
+
+    def __copy__(self) -> NoReturn:
+        self._refuse_copy("copied")
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        self._refuse_copy("copied")
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        self._refuse_copy("pickled")
 
     def __repr__(self) -> str:
         if not hasattr(self, "_store"):
@@ -600,8 +694,6 @@ class AsyncReservoir:
             f"epochs={s.epochs} status={s.status} address={s.address!r}>"
         )
 
-
-_STATS_FIELDS = frozenset(f.name for f in fields(ReservoirStats)) - {"status"}
 
 SequenceAsyncReservoir = AsyncReservoir
 """Alias of :class:`AsyncReservoir`, the name trw users know."""

@@ -8,10 +8,16 @@ Plain data, no threads and no dask: the reservoir assembles a
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypedDict
 
-__all__ = ["FailureRecord", "Performance", "ReservoirStats"]
+import numpy as np
+
+if TYPE_CHECKING:
+    from .ledger import RunnerCounters
+
+__all__ = ["FailureRecord", "Performance", "ReservoirStats", "entry_summary", "percentiles", "runner_fields"]
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,12 @@ class ReservoirStats:
     rows_submitted, rows_loaded, rows_failed, rows_requeued : int
         Source rows submitted; finished with a result; failed (``function_to_run``
         raised, returned garbage, timed out, or its task failed as a whole); and
-        submitted again because their task was cancelled under us (scheduler lost).
-        ``rows_submitted == rows_loaded + rows_failed + rows_requeued + rows_in_flight``.
+        submitted again because their task was cancelled under us or its result
+        could not be fetched.
+    rows_cancelled : int
+        Source rows still in flight when the reservoir closed (their tasks were cancelled).
+        ``rows_submitted == rows_loaded + rows_failed + rows_requeued + rows_cancelled + rows_in_flight``
+        holds at any time, also after ``close()``.
     jobs_in_flight, rows_in_flight : int
         Tasks (and their source rows) submitted and not yet finished.
     entries_waiting : int
@@ -89,13 +99,21 @@ class ReservoirStats:
     times_served_mean, times_served_max : float
         How many times the entries now in the reservoir were put in a batch.
     columnar_bytes : int
-        Bytes allocated by the columnar store (fixed-shape entries; slots included).
+        Bytes of the columnar store's slots in use or ever written (fixed-shape entries);
+        what the columns really take in memory.
+    entries_pinned : int
+        Entries already evicted or replaced but still read by a live iterator (an epoch
+        not finished or not yet garbage-collected); they count against the store's
+        memory bound, and while that bound is reached new results wait.
+    live_iterators : int
+        Epochs started by ``iter()`` and not finished nor dropped.
     consumer_wait_seconds : float
         Total time ``iter()`` blocked waiting for the minimum.
     failures : tuple of FailureRecord
         The latest failure of each UID that ever failed.
-    quarantined : tuple
-        UIDs no longer submitted after ``max_failures_per_uid`` failures in a row.
+    quarantined : dict
+        UID -> its last :class:`FailureRecord`, for the UIDs no longer submitted after
+        ``max_failures_per_uid`` failures in a row (see ``release_quarantine``).
     address : str
         The scheduler address.
     status : str
@@ -107,6 +125,7 @@ class ReservoirStats:
     rows_submitted: int = 0
     rows_loaded: int = 0
     rows_requeued: int = 0
+    rows_cancelled: int = 0
     jobs_completed: int = 0
     jobs_failed: int = 0
     rows_failed: int = 0
@@ -131,9 +150,11 @@ class ReservoirStats:
     times_served_mean: float = float("nan")
     times_served_max: float = float("nan")
     columnar_bytes: int = 0
+    entries_pinned: int = 0
+    live_iterators: int = 0
     consumer_wait_seconds: float = 0.0
     failures: tuple[FailureRecord, ...] = field(default_factory=tuple)
-    quarantined: tuple[Hashable, ...] = field(default_factory=tuple)
+    quarantined: Mapping[Hashable, FailureRecord] = field(default_factory=dict)
     address: str = ""
     status: str = "running"
 
@@ -152,6 +173,83 @@ class ReservoirStats:
             f"epochs {self.epochs}, samples served {self.samples_served}, "
             f"waited {self.consumer_wait_seconds:.2f} s, status {self.status}"
         )
+
+
+class EntryFields(TypedDict):
+    """Fields of :class:`ReservoirStats` summarising the entries in the reservoir."""
+
+    age_seconds_median: float
+    age_seconds_max: float
+    times_served_mean: float
+    times_served_max: float
+
+
+class RunnerFields(TypedDict):
+    """Fields of :class:`ReservoirStats` copied from the runner's counters."""
+
+    jobs_submitted: int
+    rows_submitted: int
+    rows_loaded: int
+    rows_requeued: int
+    rows_cancelled: int
+    jobs_completed: int
+    jobs_failed: int
+    rows_failed: int
+    jobs_in_flight: int
+    rows_in_flight: int
+    entries_waiting: int
+    failures: tuple[FailureRecord, ...]
+    quarantined: Mapping[Hashable, FailureRecord]
+
+
+def percentiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """p50, p90 and p99 of ``values``; NaN for none.
+
+    Examples
+    --------
+    >>> percentiles([1.0, 2.0, 3.0])[0], percentiles([])[2]
+    (2.0, nan)
+    """
+    if not len(values):
+        return (float("nan"),) * 3
+    p50, p90, p99 = np.percentile(np.asarray(values, dtype=float), [50, 90, 99]).tolist()
+    return p50, p90, p99
+
+
+def entry_summary(ages: np.ndarray, served: np.ndarray) -> EntryFields:
+    """Median and max age, mean and max serve count of the entries in the reservoir.
+
+    Examples
+    --------
+    >>> entry_summary(np.array([1.0, 3.0]), np.array([0, 4]))["times_served_mean"]
+    2.0
+    """
+    nan = float("nan")
+    return {
+        "age_seconds_median": float(np.median(ages)) if ages.size else nan,
+        "age_seconds_max": float(ages.max()) if ages.size else nan,
+        "times_served_mean": float(served.mean()) if served.size else nan,
+        "times_served_max": float(served.max()) if served.size else nan,
+    }
+
+
+def runner_fields(c: RunnerCounters) -> RunnerFields:
+    """The fields of :class:`ReservoirStats` that come from the runner's counters."""
+    return {
+        "jobs_submitted": c.jobs_submitted,
+        "rows_submitted": c.rows_submitted,
+        "rows_loaded": c.rows_loaded,
+        "rows_requeued": c.rows_requeued,
+        "rows_cancelled": c.rows_cancelled,
+        "jobs_completed": c.jobs_completed,
+        "jobs_failed": c.jobs_failed,
+        "rows_failed": c.rows_failed,
+        "jobs_in_flight": c.jobs_in_flight,
+        "rows_in_flight": c.rows_in_flight,
+        "entries_waiting": c.entries_waiting,
+        "failures": c.failures,
+        "quarantined": dict(c.quarantined),
+    }
 
 
 class Performance:

@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dask_reservoir import JobError, RandomSampler, SequentialSampler
-from dask_reservoir.ledger import AUTO_TASK_SECONDS, Ledger
+from dask_reservoir.ledger import Ledger
 from dask_reservoir.outcomes import RowFailed, RowLoaded
+from dask_reservoir.sizing import AUTO_TASK_BYTES, AUTO_TASK_SECONDS
 
 
 def ok(uid: Any, seconds: float = 0.01) -> tuple[Any, ...]:
@@ -72,8 +73,75 @@ def test_failures_consecutive_count_resets_and_quarantine() -> None:
         assert submit(ledger) == [0]
         ledger.finished([0], [err("u", message)], now=0.0)
     c = ledger.counters()
-    assert c.quarantined == ("u",) and c.failures[0].message == "third" and c.failures[0].count == 3
+    assert list(c.quarantined) == ["u"] and c.quarantined["u"].message == "third"
+    assert c.failures[0].message == "third" and c.failures[0].count == 3
+    assert c.unloadable == frozenset({"u"})
     assert submit(ledger) == []  # quarantined: never submitted again
+
+
+def test_release_quarantine_submits_again_with_a_fresh_count() -> None:
+    ledger = Ledger(list("uv"), SequentialSampler(), max_rows=2, rows_per_job=1, max_failures_per_uid=1)
+    for uid, position in (("u", 0), ("v", 1)):
+        assert submit(ledger) == [position]
+        ledger.finished([position], [err(uid)], now=0.0)
+    assert set(ledger.counters().quarantined) == {"u", "v"} and submit(ledger) == []
+    assert ledger.release_quarantine(["v", "not-there"]) == ["v"]
+    assert list(ledger.counters().quarantined) == ["u"]
+    assert submit(ledger) == [1]  # released: submitted at once
+    ledger.finished([1], [err("v", "again")], now=0.0)  # one failure quarantines it again
+    assert set(ledger.counters().quarantined) == {"u", "v"}
+    assert sorted(ledger.release_quarantine()) == ["u", "v"] and not ledger.counters().quarantined
+
+
+def test_empty_results_make_a_uid_unloadable_until_it_loads() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=2, rows_per_job=1)
+    submit(ledger)
+    ledger.finished([0], [RowLoaded("a", [], 0.0)], now=0.0)
+    assert ledger.counters().unloadable == frozenset({"a"})
+    ledger.take()
+    submit(ledger)
+    submit(ledger)
+    ledger.finished([0], [ok("a")], now=0.0)
+    assert ledger.counters().unloadable == frozenset()
+
+
+def test_a_result_reported_under_another_uid_is_a_failure() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=2, rows_per_job=2)
+    submit(ledger)
+    ledger.finished([0, 1], [ok("b"), ok("b")], now=0.0)
+    c = ledger.counters()
+    assert [w.uid for w in ledger.take()] == ["b"] and c.rows_loaded == 1
+    (record,) = c.failures
+    assert record.uid == "a" and "reported UID 'b'" in record.message
+
+
+def test_cancelled_rows_keep_the_row_accounting() -> None:
+    ledger = Ledger(list("abc"), SequentialSampler(), max_rows=3, rows_per_job=1)
+    for _ in range(3):
+        submit(ledger)
+    ledger.finished([0], [ok("a")], now=0.0)
+    ledger.failed([1], RuntimeError("x"), "")
+    ledger.cancelled([2])
+    c = ledger.counters()
+    assert c.rows_in_flight == 0 and c.jobs_in_flight == 0
+    assert (
+        c.rows_submitted
+        == c.rows_loaded + c.rows_failed + c.rows_requeued + c.rows_cancelled + c.rows_in_flight
+    )
+    assert (c.rows_loaded, c.rows_failed, c.rows_cancelled) == (1, 1, 1)
+
+
+def test_bound_follows_worker_threads() -> None:
+    ledger = Ledger(list(range(100)), SequentialSampler(), max_rows=2, rows_per_job=1, auto_bound_threads=1)
+    assert [submit(ledger) for _ in range(3)] == [[0], [1], []]
+    ledger.set_worker_threads(4)  # workers joined: 2 x 4 threads x 1 row
+    assert ledger.max_rows == 8
+    assert len([j for j in (submit(ledger) for _ in range(10)) if j]) == 6
+    ledger.set_worker_threads(0)  # every worker left: keep a bound of 2 x 1
+    assert ledger.max_rows == 2
+    fixed = Ledger(list("ab"), SequentialSampler(), max_rows=1, rows_per_job=1)
+    fixed.set_worker_threads(8)  # an explicit max_jobs_at_once never moves
+    assert fixed.max_rows == 1
 
 
 def test_whole_job_failure_and_collected_errors() -> None:
@@ -81,10 +149,11 @@ def test_whole_job_failure_and_collected_errors() -> None:
     submit(ledger)
     cause = RuntimeError("worker died")
     ledger.failed([0, 1], cause, "tb")
-    errors = ledger.pop_errors()
-    assert [e.uid for e in errors] == ["a", "b"] and all(isinstance(e, JobError) for e in errors)
-    assert errors[0].__cause__ is cause and "RuntimeError: worker died" in str(errors[0])
-    assert ledger.pop_errors() == []
+    errors = [ledger.pop_error(), ledger.pop_error()]
+    assert [e.uid for e in errors if e] == ["a", "b"] and all(isinstance(e, JobError) for e in errors)
+    assert errors[0] is not None and errors[0].__cause__ is cause
+    assert "RuntimeError: worker died" in str(errors[0])
+    assert ledger.pop_error() is None
     c = ledger.counters()
     assert (c.jobs_failed, c.rows_failed, c.rows_in_flight, c.uids_tried) == (1, 2, 0, 2)
 
@@ -162,8 +231,6 @@ def test_accounting_invariants(steps: list[str], bound: int, k: int) -> None:
 
 def test_auto_caps_task_bytes() -> None:
     import numpy as np
-
-    from dask_reservoir.ledger import AUTO_TASK_BYTES
 
     ledger = Ledger(
         list(range(10_000)), SequentialSampler(), max_rows=4, rows_per_job=None, auto_bound_threads=2

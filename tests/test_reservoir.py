@@ -324,9 +324,99 @@ def always_fails(row: dict[str, Any]) -> dict[str, Any]:
 def test_all_rows_fail_raises_job_error_not_hang(client: Client) -> None:
     with AsyncReservoir(frame(4), always_fails, 4, min_reservoir_samples=2, client=client) as r:
         with pytest.raises(
-            JobError, match=r"every one of the 4 source rows was tried but only 0 produced rows.*cannot read"
+            JobError,
+            match=r"only 0 of the 4 source rows can still give an entry \(4 quarantined.*cannot read",
         ):
             iter(r)
+
+
+def fails_first_time(row: dict[str, Any]) -> dict[str, Any]:
+    """UID 3 fails on its first load only (a network filesystem hiccup)."""
+    with LOADS_LOCK:
+        FLAKY[row["sample_uid"]] = FLAKY.get(row["sample_uid"], 0) + 1
+        first = FLAKY[row["sample_uid"]] == 1
+    if first and row["sample_uid"] == 3:
+        raise OSError("stale NFS handle")
+    return load_value(row)
+
+
+@pytest.mark.parametrize("max_failures", [None, 2])
+def test_a_transient_failure_at_start_up_is_retried_before_giving_up(
+    client: Client, max_failures: int | None
+) -> None:
+    """The minimum needs every row: UID 3's one failure must not end iter() with JobError."""
+    FLAKY.clear()
+    with AsyncReservoir(
+        frame(10),
+        fails_first_time,
+        10,
+        min_reservoir_samples=10,
+        client=client,
+        max_failures_per_uid=max_failures,
+    ) as r:
+        uids = sorted(int(u) for b in r for u in b["sample_uid"])
+        assert uids == list(range(10))
+        s = r.stats()
+        assert [f.uid for f in s.failures] == [3] and FLAKY[3] == 2 and not s.quarantined
+
+
+def test_on_error_raise_reports_every_failure_one_at_a_time(client: Client) -> None:
+    with AsyncReservoir(
+        frame(6),
+        fail_on_odd,
+        6,
+        min_reservoir_samples=3,
+        client=client,
+        on_error="raise",
+        max_failures_per_uid=1,
+    ) as r:
+        poll_for(lambda: len(r.stats().quarantined) == 3, what="the 3 odd UIDs to fail")
+        raised = []
+        for _ in range(3):
+            with pytest.raises(JobError) as info:
+                iter(r)
+            raised.append(info.value.uid)
+        assert sorted(raised) == [1, 3, 5]
+        assert sorted(int(u) for b in r for u in b["sample_uid"]) == [0, 2, 4]  # nothing left to raise
+
+
+def test_quarantine_maps_uids_to_failures_and_can_be_released(client: Client) -> None:
+    BROKEN.update({1, 4})
+    with AsyncReservoir(
+        frame(6), broken_while_listed, 6, min_reservoir_samples=4, client=client, max_failures_per_uid=1
+    ) as r:
+        poll_for(lambda: set(r.stats().quarantined) == {1, 4}, what="UIDs 1 and 4 quarantined")
+        record = r.stats().quarantined[4]
+        assert record.uid == 4 and record.exc_type == "OSError" and "missing 4" in record.message
+        BROKEN.clear()  # the files are back
+        assert r.release_quarantine([4, 5]) == [4]  # 5 is not quarantined: ignored
+        assert set(r.stats().quarantined) == {1}
+        iterate_until(r, lambda: 4 in set(r._store.uids()))
+        assert r.release_quarantine() == [1]
+        iterate_until(r, lambda: r.reservoir_size() == 6)
+        assert not r.stats().quarantined
+
+
+BROKEN: set[int] = set()
+
+
+def broken_while_listed(row: dict[str, Any]) -> dict[str, Any]:
+    if row["sample_uid"] in BROKEN:
+        raise OSError(f"missing {row['sample_uid']}")
+    return load_value(row)
+
+
+def test_row_accounting_holds_after_close(client: Client) -> None:
+    utils.GATE.clear()
+    r = AsyncReservoir(frame(8), utils.gated_load, 8, client=client, max_jobs_at_once=4)
+    try:
+        poll_for(lambda: r.stats().rows_in_flight == 4, what="4 rows in flight")
+    finally:
+        r.close()
+        utils.GATE.set()
+    s = r.stats()
+    assert s.rows_in_flight == 0 and s.rows_cancelled == 4
+    assert s.rows_submitted == s.rows_loaded + s.rows_failed + s.rows_requeued + s.rows_cancelled
 
 
 def test_quarantine_after_consecutive_failures(client: Client) -> None:

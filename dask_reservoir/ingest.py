@@ -1,0 +1,120 @@
+"""The rules of ``iter()``: how many waiting entries to ingest, and when waiting must stop.
+
+Pure functions, no threads and no dask; :class:`~dask_reservoir.reservoir.AsyncReservoir`
+applies them at each ``iter()``:
+
+- below the minimum, take what is missing, whatever the replacement cap;
+- at or above it, take at most ``max_reservoir_replacement_size`` per epoch
+  (everything waiting when it is None);
+- never more than the store has room for: while an old iterator pins entries,
+  the store's memory bound holds and further results wait (loading pauses);
+- waiting for the minimum ends with an error when the scheduler is lost, when
+  the UIDs that can still load cannot reach it, or at the ``timeout``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Hashable
+
+from .errors import ClusterLostError, JobError
+from .stats import FailureRecord
+
+__all__ = ["minimum_error", "take_limit", "unreachable"]
+
+SHOWN_FAILURES = 5
+"""Failures quoted in the error raised when the minimum cannot be reached."""
+
+
+def take_limit(
+    *, size: int, required: int, room: int, capped: bool, cap: int | None, counted: int
+) -> int | None:
+    """How many waiting entries to move into the store now; None: all that wait (within room).
+
+    Parameters
+    ----------
+    size : int
+        Entries in the store now.
+    required : int
+        The minimum ``iter()`` waits for.
+    room : int
+        Entries the store can take now (see ``ReservoirStore.room``).
+    capped : bool
+        Whether the replacement cap applies (at the start of an epoch, not while waiting).
+    cap : int or None
+        ``max_reservoir_replacement_size``.
+    counted : int
+        Entries already taken this epoch at or above the minimum.
+
+    Examples
+    --------
+    >>> take_limit(size=2, required=5, room=10, capped=True, cap=1, counted=0)  # below the minimum
+    3
+    >>> take_limit(size=5, required=5, room=10, capped=True, cap=4, counted=3)
+    1
+    >>> take_limit(size=5, required=5, room=0, capped=False, cap=None, counted=0)  # pinned: wait
+    0
+    >>> take_limit(size=5, required=5, room=10, capped=False, cap=None, counted=0) is None
+    True
+    """
+    if room <= 0:
+        return 0
+    below = required - size
+    if below > 0:
+        return min(below, room)
+    if not capped or cap is None:
+        return None
+    return max(0, min(cap - counted, room))
+
+
+def unreachable(*, required: int, n_source: int, unloadable: Collection[Hashable], in_store: int) -> bool:
+    """Whether the minimum can no longer be reached by the rows that can still load.
+
+    ``unloadable`` are the UIDs that cannot give an entry now (quarantined, or their
+    last result was empty) and ``in_store`` how many of them still have one.  A UID
+    that failed but may succeed on a later pass is not unloadable.
+
+    Examples
+    --------
+    >>> unreachable(required=3, n_source=4, unloadable={"a"}, in_store=0)
+    False
+    >>> unreachable(required=3, n_source=4, unloadable={"a", "b"}, in_store=0)
+    True
+    >>> unreachable(required=3, n_source=4, unloadable={"a", "b"}, in_store=1)  # "a" is loaded
+    False
+    """
+    return n_source - (len(unloadable) - in_store) < required
+
+
+def minimum_error(
+    *,
+    size: int,
+    required: int,
+    n_source: int,
+    unloadable: Collection[Hashable],
+    in_store: int,
+    failures: tuple[FailureRecord, ...],
+    status: str,
+    address: str,
+) -> BaseException | None:
+    """The error that must end a wait for the minimum now, or None to keep waiting.
+
+    Examples
+    --------
+    >>> minimum_error(size=1, required=2, n_source=2, unloadable={"b"}, in_store=0,
+    ...               failures=(), status="running", address="")
+    JobError('only 1 of the 2 source rows can still give an entry (1 quarantined or empty), fewer than the minimum 2 (min_reservoir_samples); failures: none recorded')
+    """
+    if status == "lost":
+        return ClusterLostError(
+            f"lost the dask scheduler at {address!r} with {size} entries loaded, "
+            f"fewer than the minimum {required}"
+        )
+    if unreachable(required=required, n_source=n_source, unloadable=unloadable, in_store=in_store):
+        blocked = len(unloadable) - in_store
+        shown = "; ".join(f.describe() for f in failures[:SHOWN_FAILURES]) or "none recorded"
+        return JobError(
+            f"only {n_source - blocked} of the {n_source} source rows can still give an entry "
+            f"({blocked} quarantined or empty), fewer than the minimum {required} "
+            f"(min_reservoir_samples); failures: {shown}"
+        )
+    return None

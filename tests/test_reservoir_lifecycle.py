@@ -1,0 +1,120 @@
+"""AsyncReservoir's lifetime: no copies, finalizers that never block dask's event loop, quiet exit."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import inspect
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Any
+
+import pytest
+from distributed import Client
+
+from dask_reservoir import AsyncReservoir
+from dask_reservoir.options import DEFAULTS
+from tests.utils import frame, load_value, poll_for
+
+
+def test_signature_defaults_are_the_options_defaults() -> None:
+    """Each option's default is written once, in ReservoirOptions."""
+    params = inspect.signature(AsyncReservoir.__init__).parameters
+    assert {name: params[name].default for name in DEFAULTS} == DEFAULTS
+
+
+def test_a_reservoir_cannot_be_copied_or_pickled(client: Client) -> None:
+    with AsyncReservoir(frame(4), load_value, 4, min_reservoir_samples=4, client=client) as r:
+        for attempt in (copy.copy, copy.deepcopy, pickle.dumps):
+            with pytest.raises(TypeError, match=r"cannot be (copied|pickled).*subsample"):
+                attempt(r)
+        # the original still works after the refused copies
+        assert sorted(int(u) for b in r for u in b["sample_uid"]) == [0, 1, 2, 3]
+
+
+CLOSED_ON: list[str] = []
+
+
+class RecordingReservoir(AsyncReservoir):
+    """Records the thread each close() runs on."""
+
+    def close(self) -> None:
+        CLOSED_ON.append(threading.current_thread().name)
+        super().close()
+
+
+class Holder:
+    """A reservoir in a reference cycle: only the cyclic GC can finalize it."""
+
+    def __init__(self, client: Client) -> None:
+        self.me = self
+        self.r = RecordingReservoir(frame(6), load_value, 6, min_reservoir_samples=6, client=client)
+
+
+def test_cyclic_gc_on_the_event_loop_does_not_block_it(client: Client) -> None:
+    CLOSED_ON.clear()
+    holder = Holder(client)
+    list(holder.r)
+    runner_thread = holder.r._runner._thread
+    del holder
+    collected = threading.Event()
+    loop_thread: list[str] = []
+
+    def collect_on_loop() -> None:
+        loop_thread.append(threading.current_thread().name)
+        gc.collect()  # finalizes the reservoir on dask's event-loop thread
+        collected.set()
+
+    client.loop.add_callback(collect_on_loop)
+    assert collected.wait(30)
+    poll_for(lambda: bool(CLOSED_ON), what="the finalizer to close the reservoir")
+    assert CLOSED_ON[0].startswith("dask_reservoir-finalizer") and CLOSED_ON[0] != loop_thread[0]
+    # the loop is free at once: a task round trip completes while the reservoir closes
+    assert client.submit(sum, [1, 2], pure=False).result(timeout=30) == 3
+    poll_for(lambda: not runner_thread.is_alive(), timeout=30, what="the runner to stop")
+
+
+def test_dropped_reservoir_closes_itself(client: Client) -> None:
+    r = AsyncReservoir(frame(6), load_value, 6, min_reservoir_samples=6, client=client)
+    list(r)
+    runner_thread = r._runner._thread
+    del r
+    poll_for(
+        lambda: not runner_thread.is_alive(), timeout=30, what="the runner of a dropped reservoir to stop"
+    )
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, pandas as pd
+    from dask_reservoir import AsyncReservoir
+
+    def load(row):
+        return {"x": np.full(3, row["value"], np.float32)}
+
+    if __name__ == "__main__":
+        r = AsyncReservoir(pd.DataFrame({"value": range(40)}), load, 16, min_reservoir_samples=8,
+                           nb_workers=1, batch_size=4)
+        for batch in r:
+            pass
+        print("done", flush=True)
+        # no close(): the interpreter exits with the runner busy
+    """
+)
+
+
+def test_unclosed_reservoir_exits_quietly(tmp_path: Any) -> None:
+    script = tmp_path / "unclosed.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=100, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "done" in done.stdout
+    assert "cannot schedule new futures" not in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
