@@ -37,7 +37,9 @@ def to_tensors(
 
     Numeric and bool arrays become tensors sharing memory with the array
     (``torch.from_numpy``, zero-copy) unless ``device``/``pin_memory`` ask for a
-    copy; read-only arrays are copied first (torch needs writable memory).
+    copy; read-only arrays and arrays in non-native byte order are copied first
+    (torch needs writable, native-order memory).  An array torch cannot take raises
+    ``TypeError`` naming the column.
     ``str``/``object`` columns (UIDs that are strings, say) stay numpy arrays.
 
     Parameters
@@ -63,7 +65,15 @@ def to_tensors(
         if not isinstance(value, np.ndarray) or value.dtype.kind not in "biufc":
             out[name] = value
             continue
-        tensor = torch.from_numpy(value if value.flags.writeable else value.copy())
+        if not value.dtype.isnative:  # torch reads native byte order only
+            value = value.astype(value.dtype.newbyteorder("="))
+        try:
+            tensor = torch.from_numpy(value if value.flags.writeable else value.copy())
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(
+                f"column {name!r}: cannot turn a numpy array of dtype {value.dtype} and shape "
+                f"{value.shape} into a torch tensor: {exc}"
+            ) from exc
         if pin_memory:
             tensor = tensor.pin_memory()
         if device is not None:
@@ -115,6 +125,13 @@ class ReservoirDataset(IterableDataset):
         self.device = device
         self.pin_memory = pin_memory
         self.non_blocking = non_blocking
+
+    def __reduce__(self) -> Any:
+        raise RuntimeError(
+            "ReservoirDataset must be used with DataLoader(num_workers=0): it cannot be sent to "
+            "DataLoader worker processes (the reservoir loads in the background on dask already, "
+            "and owns a runner and dask futures that cannot be pickled)"
+        )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()

@@ -55,3 +55,20 @@ def test_import_error_without_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     ).stdout
     assert "dask_reservoir.torch needs PyTorch" in out and "pip install dask_reservoir[torch]" in out
+
+
+def test_big_endian_and_bad_columns() -> None:
+    x = np.arange(4, dtype=">f4")
+    out = to_tensors({"x": x})
+    assert out["x"].dtype == torch.float32 and out["x"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    with pytest.raises(TypeError, match="column 'q': cannot turn a numpy array of dtype float128"):
+        to_tensors({"q": np.zeros(3, dtype=np.longdouble)})
+
+
+def test_dataloader_with_spawned_workers_gets_the_clear_error(client: Client) -> None:
+    with AsyncReservoir(frame(4), load_value, 4, min_reservoir_samples=4, client=client, batch_size=2) as r:
+        loader = torch.utils.data.DataLoader(
+            ReservoirDataset(r), batch_size=None, num_workers=1, multiprocessing_context="spawn"
+        )
+        with pytest.raises(RuntimeError, match=r"DataLoader\(num_workers=0\)"):
+            list(loader)
