@@ -65,14 +65,13 @@ def to_tensors(
         if not isinstance(value, np.ndarray) or value.dtype.kind not in "biufc":
             out[name] = value
             continue
-        if not value.dtype.isnative:  # torch reads native byte order only
-            value = value.astype(value.dtype.newbyteorder("="))
+        array = value if value.dtype.isnative else value.astype(value.dtype.newbyteorder("="))
         try:
-            tensor = torch.from_numpy(value if value.flags.writeable else value.copy())
+            tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
         except (TypeError, ValueError, RuntimeError) as exc:
             raise TypeError(
-                f"column {name!r}: cannot turn a numpy array of dtype {value.dtype} and shape "
-                f"{value.shape} into a torch tensor: {exc}"
+                f"column {name!r}: cannot turn a numpy array of dtype {array.dtype} and shape "
+                f"{array.shape} into a torch tensor: {exc}"
             ) from exc
         if pin_memory:
             tensor = tensor.pin_memory()
