@@ -16,7 +16,7 @@ import dask.config
 from dask.utils import parse_timedelta
 from distributed import Client, LocalCluster
 
-__all__ = ["ClientHandle", "resolve_client"]
+__all__ = ["ClientHandle", "importable_on", "resolve_client", "worker_threads"]
 
 logger = logging.getLogger("dask_reservoir")
 
@@ -47,14 +47,16 @@ class ClientHandle:
             return ""
 
     def can_import(self, package: str) -> bool:
-        """Whether the scheduler and every current worker can import ``package``."""
+        """Whether the scheduler and every current worker can import ``package``.
+
+        False with no worker yet: workers that join later may not import it.
+        """
         try:
             on_scheduler = self.client.run_on_scheduler(_importable, package)
-            on_workers = self.client.run(_importable, package)
         except Exception as exc:
-            logger.debug("could not ask the cluster whether it imports %r: %r", package, exc)
+            logger.debug("could not ask the scheduler whether it imports %r: %r", package, exc)
             return False
-        return bool(on_scheduler) and all(on_workers.values())
+        return bool(on_scheduler) and importable_on(self.client, package) is True
 
     def worker_threads(self) -> int:
         """Total worker threads of the cluster now (at least 1)."""
@@ -74,6 +76,30 @@ class ClientHandle:
                 thing.close()
             except Exception as exc:  # pragma: no cover - best effort
                 logger.debug("closing %r failed: %r", thing, exc)
+
+
+def importable_on(client: Client, package: str, workers: list[str] | None = None) -> bool | None:
+    """Whether every worker (or each of ``workers``) can import ``package``.
+
+    None when there is no worker to ask, or asking failed.
+    """
+    try:
+        answers = client.run(_importable, package, workers=workers)
+    except Exception as exc:
+        logger.debug("could not ask the workers whether they import %r: %r", package, exc)
+        return None
+    if not answers:
+        return None
+    return all(answers.values())
+
+
+def worker_threads(client: Client) -> int | None:
+    """Total threads of the cluster's workers now (0 with none); None when the scheduler does not answer."""
+    try:
+        return int(sum(client.nthreads().values()))
+    except Exception as exc:
+        logger.debug("could not ask the scheduler for worker threads: %r", exc)
+        return None
 
 
 def _importable(package: str) -> bool:

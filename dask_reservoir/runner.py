@@ -1,15 +1,19 @@
-"""The job runner: the only place with a thread and dask futures.
+"""The job runner: the only place with a thread and dask futures of jobs.
 
 One named daemon thread asks the :class:`~dask_reservoir.ledger.Ledger` what
 to submit next (``rows_per_job`` source rows per dask task, in the order of
 the source sampler, cycling forever, within the back-pressure bound), submits
-it, and hands finished tasks back to the ledger.  Results are collected with
-``as_completed(with_results=True, raise_errors=False)``, which fetches each
-result in the event loop as soon as its task ends, so transfers overlap;
-failures arrive as ``(type, exception, traceback)``, never raised, and the
-futures are cancelled (dask/distributed#8790).  Every wait is sliced
-(``WAIT_SLICE``) and checks a stop ``Event``; what stops the thread is handed
-to the consumer, which re-raises it in its own thread.
+it, and hands what became of each task (see
+:mod:`~dask_reservoir.collector`) back to the ledger.  The pickled function is
+sent once, as one task every job depends on.  Task errors are read, their
+traceback cleared and the futures cancelled (dask/distributed#8790).  A task
+cancelled by someone else, or whose result could not be fetched, is submitted
+again after a back-off; after :data:`MAX_UNEXPECTED` such losses in a row its
+rows fail.  Every second or so the runner re-reads the cluster: the default
+back-pressure bound follows its worker threads, and a worker that cannot
+import the function's package switches the function to travel by value.
+Every wait is sliced (``WAIT_SLICE``) and checks a stop ``Event``; what stops
+the thread is handed to the consumer, which re-raises it in its own thread.
 """
 
 from __future__ import annotations
@@ -18,20 +22,29 @@ import logging
 import re
 import threading
 import time
-import traceback as tb_module
 import uuid
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from distributed import Client, Future, as_completed
+from distributed import Client, Future
 
-from .errors import ClusterLostError
+from .cluster import importable_on, worker_threads
+from .collector import Arrival, ResultCollector
+from .errors import ClusterLostError, JobError
 from .ledger import Completed, Ledger, RunnerCounters
 from .samplers import Sampler
 from .source import DaskSource, PandasSource, Source
 from .stats import Performance
-from .tasks import JobSpec, Opaque, run_partition_rows, run_rows
+from .tasks import (
+    FunctionLoadError,
+    JobSpec,
+    Opaque,
+    function_package,
+    payload_of,
+    run_partition_rows,
+    run_rows,
+)
 
 __all__ = ["WAIT_SLICE", "Completed", "JobRunner", "RunnerCounters"]
 
@@ -43,32 +56,30 @@ WAIT_SLICE = 0.1
 JOIN_TIMEOUT = 10.0
 """How long ``close()`` waits for the runner thread to finish."""
 
-SWEEP_PERIOD = 1.0
-"""Seconds between checks for results that never arrived."""
+CLUSTER_CHECK_SECONDS = 1.0
+"""Seconds between reads of the cluster's workers (threads, and whether they import the function)."""
 
-STUCK_SECONDS = 5.0
-"""A task ended this long ago without its result arriving is submitted again."""
+MAX_UNEXPECTED = 3
+"""Losses in a row (cancelled by someone else, result not fetched) after which a job's rows fail."""
 
-DRAIN_SECONDS = 1.0
-"""At close, how long results already being fetched may take to arrive before cancelling."""
+BACKOFF_SECONDS = 0.5
+"""Delay before resubmitting rows after their first unexpected loss; doubles with each one after."""
+
+BACKOFF_MAX_SECONDS = 5.0
+"""Longest back-off."""
+
+_GONE = ("cancelled", "lost", "error")
 
 
 @dataclass
 class _Job:
     positions: list[int]
     submitted_at: float
-    ended_at: float | None = None  # first seen ended without its result (see _sweep)
+    by_value: bool
 
 
 def _key_part(uid: Hashable) -> str:
     return re.sub(r"[^A-Za-z0-9_.]", "_", str(uid))[:32]
-
-
-def _format_traceback(tb: object) -> str:
-    try:
-        return "".join(tb_module.format_tb(tb))  # type: ignore[arg-type]
-    except Exception:
-        return ""
 
 
 class JobRunner:
@@ -79,7 +90,8 @@ class JobRunner:
     client : distributed.Client
         The client to submit to (not closed here).
     source : Source
-        The rows; ``source.uids[i]`` names row ``i``.
+        The rows; ``source.uids[i]`` names row ``i``.  A :class:`DaskSource` is
+        owned: its partition futures are released at close.
     spec : JobSpec
         The pickled function and its options.
     order : Sampler
@@ -115,6 +127,9 @@ class JobRunner:
         self._client = client
         self._source = source
         self._spec = spec
+        self._package = None if spec.function is None else function_package(spec.function)
+        check_uid = isinstance(source, DaskSource) and source.has_uid_column
+        self._options = spec.options(check_uid=check_uid)
         self._retries = retries
         self.ledger = Ledger(
             source.uids,
@@ -128,12 +143,17 @@ class JobRunner:
         )
         self.perf_sending = perf_sending or Performance()
         self.perf_receiving = perf_receiving or Performance()
-        self._in_flight: dict[str, tuple[Future, _Job]] = {}  # only touched by the runner thread
-        self._parts: list[Future] = []
+        # only touched by the runner thread (or by close() when it never started)
+        self._in_flight: dict[Hashable, tuple[Future, _Job]] = {}
+        self._held: list[tuple[float, list[int]]] = []  # (resubmit at, positions), backing off
+        self._streak: dict[int, int] = {}  # position -> unexpected losses in a row
+        self._payload: Future | None = None
+        self._workers: set[str] = set()
+        self._next_check = 0.0
         self._stop = threading.Event()
+        self._cond = threading.Condition()
         self._poked = False
-        self._last_sweep = time.monotonic()
-        self._ac = as_completed(loop=client.loop, with_results=True, raise_errors=False)
+        self._collector = ResultCollector(client, self._cond)
         self._thread = threading.Thread(
             target=self._run, name=f"dask_reservoir-runner-{id(self):x}", daemon=True
         )
@@ -157,9 +177,9 @@ class JobRunner:
 
     def poke(self) -> None:
         """Wake the runner thread now (room was freed, or it should stop)."""
-        with self._ac.thread_condition:
+        with self._cond:
             self._poked = True
-            self._ac.thread_condition.notify_all()
+            self._cond.notify_all()
 
     def check(self) -> None:
         """Raise, in the caller's thread, what stopped the runner thread, if anything."""
@@ -172,16 +192,17 @@ class JobRunner:
             raise RuntimeError(f"the dask_reservoir job runner stopped: {fatal!r}") from fatal
 
     def close(self, timeout: float = JOIN_TIMEOUT) -> None:
-        """Stop submitting, cancel and release every future, join the thread (idempotent)."""
+        """Stop submitting, cancel or release every future, join the thread (idempotent)."""
         self._stop.set()
         self.poke()
         with self.ledger.cond:
             self.ledger.cond.notify_all()
         if self._thread.ident is None:
-            self._cleanup()
+            if not self._thread.is_alive():
+                self._cleanup()
         elif self._thread is not threading.current_thread():
             self._thread.join(timeout)
-            if self._thread.is_alive():  # pragma: no cover - a transfer stuck past its deadline
+            if self._thread.is_alive():  # pragma: no cover - a call stuck past its deadline
                 logger.warning("dask_reservoir runner thread did not stop within %.1f s", timeout)
         self.ledger.close()
 
@@ -195,18 +216,17 @@ class JobRunner:
     # ------------------------------------------------------------------ runner thread
     def _run(self) -> None:
         try:
-            if isinstance(self._source, DaskSource):
-                self._parts = self._client.compute(self._source.frame.to_delayed())
             while not self._stop.is_set():
                 if not self._client_ok():
                     self._idle()
                     continue
+                self._check_cluster()
+                self._release_held()
                 self._submit_more()
-                done = self._ac.next_batch(block=False)
-                if done:
-                    self._collect(done)
+                arrived = self._collector.take()
+                if arrived:
+                    self._handle(arrived)
                 else:
-                    self._sweep()
                     self._idle()
         except BaseException as exc:  # handed to the consumer's thread
             if not self._stop.is_set():
@@ -235,11 +255,60 @@ class JobRunner:
         )
 
     def _idle(self) -> None:
-        cond = self._ac.thread_condition
-        with cond:
-            if not self._poked and not self._ac.has_ready() and not self._stop.is_set():
-                cond.wait(timeout=WAIT_SLICE)
+        with self._cond:
+            if not self._poked and not self._collector.has_arrivals() and not self._stop.is_set():
+                self._cond.wait(timeout=WAIT_SLICE)
             self._poked = False
+
+    # ------------------------------------------------------------------ the cluster
+    def _check_cluster(self) -> None:
+        """Every ``CLUSTER_CHECK_SECONDS``: follow worker threads; check joining workers import the function."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + CLUSTER_CHECK_SECONDS
+        try:
+            workers = {str(w) for w in self._client.nthreads()}
+        except Exception as exc:
+            logger.debug("could not list the workers: %r", exc)
+            return
+        threads = worker_threads(self._client)
+        if threads is not None:
+            self.ledger.set_worker_threads(threads)
+        joined = sorted(workers - self._workers)
+        self._workers = workers
+        if joined and not self._spec.by_value and self._package is not None:
+            if importable_on(self._client, self._package, joined) is False:
+                self._switch_to_by_value(f"worker(s) {joined} cannot import {self._package!r}")
+
+    def _switch_to_by_value(self, why: str) -> None:
+        if self._spec.by_value:
+            return
+        logger.info("dask_reservoir: %s; function_to_run now travels by value", why)
+        self._spec = self._spec.to_by_value()
+        if self._payload is not None:
+            self._payload.release()  # jobs in flight still hold it on the scheduler
+            self._payload = None
+
+    def _payload_future(self) -> Future:
+        """The task holding the pickled function (sent once; again if it was lost)."""
+        if self._payload is None or self._payload.status in _GONE:
+            if self._payload is not None:
+                self._payload.release()
+            self._payload = self._client.submit(
+                payload_of, self._spec.payload, key=f"dask_reservoir-function-{uuid.uuid4().hex}", pure=False
+            )
+        return self._payload
+
+    # ------------------------------------------------------------------ submitting
+    def _release_held(self) -> None:
+        if not self._held:
+            return
+        now = time.monotonic()
+        ready = [positions for at, positions in self._held if at <= now]
+        self._held = [(at, positions) for at, positions in self._held if at > now]
+        for positions in ready:
+            self.ledger.requeued(positions)
 
     def _submit_more(self) -> None:
         while not self._stop.is_set():
@@ -253,97 +322,114 @@ class JobRunner:
         key = f"dask_reservoir-load-{_key_part(uids[0])}-{uuid.uuid4().hex}"
         start = time.perf_counter()
         source = self._source
+        payload = self._payload_future()
         if isinstance(source, PandasSource):
-            args: tuple[Any, ...] = (run_rows, self._spec, Opaque(source.records(positions)), Opaque(uids))
+            args: tuple[Any, ...] = (
+                run_rows,
+                self._options,
+                payload,
+                Opaque(source.records(positions)),
+                Opaque(uids),
+            )
         else:
-            source = cast(DaskSource, source)
+            assert isinstance(source, DaskSource)
             refs = [source.rows[p] for p in positions]
-            parts = {part: self._parts[part] for part, _ in refs}
-            args = (run_partition_rows, self._spec, parts, Opaque(refs), Opaque(uids))
-        future = self._client.submit(*args, key=key, retries=self._retries)
+            wanted = sorted({part for part, _ in refs})
+            gone = [p for p in wanted if source.parts[p].status in _GONE]
+            if gone:
+                logger.info(
+                    "dask_reservoir: partitions %s of the dask source were lost; persisting them again", gone
+                )
+                source.renew_partitions(gone)
+            parts = {part: source.parts[part] for part in wanted}
+            args = (run_partition_rows, self._options, payload, parts, Opaque(refs), Opaque(uids))
+        future = self._client.submit(*args, key=key, retries=self._retries, pure=False)
         self.perf_sending.add(time.perf_counter() - start)
-        self._in_flight[str(future.key)] = (future, _Job(positions, time.monotonic()))
+        self._in_flight[future.key] = (future, _Job(positions, time.monotonic(), self._spec.by_value))
         self.ledger.submitted(positions)
-        self._ac.add(future)
+        self._collector.watch(future)
 
-    def _collect(self, done: list[tuple[Future, Any]]) -> None:
-        """Hand finished futures, with their results, to the ledger."""
+    # ------------------------------------------------------------------ what came back
+    def _handle(self, arrived: list[tuple[Future, Arrival]]) -> None:
         failed = []
-        for future, result in done:
-            item = self._in_flight.pop(str(future.key), None)
+        for future, arrival in arrived:
+            item = self._in_flight.pop(future.key, None)
             if item is None:
                 continue
             job = item[1]
-            status = future.status
-            if status == "finished" and not isinstance(result, BaseException):
+            if arrival.kind == "finished":
                 now = time.monotonic()
                 self.perf_receiving.add(now - job.submitted_at)
-                self.ledger.finished(job.positions, result, now=now)
-            elif status == "error" and isinstance(result, tuple) and len(result) == 3:
-                _, exc, tb = result
-                exc.__traceback__ = None  # the key must not stay alive through it (#8790)
-                self.ledger.failed(job.positions, exc, _format_traceback(tb))
+                for p in job.positions:
+                    self._streak.pop(p, None)
+                self.ledger.finished(job.positions, arrival.value, now=now)
+            elif arrival.kind == "error":
                 failed.append(future)
-            else:  # cancelled under us (scheduler lost), or the result could not be fetched
-                self.ledger.requeued(job.positions)
+                exc = arrival.error
+                assert exc is not None
+                if isinstance(exc, FunctionLoadError) and not job.by_value and self._package is not None:
+                    self._switch_to_by_value(f"a worker cannot load function_to_run ({exc})")
+                    self.ledger.requeued(job.positions)
+                else:
+                    self.ledger.failed(job.positions, exc, arrival.text)
+            elif self._stop.is_set() or self._client.status != "running" or _connection_lost(arrival):
+                self.ledger.requeued(job.positions)  # the scheduler went away: not the job's fault
+            else:
+                self._unexpected(job, arrival)
         if failed:
-            self._release(failed)
+            self._cancel(failed)
 
-    def _release(self, futures: list[Future]) -> None:
+    def _unexpected(self, job: _Job, arrival: Arrival) -> None:
+        """A task cancelled by someone else, or a result that could not be fetched."""
+        streak = 1 + max(self._streak.get(p, 0) for p in job.positions)
+        what = (
+            "was cancelled by someone other than this reservoir"
+            if arrival.kind == "cancelled"
+            else f"could not be fetched ({arrival.error!r})"
+        )
+        uids = [self._source.uids[p] for p in job.positions]
+        if streak >= MAX_UNEXPECTED:
+            for p in job.positions:
+                self._streak.pop(p, None)
+            error = JobError(
+                f"the dask task for UIDs {uids[:5]!r} {what}, {streak} times in a row; its rows failed"
+            )
+            self.ledger.failed(job.positions, error, arrival.text)
+            return
+        for p in job.positions:
+            self._streak[p] = streak
+        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_SECONDS * 2 ** (streak - 1))
+        logger.warning(
+            "dask_reservoir: the task for UIDs %r %s; submitting again in %.1f s", uids[:5], what, delay
+        )
+        self._held.append((time.monotonic() + delay, job.positions))
+
+    def _cancel(self, futures: list[Future]) -> None:
         try:
             if self._client.status == "running":
                 self._client.cancel(futures)
         except Exception as exc:  # pragma: no cover - best effort
             logger.debug("cancel failed: %r", exc)
 
-    def _sweep(self) -> None:
-        """Requeue jobs whose task ended but whose result never came through ``as_completed``.
-
-        ``as_completed`` drops a future when fetching its result fails (a worker lost
-        mid-transfer); its rows would otherwise count as in flight forever.
-        """
-        now = time.monotonic()
-        if now - self._last_sweep < SWEEP_PERIOD:
-            return
-        self._last_sweep = now
-        for key, (future, job) in list(self._in_flight.items()):
-            if future.status in ("pending", "processing", "no-worker", "queued"):
-                job.ended_at = None
-                continue
-            if job.ended_at is None:
-                job.ended_at = now
-            elif now - job.ended_at > STUCK_SECONDS:
-                logger.debug("result of %s never arrived; submitting its rows again", key)
-                with self._ac.lock:
-                    self._ac.futures.pop(future, None)
-                del self._in_flight[key]
-                self.ledger.requeued(job.positions)
-                self._release([future])
-
-    def _drain(self, timeout: float) -> None:
-        """Before cancelling at close, let results already being fetched arrive (quiet shutdown)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            fetching = [f for f, _ in self._in_flight.values() if f.status == "finished"]
-            if not fetching:
-                return
-            if self._ac.has_ready():
-                for future, _ in self._ac.next_batch(block=False):  # dropped: we are closing
-                    self._in_flight.pop(str(future.key), None)
-            else:
-                with self._ac.thread_condition:
-                    self._ac.thread_condition.wait(timeout=0.01)
-
     def _cleanup(self) -> None:
-        if self._client.status == "running":
-            self._drain(DRAIN_SECONDS)
-        futures = [f for f, _ in self._in_flight.values()] + list(self._parts)
+        """Cancel our jobs and the function, release shared partitions, count what was in flight."""
+        jobs = list(self._in_flight.values())
         self._in_flight.clear()
-        self._parts = []
-        self._ac.clear()
-        if futures:
-            self._release(futures)
-        with self.ledger.cond:
-            self.ledger.jobs_in_flight = 0
-            self.ledger.rows_in_flight = 0
-            self.ledger.cond.notify_all()
+        futures = [f for f, _ in jobs]
+        if self._payload is not None:
+            futures.append(self._payload)
+            self._payload = None
+        self._cancel(futures)
+        self._collector.abandon()
+        del futures
+        for _, job in jobs:
+            self.ledger.cancelled(job.positions)
+        for _, positions in self._held:
+            self.ledger.cancelled(positions)
+        self._held = []
+        if isinstance(self._source, DaskSource):
+            self._source.release()
+
+
+def _connection_lost(arrival: Arrival) -> bool:
+    return getattr(arrival.error, "reason", None) == "scheduler-connection-lost"

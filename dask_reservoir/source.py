@@ -2,14 +2,20 @@
 
 Validates a ``pandas.DataFrame`` or ``dask.dataframe.DataFrame`` source and
 turns row positions into job inputs.  A pandas source hands row dicts to the
-job runner; a dask source is never collected to the client: only its UID
-column and partition lengths are computed, and rows are read on the workers
-by :func:`partition_records`.  No threads and no futures here.
+job runner.  A dask source is never collected to the client: it is persisted
+once, under keys unique to the reservoir (nothing else can cancel them), its
+UIDs and partition lengths are read from those persisted partitions, and the
+jobs read their rows from the same partitions on the workers
+(:func:`partition_records`), so UIDs and rows always match.  The only futures
+outside the runner are those persisted partitions, held by :class:`DaskSource`
+and released (never cancelled) by the runner at close.
 """
 
 from __future__ import annotations
 
 import math
+import pickle
+import uuid
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +25,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
+    from distributed import Client, Future
 
 __all__ = ["DaskSource", "PandasSource", "Source", "make_source", "partition_records"]
 
@@ -33,10 +40,8 @@ def _first(values: Sequence[Any]) -> str:
 
 def is_dask_frame(obj: object) -> bool:
     """Whether ``obj`` is a ``dask.dataframe.DataFrame``."""
-    try:
-        import dask.dataframe as dd
-    except ImportError:  # pragma: no cover - dask[dataframe] is a dependency
-        return False
+    import dask.dataframe as dd
+
     return isinstance(obj, dd.DataFrame)
 
 
@@ -67,29 +72,51 @@ def _text_columns(dtypes: pd.Series) -> list[str]:
     ]
 
 
-def partition_records(
-    part: pd.DataFrame,
-    offsets: Sequence[int],
-    *,
-    uid_column: str,
-    uids: Sequence[Hashable],
-) -> list[dict[str, Any]]:
-    """Rows ``offsets`` of one partition as dicts, UID column set, missing text as None.
+def partition_records(part: pd.DataFrame, offsets: Sequence[int]) -> list[dict[str, Any]]:
+    """Rows ``offsets`` of one partition as dicts, missing text as None.
 
-    Runs on a worker for dask sources (and on the client for pandas sources).
+    Runs on a worker for dask sources; the caller checks and sets the UID column.
 
     Examples
     --------
     >>> import pandas as pd
     >>> part = pd.DataFrame({"path": ["a.nii", None]})
-    >>> partition_records(part, [1, 0], uid_column="sample_uid", uids=[11, 10])
-    [{'path': None, 'sample_uid': 11}, {'path': 'a.nii', 'sample_uid': 10}]
+    >>> partition_records(part, [1, 0])
+    [{'path': None}, {'path': 'a.nii'}]
     """
     records = part.iloc[list(offsets)].to_dict("records")
     _missing_to_none(records, _text_columns(part.dtypes))  # type: ignore[arg-type]
-    for record, uid in zip(records, uids, strict=True):
-        record[uid_column] = uid
     return records  # type: ignore[return-value]
+
+
+def _check_columns(columns: Sequence[Any]) -> None:
+    index = pd.Index(columns)
+    duplicated = list(dict.fromkeys(index[index.duplicated()].tolist()))
+    if duplicated:
+        raise ValueError(f"source column names must be unique, got duplicated columns {_first(duplicated)}")
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return a is b or (bool(a == b) and hash(a) == hash(b))
+    except Exception:
+        return False
+
+
+def _check_round_trip(uids: list[Hashable], uid_column: str) -> None:
+    """Refuse UIDs that do not survive the trip to a worker and back (``("A", nan)``, say)."""
+    try:
+        back = pickle.loads(pickle.dumps(uids, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as exc:
+        raise TypeError(f"UID column {uid_column!r} must hold picklable values: {exc}") from None
+    if back == uids and list(map(hash, back)) == list(map(hash, uids)):
+        return
+    for i, (u, v) in enumerate(zip(uids, back, strict=True)):
+        if not _same(u, v):
+            raise ValueError(
+                f"UID column {uid_column!r} must hold values equal to themselves after a pickle round "
+                f"trip (a NaN inside, say), got {type(u).__name__} {u!r} at row position {i}"
+            )
 
 
 def _validate_uids(values: Sequence[Any], uid_column: str) -> list[Hashable]:
@@ -122,6 +149,7 @@ def _validate_uids(values: Sequence[Any], uid_column: str) -> list[Hashable]:
         raise ValueError(
             f"UID column {uid_column!r} must hold unique values, got duplicate UIDs {_first(duplicates)}"
         )
+    _check_round_trip(uids, uid_column)
     return uids
 
 
@@ -234,35 +262,100 @@ class PandasSource(Source):
         )
 
 
+def _identity(part: pd.DataFrame) -> pd.DataFrame:
+    return part
+
+
+def _describe(part: pd.DataFrame, uid_column: str | None) -> tuple[int, list[Any] | None]:
+    """Length and UIDs of one persisted partition (run on a worker)."""
+    return len(part), None if uid_column is None else part[uid_column].tolist()
+
+
+def _column(part: pd.DataFrame, name: str) -> list[Any]:
+    return list(part[name].tolist())
+
+
+def _client_of(scheduler: Any) -> Client:
+    from distributed import Client, default_client
+
+    return scheduler if isinstance(scheduler, Client) else default_client()
+
+
+def persist_partitions(
+    frame: dd.DataFrame, client: Client, indices: Sequence[int] | None = None
+) -> list[Future]:
+    """Persist ``frame`` (or its partitions ``indices``) under keys no one else uses.
+
+    Returns one future per partition, in partition order.
+    """
+    from distributed import futures_of
+
+    token = f"dask_reservoir-part-{uuid.uuid4().hex}"
+    selected = frame if indices is None else frame.partitions[list(indices)]
+    persisted = client.persist(selected.map_partitions(_identity, token=token))
+    futures = sorted(futures_of(persisted), key=lambda f: f.key[1] if isinstance(f.key, tuple) else 0)
+    return list(futures)
+
+
+def _run_on_parts(client: Client, function: Any, parts: Sequence[Future], *args: Any) -> list[Any]:
+    tag = uuid.uuid4().hex
+    futures = [
+        client.submit(function, part, *args, key=f"dask_reservoir-read-{tag}-{i}", pure=False)
+        for i, part in enumerate(parts)
+    ]
+    try:
+        return list(client.gather(futures))
+    finally:
+        client.cancel(futures)  # our own keys: nothing else depends on them
+
+
 @dataclass
 class DaskSource(Source):
-    """A dask source; rows stay on the workers.
+    """A dask source; rows stay on the workers, in partitions persisted for this source.
 
-    ``rows[i]`` is ``(partition, offset)`` of row ``i`` in ``frame``.
+    ``rows[i]`` is ``(partition, offset)`` of row ``i``; ``parts[p]`` the future of
+    partition ``p``, held by this object (a :meth:`subset` holds its own references
+    to the same keys).  :meth:`release` drops them.
     """
 
     frame: dd.DataFrame = None  # type: ignore[assignment]
     rows: list[tuple[int, int]] = None  # type: ignore[assignment]
     lengths: list[int] = None  # type: ignore[assignment]
+    parts: list[Future] = None  # type: ignore[assignment]
+    has_uid_column: bool = False
 
     @property
     def columns(self) -> list[str]:
         """Column names of the source."""
         return [str(c) for c in self.frame.columns]
 
-    def column_values(self, name: str, *, scheduler: Any = None) -> list[Any]:
-        """Values of column ``name``; only that column is computed."""
-        import dask
+    @property
+    def client(self) -> Client:
+        """The client holding the persisted partitions."""
+        return self.parts[0].client
 
-        (values,) = dask.compute(self.frame[name], scheduler=scheduler)
-        flat = values.tolist()
-        starts = [0]
-        for n in self.lengths[:-1]:
-            starts.append(starts[-1] + n)
-        return [flat[starts[part] + offset] for part, offset in self.rows]
+    def column_values(self, name: str, *, scheduler: Any = None) -> list[Any]:
+        """Values of column ``name``, read from the persisted partitions (only that column travels)."""
+        per_part = _run_on_parts(self.client, _column, self.parts, name)
+        return [per_part[part][offset] for part, offset in self.rows]
+
+    def renew_partitions(self, indices: Sequence[int]) -> None:
+        """Persist partitions ``indices`` again under fresh keys (theirs were lost or cancelled)."""
+        fresh = persist_partitions(self.frame, self.client, indices)
+        for index, future in zip(indices, fresh, strict=True):
+            old, self.parts[index] = self.parts[index], future
+            old.release()
+
+    def release(self) -> None:
+        """Release (never cancel) this object's references to the partitions; idempotent."""
+        parts, self.parts = self.parts, []
+        for future in parts:
+            future.release()
 
     def subset(self, positions: Sequence[int]) -> DaskSource:
-        """A view holding rows ``positions``, in that order (the frame is shared)."""
+        """A view holding rows ``positions``, in that order (same partitions, own references)."""
+        from distributed import Future
+
         positions = list(positions)
         return DaskSource(
             uids=[self.uids[p] for p in positions],
@@ -270,7 +363,40 @@ class DaskSource(Source):
             frame=self.frame,
             rows=[self.rows[p] for p in positions],
             lengths=self.lengths,
+            parts=[Future(f.key, f.client) for f in self.parts],
+            has_uid_column=self.has_uid_column,
         )
+
+
+def _dask_source(ddf: dd.DataFrame, uid_column: str, scheduler: Any) -> DaskSource:
+    _check_columns(list(ddf.columns))
+    client = _client_of(scheduler)
+    has_uid = uid_column in ddf.columns
+    parts = persist_partitions(ddf, client)
+    try:
+        described = _run_on_parts(client, _describe, parts, uid_column if has_uid else None)
+        lengths = [int(n) for n, _ in described]
+        if sum(lengths) == 0:
+            raise ValueError("source must hold at least one row, got an empty dask DataFrame")
+        if has_uid:
+            uid_list = [u for _, part_uids in described for u in part_uids or ()]
+        else:
+            uid_list = list(range(sum(lengths)))
+        uids = _validate_uids(uid_list, uid_column)
+    except BaseException:
+        for future in parts:
+            future.release()
+        raise
+    rows = [(p, off) for p, n in enumerate(lengths) for off in range(n)]
+    return DaskSource(
+        uids=uids,
+        uid_column=uid_column,
+        frame=ddf,
+        rows=rows,
+        lengths=lengths,
+        parts=parts,
+        has_uid_column=has_uid,
+    )
 
 
 def make_source(source: object, uid_column: str, *, scheduler: Any = None) -> Source:
@@ -283,16 +409,16 @@ def make_source(source: object, uid_column: str, *, scheduler: Any = None) -> So
     uid_column : str
         Column naming each row; when absent, UIDs are the positions ``0..n-1``
         and the column is added (for a dask source, on the workers).
-    scheduler : optional
-        What computes the UID column and partition lengths of a dask source
-        (a ``distributed.Client``).
+    scheduler : distributed.Client, optional
+        The client that persists a dask source (default: distributed's default client).
 
     Raises
     ------
     TypeError
         For another type of source, or unhashable UIDs.
     ValueError
-        For an empty source, missing or duplicate UIDs.
+        For an empty source, duplicate column names, missing or duplicate UIDs, or UIDs
+        that are not equal to themselves after a pickle round trip (``("A", nan)``).
 
     Examples
     --------
@@ -311,6 +437,7 @@ def make_source(source: object, uid_column: str, *, scheduler: Any = None) -> So
         if len(source) == 0:
             raise ValueError("source must hold at least one row, got an empty DataFrame")
         frame = source
+        _check_columns(list(frame.columns))
         if uid_column in frame.columns:
             uids = _validate_uids(frame[uid_column].tolist(), uid_column)
         else:
@@ -318,22 +445,7 @@ def make_source(source: object, uid_column: str, *, scheduler: Any = None) -> So
             frame = frame.assign(**{uid_column: uids})  # type: ignore[arg-type]
         return PandasSource(uids=uids, uid_column=uid_column, frame=frame)
     if is_dask_frame(source):
-        import dask
-
-        ddf: Any = source
-        lengths_graph = ddf.map_partitions(len, meta=(None, "int64"))
-        if uid_column in ddf.columns:
-            uid_values, lengths = dask.compute(ddf[uid_column], lengths_graph, scheduler=scheduler)
-            uid_list = uid_values.tolist()
-        else:
-            (lengths,) = dask.compute(lengths_graph, scheduler=scheduler)
-            uid_list = list(range(int(sum(lengths))))
-        lengths = [int(n) for n in lengths]
-        if sum(lengths) == 0:
-            raise ValueError("source must hold at least one row, got an empty dask DataFrame")
-        uids = _validate_uids(uid_list, uid_column)
-        rows = [(p, off) for p, n in enumerate(lengths) for off in range(n)]
-        return DaskSource(uids=uids, uid_column=uid_column, frame=ddf, rows=rows, lengths=lengths)
+        return _dask_source(source, uid_column, scheduler)  # type: ignore[arg-type]
     raise TypeError(
         "source must be a pandas.DataFrame or a dask.dataframe.DataFrame, "
         f"got {type(source).__module__}.{type(source).__qualname__}"

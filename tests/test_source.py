@@ -61,9 +61,9 @@ def test_uid_column_type() -> None:
         make_source(pd.DataFrame({"a": [1]}), 3)  # type: ignore[arg-type]
 
 
-def test_partition_records_sets_uid() -> None:
+def test_partition_records() -> None:
     part = pd.DataFrame({"v": [10, 20, 30]})
-    assert partition_records(part, [2], uid_column="u", uids=["k"]) == [{"v": 30, "u": "k"}]
+    assert partition_records(part, [2, 0]) == [{"v": 30}, {"v": 10}]
 
 
 def test_dask_source_computes_only_uids(client: Client) -> None:

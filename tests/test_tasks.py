@@ -52,7 +52,7 @@ def _fail_on_two(row: dict) -> dict:
 def test_run_rows_packed_records_each_outcome() -> None:
     spec = JobSpec.from_function(_fail_on_two, uid_column="uid", retries=1, rows_per_job=3)
     assert spec.attempts == 2 and not spec.reraise
-    out = run_rows(spec, [{"v": 1, "uid": "a"}, {"v": 2, "uid": "b"}], ["a", "b"])
+    out = run_rows(spec.options(), spec.payload, [{"v": 1, "uid": "a"}, {"v": 2, "uid": "b"}], ["a", "b"])
     assert out[0] == RowLoaded("a", [{"y": 2, "uid": "a"}], out[0].seconds)
     failed = out[1]
     assert isinstance(failed, RowFailed)
@@ -65,7 +65,7 @@ def test_run_rows_single_reraises_for_dask_retries() -> None:
     spec = JobSpec.from_function(_fail_on_two, uid_column="uid", retries=2, rows_per_job=1)
     assert spec.reraise and spec.attempts == 1
     with pytest.raises(ValueError, match="bad row 2"):
-        run_rows(spec, [{"v": 2}], ["b"])
+        run_rows(spec.options(), spec.payload, [{"v": 2}], ["b"])
 
 
 _CALLS: list[int] = []
@@ -84,7 +84,7 @@ def test_packed_retry_succeeds_on_second_attempt() -> None:
     flaky = _flaky
     calls = _CALLS
     spec = JobSpec.from_function(flaky, uid_column="uid", retries=1, rows_per_job=2, by_value=False)
-    assert isinstance(run_rows(spec, [{}], [0])[0], RowLoaded)
+    assert isinstance(run_rows(spec.options(), spec.payload, [{}], [0])[0], RowLoaded)
     assert len(calls) == 2
 
 
@@ -96,7 +96,7 @@ def test_unpicklable_exception_travels_as_text() -> None:
         raise Local("local class")
 
     spec = JobSpec.from_function(boom, uid_column="uid", retries=0, rows_per_job=2)
-    out = run_rows(spec, [{}], [0])[0]
+    out = run_rows(spec.options(), spec.payload, [{}], [0])[0]
     assert out.exc_type == "Local" and out.message == "local class"
 
 
@@ -105,7 +105,7 @@ def test_run_partition_rows() -> None:
         lambda row: {"double": row["v"] * 2}, uid_column="uid", retries=0, rows_per_job=2
     )
     parts = {0: pd.DataFrame({"v": [1, 2]}), 1: pd.DataFrame({"v": [3]})}
-    out = run_partition_rows(spec, parts, [(1, 0), (0, 1)], ["c", "b"])
+    out = run_partition_rows(spec.options(), spec.payload, parts, [(1, 0), (0, 1)], ["c", "b"])
     assert [o.rows for o in out] == [[{"double": 6, "uid": "c"}], [{"double": 4, "uid": "b"}]]
 
 
@@ -113,5 +113,5 @@ def test_run_partition_rows_keeps_order_across_interleaved_partitions() -> None:
     spec = JobSpec.from_function(lambda row: {"v": row["v"]}, uid_column="uid", retries=0, rows_per_job=4)
     parts = {0: pd.DataFrame({"v": [10, 11, 12]}), 1: pd.DataFrame({"v": [20, 21]})}
     refs = [(0, 2), (1, 1), (0, 0), (1, 0)]
-    out = run_partition_rows(spec, parts, refs, ["a", "b", "c", "d"])
+    out = run_partition_rows(spec.options(), spec.payload, parts, refs, ["a", "b", "c", "d"])
     assert [(o.uid, o.rows[0]["v"]) for o in out] == [("a", 12), ("b", 21), ("c", 10), ("d", 20)]

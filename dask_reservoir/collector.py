@@ -1,0 +1,119 @@
+"""Waiting results: what each submitted dask future became, handed to the runner thread.
+
+For each future, one small coroutine on the client's event loop awaits it
+(public API only: ``await future``) and catches whatever that raises; the
+outcome, an :class:`Arrival`, is queued behind a ``threading.Condition`` the
+runner thread waits on in slices.  No timer decides that a result is lost:
+a slow transfer or a busy event loop just takes longer; dask's own signals
+decide (the result, the task's exception, a cancellation, an exception
+while fetching).  Unlike ``as_completed``, a fetch that fails is reported
+instead of being dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import traceback as tb_module
+from collections import deque
+from collections.abc import Hashable
+from typing import Any, NamedTuple
+
+from distributed import Client, Future
+
+__all__ = ["Arrival", "ResultCollector"]
+
+logger = logging.getLogger("dask_reservoir")
+
+
+class Arrival(NamedTuple):
+    """What became of one future.
+
+    ``kind`` is ``"finished"`` (``value`` is the result), ``"error"`` (the task
+    raised ``error``, its traceback cleared, the text in ``text``), ``"cancelled"``
+    (``error`` is the ``CancelledError``) or ``"lost"`` (fetching the result
+    raised ``error``).
+    """
+
+    kind: str
+    value: Any = None
+    error: BaseException | None = None
+    text: str = ""
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return "".join(tb_module.format_tb(exc.__traceback__))
+    except Exception:  # pragma: no cover - best effort
+        return ""
+
+
+class ResultCollector:
+    """Watch futures on ``client.loop``; the runner thread takes what arrived.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The client whose event loop awaits the futures.
+    cond : threading.Condition
+        Notified whenever something arrives (the runner waits on it).
+    """
+
+    def __init__(self, client: Client, cond: threading.Condition) -> None:
+        self._client = client
+        self.cond = cond
+        self._arrived: deque[tuple[Future, Arrival]] = deque()
+        self._watchers: dict[Hashable, concurrent.futures.Future[None]] = {}
+        self._closed = False
+
+    def __len__(self) -> int:
+        """Futures watched whose arrival has not been taken yet."""
+        return len(self._watchers)
+
+    def watch(self, future: Future) -> None:
+        """Start awaiting ``future``; its :class:`Arrival` will be queued."""
+        loop: asyncio.AbstractEventLoop = self._client.loop.asyncio_loop  # type: ignore[union-attr]
+        self._watchers[future.key] = asyncio.run_coroutine_threadsafe(self._await(future), loop)
+
+    async def _await(self, future: Future) -> None:
+        try:
+            arrival = Arrival("finished", await future)
+        except BaseException as exc:  # every outcome is reported, none raised here
+            text = _text(exc)
+            exc.__traceback__ = None  # the key must not stay alive through it (dask#8790)
+            status = future.status
+            if status == "error":
+                arrival = Arrival("error", None, exc, text)
+            elif status == "cancelled" or isinstance(exc, asyncio.CancelledError):
+                arrival = Arrival("cancelled", None, exc, text)
+            else:
+                arrival = Arrival("lost", None, exc, text)
+        with self.cond:
+            if not self._closed:  # after abandon(), drop the future here
+                self._arrived.append((future, arrival))
+            self.cond.notify_all()
+
+    def has_arrivals(self) -> bool:
+        """Whether something waits to be taken (call with ``cond`` held, or accept a race)."""
+        return bool(self._arrived)
+
+    def take(self) -> list[tuple[Future, Arrival]]:
+        """Remove and return what arrived, oldest first."""
+        with self.cond:
+            taken = list(self._arrived)
+            self._arrived.clear()
+        for future, _ in taken:
+            self._watchers.pop(future.key, None)
+        return taken
+
+    def abandon(self) -> None:
+        """Stop awaiting every future and drop what arrived (at close)."""
+        with self.cond:
+            self._closed = True
+            self._arrived.clear()
+        watchers = list(self._watchers.values())
+        self._watchers.clear()
+        for watcher in watchers:
+            watcher.cancel()
