@@ -6,6 +6,9 @@ given, a batch is gathered with one ``numpy.take`` per column; otherwise the
 rows are collated with :func:`~dask_reservoir.collate.collate_rows`.  The
 reservoir hands a ``check`` callback that raises when the reservoir was closed
 or a job failed with ``on_error="raise"``; it runs before every batch.
+
+Nothing handed out shares memory with the store: gathered and collated batches
+are new arrays, and a ``collate_fn`` receives copies of the rows.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +88,9 @@ class BatchIterator(Iterator[Any]):
         Drop a final batch of fewer than ``batch_size`` entries.
     collate_fn : callable, optional
         Called with the list of row dicts of a batch; default :func:`collate_rows`.
+        The rows are the caller's own copies (new dicts, copied arrays, deep
+        copies of mutable objects): writing into them, as an in-place
+        augmentation does, never changes what the reservoir stores.
     uid_column : str
         UID column, for error messages of the default collate.
     max_samples : int, optional
@@ -93,6 +99,13 @@ class BatchIterator(Iterator[Any]):
         Called before each batch; raises to end the iteration with an error.
     on_batch : callable, optional
         Called with the number of rows of each batch yielded.
+
+    Notes
+    -----
+    Batches are fresh: gathered columns are new arrays (one ``numpy.take`` per
+    column), collated ones are stacked anew, and mutable values of ``object``
+    columns are deep copies.  The snapshot is released when the epoch is
+    exhausted or the iterator is dropped.
 
     Examples
     --------
@@ -127,7 +140,9 @@ class BatchIterator(Iterator[Any]):
         self._max_samples = max_samples
         self._check = check
         self._on_batch = on_batch
-        self._gather = snapshot.all_slotted and collate_fn is None and snapshot.arrays is not None
+        self._table: SlotTable | None = (
+            snapshot.table if snapshot.all_slotted and collate_fn is None else None
+        )
         self._cursor = 0
         self._served = 0
         self._done = False
@@ -155,7 +170,7 @@ class BatchIterator(Iterator[Any]):
                 self._check()
             if self._done:
                 raise StopIteration
-            if self._gather:
+            if self._table is not None:
                 batch, _, n_rows, chunk = self._next_gathered()
             else:
                 batch, _, n_rows, chunk = self._next_collated()
@@ -185,8 +200,8 @@ class BatchIterator(Iterator[Any]):
         if len(chunk) == 0 or (self._drop_last and len(chunk) < self._batch_size):
             return None, 0, 0, []
         self._cursor += len(chunk)
-        arrays = cast("dict[str, np.ndarray]", self._snapshot.arrays)  # set when self._gather
-        batch = SlotTable.gather(arrays, self._snapshot.slots[chunk])
+        assert self._table is not None  # called only then
+        batch = self._table.gather(self._snapshot.slots[chunk])
         return batch, len(chunk), len(chunk), chunk
 
     def _next_collated(self) -> tuple[Any, int, int, Any]:
@@ -194,6 +209,7 @@ class BatchIterator(Iterator[Any]):
         taken: list[int] = []
         order = self._order
         snapshot = self._snapshot
+        private = self._collate_fn is not None  # the default collate copies as it stacks
         while len(taken) < self._batch_size and self._cursor < len(order):
             budget = self._budget()
             if budget is not None and budget - len(rows) <= 0:
@@ -201,7 +217,7 @@ class BatchIterator(Iterator[Any]):
             index = int(order[self._cursor])
             self._cursor += 1
             taken.append(index)
-            entry_rows = snapshot.rows_at(index)
+            entry_rows = snapshot.rows_at(index, copy=private)
             rows.extend(entry_rows if budget is None else entry_rows[: budget - len(rows)])
         if not taken or (self._drop_last and len(taken) < self._batch_size):
             return None, 0, 0, []

@@ -3,17 +3,49 @@
 Pure code with no threads and no dask.  Each column is stacked along a new
 axis 0: scalars give a 1-D array, arrays of shape ``s`` give ``(n, *s)``,
 strings give a numpy ``str`` array, anything else an ``object`` array.
+
+A batch never shares memory with the rows it was made from: arrays are stacked
+into new arrays and mutable objects of ``object`` columns are deep copies, so
+writing into a batch cannot change what the reservoir stores.
+:func:`private_rows` gives a ``collate_fn`` rows it may modify in the same way.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime
+import decimal
+import fractions
 import numbers
+import uuid
 from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["collate_rows", "str_array"]
+__all__ = ["collate_rows", "is_immutable", "private_rows", "str_array"]
+
+_ATOMS = frozenset(
+    {
+        str,
+        bytes,
+        int,
+        float,
+        complex,
+        bool,
+        type(None),
+        type(Ellipsis),
+        range,
+        datetime.date,
+        datetime.datetime,
+        datetime.time,
+        datetime.timedelta,
+        datetime.timezone,
+        decimal.Decimal,
+        fractions.Fraction,
+        uuid.UUID,
+    }
+)
 
 _MAX_UIDS_IN_MESSAGE = 5
 
@@ -33,7 +65,9 @@ def collate_rows(rows: Sequence[dict[str, Any]], *, uid_column: str = "sample_ui
     Returns
     -------
     dict of str to numpy.ndarray
-        One array per column, of length ``len(rows)`` along axis 0.
+        One array per column, of length ``len(rows)`` along axis 0.  New arrays:
+        nothing in the batch shares memory with ``rows`` (mutable values of
+        ``object`` columns are deep copies).
 
     Raises
     ------
@@ -75,6 +109,50 @@ def collate_rows(rows: Sequence[dict[str, Any]], *, uid_column: str = "sample_ui
             raise TypeError(f"column names must be str, got {type(column).__name__}: {column!r}")
         batch[column] = _stack_column(column, [row[column] for row in rows], rows, uid_column)
     return batch
+
+
+def is_immutable(value: object) -> bool:
+    """Whether nothing can change ``value`` in place (so it may be shared, not copied).
+
+    Examples
+    --------
+    >>> is_immutable("a"), is_immutable((1, np.float32(2))), is_immutable([1]), is_immutable((1, [2]))
+    (True, True, False, False)
+    """
+    kind = type(value)
+    if kind in _ATOMS:
+        return True
+    if isinstance(value, np.generic):
+        return not isinstance(value, (np.void, np.object_))
+    if kind is tuple or kind is frozenset:
+        return all(is_immutable(v) for v in value)  # type: ignore[attr-defined]
+    return False
+
+
+def private_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of ``rows`` the caller may modify without changing the originals.
+
+    New dicts; arrays are copied (items of ``object`` arrays deep-copied) and
+    mutable objects deep-copied; immutable values (numbers, str, numpy
+    scalars, datetimes, tuples of those) are shared.
+
+    Examples
+    --------
+    >>> stored = [{"x": np.zeros(2), "tags": ["a"], "name": "n"}]
+    >>> mine = private_rows(stored)
+    >>> mine[0]["x"] += 1; mine[0]["tags"].append("b")
+    >>> stored
+    [{'x': array([0., 0.]), 'tags': ['a'], 'name': 'n'}]
+    """
+    return [{key: _private(value) for key, value in row.items()} for row in rows]
+
+
+def _private(value: Any) -> Any:
+    if is_immutable(value):
+        return value
+    if type(value) is np.ndarray and value.dtype != object:
+        return value.copy()
+    return copy.deepcopy(value)
 
 
 def str_array(values: Sequence[str]) -> np.ndarray:
@@ -129,7 +207,8 @@ def _stack_column(
     first = values[0]
     if isinstance(first, np.ndarray):
         if all(isinstance(v, np.ndarray) and v.shape == first.shape for v in values):
-            return np.stack(values)
+            stacked = np.stack(values)
+            return copy.deepcopy(stacked) if stacked.dtype == object else stacked
         _raise_shape_mismatch(column, values, rows, uid_column)
     if any(isinstance(v, np.ndarray) for v in values):
         _raise_shape_mismatch(column, values, rows, uid_column)
@@ -140,7 +219,7 @@ def _stack_column(
         return np.asarray(values)
     out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):
-        out[i] = v
+        out[i] = v if is_immutable(v) else copy.deepcopy(v)
     return out
 
 

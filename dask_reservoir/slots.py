@@ -1,103 +1,286 @@
-"""Columnar slot table: fixed-shape columns of single-row entries in preallocated arrays.
+"""Fixed slots for stored entries: a pool of slot numbers with pin counts, and a columnar table.
 
-Pure code with no threads and no dask.  Serving a batch from a slot table is
-one ``numpy.take`` per column instead of stacking per-sample arrays.  A slot
-freed by eviction or replacement is only written again once no live epoch
-snapshot can still read it; when none is free, the arrays grow (a snapshot
-keeps the arrays it was taken from, so growing never changes what it reads).
+Pure code with no threads and no dask.
+
+:class:`SlotPool` hands out slot numbers from a fixed range.  A slot is *free*,
+*held* by an entry of the store, or *retired*: its entry was removed while a
+live epoch snapshot still pinned it.  A snapshot pins exactly the slots of its
+entries and unpins them when released; a retired slot becomes free as soon as
+its last pin goes.  Freed slots are reused last-freed first; a never-used slot
+is taken only when no freed one is left, so the slots ever written stay as few
+as the workload allows.
+
+:class:`SlotTable` keeps single-row entries whose columns have fixed shapes and
+dtypes in column arrays allocated once, at the pool's size, with ``numpy.empty``
+(pages never written cost no resident memory).  Serving a batch from it is one
+``numpy.take`` per column instead of stacking per-sample arrays.  A slot is only
+written while free, so what a live snapshot reads never changes.
 """
 
 from __future__ import annotations
 
-import numbers
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .collate import str_array
+from .collate import is_immutable, str_array
 
-__all__ = ["Column", "SlotTable"]
+__all__ = ["Column", "SlotPool", "SlotTable", "StoreError", "describe_value"]
 
 _ARRAY, _SCALAR, _OBJECT = "array", "scalar", "object"
+_PYTHON_SCALARS: dict[type, np.dtype[Any]] = {
+    bool: np.dtype(np.bool_),
+    int: np.dtype(np.int64),
+    float: np.dtype(np.float64),
+    complex: np.dtype(np.complex128),
+}
+
+
+class StoreError(ValueError):
+    """A row the store cannot keep; names the UID, the column and its dtype when known.
+
+    Attributes
+    ----------
+    uid : Hashable or None
+        UID of the entry being put.
+    column : str or None
+        The column that could not be stored, if one is to blame.
+    dtype : str or None
+        What that column's value was (dtype and shape, or type).
+    """
+
+    def __init__(
+        self, message: str, *, uid: object = None, column: str | None = None, dtype: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.uid = uid
+        self.column = column
+        self.dtype = dtype
+
+
+def describe_value(value: object) -> str:
+    """What ``value`` is, as a batch sees it: dtype and shape, or type.
+
+    Examples
+    --------
+    >>> describe_value(np.zeros((2, 3), np.float32)), describe_value(3), describe_value(np.int8(1))
+    ('float32 array of shape (2, 3)', 'Python int', 'int8 numpy scalar')
+    """
+    if isinstance(value, np.ndarray):
+        kind = "array" if type(value) is np.ndarray else type(value).__name__
+        return f"{value.dtype} {kind} of shape {value.shape}"
+    if isinstance(value, np.generic):
+        return f"{value.dtype} numpy scalar"
+    if type(value) is int and not -(2**63) <= value < 2**63:
+        return "Python int outside the int64 range"
+    return f"Python {type(value).__name__}"
+
+
+def _buffer_copy_ok(dtype: np.dtype[Any]) -> bool:
+    """Whether arrays of ``dtype`` export a buffer (datetime64/timedelta64 do not)."""
+    if dtype.hasobject:
+        return False
+    try:
+        np.empty(1, dtype).data.cast("B")
+    except (TypeError, ValueError, NotImplementedError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
 class Column:
-    """How one column is stored: ``kind`` is "array", "scalar" or "object"."""
+    """How one column is stored: ``kind`` is "array", "scalar" or "object".
+
+    Examples
+    --------
+    >>> Column.of(np.zeros(3, "datetime64[s]")).describe()
+    'datetime64[s] array of shape (3,)'
+    >>> Column.of(2).describe(), Column.of("a").describe()
+    ('Python int', 'object')
+    """
 
     kind: str
     dtype: np.dtype[Any]
     shape: tuple[int, ...] = ()
-    python: bool = False  # scalars given as Python bool/int/float are read back as such
+    python: bool = False  # scalars given as Python bool/int/float/complex are read back as such
 
     @classmethod
-    def of(cls, value: object) -> Column:
-        """The column a first value calls for."""
-        if isinstance(value, np.ndarray) and value.dtype != object:
+    def of(cls, value: object) -> Column | None:
+        """The column a first value calls for; None when no column can keep it unchanged."""
+        if isinstance(value, np.ndarray):
+            if type(value) is not np.ndarray or value.dtype == object:
+                return None  # subclasses lose their extras, object arrays share their items
             return cls(_ARRAY, value.dtype, value.shape)
-        if isinstance(value, (np.generic, bool, numbers.Integral, numbers.Real)) and not isinstance(
-            value, (str, bytes, np.str_, np.bytes_, np.object_)
-        ):
-            return cls(_SCALAR, np.asarray(value).dtype, python=not isinstance(value, np.generic))
+        if isinstance(value, np.generic) and not isinstance(value, (np.str_, np.bytes_, np.void, np.object_)):
+            return cls(_SCALAR, value.dtype)
+        python = _PYTHON_SCALARS.get(type(value))
+        if python is not None and not (isinstance(value, int) and not -(2**63) <= value < 2**63):
+            return cls(_SCALAR, python, python=True)
         return cls(_OBJECT, np.dtype(object))
 
     def fits(self, value: object) -> bool:
         """Whether ``value`` can be stored here and read back unchanged."""
+        return Column.of(value) == self
+
+    def describe(self) -> str:
+        """The column's dtype and shape, in the words of :func:`describe_value`."""
         if self.kind == _ARRAY:
-            return isinstance(value, np.ndarray) and value.dtype == self.dtype and value.shape == self.shape
+            return f"{self.dtype} array of shape {self.shape}"
         if self.kind == _SCALAR:
-            if isinstance(value, np.generic):
-                return not self.python and value.dtype == self.dtype
-            if not self.python:
-                return False
-            if isinstance(value, bool):
-                return self.dtype == np.bool_
-            if isinstance(value, numbers.Integral):
-                return self.dtype == np.int64 and -(2**63) <= int(value) < 2**63
-            if isinstance(value, float):
-                return self.dtype == np.float64
+            python = next(t for t, d in _PYTHON_SCALARS.items() if d == self.dtype) if self.python else None
+            return f"Python {python.__name__}" if python else f"{self.dtype} numpy scalar"
+        return "object"
+
+
+def _batch_signature(value: object) -> tuple[str, tuple[int, ...]]:
+    """Dtype and per-row shape a value gives a collated batch (object for non-numeric values)."""
+    column = Column.of(value)
+    if column is None:
+        return describe_value(value), ()
+    return str(column.dtype), column.shape
+
+
+class SlotPool:
+    """A fixed range of slot numbers: free, held by an entry, or retired while pinned.
+
+    Parameters
+    ----------
+    size : int
+        Number of slots; never grows.
+
+    Examples
+    --------
+    >>> pool = SlotPool(3)
+    >>> a, b = pool.claim(), pool.claim()
+    >>> pool.pin(np.array([a, b]))  # a snapshot reads a and b
+    >>> pool.release(a)  # its entry is removed: still pinned, so retired
+    False
+    >>> pool.available(), pool.retired
+    (1, 1)
+    >>> pool.unpin(np.array([a, b])).tolist()  # the snapshot is released: a is free again
+    [0]
+    >>> pool.claim()  # freed slots are reused before never-used ones
+    0
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"a slot pool needs at least one slot, got size={size}")
+        self.size = size
+        self.pins = np.zeros(size, np.int64)
+        self.held = np.zeros(size, bool)
+        self._retired = np.zeros(size, bool)
+        self.retired = 0
+        self._free: list[int] = []  # freed, unpinned: reused last-freed first
+        self._fresh = 0  # slots >= this were never handed out
+
+    @property
+    def used(self) -> int:
+        """Distinct slots ever handed out."""
+        return self._fresh
+
+    def available(self) -> int:
+        """Slots :meth:`claim` can hand out now."""
+        return len(self._free) + self.size - self._fresh
+
+    def next_slot(self) -> int:
+        """The slot :meth:`claim` would hand out, without taking it."""
+        if self._free:
+            return self._free[-1]
+        if self._fresh < self.size:
+            return self._fresh
+        raise RuntimeError(f"all {self.size} slots are held or retired (pinned by live snapshots)")
+
+    def claim(self) -> int:
+        """Take a slot for a new entry (the one :meth:`next_slot` names)."""
+        slot = self.next_slot()
+        if self._free:
+            self._free.pop()
+        else:
+            self._fresh += 1
+        self.held[slot] = True
+        return slot
+
+    def release(self, slot: int) -> bool:
+        """The entry in ``slot`` is removed; return whether the slot is free (else retired)."""
+        self.held[slot] = False
+        if self.pins[slot] > 0:
+            self._retired[slot] = True
+            self.retired += 1
             return False
-        return not isinstance(value, np.ndarray)
+        self._free.append(slot)
+        return True
+
+    def pin(self, slots: np.ndarray) -> None:
+        """A snapshot reads ``slots`` (distinct) until it unpins them."""
+        self.pins[slots] += 1
+
+    def unpin(self, slots: np.ndarray) -> np.ndarray:
+        """A snapshot of ``slots`` is released; return the retired slots this frees."""
+        pins = self.pins
+        pins[slots] -= 1
+        freed = slots[(pins[slots] == 0) & self._retired[slots]]
+        self._retired[freed] = False
+        self.retired -= len(freed)
+        self._free.extend(freed.tolist())
+        return freed
+
+    def pinned_held(self) -> int:
+        """Held slots some live snapshot pins (removing their entry retires the slot)."""
+        return int(np.count_nonzero(self.held & (self.pins > 0)))
 
 
 class SlotTable:
-    """Preallocated column arrays holding one row per slot.
+    """Column arrays of ``size`` slots, allocated once, holding one row per slot.
 
     Parameters
     ----------
     columns : dict of str to Column
         The schema; rows must have exactly these columns.
-    capacity : int
-        Initial number of slots.
+    size : int
+        Number of slots (the :class:`SlotPool` size).
 
     Examples
     --------
-    >>> import numpy as np
     >>> row = {"image": np.ones((2, 2), np.float32), "label": 3, "name": "a"}
-    >>> table = SlotTable.infer(row, capacity=4)
-    >>> s = table.write(row)
-    >>> t = table.write({"image": np.zeros((2, 2), np.float32), "label": 5, "name": "b"})
-    >>> batch = table.gather(table.arrays, np.array([t, s]))
+    >>> table = SlotTable.infer(row, size=4)
+    >>> table.write(0, row)
+    >>> table.write(1, {"image": np.zeros((2, 2), np.float32), "label": 5, "name": "b"})
+    >>> batch = table.gather(np.array([1, 0]))
     >>> batch["image"].shape, batch["label"].tolist(), batch["name"].tolist()
     ((2, 2, 2), [5, 3], ['b', 'a'])
+    >>> table.nbytes()  # two slots written, 16 + 8 + 8 bytes each
+    64
     """
 
-    def __init__(self, columns: dict[str, Column], capacity: int) -> None:
+    def __init__(self, columns: dict[str, Column], size: int) -> None:
         self.columns = columns
-        self.capacity = 0
-        self.arrays: dict[str, np.ndarray] = {}
-        self.last_snapshot = np.empty(0, np.int64)  # per slot: last snapshot generation that read it
-        self._free: list[int] = []  # reusable at once
-        self._pending: list[int] = []  # freed, possibly still read by a live snapshot
-        self._grow(capacity)
+        self.size = size
+        self.arrays: dict[str, np.ndarray] = {
+            name: np.empty((size, *c.shape), dtype=c.dtype) for name, c in columns.items()
+        }
+        self._buffer_copy = {name: _buffer_copy_ok(c.dtype) for name, c in columns.items()}
+        objects = [name for name, c in columns.items() if c.kind == _OBJECT]
+        self._is_str = {name: np.zeros(size, bool) for name in objects}
+        self._mutable = {name: np.zeros(size, bool) for name in objects}
+        self._written = np.zeros(size, bool)
+        self.written = 0  # distinct slots ever written
+        self.row_nbytes = sum(
+            a.itemsize * int(np.prod(c.shape))
+            for a, c in zip(self.arrays.values(), columns.values(), strict=True)
+        )
 
     @classmethod
-    def infer(cls, row: dict[str, Any], capacity: int) -> SlotTable | None:
-        """A table for rows like ``row``, or None when a column name is not a str."""
+    def infer(cls, row: dict[str, Any], size: int) -> SlotTable | None:
+        """A table for rows like ``row``, or None when a column name is not a str or a value cannot be slotted."""
         if not row or not all(isinstance(k, str) for k in row):
             return None
-        return cls({k: Column.of(v) for k, v in row.items()}, capacity)
+        columns = {k: Column.of(v) for k, v in row.items()}
+        if any(c is None for c in columns.values()):
+            return None
+        return cls({k: c for k, c in columns.items() if c is not None}, size)
 
     def fits(self, row: dict[str, Any]) -> bool:
         """Whether ``row`` has exactly the table's columns, each value fitting its column."""
@@ -110,89 +293,124 @@ class SlotTable:
                 return False
         return True
 
-    def _grow(self, capacity: int) -> None:
-        old = self.capacity
-        new_arrays = {}
-        for name, column in self.columns.items():
-            array = np.empty((capacity, *column.shape), dtype=column.dtype)
-            if old:
-                array[:old] = self.arrays[name]
-            new_arrays[name] = array
-        # a snapshot keeps the dict it was taken from, so replace, never mutate
-        self.arrays = new_arrays
-        self.last_snapshot = np.concatenate([self.last_snapshot, np.full(capacity - old, -1, np.int64)])
-        self._free.extend(range(capacity - 1, old - 1, -1))
-        self.capacity = capacity
+    def changes(self, row: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """``(column, old, new)`` for each shared column whose batch dtype or shape ``row`` changes.
 
-    def write(self, row: dict[str, Any], *, oldest_live: int | None = None) -> int:
-        """Store ``row`` (which must :meth:`fits`) in a free slot; return the slot.
-
-        ``oldest_live`` is the generation of the oldest snapshot still being read:
-        a freed slot last read by that snapshot or a later one is not reused yet.
+        Examples
+        --------
+        >>> table = SlotTable.infer({"x": np.zeros(2, np.float32), "y": 1}, size=1)
+        >>> table.changes({"x": np.zeros(2, np.float64), "y": np.int64(1)})  # int64 either way
+        [('x', 'float32 array of shape (2,)', 'float64 array of shape (2,)')]
         """
-        slot = self._allocate(oldest_live)
+        found = []
+        for key, value in row.items():
+            column = self.columns.get(key)
+            if column is None or column.fits(value):
+                continue
+            if _batch_signature(value) != (str(column.dtype), column.shape):
+                found.append((key, column.describe(), describe_value(value)))
+        return found
+
+    def write(self, slot: int, row: dict[str, Any]) -> None:
+        """Copy ``row`` (which must :meth:`fits`) into ``slot``.
+
+        Raises
+        ------
+        StoreError
+            Naming the column and its value's dtype when a copy fails; the slot is
+            then left as if never written.
+        """
         arrays = self.arrays
         for key, value in row.items():
-            target = arrays[key]
-            if isinstance(value, np.ndarray) and value.ndim and value.flags.c_contiguous and value.nbytes:
-                # a memcpy that keeps the GIL: numpy's copy releases it for large arrays, and
-                # getting it back from the client's event loop thread costs far more than 49 KB
-                target[slot].data.cast("B")[:] = value.data.cast("B")
-            else:
-                target[slot] = value
-        return slot
+            try:
+                _copy_value(arrays[key], slot, value, self._buffer_copy[key])
+            except Exception as exc:
+                self.forget(np.array([slot]))
+                what = describe_value(value)
+                raise StoreError(
+                    f"cannot store column {key!r} ({what}): {type(exc).__name__}: {exc}",
+                    column=key,
+                    dtype=what,
+                ) from exc
+        for key in self._is_str:
+            value = row[key]
+            self._is_str[key][slot] = type(value) is str
+            self._mutable[key][slot] = not is_immutable(value)
+        if not self._written[slot]:
+            self._written[slot] = True
+            self.written += 1
 
-    def _allocate(self, oldest_live: int | None) -> int:
-        if not self._free and self._pending:
-            if oldest_live is None:
-                self._free, self._pending = self._pending, []
-            else:
-                last = self.last_snapshot
-                self._free = [s for s in self._pending if last[s] < oldest_live]
-                self._pending = [s for s in self._pending if last[s] >= oldest_live]
-        if not self._free:
-            self._grow(max(self.capacity + 1, self.capacity * 3 // 2))
-        return self._free.pop()
+    def forget(self, slots: np.ndarray) -> None:
+        """Drop the references object columns hold in ``slots`` (now free)."""
+        for key in self._is_str:
+            self.arrays[key][slots] = None
 
-    def release(self, slot: int) -> None:
-        """Free ``slot``; it is reused once no live snapshot can read it."""
-        self._pending.append(slot)
+    def read_row(self, slot: int, *, copy: bool = True) -> dict[str, Any]:
+        """The row in ``slot``, as produced.
 
-    def mark_read(self, slots: np.ndarray, generation: int) -> None:
-        """Record that snapshot ``generation`` reads ``slots``."""
-        self.last_snapshot[slots] = generation
-
-    def read_row(self, slot: int, arrays: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-        """A copy of the row in ``slot`` (of ``arrays``, default the current ones), as produced."""
-        arrays = self.arrays if arrays is None else arrays
+        With ``copy`` (default) the caller may modify it freely: arrays are copies
+        and mutable objects deep copies.  Without, arrays are read-only views of
+        the table and objects are shared: read them, do not keep them.
+        """
         out: dict[str, Any] = {}
         for name, column in self.columns.items():
-            value = arrays[name][slot]
+            array = self.arrays[name]
             if column.kind == _ARRAY:
-                value = value.copy()
-            elif column.python:
-                value = value.item()
+                value = array[slot, ...]
+                if copy:
+                    value = value.copy()
+                else:
+                    value.flags.writeable = False
+            else:
+                value = array[slot]
+                if column.python:
+                    value = value.item()
+                elif copy and column.kind == _OBJECT and self._mutable[name][slot]:
+                    value = _deepcopy(value)
             out[name] = value
         return out
 
     def nbytes(self) -> int:
-        """Bytes of the column arrays (object columns count their pointers only)."""
-        return sum(a.nbytes for a in self.arrays.values())
+        """Bytes of the slots ever written (object columns count their pointers only)."""
+        return self.written * self.row_nbytes
 
-    @staticmethod
-    def gather(arrays: dict[str, np.ndarray], slots: np.ndarray) -> dict[str, np.ndarray]:
-        """The batch of rows ``slots``: one ``numpy.take`` per column."""
+    def gather(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The batch of rows ``slots``: one ``numpy.take`` per column, fresh arrays.
+
+        Object columns holding only ``str`` become ``str`` arrays, as
+        :func:`~dask_reservoir.collate.collate_rows` makes them; their mutable
+        values are deep copies, so a batch never shares anything with the table.
+        """
         batch: dict[str, np.ndarray] = {}
-        for name, array in arrays.items():
+        for name, array in self.arrays.items():
             taken = array.take(slots, axis=0, mode="clip")
-            if array.dtype == object:
-                taken = _object_column(taken)
+            if name in self._is_str:
+                if self._is_str[name].take(slots, mode="clip").all():
+                    taken = str_array(taken.tolist())
+                else:
+                    for i in np.flatnonzero(self._mutable[name].take(slots, mode="clip")).tolist():
+                        taken[i] = _deepcopy(taken[i])
             batch[name] = taken
         return batch
 
 
-def _object_column(values: np.ndarray) -> np.ndarray:
-    """As :func:`collate_rows` does: all-str values become a str array."""
-    if all(type(v) is str for v in values):
-        return str_array(values.tolist())
-    return values
+def _deepcopy(value: Any) -> Any:
+    return copy.deepcopy(value)
+
+
+def _copy_value(target: np.ndarray, slot: int, value: Any, buffer_copy: bool) -> None:
+    """Copy ``value`` into ``target[slot]``."""
+    if (
+        buffer_copy
+        and isinstance(value, np.ndarray)
+        and value.ndim
+        and value.flags.c_contiguous
+        and value.nbytes
+    ):
+        # a memcpy that keeps the GIL: numpy's copy releases it for large arrays, and
+        # getting it back from the client's event loop thread costs far more than 49 KB
+        target[slot].data.cast("B")[:] = value.data.cast("B")
+    elif target.dtype == object:
+        target[slot] = value  # the object itself, never unpacked as a sequence
+    else:
+        target[slot, ...] = value

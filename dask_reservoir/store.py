@@ -6,27 +6,68 @@ UID is present replaces the old one (and makes it the newest); beyond
 ``capacity`` entries the oldest are evicted.  Single-row entries whose
 columns have fixed shapes and dtypes are kept in a columnar
 :class:`~dask_reservoir.slots.SlotTable`, so that a batch is gathered with one
-``numpy.take`` per column; other entries keep their rows as dicts.
+``numpy.take`` per column; other entries keep their rows as dicts, with their
+arrays made read-only.
+
+Memory bound
+------------
+Every entry, slotted or kept as rows, holds one slot of a fixed
+:class:`~dask_reservoir.slots.SlotPool` of ``capacity + headroom`` slots,
+``headroom = ceil(capacity / 2)``; the table's arrays have that many rows,
+allocated once (rows never written cost no resident memory).  An epoch
+:class:`Snapshot` pins exactly the slots of its entries until released; an
+entry removed meanwhile is *retired* and keeps its slot until its last pin
+goes.  So:
+
+- with no live snapshot, a full reservoir writes at most ``capacity + 1``
+  distinct slots (a put writes the new entry before evicting, and freed slots
+  are reused last-freed first);
+- with live snapshots, at most ``capacity + headroom`` (about 1.5 x a full
+  reservoir).  When every slot is held or retired, :meth:`ReservoirStore.room`
+  is 0 and :meth:`ReservoirStore.put` raises :class:`NoRoomError`: a held
+  iterator throttles refreshing instead of growing memory.
+
+Stored data never changes under a reader: batches and rows handed to a
+``collate_fn`` are copies (see :class:`~dask_reservoir.batches.BatchIterator`).
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import threading
-from collections import OrderedDict
+import warnings
+from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from .slots import SlotTable
+from .collate import private_rows
+from .slots import SlotPool, SlotTable, StoreError
 
-__all__ = ["Entry", "ReservoirStore", "Snapshot"]
+__all__ = ["UNLIMITED_ROOM", "Entry", "NoRoomError", "ReservoirStore", "Snapshot", "StoreError"]
 
 Row = dict[str, Any]
 
-SLOT_HEADROOM = 64
-"""Slots allocated beyond the capacity, so that a replacement need not grow the table."""
+UNLIMITED_ROOM = sys.maxsize
+"""What :meth:`ReservoirStore.room` returns when no put can fail before the next snapshot."""
+
+
+class NoRoomError(RuntimeError):
+    """``put()`` found every slot held by an entry or retired (pinned by a live snapshot)."""
+
+
+def headroom(capacity: int) -> int:
+    """Slots beyond ``capacity`` for entries removed while a live snapshot reads them.
+
+    Examples
+    --------
+    >>> headroom(1), headroom(4), headroom(5)
+    (1, 2, 3)
+    """
+    return math.ceil(capacity / 2)
 
 
 @dataclass(eq=False)
@@ -41,7 +82,8 @@ class Entry:
         Position of the source row in its source; snapshots sort by it.
     rows : tuple of dict
         The produced rows, each carrying ``uid`` in the UID column; empty once
-        the row lives in a slot of the store's table.
+        the row lives in a slot of the store's table.  Arrays of stored rows
+        are read-only.
     loaded_at : float
         ``time.monotonic()`` when the job finished on the client side.
     load_seconds : float
@@ -50,6 +92,8 @@ class Entry:
         How many times the entry was put in a batch (counted when each epoch ends).
     slot : int or None
         Slot of the store's :class:`SlotTable` holding the row, if any.
+    handle : int or None
+        Slot of the store's pool the entry holds (equal to ``slot`` when slotted).
     """
 
     uid: Hashable
@@ -59,44 +103,62 @@ class Entry:
     load_seconds: float = 0.0
     times_served: int = 0
     slot: int | None = None
+    handle: int | None = None
 
 
 @dataclass(eq=False)
 class Snapshot:
     """The entries of one epoch, frozen at ``iter()``, in source order.
 
+    Until :meth:`release`, none of its entries' data is overwritten.
+
     Attributes
     ----------
     entries : list of Entry
         In source order.
     slots : numpy.ndarray
-        Slot of each entry, -1 for entries kept as rows.
-    arrays : dict of str to numpy.ndarray, or None
-        The table's column arrays when the snapshot was taken.
+        Table slot of each entry, -1 for entries kept as rows.
+    table : SlotTable or None
+        The store's table when the snapshot was taken.
     all_slotted : bool
         Whether every entry lives in a slot (batches are then gathered).
-    generation : int
-        Number of the snapshot, used to keep its slots from being reused.
     """
 
     entries: list[Entry]
     slots: np.ndarray
-    arrays: dict[str, np.ndarray] | None
     table: SlotTable | None
     all_slotted: bool
-    generation: int
-    store: ReservoirStore
+    _pinned: list[np.ndarray] = field(repr=False)  # emptied, atomically, by the first release
+    _store: ReservoirStore = field(repr=False)
 
-    def rows_at(self, index: int) -> tuple[Row, ...]:
-        """The rows of entry ``index`` as they were at the snapshot (copies of slotted rows)."""
+    @property
+    def arrays(self) -> dict[str, np.ndarray] | None:
+        """The table's column arrays, or None."""
+        return None if self.table is None else self.table.arrays
+
+    def rows_at(self, index: int, *, copy: bool = True) -> tuple[Row, ...]:
+        """The rows of entry ``index`` as they were at the snapshot.
+
+        With ``copy`` (default), new dicts the caller may modify freely (see
+        :func:`~dask_reservoir.collate.private_rows`).  Without, the stored data:
+        read-only arrays and shared objects, to read only.
+        """
         slot = int(self.slots[index])
-        if slot < 0 or self.arrays is None or self.table is None:
-            return self.entries[index].rows
-        return (self.table.read_row(slot, self.arrays),)
+        if slot >= 0 and self.table is not None:
+            return (self.table.read_row(slot, copy=copy),)
+        rows = self.entries[index].rows
+        return tuple(private_rows(rows)) if copy else rows
 
     def release(self) -> None:
-        """Stop reading: the snapshot's freed slots may be reused (idempotent)."""
-        self.store._release(self.generation)
+        """Stop reading: the slots only this snapshot pins may be reused.
+
+        Idempotent, and safe from any thread (an iterator's finalizer calls it).
+        """
+        try:
+            slots = self._pinned.pop()  # atomic: a second release finds the list empty
+        except IndexError:
+            return
+        self._store._released.append(slots)  # applied by the store's next call
 
 
 class ReservoirStore:
@@ -130,12 +192,16 @@ class ReservoirStore:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
+        self.pool_size = capacity + headroom(capacity)
         self._entries: OrderedDict[Hashable, Entry] = OrderedDict()
         self._columnar = columnar
         self.table: SlotTable | None = None
-        self._generation = 0
-        self._live: dict[int, int] = {}
-        self._live_lock = threading.RLock()  # releases may come from a finalizer in any thread
+        self._pool = SlotPool(self.pool_size)
+        self._in_table = np.zeros(self.pool_size, bool)  # per pool slot: holds a table row
+        self._lock = threading.RLock()  # never taken by Snapshot.release (finalizers)
+        self._released: deque[np.ndarray] = deque()  # pinned slots of released snapshots
+        self._live = 0
+        self._warned: set[tuple[str, str, str]] = set()
         self.ingested = 0
         self.evicted = 0
         self.replaced = 0
@@ -144,22 +210,102 @@ class ReservoirStore:
         self._sorted = np.empty(0, np.int64)
         self._sorted_entries: list[Entry] = []
         self._changed: set[int] = set()
-        self._slot_at = np.full(16, -1, np.int64)  # position -> slot (-1: kept as rows)
+        self._handle_at = np.full(16, -1, np.int64)  # position -> pool slot
 
+    # ------------------------------------------------------------------ putting
     def put(self, entry: Entry) -> list[Entry]:
         """Insert ``entry`` as the newest; return the entries evicted to make room.
 
         An entry with no rows is ignored: an empty result means "nothing new for
-        this UID" and any older entry of the UID stays.
+        this UID" and any older entry of the UID stays.  Atomic: when it raises,
+        the store is as before.
+
+        Raises
+        ------
+        NoRoomError
+            When :meth:`room` is 0.
+        StoreError
+            When a row is not a dict or a value cannot be stored (names the UID,
+            column and dtype).
+        ValueError
+            When another UID holds ``entry.position``.
+
+        Warns
+        -----
+        UserWarning
+            Once per column and change, when a single-row entry changes the dtype
+            or shape of a column (it is then kept as rows and collated per batch).
         """
         if not entry.rows:
             return []
-        present = self._at_position.get(entry.position)
-        if present is not None and present.uid != entry.uid:
-            raise ValueError(
-                f"entry positions must be unique: position {entry.position} holds UID {present.uid!r}, "
-                f"got UID {entry.uid!r}"
-            )
+        for i, row in enumerate(entry.rows):
+            if not isinstance(row, dict):
+                raise StoreError(
+                    f"each row of an entry must be a dict, got {type(row).__name__} at index {i} for UID "
+                    f"{entry.uid!r}",
+                    uid=entry.uid,
+                )
+        with self._lock:
+            self._apply_releases()
+            if self._entries.get(entry.uid) is entry:  # put again: store it as a new entry
+                entry = replace(entry, slot=None, handle=None)
+            present = self._at_position.get(entry.position)
+            if present is not None and present.uid != entry.uid:
+                raise ValueError(
+                    f"entry positions must be unique: position {entry.position} holds UID {present.uid!r}, "
+                    f"got UID {entry.uid!r}"
+                )
+            if self._pool.available() == 0:
+                raise NoRoomError(self._no_room_message(entry))
+            slot = self._pool.next_slot()
+            table = self._table_for(entry)  # may warn: nothing is changed yet
+            if table is not None:
+                try:
+                    table.write(slot, entry.rows[0])
+                except StoreError as exc:
+                    exc.uid = entry.uid
+                    exc.args = (f"{exc.args[0]} for UID {entry.uid!r}",)
+                    raise
+            self._commit(entry, table)
+            return self._make_room(entry)
+
+    def _table_for(self, entry: Entry) -> SlotTable | None:
+        """The table the entry's row goes in (a new one for the first row), or None."""
+        if not self._columnar or len(entry.rows) != 1:
+            return None
+        row = entry.rows[0]
+        if self.table is None:
+            return SlotTable.infer(row, self.pool_size)
+        if self.table.fits(row):
+            return self.table
+        for change in self.table.changes(row):
+            if change not in self._warned:
+                self._warned.add(change)
+                column, old, new = change
+                warnings.warn(
+                    f"column {column!r} changed from {old} to {new} at UID {entry.uid!r}: entries unlike "
+                    "the first stored row are kept as rows and collated per batch (slower), and batches "
+                    "mixing them change dtype or fail to stack; return one dtype and shape per column "
+                    "(warned once per column and change)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        return None
+
+    def _commit(self, entry: Entry, table: SlotTable | None) -> None:
+        handle = self._pool.claim()
+        entry.handle = handle
+        if table is not None:
+            self.table = table
+            entry.slot = handle
+            entry.rows = ()
+            self._in_table[handle] = True
+        else:
+            entry.slot = None
+            entry.rows = tuple(_frozen(row) for row in entry.rows)
+            self._in_table[handle] = False
+
+    def _make_room(self, entry: Entry) -> list[Entry]:
         self.ingested += 1
         old = self._entries.pop(entry.uid, None)
         if old is not None:
@@ -170,45 +316,110 @@ class ReservoirStore:
             _, oldest = self._entries.popitem(last=False)
             self._remove(oldest)
             evicted.append(oldest)
-        self._place(entry)
         self._entries[entry.uid] = entry
         self._at_position[entry.position] = entry
         self._changed.add(entry.position)
-        if entry.position >= len(self._slot_at):
-            grown = np.full(max(entry.position + 1, 2 * len(self._slot_at)), -1, np.int64)
-            grown[: len(self._slot_at)] = self._slot_at
-            self._slot_at = grown
-        self._slot_at[entry.position] = -1 if entry.slot is None else entry.slot
+        if entry.position >= len(self._handle_at):
+            grown = np.full(max(entry.position + 1, 2 * len(self._handle_at)), -1, np.int64)
+            grown[: len(self._handle_at)] = self._handle_at
+            self._handle_at = grown
+        self._handle_at[entry.position] = -1 if entry.handle is None else entry.handle
         self.evicted += len(evicted)
         return evicted
 
     def _remove(self, entry: Entry) -> None:
-        self._free(entry)
-        del self._at_position[entry.position]
-        self._changed.add(entry.position)
+        position = entry.position
+        del self._at_position[position]
+        self._changed.add(position)
+        handle = int(self._handle_at[position])  # the store's record, whatever the entry says
+        self._handle_at[position] = -1
+        if self._pool.release(handle) and self.table is not None and self._in_table[handle]:
+            self.table.forget(np.array([handle]))
+        entry.slot = entry.handle = None
 
-    def _place(self, entry: Entry) -> None:
-        if not self._columnar or len(entry.rows) != 1:
-            return
-        row = entry.rows[0]
-        if self.table is None:
-            self.table = SlotTable.infer(row, self.capacity + SLOT_HEADROOM)
-            if self.table is None:
-                self._columnar = False
+    def _no_room_message(self, entry: Entry) -> str:
+        return (
+            f"cannot put UID {entry.uid!r}: all {self.pool_size} slots (capacity {self.capacity} + "
+            f"headroom {self.pool_size - self.capacity}) are held by {len(self)} entries and "
+            f"{self._pool.retired} removed entries that {self._live} live snapshots (iterators) still "
+            "read; exhaust or drop an iterator, or check room() before put()"
+        )
+
+    # ------------------------------------------------------------------ room and pins
+    def room(self) -> int:
+        """How many :meth:`put` calls succeed in a row from now, whatever their UIDs.
+
+        A put claims a free slot; the entry it replaces or evicts frees its slot,
+        unless a live snapshot pins it (it is then retired).  So puts never fail
+        before the next snapshot (returns :data:`UNLIMITED_ROOM`) when the free
+        slots outnumber the pinned entries plus the empty places; otherwise at
+        least the free slots' number of puts succeed, and a put succeeds exactly
+        when ``room() > 0``.
+
+        Examples
+        --------
+        >>> store = ReservoirStore(2)  # 2 + 1 slots
+        >>> for uid in range(2):
+        ...     _ = store.put(Entry(uid, uid, ({"x": uid},)))
+        >>> store.room() == UNLIMITED_ROOM  # each put frees the slot of the entry it evicts
+        True
+        >>> snap = store.snapshot()  # pins both entries
+        >>> store.room()
+        1
+        >>> _ = store.put(Entry(2, 2, ({"x": 2},)))  # evicts pinned entry 0: retired
+        >>> store.room(), store.pinned_retired
+        (0, 1)
+        >>> snap.release()
+        >>> store.room() == UNLIMITED_ROOM, store.pinned_retired
+        (True, 0)
+        """
+        with self._lock:
+            self._apply_releases()
+            free = self._pool.available()
+            at_risk = self._pool.pinned_held() + self.capacity - len(self._entries)
+            return UNLIMITED_ROOM if free > at_risk else free
+
+    def _apply_releases(self) -> None:
+        """Unpin the slots of snapshots released since (called with the lock held)."""
+        while True:
+            try:
+                slots = self._released.popleft()
+            except IndexError:
                 return
-        if self.table.fits(row):
-            with self._live_lock:
-                oldest_live = min(self._live) if self._live else None
-            entry.slot = self.table.write(row, oldest_live=oldest_live)
-            entry.rows = ()
+            self._live -= 1
+            freed = self._pool.unpin(slots)
+            if self.table is not None:
+                self.table.forget(freed[self._in_table[freed]])
 
-    def _free(self, entry: Entry) -> None:
-        if entry.slot is not None and self.table is not None:
-            self.table.release(entry.slot)  # snapshots read it through their own slot array
-            entry.slot = None
+    @property
+    def live_snapshots(self) -> int:
+        """Snapshots taken and not released."""
+        with self._lock:
+            self._apply_releases()
+            return self._live
 
+    @property
+    def pinned_retired(self) -> int:
+        """Entries removed from the store whose slot a live snapshot still pins."""
+        with self._lock:
+            self._apply_releases()
+            return self._pool.retired
+
+    @property
+    def slots_used(self) -> int:
+        """Distinct pool slots ever handed out (at most :attr:`pool_size`)."""
+        return self._pool.used
+
+    def columnar_bytes(self) -> int:
+        """Bytes of table slots ever written (high-water, not the preallocated arrays)."""
+        return 0 if self.table is None else self.table.nbytes()
+
+    # ------------------------------------------------------------------ reading
     def rows_of(self, entry: Entry) -> tuple[Row, ...]:
-        """The rows of ``entry`` (copies when they live in a slot)."""
+        """The rows of ``entry``: copies when they live in a slot, else the stored rows.
+
+        Stored rows have read-only arrays; do not modify their other values.
+        """
         if entry.slot is not None and self.table is not None:
             return (self.table.read_row(entry.slot),)
         return entry.rows
@@ -224,30 +435,26 @@ class ReservoirStore:
     def snapshot(self) -> Snapshot:
         """The entries in source order (by ``position``), frozen for an epoch.
 
-        Call :meth:`Snapshot.release` when done reading it; until then, slots it
-        reads are not overwritten.
+        Call :meth:`Snapshot.release` when done reading it; until then, the slots
+        of its entries are not reused.
         """
-        self._refresh_order()
-        positions = self._sorted
-        entries = list(self._sorted_entries)
-        n = len(entries)
-        slots = self._slot_at[positions]
-        slotted = slots[slots >= 0]
-        with self._live_lock:
-            generation = self._generation
-            self._generation += 1
-            self._live[generation] = self._live.get(generation, 0) + 1
-        if self.table is not None and len(slotted):
-            self.table.mark_read(slotted, generation)
-        return Snapshot(
-            entries=entries,
-            slots=slots,
-            arrays=self.table.arrays if self.table is not None else None,
-            table=self.table,
-            all_slotted=n > 0 and len(slotted) == n,
-            generation=generation,
-            store=self,
-        )
+        with self._lock:
+            self._apply_releases()
+            self._refresh_order()
+            entries = list(self._sorted_entries)
+            handles = self._handle_at[self._sorted]
+            self._pool.pin(handles)
+            self._live += 1
+            slots = np.where(self._in_table[handles], handles, -1)
+            n_slotted = int(np.count_nonzero(slots >= 0))
+            return Snapshot(
+                entries=entries,
+                slots=slots,
+                table=self.table,
+                all_slotted=len(entries) > 0 and n_slotted == len(entries),
+                _pinned=[handles],
+                _store=self,
+            )
 
     def _refresh_order(self) -> None:
         """Bring the source-ordered positions and entries up to date with the changes."""
@@ -282,30 +489,21 @@ class ReservoirStore:
         self._sorted = np.insert(current, slots, new)
         changed.clear()
 
-    def _release(self, generation: int) -> None:
-        with self._live_lock:
-            count = self._live.get(generation)
-            if count is None:
-                return
-            if count <= 1:
-                del self._live[generation]
-            else:
-                self._live[generation] = count - 1
-
-    @property
-    def live_snapshots(self) -> int:
-        """Snapshots taken and not released."""
-        with self._live_lock:
-            return sum(self._live.values())
-
     def clear(self) -> None:
-        """Drop every entry and the slot table (counters are kept)."""
-        self._entries.clear()
-        self._at_position.clear()
-        self._sorted = np.empty(0, np.int64)
-        self._sorted_entries = []
-        self._changed.clear()
-        self.table = None
+        """Drop every entry (counters are kept); the table too once no snapshot pins it."""
+        with self._lock:
+            self._apply_releases()
+            for entry in self._entries.values():
+                self._remove(entry)
+            self._entries.clear()
+            self._at_position.clear()
+            self._sorted = np.empty(0, np.int64)
+            self._sorted_entries = []
+            self._changed.clear()
+            if self._pool.retired == 0:
+                self.table = None
+                self._pool = SlotPool(self.pool_size)
+                self._in_table[:] = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -321,3 +519,11 @@ class ReservoirStore:
             f"<ReservoirStore: size={len(self)}/{self.capacity} ingested={self.ingested} "
             f"evicted={self.evicted} replaced={self.replaced}>"
         )
+
+
+def _frozen(row: Row) -> Row:
+    """A new dict of ``row`` whose arrays are read-only (the store's own copy of the row)."""
+    for value in row.values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    return dict(row)
