@@ -8,12 +8,13 @@ PIP    := $(PY) -m pip
 # torch tests then skip, nothing else depends on it.  `make test TORCH=` skips it.
 TORCH  ?= torch==2.13.0
 
-.PHONY: help venv install install-dev demo test lint bench bench-quick clean
+.PHONY: help venv install install-dev demo test lint bench bench-quick mutation clean
 
 help:
 	@echo "make demo   - create $(VENV), install dask_reservoir, run the demo on an embedded LocalCluster"
 	@echo "make test   - create $(VENV), install with the test extra, run lint and the whole test suite"
 	@echo "make bench  - run the benchmark suite (prints a table, writes bench-results.json)"
+	@echo "make mutation - mutmut over the pure core, per-module scores (MUTATE='samplers options' for some)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,16 @@ bench: install-dev $(VENV)/.stamp-bench
 
 bench-quick: install-dev
 	$(PY) -m benchmarks.run --quick --only W2,W3,W4,W5
+
+# Mutation testing (mutmut 3, configured in [tool.mutmut] of pyproject.toml) of the pure core
+# against its fast cluster-free tests and doctests; not part of `make test` (minutes, not seconds).
+# MUTATE='samplers options' limits the run to those modules; MUTMUT_CHILDREN sets the parallelism.
+# Results are kept in mutants/ and only changed functions are re-tested: `rm -rf mutants` to start over.
+MUTATE          ?=
+MUTMUT_CHILDREN ?= $(shell nproc 2>/dev/null || echo 2)
+mutation: install-dev
+	$(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN) $(foreach m,$(MUTATE),'dask_reservoir.$(m).*')
+	$(PY) tools/mutation_report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
