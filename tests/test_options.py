@@ -57,3 +57,45 @@ def test_defaults_and_parsing() -> None:
         validate_options(max_reservoir_samples=8, rows_per_job="auto", max_jobs_at_once=1).rows_per_job
         is None
     )
+
+
+def test_given_values_come_back() -> None:
+    """Every valid, non-default value is kept as given (a field left at its default is caught)."""
+
+    def collate(rows: list[dict[str, object]]) -> int:
+        return len(rows)
+
+    given = {
+        "max_reservoir_samples": 9,
+        "min_reservoir_samples": 9,  # equal to the maximum: allowed
+        "uid_column": "case",
+        "max_jobs_at_once": 4,
+        "rows_per_job": 4,  # equal to the bound: allowed
+        "batch_size": 5,
+        "drop_last": True,
+        "collate_fn": collate,
+        "maximum_number_of_samples_per_epoch": 6,
+        "max_reservoir_replacement_size": 7,
+        "retries": 2,
+        "on_error": "raise",
+        "timeout": "3",  # a bare number is seconds
+        "job_timeout": "1.5s",
+        "max_failures_per_uid": None,
+        "on_cluster_loss": "serve",
+        "nb_workers": 3,
+    }
+    o = validate_options(**given)
+    assert {name: getattr(o, name) for name in given} == {**given, "timeout": 3.0, "job_timeout": 1.5}
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        ({"max_jobs_at_once": "4"}, TypeError, "max_jobs_at_once must be an int or None, got str"),
+        ({"rows_per_job": 2.0}, TypeError, "rows_per_job must be an int, got float"),
+        ({"bogus": 1}, TypeError, r"unknown options \['bogus'\]"),
+    ],
+)
+def test_more_bad_options(bad: dict[str, object], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        validate_options(**{**GOOD, **bad})

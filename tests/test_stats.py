@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 
 import pytest
@@ -11,10 +12,26 @@ from dask_reservoir import FailureRecord, Performance, ReservoirStats
 
 
 def test_stats_is_frozen_and_summarises() -> None:
-    s = ReservoirStats(reservoir_size=4, max_reservoir_samples=8, jobs_completed=3, rows_failed=1)
+    # a distinct value per field, so a field shown in the wrong place or left out is seen
+    s = ReservoirStats(
+        reservoir_size=4,
+        max_reservoir_samples=8,
+        entries_waiting=5,
+        rows_in_flight=6,
+        jobs_completed=3,
+        jobs_failed=2,
+        rows_failed=1,
+        epochs=7,
+        samples_served=9,
+        consumer_wait_seconds=1.234,
+        status="connecting",
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.reservoir_size = 5  # type: ignore[misc]
-    assert "reservoir 4/8" in s.summary() and "3 done / 1 failed" in s.summary()
+    assert s.summary() == (
+        "reservoir 4/8, waiting 5, in flight 6 rows, jobs 3 done / 3 failed, epochs 7, "
+        "samples served 9, waited 1.23 s, status connecting"
+    )
 
 
 def test_failure_record_describe() -> None:
@@ -24,14 +41,25 @@ def test_failure_record_describe() -> None:
 def test_performance_thread_safe_mean() -> None:
     perf = Performance()
     assert perf.get_average_time() == 0.0
+    # each thread adds its own value (exact in binary): a mean that ignores some adds, or
+    # keeps only the last value, is off; a tiny switch interval makes lost updates likely
+    # when add() is not atomic (without the lock this fails in nearly every run)
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    values = (0.25, 0.5, 1.0, 2.0)
+    adds = 20_000
 
-    def add() -> None:
-        for _ in range(1000):
-            perf.add(0.5)
+    def add(value: float) -> None:
+        for _ in range(adds):
+            perf.add(value)
 
-    threads = [threading.Thread(target=add) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert perf.count == 4000 and perf.get_average_time() == 0.5
+    threads = [threading.Thread(target=add, args=(v,)) for v in values]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert perf.count == len(values) * adds
+    assert perf.get_average_time() == sum(values) / len(values)
