@@ -384,6 +384,8 @@ class SlotTable:
         batch: dict[str, np.ndarray] = {}
         for name, array in self.arrays.items():
             taken = array.take(slots, axis=0, mode="clip")
+            if not array.dtype.isnative:  # as numpy.stack in collate_rows does
+                taken = taken.astype(array.dtype.newbyteorder("="))
             if name in self._is_str:
                 if self._is_str[name].take(slots, mode="clip").all():
                     taken = str_array(taken.tolist())

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from dask_reservoir import collate_rows
+from dask_reservoir.collate import private_rows
 
 
 def test_stacks_arrays_scalars_and_strings() -> None:
@@ -117,3 +118,33 @@ def test_scalars_roundtrip(values: list[object]) -> None:
         type(v)(x) if not isinstance(v, str) else str(x)
         for v, x in zip(values, batch["v"].tolist(), strict=True)
     ] == values
+
+
+def test_batch_shares_nothing_with_rows() -> None:
+    rows = [{"x": np.zeros(2), "tags": ["a"], "meta": {"k": [1]}, "t": (1, 2)} for _ in range(2)]
+    batch = collate_rows(rows)
+    batch["x"] += 1
+    batch["tags"][0].append("b")
+    batch["meta"][1]["k"].append(2)
+    assert rows[0] == {"x": rows[0]["x"], "tags": ["a"], "meta": {"k": [1]}, "t": (1, 2)}
+    np.testing.assert_array_equal(rows[0]["x"], np.zeros(2))
+    assert batch["t"][0] is rows[0]["t"]  # immutable values are shared, not copied
+
+
+def test_object_dtype_arrays_are_deep_copied() -> None:
+    rows = [{"x": np.array([[1], [2]], dtype=object)[:, 0]} for _ in range(2)]
+    rows[0]["x"][0] = [1]
+    batch = collate_rows(rows)
+    batch["x"][0, 0].append(5)
+    assert rows[0]["x"][0] == [1]
+
+
+def test_private_rows_copies_what_can_change() -> None:
+    stored = [{"x": np.zeros(2), "o": np.array([[1]], dtype=object), "tags": ["a"], "s": "s"}]
+    mine = private_rows(stored)
+    mine[0]["x"] += 1
+    mine[0]["o"][0, 0] = 9
+    mine[0]["tags"].append("b")
+    np.testing.assert_array_equal(stored[0]["x"], np.zeros(2))
+    assert stored[0]["o"][0, 0] == 1 and stored[0]["tags"] == ["a"]
+    assert mine[0]["s"] is stored[0]["s"] and mine[0] is not stored[0]

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+import datetime
+import decimal
+import threading
+import warnings
+from typing import Any
 
-from dask_reservoir.store import Entry, ReservoirStore
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import dask_reservoir.slots as slots
+from dask_reservoir import collate_rows
+from dask_reservoir.batches import BatchIterator
+from dask_reservoir.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore, StoreError
 
 
 def entry(uid: object, value: int = 0, position: int | None = None) -> Entry:
@@ -102,3 +113,232 @@ def test_positions_must_be_unique() -> None:
     store.put(entry("a", position=1))
     with pytest.raises(ValueError, match="position 1 holds UID 'a', got UID 'b'"):
         store.put(entry("b", position=1))
+
+
+# ---------------------------------------------------------------- dtypes, atomic put, warnings
+
+VALUES: dict[str, list[Any]] = {
+    "datetime64 array": [
+        np.array(["2020-01-01", "NaT"], "datetime64[s]") + np.timedelta64(i, "D") for i in range(3)
+    ],
+    "timedelta64 array": [np.arange(3, dtype="timedelta64[ms]") * (i + 1) for i in range(3)],
+    "bool array": [np.array([True, False]) ^ bool(i % 2) for i in range(3)],
+    "complex array": [np.array([1 + 2j, -1j]) * i for i in range(3)],
+    "str array": [np.array(["ab", "c"]) for _ in range(3)],
+    "bytes array": [np.array([b"ab", b"c"]) for _ in range(3)],
+    "datetime64 scalar": [np.datetime64("2021-02-03T04:05") + np.timedelta64(i, "m") for i in range(3)],
+    "timedelta64 scalar": [np.timedelta64(i, "s") for i in range(3)],
+    "bool scalar": [np.bool_(i % 2) for i in range(3)],
+    "complex scalar": [np.complex64(i + 1j) for i in range(3)],
+    "str scalar": [np.str_(f"s{i}") for i in range(3)],
+    "bytes scalar": [np.bytes_(b"b%d" % i) for i in range(3)],
+    "Python datetime": [datetime.datetime(2020, 1, 1 + i, tzinfo=datetime.UTC) for i in range(3)],
+    "Python date": [datetime.date(2020, 1, 1 + i) for i in range(3)],
+    "Python complex": [complex(i, 1) for i in range(3)],
+    "Python bool": [bool(i % 2) for i in range(3)],
+    "object values": [[1, "x"], {"k": 2}, None],
+    "Decimal": [decimal.Decimal(i) / 3 for i in range(3)],
+}
+
+
+def assert_same(got: Any, expected: Any) -> None:
+    assert type(got) is type(expected), (got, expected)
+    if isinstance(expected, np.ndarray | np.generic):
+        assert got.dtype == expected.dtype and np.shape(got) == np.shape(expected)
+        np.testing.assert_array_equal(got, expected)
+    else:
+        assert got == expected
+
+
+def check_round_trip(rows: list[dict[str, Any]], *, rows_per_entry: int = 1) -> None:
+    """put -> snapshot -> rows_at / batch equals the rows and ``collate_rows`` of them."""
+    store = ReservoirStore(len(rows))
+    for i, r in enumerate(rows):
+        store.put(Entry(i, i, tuple(dict(r, sample_uid=i) for _ in range(rows_per_entry))))
+    snap = store.snapshot()
+    for i, r in enumerate(rows):
+        for got in snap.rows_at(i):
+            for key, value in r.items():
+                assert_same(got[key], value)
+    batch = next(BatchIterator(snap, np.arange(len(rows)), batch_size=len(rows), drop_last=False))
+    expected = collate_rows(
+        [dict(r, sample_uid=i) for i, r in enumerate(rows) for _ in range(rows_per_entry)]
+    )
+    assert batch.keys() == expected.keys()
+    for key in expected:
+        assert batch[key].dtype == expected[key].dtype, key
+        np.testing.assert_array_equal(batch[key], expected[key])
+    snap.release()
+
+
+@pytest.mark.parametrize("rows_per_entry", [1, 2], ids=["slotted", "kept as rows"])
+@pytest.mark.parametrize("kind", list(VALUES))
+def test_values_of_every_kind_round_trip(kind: str, rows_per_entry: int) -> None:
+    """datetime64/timedelta64 arrays once broke the slot copy (no buffer), naming no column."""
+    check_round_trip([{"v": v, "n": i} for i, v in enumerate(VALUES[kind])], rows_per_entry=rows_per_entry)
+
+
+def test_all_kinds_in_one_row_are_slotted() -> None:
+    rows = [{kind: values[i] for kind, values in VALUES.items()} for i in range(3)]
+    store = ReservoirStore(3)
+    for i, r in enumerate(rows):
+        store.put(Entry(i, i, (r,)))
+    assert all(e.slot is not None for e in store)
+    check_round_trip(rows)
+
+
+array_dtypes = st.one_of(
+    hnp.datetime64_dtypes(),
+    hnp.timedelta64_dtypes(),
+    hnp.boolean_dtypes(),
+    hnp.complex_number_dtypes(),
+    hnp.unicode_string_dtypes(min_len=1, max_len=4),
+    hnp.byte_string_dtypes(min_len=1, max_len=4),
+    hnp.floating_dtypes(),
+    hnp.integer_dtypes(),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), dtype=array_dtypes, shape=hnp.array_shapes(min_dims=0, max_dims=2, max_side=3))
+def test_arrays_and_scalars_of_any_dtype_round_trip(
+    data: st.DataObject, dtype: np.dtype, shape: tuple
+) -> None:
+    arrays = [data.draw(hnp.arrays(dtype, shape)) for _ in range(3)]
+    rows = [{"a": a, "s": a.reshape(-1)[0] if a.size else dtype.type(0)} for a in arrays]
+    check_round_trip(rows)
+    check_round_trip(rows, rows_per_entry=2)
+
+
+def test_put_is_atomic_when_a_column_cannot_be_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ReservoirStore(2)
+    good = {"a": np.zeros(3), "b": np.zeros(2, "datetime64[s]")}
+    store.put(Entry("x", 0, (dict(good),)))
+    store.put(Entry("y", 1, (dict(good, a=np.ones(3)),)))
+    snap = store.snapshot()
+    before = (store.uids(), store.ingested, store.evicted, store.replaced, store.room(), store.slots_used)
+    calls = {"n": 0}
+    real_copy = slots._copy_value
+
+    def fail_on_b(target: np.ndarray, slot: int, value: Any, buffer_copy: bool) -> None:
+        calls["n"] += 1
+        if target.dtype.kind == "M":
+            raise OSError("disk on fire")
+        real_copy(target, slot, value, buffer_copy)
+
+    monkeypatch.setattr(slots, "_copy_value", fail_on_b)
+    for uid, position in [("z", 2), ("x", 0)]:  # a new UID (evicts x) and a replacement of x
+        with pytest.raises(
+            StoreError,
+            match=rf"column 'b' \(datetime64\[s\] array of shape \(2,\)\).*disk on fire for UID '{uid}'",
+        ) as info:
+            store.put(Entry(uid, position, (dict(good, a=np.full(3, 7.0)),)))
+        assert (info.value.uid, info.value.column) == (uid, "b") and isinstance(info.value, ValueError)
+        assert (
+            store.uids(),
+            store.ingested,
+            store.evicted,
+            store.replaced,
+            store.room(),
+            store.slots_used,
+        ) == before
+        np.testing.assert_array_equal(store.rows_of(store.get("x"))[0]["a"], np.zeros(3))  # type: ignore[arg-type]
+    assert calls["n"] == 4
+    monkeypatch.setattr(slots, "_copy_value", real_copy)
+    assert [float(snap.rows_at(i)[0]["a"][0]) for i in range(2)] == [0.0, 1.0]
+    store.put(Entry("z", 2, (dict(good, a=np.full(3, 7.0)),)))
+    assert store.uids() == ["y", "z"]
+
+
+def test_rows_that_are_not_dicts_name_the_uid() -> None:
+    store = ReservoirStore(2)
+    with pytest.raises(StoreError, match=r"must be a dict, got list at index 0 for UID 'u'"):
+        store.put(Entry("u", 0, ([1, 2],)))  # type: ignore[arg-type]
+    assert len(store) == 0 and store.ingested == 0
+
+
+def test_dtype_or_shape_change_warns_once_per_column_and_change() -> None:
+    store = ReservoirStore(8)
+    store.put(Entry(0, 0, ({"x": np.zeros(2, np.float32), "y": 1},)))
+    with pytest.warns(UserWarning) as record:
+        store.put(Entry(1, 1, ({"x": np.zeros(2, np.float64), "y": 1},)))
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "column 'x'" in message and "float32 array of shape (2,)" in message
+    assert "float64 array of shape (2,)" in message and "UID 1" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.put(Entry(2, 2, ({"x": np.zeros(2, np.float64), "y": 1},)))  # the same change: silent
+        store.put(Entry(3, 3, ({"x": np.zeros(2, np.float32), "y": np.int64(4)},)))  # int64 either way
+        store.put(Entry(4, 4, ({"x": np.zeros(2, np.float32), "y": 1}, {"x": 0, "y": 0})))  # several rows
+    with pytest.warns(
+        UserWarning,
+        match=r"column 'x' changed from float32 array of shape \(2,\) to float32 array of shape \(3,\) at UID 5",
+    ):
+        store.put(Entry(5, 5, ({"x": np.zeros(3, np.float32), "y": 1},)))
+    with pytest.warns(UserWarning, match=r"column 'y' changed from Python int to Python float at UID 6"):
+        store.put(Entry(6, 6, ({"x": np.zeros(2, np.float32), "y": 1.5},)))
+    assert len(store) == 7
+
+
+def test_warning_as_error_leaves_the_store_unchanged() -> None:
+    store = ReservoirStore(1)
+    store.put(Entry(0, 0, ({"x": np.zeros(2, np.float32)},)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning):
+            store.put(Entry(1, 1, ({"x": np.zeros(2, np.float64)},)))
+    assert store.uids() == [0] and store.ingested == 0 + 1
+
+
+def test_room_is_exact_and_put_fails_cleanly_at_zero() -> None:
+    store = ReservoirStore(3)  # 3 + 2 slots
+    assert store.room() == UNLIMITED_ROOM
+    for uid in range(3):
+        store.put(entry(uid))
+    snap = store.snapshot()
+    assert store.room() == 2  # two evictions of pinned entries retire two slots
+    store.put(entry(3))
+    store.put(entry(2, value=9))  # replaces pinned 2: retired too
+    assert store.room() == 0 and store.pinned_retired == 2
+    with pytest.raises(NoRoomError, match="cannot put UID 4"):
+        store.put(entry(4))
+    assert store.uids() == [1, 3, 2] and store.ingested == 5
+    snap.release()
+    snap.release()  # idempotent
+    assert store.room() == UNLIMITED_ROOM and store.pinned_retired == 0 and store.live_snapshots == 0
+
+
+def test_release_from_another_thread() -> None:
+    store = ReservoirStore(2)
+    store.put(entry(0))
+    snaps = [store.snapshot() for _ in range(50)]
+    threads = [threading.Thread(target=s.release) for s in snaps for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.live_snapshots == 0
+
+
+def test_clear_keeps_slots_a_live_snapshot_reads() -> None:
+    store = ReservoirStore(2)
+    store.put(Entry(0, 0, ({"x": np.full(2, 5.0)},)))
+    snap = store.snapshot()
+    store.clear()
+    assert len(store) == 0 and store.pinned_retired == 1
+    store.put(Entry(1, 1, ({"x": np.full(2, 6.0)},)))
+    assert float(snap.rows_at(0)[0]["x"][0]) == 5.0
+    snap.release()
+    store.clear()
+    assert store.table is None and store.pinned_retired == 0 and store.room() == UNLIMITED_ROOM
+
+
+def test_stored_arrays_of_row_entries_are_read_only() -> None:
+    store = ReservoirStore(2)
+    produced = {"x": np.zeros(2)}
+    store.put(Entry(0, 0, (produced, {"x": np.zeros(3)})))
+    stored = store.rows_of(store.get(0))  # type: ignore[arg-type]
+    assert not stored[0]["x"].flags.writeable and not stored[1]["x"].flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        stored[0]["x"][0] = 1
