@@ -71,7 +71,15 @@ class CliCluster:
 
         poll_for(ready, timeout=60, period=0.05, what="the dask scheduler to write its file")
 
-    def start_workers(self, nworkers: int = 2, *, nanny: bool = True) -> None:
+    def start_workers(
+        self,
+        nworkers: int = 2,
+        *,
+        nanny: bool = True,
+        env: dict[str, str] | None = None,
+        name: str = "workers",
+    ) -> subprocess.Popen[bytes]:
+        """Start ``nworkers`` workers (``env`` added to the cluster's environment); return the last process."""
         args = [
             *DASK,
             "worker",
@@ -85,18 +93,31 @@ class CliCluster:
             "--death-timeout",
             "5",
         ]
+        extra = {**self.env, **(env or {})}
         if nanny:
-            self.workers.append(self._spawn([*args, "--nworkers", str(nworkers)], "workers"))
+            self.workers.append(self._spawn([*args, "--nworkers", str(nworkers)], name, extra))
         else:
             for i in range(nworkers):
-                self.workers.append(self._spawn([*args, "--no-nanny"], f"worker-{i}"))
+                self.workers.append(self._spawn([*args, "--no-nanny"], f"{name}-{i}", extra))
+        return self.workers[-1]
 
-    def _spawn(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
+    def stop_process(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop one process (and its children) started here, and wait for it."""
+        _kill(proc, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            _kill(proc, signal.SIGKILL)
+            proc.wait(10)
+
+    def _spawn(
+        self, args: list[str], name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.directory / f"{name}.log", "ab")
         return subprocess.Popen(
             args,
             cwd=self.directory,
-            env=self.env,
+            env=self.env if env is None else env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
