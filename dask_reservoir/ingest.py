@@ -19,16 +19,14 @@ from collections.abc import Collection, Hashable
 from .errors import ClusterLostError, JobError
 from .stats import FailureRecord
 
-__all__ = ["minimum_error", "take_limit", "unreachable"]
+__all__ = ["minimum_error", "single_take", "take_limit", "unreachable"]
 
 SHOWN_FAILURES = 5
 """Failures quoted in the error raised when the minimum cannot be reached."""
 
 
-def take_limit(
-    *, size: int, required: int, room: int, capped: bool, cap: int | None, counted: int
-) -> int | None:
-    """How many waiting entries to move into the store now; None: all that wait (within room).
+def take_limit(*, size: int, required: int, room: int, capped: bool, cap: int | None, counted: int) -> int:
+    """How many waiting entries to move into the store now (0: none).
 
     Parameters
     ----------
@@ -37,7 +35,7 @@ def take_limit(
     required : int
         The minimum ``iter()`` waits for.
     room : int
-        Entries the store can take now (see ``ReservoirStore.room``).
+        Puts the store can take now (see ``ReservoirStore.room``; huge when unbounded).
     capped : bool
         Whether the replacement cap applies (at the start of an epoch, not while waiting).
     cap : int or None
@@ -53,8 +51,8 @@ def take_limit(
     1
     >>> take_limit(size=5, required=5, room=0, capped=False, cap=None, counted=0)  # pinned: wait
     0
-    >>> take_limit(size=5, required=5, room=10, capped=False, cap=None, counted=0) is None
-    True
+    >>> take_limit(size=5, required=5, room=7, capped=False, cap=None, counted=0)  # all, within room
+    7
     """
     if room <= 0:
         return 0
@@ -62,8 +60,19 @@ def take_limit(
     if below > 0:
         return min(below, room)
     if not capped or cap is None:
-        return None
+        return room
     return max(0, min(cap - counted, room))
+
+
+def single_take(*, size: int, required: int, capped: bool, cap: int | None) -> bool:
+    """Whether one take ends the ingestion (no minimum to reach and no cap to count against).
+
+    Examples
+    --------
+    >>> single_take(size=5, required=5, capped=False, cap=3), single_take(size=1, required=5, capped=False, cap=None)
+    (True, False)
+    """
+    return size >= required and (not capped or cap is None)
 
 
 def unreachable(*, required: int, n_source: int, unloadable: Collection[Hashable], in_store: int) -> bool:

@@ -172,6 +172,11 @@ class Ledger:
                 self._outstanding.discard(item.uid)
         return taken
 
+    def has_waiting(self) -> bool:
+        """Whether finished entries wait to be taken."""
+        with self.cond:
+            return bool(self._waiting)
+
     def wait(self, timeout: float) -> None:
         """Block until an entry or failure arrives, the runner stops, or ``timeout`` passes."""
         with self.cond:

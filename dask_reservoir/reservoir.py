@@ -22,21 +22,14 @@ import numpy as np
 from .batches import BatchIterator, epoch_order
 from .cluster import ClientHandle, resolve_client
 from .errors import ClusterLostError, ReservoirClosedError
-from .ingest import minimum_error, take_limit
+from .ingest import minimum_error, single_take, take_limit
 from .options import ReservoirOptions, validate_options
 from .progress import WaitProgress
 from .runner import WAIT_SLICE, JobRunner
 from .samplers import Sampler, check_sampler
 from .source import Source, is_dask_frame, make_source
 from .stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
-from .store import Entry, ReservoirStore
-
-# TEMPORARY until the store's new API lands (room, StoreError, pinned counters)
-StoreError = getattr(__import__("dask_reservoir.store", fromlist=["x"]), "StoreError", ValueError)
-if not hasattr(ReservoirStore, "room"):
-    ReservoirStore.room = lambda self: 1 << 30  # type: ignore[attr-defined]
-    ReservoirStore.pinned_retired = 0  # type: ignore[attr-defined]
-    ReservoirStore.columnar_bytes = lambda self: self.table.nbytes() if self.table is not None else 0  # type: ignore[attr-defined]
+from .store import Entry, ReservoirStore, StoreError
 from .subsets import positions_by_values, random_positions
 from .tasks import JobSpec, function_package
 
@@ -353,8 +346,8 @@ class AsyncReservoir:
             limit = take_limit(
                 size=size, required=required, room=room, capped=capped, cap=cap, counted=counted
             )
+            self._note_throttle(room)
             if limit == 0:
-                self._note_throttle(room)
                 break
             items = self._runner.take(limit)
             if not items:
@@ -363,7 +356,7 @@ class AsyncReservoir:
             moved += len(items)
             if size >= required:
                 counted += len(items)
-            if limit is None:
+            if single_take(size=size, required=required, capped=capped, cap=cap):
                 break
         return moved
 
@@ -379,7 +372,7 @@ class AsyncReservoir:
 
     def _note_throttle(self, room: int) -> None:
         """Log once per episode that live iterators pin the store's memory bound."""
-        throttled = room <= 0 and self._runner.ledger.counters().entries_waiting > 0
+        throttled = room <= 0 and self._runner.ledger.has_waiting()
         if throttled and not self._throttled:
             logger.warning(
                 "dask_reservoir: %d evicted entries are still read by %d live iterators (epochs not "

@@ -1,0 +1,90 @@
+"""Memory follows capacity: held, abandoned and concurrent iterators cannot grow the store."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Any
+
+import numpy as np
+import pytest
+from distributed import Client
+
+from dask_reservoir import AsyncReservoir, RandomSampler
+from tests.utils import frame, iterate_until, poll_for
+
+ROW_BYTES = 64 * 64 * 4  # one float32 (64, 64) image; label and UID add 16 bytes
+
+
+def image(row: dict[str, Any]) -> dict[str, Any]:
+    v = int(row["value"])
+    return {"image": np.full((64, 64), v, dtype=np.float32), "label": v}
+
+
+def check(batch: dict[str, np.ndarray]) -> None:
+    assert (batch["image"][:, 0, 0] == batch["sample_uid"]).all()
+    assert (batch["label"] == batch["sample_uid"]).all()
+
+
+def pool_bytes(capacity: int) -> int:
+    """The documented bound: capacity + ceil(capacity / 2) slots of one row each."""
+    return (capacity + -(-capacity // 2)) * (ROW_BYTES + 16)
+
+
+def test_a_held_iterator_cannot_grow_the_store(client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    """The review's case: one kept ``it = iter(r); next(it)`` over 50 epochs took 7.6x the slots."""
+    capacity = 10
+    with AsyncReservoir(
+        frame(200), image, capacity, min_reservoir_samples=capacity, client=client, batch_size=4
+    ) as r:
+        held = iter(r)
+        check(next(held))
+        with caplog.at_level(logging.WARNING, logger="dask_reservoir"):
+            # the held epoch pins its entries: replacements use the ceil(10 / 2) = 5 spare slots
+            iterate_until(r, lambda: r.stats().entries_pinned == 5, check=check)
+            for _ in range(50):
+                for batch in r:
+                    check(batch)
+        s = r.stats()
+        assert s.columnar_bytes <= pool_bytes(capacity)
+        assert s.entries_pinned == 5 and s.live_iterators == 1
+        assert "still read by 1 live iterators" in caplog.text
+        # dropping the held iterator releases it (GC) and ingestion resumes
+        del held
+        gc.collect()
+        ingested = r.stats().entries_ingested
+        iterate_until(r, lambda: r.stats().entries_ingested >= ingested + 3 * capacity, check=check)
+        assert r.stats().entries_pinned == 0
+        assert r.stats().columnar_bytes <= pool_bytes(capacity)
+
+
+def test_memory_follows_capacity_for_a_tiny_reservoir(client: Client) -> None:
+    """max_reservoir_samples=2 held 1 GB of 16 MB samples: capacity + 64 spare slots."""
+    with AsyncReservoir(frame(40), image, 2, min_reservoir_samples=2, client=client) as r:
+        iterate_until(r, lambda: r.stats().entries_ingested >= 100, check=check)
+        s = r.stats()
+        # no iterator alive while ingesting: capacity + 1 slots were ever written
+        assert s.columnar_bytes <= 3 * (ROW_BYTES + 16)
+
+
+def test_two_threads_of_epochs_stay_within_the_bound(client: Client) -> None:
+    """The FAQ's two-threads pattern: interleaved epochs never exceed the bound."""
+    capacity = 8
+    with AsyncReservoir(
+        frame(100),
+        image,
+        capacity,
+        min_reservoir_samples=capacity,
+        client=client,
+        batch_size=2,
+        reservoir_sampler=RandomSampler(seed=3),
+    ) as r:
+        for _ in range(40):
+            slow, fast = iter(r), iter(r)  # the slow epoch stays open across the fast one
+            check(next(slow))
+            for batch in fast:
+                check(batch)
+            for batch in slow:
+                check(batch)
+            assert r.stats().columnar_bytes <= pool_bytes(capacity)
+        poll_for(lambda: r.stats().live_iterators == 0, what="every epoch to end")
