@@ -1,0 +1,125 @@
+"""The rules of iter(), without a cluster: how much to ingest, when waiting must end."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dask_reservoir import ClusterLostError, JobError
+from dask_reservoir.ingest import minimum_error, single_take, take_limit, unreachable
+from dask_reservoir.stats import FailureRecord
+
+
+@pytest.mark.parametrize(
+    ("size", "required", "room", "capped", "cap", "counted", "expected"),
+    [
+        (0, 4, 100, True, 1, 0, 4),  # below the minimum: what is missing, cap or not
+        (3, 4, 100, True, 1, 0, 1),
+        (3, 4, 0, False, None, 0, 0),  # no room at all
+        (2, 4, 1, False, None, 0, 1),  # below the minimum, but only one slot free
+        (4, 4, 9, False, None, 0, 9),  # uncapped: everything, within room
+        (4, 4, 9, True, None, 0, 9),  # no cap given
+        (4, 4, 9, True, 5, 0, 5),
+        (4, 4, 9, True, 5, 3, 2),
+        (4, 4, 9, True, 5, 5, 0),  # the cap is spent
+        (4, 4, 9, True, 5, 7, 0),
+        (4, 4, 3, True, 5, 0, 3),  # the cap is larger than the room
+        (6, 4, 9, True, 2, 1, 1),
+    ],
+)
+def test_take_limit(
+    size: int, required: int, room: int, capped: bool, cap: int | None, counted: int, expected: int
+) -> None:
+    assert (
+        take_limit(size=size, required=required, room=room, capped=capped, cap=cap, counted=counted)
+        == expected
+    )
+
+
+@given(
+    size=st.integers(0, 20),
+    required=st.integers(1, 20),
+    room=st.integers(0, 30),
+    capped=st.booleans(),
+    cap=st.none() | st.integers(1, 10),
+    counted=st.integers(0, 12),
+)
+def test_take_limit_never_exceeds_room_nor_the_cap(
+    size: int, required: int, room: int, capped: bool, cap: int | None, counted: int
+) -> None:
+    limit = take_limit(size=size, required=required, room=room, capped=capped, cap=cap, counted=counted)
+    assert 0 <= limit <= room
+    if size >= required and capped and cap is not None:
+        assert limit <= max(0, cap - counted)
+    if size < required:
+        assert limit == min(required - size, room)
+
+
+def test_single_take() -> None:
+    assert single_take(size=4, required=4, capped=False, cap=2)
+    assert single_take(size=4, required=4, capped=True, cap=None)
+    assert not single_take(size=4, required=4, capped=True, cap=2)  # counted against the cap
+    assert not single_take(size=3, required=4, capped=False, cap=None)  # the minimum is not reached
+
+
+def test_unreachable_counts_only_uids_that_cannot_load() -> None:
+    assert not unreachable(required=3, n_source=3, unloadable=set(), in_store=0)
+    assert unreachable(required=3, n_source=3, unloadable={"a"}, in_store=0)
+    assert not unreachable(required=3, n_source=3, unloadable={"a"}, in_store=1)
+    assert not unreachable(required=2, n_source=4, unloadable={"a", "b"}, in_store=0)
+    assert unreachable(required=3, n_source=4, unloadable={"a", "b"}, in_store=0)
+
+
+def test_minimum_error() -> None:
+    failures = tuple(FailureRecord(u, "OSError", f"gone {u}") for u in range(7))
+    keep = minimum_error(
+        size=1,
+        required=3,
+        n_source=10,
+        unloadable=set(range(7)),
+        in_store=0,
+        failures=failures,
+        status="running",
+        address="tcp://x",
+    )
+    assert keep is None  # 3 rows can still load
+    error = minimum_error(
+        size=1,
+        required=4,
+        n_source=10,
+        unloadable=set(range(7)),
+        in_store=0,
+        failures=failures,
+        status="running",
+        address="tcp://x",
+    )
+    assert isinstance(error, JobError)
+    assert str(error).startswith(
+        "only 3 of the 10 source rows can still give an entry (7 quarantined or empty)"
+    )
+    assert "UID 4: OSError: gone 4" in str(error) and "UID 5" not in str(error)  # the first 5 are quoted
+    lost = minimum_error(
+        size=2,
+        required=4,
+        n_source=10,
+        unloadable=set(),
+        in_store=0,
+        failures=(),
+        status="lost",
+        address="tcp://x",
+    )
+    assert isinstance(lost, ClusterLostError) and "'tcp://x' with 2 entries loaded" in str(lost)
+    assert (
+        minimum_error(
+            size=2,
+            required=4,
+            n_source=10,
+            unloadable=set(),
+            in_store=0,
+            failures=(),
+            status="connecting",
+            address="",
+        )
+        is None
+    )
