@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -210,28 +211,54 @@ def _shapes_differ(row: dict[str, Any]) -> Any:
     return {"x": np.zeros(int(row["value"]) + 1)}
 
 
+class AllThenOneByOne(Sampler):
+    """Epoch 0: every entry (one mixed batch); epoch k >= 1: entry k - 1 alone."""
+
+    def indices(self, n: int, *, epoch: int) -> list[int]:
+        return list(range(n)) if epoch == 0 else [(epoch - 1) % n]
+
+
 @pytest.mark.parametrize(
-    "function, match",
+    "function, match, changed",
     [
         (
             _columns_differ,
             r"column '\w': every row of a batch must have the same columns, but UIDs \[\d.*\] have it",
+            None,
         ),
         (
             _shapes_differ,
             r"column 'x': arrays must have the same shape to be stacked, got shapes \(1,\) for UIDs \[0\]",
+            r"column 'x' changed from float64 array of shape",
         ),
     ],
     ids=["columns differ", "shapes differ"],
 )
 def test_inconsistent_rows_in_one_batch(
-    client: Client, function: Callable[[dict[str, Any]], Any], match: str
+    client: Client, function: Callable[[dict[str, Any]], Any], match: str, changed: str | None
 ) -> None:
-    with make(client, function_to_run=function, min_reservoir_samples=4, batch_size=4) as r:
-        with pytest.raises(ValueError, match=match):
-            list(r)
-        # batches of one entry never mix rows: the same reservoir still serves them
+    with make(
+        client,
+        function_to_run=function,
+        min_reservoir_samples=4,
+        batch_size=4,
+        reservoir_sampler=AllThenOneByOne(),
+    ) as r:
+        with contextlib.ExitStack() as stack:
+            if changed is not None:  # the store warns that the column changed between entries
+                stack.enter_context(pytest.warns(UserWarning, match=changed))
+            with pytest.raises(ValueError, match=match):
+                list(r)
         assert r.reservoir_size() == 4
+        # batches of one entry never mix rows: the same reservoir still serves them
+        for uid in range(4):
+            (batch,) = list(r)
+            assert batch["sample_uid"].tolist() == [uid]
+            if function is _shapes_differ:
+                assert batch["x"].tolist() == [[0.0] * (uid + 1)]
+            else:
+                column = "a" if uid % 2 else "b"
+                assert set(batch) == {"sample_uid", column} and batch[column].tolist() == [1]
     no_leftovers(client)
 
 

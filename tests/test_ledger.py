@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from dask_reservoir import JobError, RandomSampler, SequentialSampler
 from dask_reservoir.ledger import Ledger
 from dask_reservoir.outcomes import RowFailed, RowLoaded
-from dask_reservoir.sizing import AUTO_TASK_BYTES, AUTO_TASK_SECONDS
 
 
 def ok(uid: Any, seconds: float = 0.01) -> tuple[Any, ...]:
@@ -181,8 +180,10 @@ def test_auto_sizes_tasks_from_row_time() -> None:
     )
     assert ledger.rows_per_job == 1 and ledger.max_rows == 4
     job = submit(ledger)
-    ledger.finished(job, [ok(0, seconds=AUTO_TASK_SECONDS / 50)], now=0.0)
-    assert ledger.rows_per_job == 50 and ledger.max_rows == 2 * 2 * 50
+    ledger.finished(job, [ok(0, seconds=0.0015)], now=0.0)
+    # README: tasks of about 75 ms, so 1.5 ms rows make 50-row tasks; bound 2 threads x 2 x 50
+    assert ledger.rows_per_job == 50 and ledger.max_rows == 200
+    assert submit(ledger) == list(range(1, 51))  # the next job holds 50 rows
 
 
 def test_source_sampler_is_checked() -> None:
@@ -238,4 +239,8 @@ def test_auto_caps_task_bytes() -> None:
     job = submit(ledger)
     big = RowLoaded(0, [{"x": np.zeros(2**18, np.float32)}], 1e-6)  # 1 MiB rows, fast to make
     ledger.finished(job, [big], now=0.0)
-    assert ledger.rows_per_job == round(AUTO_TASK_BYTES / (2**20 + 64))
+    # README: tasks return at most 8 MiB of arrays, so 1 MiB rows make tasks of about 8 rows
+    # (the 1 us row time alone would allow thousands)
+    assert ledger.rows_per_job in (7, 8)
+    assert ledger.max_rows == 4 * ledger.rows_per_job  # 2 threads x 2
+    assert len(submit(ledger)) == ledger.rows_per_job

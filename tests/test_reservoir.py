@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import dask.dataframe as dd
@@ -54,8 +55,9 @@ def test_batches_flow_with_uids_and_shapes(client: Client) -> None:
         assert np.concatenate([b["label"] for b in batches]).tolist() == list(range(20))
         s = r.stats()
         assert s.reservoir_size == 20 and s.epochs == 1 and s.samples_served == 20 and s.batches_served == 3
-        assert s.jobs_completed >= 20 and s.mean_job_seconds > 0
-        assert r.perf_sending.count >= 20 and r.perf_receiving.count >= 1
+        assert s.jobs_completed >= 20
+        # one job per row (rows_per_job=1): each of the 20 was sent and received
+        assert r.perf_sending.count >= 20 and r.perf_receiving.count >= 20
 
 
 def test_alias_and_repr(client: Client) -> None:
@@ -77,7 +79,8 @@ def test_iter_waits_for_minimum(client: Client) -> None:
         it = iter(r)
         assert r.reservoir_size() >= 12
         assert len(list(it)) == r.reservoir_size()
-        assert r.stats().consumer_wait_seconds > 0
+        # the gate opened 0.2 s after iter() started: it blocked at least that long
+        assert r.stats().consumer_wait_seconds >= 0.15
     finally:
         utils.GATE.set()
         r.close()
@@ -102,7 +105,7 @@ def test_back_pressure_bound_in_rows(client: Client) -> None:
 
         poll_for(within_bound_and_full, what="waiting entries to reach the bound")
         submitted = r.stats().jobs_submitted
-        assert submitted == bound // 2  # nothing more while nobody ingests
+        assert submitted == 3  # 6 rows / 2 rows per job; nothing more while nobody ingests
         it = iter(r)  # ingests the waiting entries, which frees room
         assert r.reservoir_size() == bound and len(list(it)) == bound
         poll_for(lambda: r.stats().jobs_submitted > submitted, what="jobs to resume after ingestion")
@@ -110,8 +113,18 @@ def test_back_pressure_bound_in_rows(client: Client) -> None:
 
 
 def test_default_bound_is_two_per_worker_thread(client: Client) -> None:
-    with AsyncReservoir(frame(10), load_value, 10, client=client, rows_per_job=3) as r:
-        assert r.max_jobs_at_once == 2 * 2 * 3
+    # 2 worker threads (the fixture) x 2 x 3 rows per job: 12 rows in flight or waiting
+    with AsyncReservoir(frame(100), load_value, 10, client=client, rows_per_job=3) as r:
+        assert r.max_jobs_at_once == 12
+
+        def within_bound_and_full() -> bool:
+            s = r.stats()
+            assert s.rows_in_flight + s.entries_waiting <= 12, s
+            return s.entries_waiting == 12
+
+        poll_for(within_bound_and_full, what="waiting entries to reach the default bound")
+        s = r.stats()
+        assert (s.jobs_submitted, s.rows_submitted, s.rows_in_flight) == (4, 12, 0)  # nobody ingests
 
 
 def test_keyed_replacement_no_duplicates(client: Client) -> None:
@@ -142,11 +155,17 @@ def test_epoch_snapshot_is_frozen(client: Client) -> None:
         it = iter(r)
         snapshot = {int(u): None for u in range(4)}
         poll_for(lambda: r.stats().entries_waiting >= 4, what="fresh loads of every UID")
-        fresh = iter(r)  # ingests the fresh entries
+        # the held iterator pins its 4 entries: only the headroom (ceil(4 / 2) = 2 slots)
+        # may take fresh ones, the other fresh loads wait
+        fresh = iter(r)
+        assert r.stats().entries_pinned == 2 and r.stats().live_iterators == 2
         old = [(int(b["sample_uid"][0]), int(b["load"][0])) for b in it]
         new = [(int(b["sample_uid"][0]), int(b["load"][0])) for b in fresh]
-        assert [u for u, _ in old] == list(snapshot)
-        assert all(n_new > n_old for (_, n_old), (_, n_new) in zip(old, new, strict=True))
+        assert old == [(u, 1) for u in snapshot]  # frozen: the first loads, in source order
+        assert sorted(n for _, n in new) == [1, 1, 2, 2]
+        # once both epochs ended, nothing is pinned and the waiting loads come in
+        assert r.stats().entries_pinned == 0 and r.stats().live_iterators == 0
+        assert min(int(b["load"][0]) for b in r) >= 2
 
 
 def test_replacement_cap_per_iter(client: Client) -> None:
@@ -200,6 +219,8 @@ def test_random_with_replacement_num_samples(client: Client) -> None:
     ) as r:
         uids = np.concatenate([b["sample_uid"] for b in r])
         assert len(uids) == 40 and set(uids.tolist()) <= set(range(5))
+        # with replacement, 40 seeded draws of 5 UIDs are not 8 permutations (8 of each)
+        assert np.bincount(uids, minlength=5).tolist() != [8] * 5
 
 
 def test_max_samples_per_epoch_and_drop_last(client: Client) -> None:
@@ -325,7 +346,8 @@ def test_all_rows_fail_raises_job_error_not_hang(client: Client) -> None:
     with AsyncReservoir(frame(4), always_fails, 4, min_reservoir_samples=2, client=client) as r:
         with pytest.raises(
             JobError,
-            match=r"only 0 of the 4 source rows can still give an entry \(4 quarantined.*cannot read",
+            # raised as soon as fewer than 2 rows can still load: after 3 or 4 quarantines
+            match=r"only [01] of the 4 source rows can still give an entry \([34] quarantined.*cannot read",
         ):
             iter(r)
 
@@ -504,15 +526,20 @@ def test_two_threads_iterate_the_same_reservoir(client: Client) -> None:
         frame(20), load_value, 20, min_reservoir_samples=20, client=client, batch_size=5
     ) as r:
         results: dict[int, list[int]] = {}
+        errors: list[BaseException] = []
 
         def consume(k: int) -> None:
-            results[k] = [int(u) for _ in range(5) for b in r for u in b["sample_uid"]]
+            try:
+                results[k] = [int(u) for _ in range(5) for b in r for u in b["sample_uid"]]
+            except BaseException as exc:
+                errors.append(exc)
 
         threads = [threading.Thread(target=consume, args=(k,)) for k in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(30)
+        assert errors == [] and set(results) == {0, 1}
         assert all(sorted(v) == sorted(list(range(20)) * 5) for v in results.values())
         assert r.stats().epochs == 10
 
@@ -649,12 +676,18 @@ def test_abandoned_iterator_does_not_disturb(client: Client) -> None:
 
 
 def test_wait_seconds_accumulate_only_while_blocked(client: Client) -> None:
-    with AsyncReservoir(frame(5), load_value, 5, min_reservoir_samples=5, client=client) as r:
-        list(r)
-        waited = r.stats().consumer_wait_seconds
-        for _ in range(20):
-            list(r)
-        assert r.stats().consumer_wait_seconds == pytest.approx(waited, abs=0.05)
+    utils.GATE.clear()
+    try:
+        with AsyncReservoir(frame(5), utils.gated_load, 5, min_reservoir_samples=5, client=client) as r:
+            threading.Timer(0.2, utils.GATE.set).start()
+            list(r)  # blocked until the gate opened, 0.2 s after it started
+            waited = r.stats().consumer_wait_seconds
+            assert waited >= 0.15
+            for _ in range(20):
+                list(r)  # the minimum is there: no wait
+            assert r.stats().consumer_wait_seconds == pytest.approx(waited, abs=0.05)
+    finally:
+        utils.GATE.set()
 
 
 def slow_on_zero(row: dict[str, Any]) -> dict[str, Any]:
@@ -676,7 +709,7 @@ def test_job_timeout_abandons_stragglers(client: Client) -> None:
             max_failures_per_uid=1,
         ) as r:
             assert sorted(int(b["label"][0]) for b in r) == [1, 2, 3, 4, 5]
-            poll_for(lambda: r.stats().quarantined == (0,), what="UID 0 to time out")
+            poll_for(lambda: set(r.stats().quarantined) == {0}, what="UID 0 to time out")
             (failure,) = r.stats().failures
             assert failure.exc_type == "JobTimeoutError" and "job_timeout=0.2 s for UID 0" in failure.message
             # the slot was freed: both workers keep loading
@@ -686,17 +719,34 @@ def test_job_timeout_abandons_stragglers(client: Client) -> None:
         utils.GATE.set()
 
 
+def load_in_5ms(row: dict[str, Any]) -> dict[str, Any]:
+    time.sleep(0.005)
+    return load_value(row)
+
+
 def test_rows_per_job_auto_grows_tasks_for_fast_loaders(client: Client) -> None:
     with AsyncReservoir(
-        frame(3000), load_value, 3000, min_reservoir_samples=100, client=client, rows_per_job="auto"
+        frame(400), load_in_5ms, 400, min_reservoir_samples=20, client=client, rows_per_job="auto"
     ) as r:
         assert r.rows_per_job == 1 and r.max_jobs_at_once == 4
-        iterate_until(r, lambda: r.rows_per_job > 16)
-        assert r.max_jobs_at_once == 2 * 2 * r.rows_per_job
-        iterate_until(r, lambda: r.reservoir_size() == 3000)
+        iterate_until(r, lambda: r.rows_per_job > 4)
+        # README: tasks of about 75 ms; rows take at least 5 ms, so at most 15 rows a task
+        assert r.rows_per_job <= 15
+        # nobody ingests now: in flight + waiting stop at 2 threads x 2 tasks of rows_per_job rows
+        sizes = {r.rows_per_job}
+
+        def bounded_and_at_rest() -> bool:
+            s = r.stats()
+            sizes.add(r.rows_per_job)
+            assert s.rows_in_flight + s.entries_waiting <= 4 * max(sizes), (s, sizes)
+            return s.rows_in_flight == 0 and s.entries_waiting > 3 * min(sizes)
+
+        poll_for(bounded_and_at_rest, what="the bound of 4 tasks to fill")
+        iterate_until(r, lambda: r.reservoir_size() == 400)
         labels = sorted(int(v) for b in r for v in b["label"])
-        assert labels == list(range(3000))
-        assert r.stats().jobs_submitted < 3000  # rows were packed
+        assert labels == list(range(400))
+        s = r.stats()
+        assert s.rows_submitted >= 4 * s.jobs_submitted  # rows were packed: 4 rows a task or more
 
 
 def test_rows_per_job_auto_respects_a_given_bound(client: Client) -> None:
@@ -707,15 +757,38 @@ def test_rows_per_job_auto_respects_a_given_bound(client: Client) -> None:
         assert r.rows_per_job <= 8 and r.max_jobs_at_once == 8
 
 
+def load_slow_on_six_and_seven(row: dict[str, Any]) -> dict[str, Any]:
+    """UIDs 0-5 take 0.05 s, UIDs 6 and 7 take 0.3 s."""
+    time.sleep(0.3 if int(row["value"]) >= 6 else 0.05)
+    return load_value(row)
+
+
 def test_stats_percentiles_age_and_reuse(client: Client) -> None:
-    with AsyncReservoir(frame(8), load_value, 8, min_reservoir_samples=8, client=client, batch_size=4) as r:
-        empty = r.stats()
-        assert np.isnan(empty.age_seconds_median) or empty.reservoir_size > 0
+    built = time.monotonic()
+    with AsyncReservoir(
+        frame(8),
+        load_slow_on_six_and_seven,
+        8,
+        min_reservoir_samples=8,
+        client=client,
+        batch_size=4,
+        max_reservoir_replacement_size=1,
+    ) as r:
+        empty = r.stats()  # nothing is ingested before the first iter()
+        assert empty.reservoir_size == 0 and np.isnan(empty.age_seconds_median)
         for _ in range(3):
             list(r)
+        time.sleep(0.3)  # no iter(): the entries in the reservoir age by at least this
         s = r.stats()
-        assert 0 <= s.load_seconds_p50 <= s.load_seconds_p90 <= s.load_seconds_p99
-        assert s.age_seconds_max >= s.age_seconds_median >= 0
-        assert s.times_served_max >= s.times_served_mean >= 1  # every entry served in 3 full epochs
+        elapsed = time.monotonic() - built
+        # every load takes 0.05 s or more; the two slowest (UIDs 6 and 7, loaded for the
+        # minimum) 0.3 s or more, and most loads are of the 6 fast UIDs
+        assert s.load_seconds_p50 >= 0.05 and s.load_seconds_p99 >= 0.3
+        assert s.load_seconds_p50 < s.load_seconds_p99
+        assert s.mean_job_seconds >= 0.05
+        assert s.age_seconds_median >= 0.3 and s.age_seconds_max <= elapsed
+        # 3 epochs of 8 entries; at most 1 entry replaced per iter(), so 6 or more were in all 3
+        assert s.samples_served == 24 and s.times_served_max == 3
+        assert 2.5 <= s.times_served_mean <= 3
         assert s.columnar_bytes >= 8 * 2 * 3 * 4  # at least the 8 float32[2,3] images
         assert s.rows_loaded >= 8

@@ -35,9 +35,13 @@ def test_read_only_arrays_are_copied() -> None:
     assert out["x"].data_ptr() != x.ctypes.data and out["x"].sum().item() == 3
 
 
-def test_device_cpu() -> None:
+def test_device_is_applied() -> None:
     out = to_tensors({"x": np.ones(2, np.float32)}, device="cpu")
     assert out["x"].device.type == "cpu"
+    # "cpu" is also where tensors are anyway: the meta device (on every build) shows the move
+    meta = to_tensors({"x": np.ones(2, np.float32), "uid": np.array(["a", "b"])}, device="meta")
+    assert meta["x"].device.type == "meta" and tuple(meta["x"].shape) == (2,)
+    assert isinstance(meta["uid"], np.ndarray)
 
 
 def test_dataset_in_a_dataloader(client: Client) -> None:
