@@ -16,7 +16,7 @@ import dask.config
 from dask.utils import parse_timedelta
 from distributed import Client, LocalCluster
 
-__all__ = ["ClientHandle", "importable_on", "resolve_client", "worker_threads"]
+__all__ = ["ClientHandle", "importable_on", "resolve_client"]
 
 logger = logging.getLogger("dask_reservoir")
 
@@ -91,15 +91,6 @@ def importable_on(client: Client, package: str, workers: list[str] | None = None
     if not answers:
         return None
     return all(answers.values())
-
-
-def worker_threads(client: Client) -> int | None:
-    """Total threads of the cluster's workers now (0 with none); None when the scheduler does not answer."""
-    try:
-        return int(sum(client.nthreads().values()))
-    except Exception as exc:
-        logger.debug("could not ask the scheduler for worker threads: %r", exc)
-        return None
 
 
 def _importable(package: str) -> bool:

@@ -29,7 +29,7 @@ from typing import Any
 
 from distributed import Client, Future
 
-from .cluster import importable_on, worker_threads
+from .cluster import importable_on
 from .collector import Arrival, ResultCollector
 from .errors import ClusterLostError, JobError
 from .ledger import Completed, Ledger, RunnerCounters
@@ -268,13 +268,12 @@ class JobRunner:
             return
         self._next_check = now + CLUSTER_CHECK_SECONDS
         try:
-            workers = {str(w) for w in self._client.nthreads()}
+            nthreads = dict(self._client.nthreads())
         except Exception as exc:
-            logger.debug("could not list the workers: %r", exc)
+            logger.debug("could not ask the scheduler for its workers: %r", exc)
             return
-        threads = worker_threads(self._client)
-        if threads is not None:
-            self.ledger.set_worker_threads(threads)
+        self.ledger.set_worker_threads(sum(nthreads.values()))
+        workers = {str(w) for w in nthreads}
         joined = sorted(workers - self._workers)
         self._workers = workers
         if joined and not self._spec.by_value and self._package is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import dask
 import pytest
 from distributed import Client, LocalCluster
 
 from dask_reservoir import AsyncReservoir
-from dask_reservoir.cluster import connect_timeout, resolve_client
+from dask_reservoir.cluster import ClientHandle, connect_timeout, resolve_client
 from tests.utils import frame, load_value
 
 
@@ -68,3 +70,17 @@ def test_connect_timeout_is_capped() -> None:
 def test_resolve_client_rejects_other_types() -> None:
     with pytest.raises(TypeError, match="got list"):
         resolve_client([1], None)
+
+
+def test_no_worker_yet_means_the_function_travels_by_value() -> None:
+    with (
+        LocalCluster(
+            n_workers=0, processes=False, dashboard_address=None, silence_logs=logging.CRITICAL
+        ) as cluster,
+        Client(cluster, set_as_default=False) as c,
+    ):
+        handle = ClientHandle(c, owned=False)
+        assert not handle.can_import("tests")  # a worker that joins later may not import it
+        cluster.scale(1)
+        c.wait_for_workers(1, timeout=30)
+        assert handle.can_import("tests")

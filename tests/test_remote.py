@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,3 +197,47 @@ def test_scheduler_lost(tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixt
             r.close()
         r.close()
         assert r.stats().status == "closed"
+
+
+LATE_LOADER = """
+import numpy as np
+
+
+def load(row):
+    v = int(row["value"])
+    return {"image": np.full((4, 4), v, dtype=np.float32), "label": v}
+"""
+
+
+def test_worker_that_cannot_import_the_function_joins_late(tmp_path: Path) -> None:
+    """The cluster imports the function's module at first (by reference); a worker joining later does not."""
+    name = f"late_loader_{uuid.uuid4().hex[:8]}"
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / f"{name}.py").write_text(LATE_LOADER)
+    (tmp_path / "cluster").mkdir()
+    sys.path.insert(0, str(modules))
+    try:
+        module = __import__(name)
+        with (
+            cli_cluster(tmp_path / "cluster", nworkers=1, env={"PYTHONPATH": str(modules)}) as cluster,
+            cluster.client() as c,
+            AsyncReservoir(
+                frame(30), module.load, 30, min_reservoir_samples=30, client=c, batch_size=10
+            ) as r,
+        ):
+            assert r._handle.can_import(name)  # so the function goes by reference
+            for b in r:
+                check_batch(b)
+            first = cluster.workers[0]
+            cluster.start_workers(1, env={"PYTHONPATH": ""}, name="late")
+            c.wait_for_workers(2, timeout=60)
+            cluster.stop_process(first)  # from now on only the late worker runs jobs
+            poll_for(lambda: len(c.scheduler_info()["workers"]) == 1, timeout=60, what="one worker left")
+            assert not r._handle.can_import(name)
+            done = r.stats().rows_loaded
+            iterate_until(r, lambda: r.stats().rows_loaded >= done + 60, check=check_batch)
+            assert r.stats().failures == ()
+    finally:
+        sys.path.remove(str(modules))
+        sys.modules.pop(name, None)

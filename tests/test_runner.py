@@ -122,7 +122,9 @@ class SlowToArrive:
 
 
 def slow_result(row: dict[str, Any]) -> dict[str, Any]:
-    return {"blob": SlowToArrive(), "label": int(row["value"])}
+    # past distributed.comm.offload (10 MiB): unpickled in a thread, the event loop stays free
+    pad = np.zeros(12 * 2**20, dtype=np.uint8)
+    return {"blob": SlowToArrive(), "pad": pad, "label": int(row["value"])}
 
 
 def test_slow_result_is_never_given_up(process_client: Client) -> None:

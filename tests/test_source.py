@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -113,3 +115,42 @@ def test_records_match_to_dict_for_many_dtypes() -> None:
                 assert np.isnan(mine[key])
             else:
                 assert mine[key] == value and type(mine[key]) is type(value), key
+
+
+@pytest.mark.parametrize(
+    "bad, shown",
+    [
+        (("A", float("nan")), r"tuple \('A', nan\)"),
+        (np.float32("nan"), r"float32 np.float32\(nan\)"),
+        (Decimal("NaN"), r"Decimal Decimal\('NaN'\)"),
+    ],
+)
+def test_uids_that_do_not_survive_a_round_trip_are_refused(bad: object, shown: str) -> None:
+    source = pd.DataFrame({"uid": pd.Series([("A", 1.0), bad, 3], dtype=object)})
+    with pytest.raises(ValueError, match=rf"pickle round trip.*got {shown} at row position 1"):
+        make_source(source, "uid")
+
+
+def test_duplicate_column_names_are_refused(client: Client) -> None:
+    df = pd.DataFrame([[1, 2, 3, 4]], columns=["a", "b", "a", "b"])
+    with pytest.raises(ValueError, match=r"duplicated columns \['a', 'b'\]"):
+        make_source(df, "uid")
+    with pytest.raises(ValueError, match=r"duplicated columns \['a', 'b'\]"):
+        make_source(dd.from_pandas(df, npartitions=1), "uid", scheduler=client)
+
+
+def test_dask_source_reads_uids_and_rows_from_its_own_persisted_partitions(client: Client) -> None:
+    ddf = dd.from_pandas(pd.DataFrame({"uid": range(6), "v": range(6)}), npartitions=2)
+    first = make_source(ddf, "uid", scheduler=client)
+    second = make_source(ddf, "uid", scheduler=client)
+    child = first.subset([5, 0])
+    assert isinstance(first, DaskSource) and isinstance(second, DaskSource) and isinstance(child, DaskSource)
+    keys = {f.key for f in first.parts}
+    assert all(str(k[0]).startswith("dask_reservoir-part-") for k in keys)
+    assert keys.isdisjoint(f.key for f in second.parts)  # each source persists its own copy
+    assert {f.key for f in child.parts} == keys and first.has_uid_column
+    first.release()
+    first.release()  # idempotent; the child keeps its own references
+    assert child.column_values("v") == [5, 0]
+    child.release()
+    second.release()

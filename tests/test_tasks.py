@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextvars
 import pickle
+import threading
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from dask_reservoir import JobError
+from dask_reservoir import JobError, JobTimeoutError, tasks
 from dask_reservoir.outcomes import RowFailed, RowLoaded
-from dask_reservoir.tasks import JobSpec, normalize_result, run_partition_rows, run_rows
+from dask_reservoir.tasks import FunctionLoadError, JobSpec, normalize_result, run_partition_rows, run_rows
+from tests.utils import poll_for
 
 
 def test_normalize_forms() -> None:
@@ -115,3 +118,74 @@ def test_run_partition_rows_keeps_order_across_interleaved_partitions() -> None:
     refs = [(0, 2), (1, 1), (0, 0), (1, 0)]
     out = run_partition_rows(spec.options(), spec.payload, parts, refs, ["a", "b", "c", "d"])
     assert [(o.uid, o.rows[0]["v"]) for o in out] == [("a", 12), ("b", 21), ("c", 10), ("d", 20)]
+
+
+def test_uid_column_from_the_function_must_match() -> None:
+    assert normalize_result({"uid": 7, "a": 1}, 7, "uid") == [{"uid": 7, "a": 1}]  # equal: fine
+    with pytest.raises(JobError, match=r"returned 8 in the UID column 'uid' \(row 1\) for UID 7") as info:
+        normalize_result([{"uid": 7}, {"uid": 8}], 7, "uid")
+    assert info.value.uid == 7
+
+
+def test_uid_column_mismatch_is_that_rows_failure() -> None:
+    spec = JobSpec.from_function(
+        lambda row: dict(row, uid="other"), uid_column="uid", retries=0, rows_per_job=2
+    )
+    ok, bad = run_rows(spec.options(), spec.payload, [{"uid": "a"}, {"uid": "b"}], ["other", "b"])
+    assert isinstance(ok, RowLoaded) and isinstance(bad, RowFailed)
+    assert bad.uid == "b" and "'other' in the UID column 'uid'" in bad.message
+
+
+def test_dask_rows_are_checked_against_their_uid_on_the_worker() -> None:
+    spec = JobSpec.from_function(lambda row: {"v": row["v"]}, uid_column="uid", retries=0, rows_per_job=3)
+    parts = {0: pd.DataFrame({"uid": ["b", "a"], "v": [2, 1]})}  # read in another order than expected
+    out = run_partition_rows(spec.options(check_uid=True), spec.payload, parts, [(0, 0), (0, 1)], ["a", "a2"])
+    assert [type(o) for o in out] == [RowFailed, RowFailed]
+    assert "has UID 'b' in column 'uid', expected UID 'a'" in out[0].message
+    good = run_partition_rows(spec.options(check_uid=True), spec.payload, parts, [(0, 1)], ["a"])
+    assert good[0].rows == [{"v": 1, "uid": "a"}]
+    single = JobSpec.from_function(lambda row: row, uid_column="uid", retries=0, rows_per_job=1)
+    with pytest.raises(JobError, match="expected UID 'a'"):  # one row per task: the task fails
+        run_partition_rows(single.options(check_uid=True), single.payload, parts, [(0, 0)], ["a"])
+
+
+def test_function_that_cannot_be_loaded_says_so() -> None:
+    with pytest.raises(FunctionLoadError, match="cannot load function_to_run"):
+        run_rows(
+            JobSpec.from_function(len, uid_column="u", retries=0, rows_per_job=1).options(), _MISSING, [], []
+        )
+
+
+_MISSING = b"cno_such_module_here\nf\n."  # a pickled reference to a module this process lacks
+
+
+def test_abandoned_calls_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "MAX_ABANDONED_CALLS", 2)
+    hold = threading.Event()
+    started: list[int] = []
+
+    def stuck(row: dict) -> dict:
+        started.append(row["i"])
+        hold.wait(60)
+        return {"i": row["i"]}
+
+    try:
+        for i in range(2):
+            with pytest.raises(JobTimeoutError, match=r"ran longer than job_timeout=0\.05 s"):
+                tasks._call_with_timeout(stuck, {"i": i}, i, 0.05)
+        with pytest.raises(
+            JobTimeoutError,
+            match=r"not started for UID 2: 2 calls abandoned .* still run in this worker process \(at most 2\)",
+        ):
+            tasks._call_with_timeout(stuck, {"i": 2}, 2, 0.05)
+        assert started == [0, 1]  # the third call never ran
+    finally:
+        hold.set()
+    poll_for(lambda: tasks._Abandoned.running == 0, what="the abandoned calls to return")
+    assert tasks._call_with_timeout(stuck, {"i": 3}, 3, 30) == {"i": 3}
+
+
+def test_timeout_call_keeps_the_callers_context() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var")
+    var.set("worker context")
+    assert tasks._call_with_timeout(lambda row: var.get(), {}, 0, 30) == "worker context"
