@@ -23,9 +23,25 @@ from typing import Any, NamedTuple
 
 from distributed import Client, Future
 
-__all__ = ["Arrival", "ResultCollector"]
+__all__ = [
+    "BACKOFF_MAX_SECONDS",
+    "BACKOFF_SECONDS",
+    "MAX_UNEXPECTED",
+    "Arrival",
+    "LossTracker",
+    "ResultCollector",
+]
 
 logger = logging.getLogger("dask_reservoir")
+
+MAX_UNEXPECTED = 3
+"""Losses in a row (cancelled by someone else, result not fetched) after which a job's rows fail."""
+
+BACKOFF_SECONDS = 0.5
+"""Delay before resubmitting rows after their first unexpected loss; doubles with each one after."""
+
+BACKOFF_MAX_SECONDS = 5.0
+"""Longest back-off."""
 
 
 class Arrival(NamedTuple):
@@ -117,3 +133,54 @@ class ResultCollector:
         self._watchers.clear()
         for watcher in watchers:
             watcher.cancel()
+
+
+class LossTracker:
+    """Jobs lost unexpectedly (cancelled by someone else, result not fetched): back off, then fail.
+
+    Examples
+    --------
+    >>> losses = LossTracker()
+    >>> losses.lost([4, 5], now=0.0), losses.ready(now=0.1), losses.ready(now=0.5)
+    (0.5, [], [[4, 5]])
+    >>> losses.lost([4], now=1.0), losses.lost([4], now=2.0)  # the third loss in a row: fail
+    (1.0, None)
+    """
+
+    def __init__(self) -> None:
+        self._streak: dict[int, int] = {}  # position -> unexpected losses in a row
+        self._held: list[tuple[float, list[int]]] = []  # (resubmit at, positions)
+
+    def streak(self, positions: list[int]) -> int:
+        """Losses in a row of the worst of ``positions``."""
+        return max((self._streak.get(p, 0) for p in positions), default=0)
+
+    def loaded(self, positions: list[int]) -> None:
+        """These rows came back: their streak ends."""
+        for p in positions:
+            self._streak.pop(p, None)
+
+    def lost(self, positions: list[int], *, now: float) -> float | None:
+        """Record a loss; the back-off before resubmitting, or None when the rows must fail now."""
+        streak = 1 + self.streak(positions)
+        if streak >= MAX_UNEXPECTED:
+            self.loaded(positions)
+            return None
+        for p in positions:
+            self._streak[p] = streak
+        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_SECONDS * 2 ** (streak - 1))
+        self._held.append((now + delay, positions))
+        return delay
+
+    def ready(self, *, now: float) -> list[list[int]]:
+        """Held jobs whose back-off is over (removed)."""
+        if not self._held:
+            return []
+        ready = [positions for at, positions in self._held if at <= now]
+        self._held = [(at, positions) for at, positions in self._held if at > now]
+        return ready
+
+    def drain(self) -> list[list[int]]:
+        """Every held job (removed), at close."""
+        held, self._held = [positions for _, positions in self._held], []
+        return held

@@ -30,7 +30,7 @@ from typing import Any
 from distributed import Client, Future
 
 from .cluster import importable_on
-from .collector import Arrival, ResultCollector
+from .collector import MAX_UNEXPECTED, Arrival, LossTracker, ResultCollector
 from .errors import ClusterLostError, JobError
 from .ledger import Completed, Ledger, RunnerCounters
 from .samplers import Sampler
@@ -58,15 +58,6 @@ JOIN_TIMEOUT = 10.0
 
 CLUSTER_CHECK_SECONDS = 1.0
 """Seconds between reads of the cluster's workers (threads, and whether they import the function)."""
-
-MAX_UNEXPECTED = 3
-"""Losses in a row (cancelled by someone else, result not fetched) after which a job's rows fail."""
-
-BACKOFF_SECONDS = 0.5
-"""Delay before resubmitting rows after their first unexpected loss; doubles with each one after."""
-
-BACKOFF_MAX_SECONDS = 5.0
-"""Longest back-off."""
 
 _GONE = ("cancelled", "lost", "error")
 
@@ -145,8 +136,7 @@ class JobRunner:
         self.perf_receiving = perf_receiving or Performance()
         # only touched by the runner thread (or by close() when it never started)
         self._in_flight: dict[Hashable, tuple[Future, _Job]] = {}
-        self._held: list[tuple[float, list[int]]] = []  # (resubmit at, positions), backing off
-        self._streak: dict[int, int] = {}  # position -> unexpected losses in a row
+        self._losses = LossTracker()
         self._payload: Future | None = None
         self._workers: set[str] = set()
         self._next_check = 0.0
@@ -301,12 +291,7 @@ class JobRunner:
 
     # ------------------------------------------------------------------ submitting
     def _release_held(self) -> None:
-        if not self._held:
-            return
-        now = time.monotonic()
-        ready = [positions for at, positions in self._held if at <= now]
-        self._held = [(at, positions) for at, positions in self._held if at > now]
-        for positions in ready:
+        for positions in self._losses.ready(now=time.monotonic()):
             self.ledger.requeued(positions)
 
     def _submit_more(self) -> None:
@@ -359,8 +344,7 @@ class JobRunner:
             if arrival.kind == "finished":
                 now = time.monotonic()
                 self.perf_receiving.add(now - job.submitted_at)
-                for p in job.positions:
-                    self._streak.pop(p, None)
+                self._losses.loaded(job.positions)
                 self.ledger.finished(job.positions, arrival.value, now=now)
             elif arrival.kind == "error":
                 failed.append(future)
@@ -380,28 +364,22 @@ class JobRunner:
 
     def _unexpected(self, job: _Job, arrival: Arrival) -> None:
         """A task cancelled by someone else, or a result that could not be fetched."""
-        streak = 1 + max(self._streak.get(p, 0) for p in job.positions)
         what = (
             "was cancelled by someone other than this reservoir"
             if arrival.kind == "cancelled"
             else f"could not be fetched ({arrival.error!r})"
         )
         uids = [self._source.uids[p] for p in job.positions]
-        if streak >= MAX_UNEXPECTED:
-            for p in job.positions:
-                self._streak.pop(p, None)
+        delay = self._losses.lost(job.positions, now=time.monotonic())
+        if delay is None:
             error = JobError(
-                f"the dask task for UIDs {uids[:5]!r} {what}, {streak} times in a row; its rows failed"
+                f"the dask task for UIDs {uids[:5]!r} {what}, {MAX_UNEXPECTED} times in a row; its rows failed"
             )
             self.ledger.failed(job.positions, error, arrival.text)
-            return
-        for p in job.positions:
-            self._streak[p] = streak
-        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_SECONDS * 2 ** (streak - 1))
-        logger.warning(
-            "dask_reservoir: the task for UIDs %r %s; submitting again in %.1f s", uids[:5], what, delay
-        )
-        self._held.append((time.monotonic() + delay, job.positions))
+        else:
+            logger.warning(
+                "dask_reservoir: the task for UIDs %r %s; submitting again in %.1f s", uids[:5], what, delay
+            )
 
     def _cancel(self, futures: list[Future]) -> None:
         try:
@@ -423,9 +401,8 @@ class JobRunner:
         del futures
         for _, job in jobs:
             self.ledger.cancelled(job.positions)
-        for _, positions in self._held:
+        for positions in self._losses.drain():
             self.ledger.cancelled(positions)
-        self._held = []
         if isinstance(self._source, DaskSource):
             self._source.release()
 
