@@ -27,7 +27,7 @@ from .options import ReservoirOptions, validate_options
 from .progress import WaitProgress
 from .runner import WAIT_SLICE, JobRunner
 from .samplers import Sampler, check_sampler
-from .source import Source, is_dask_frame, make_source
+from .source import DaskSource, Source, is_dask_frame, make_source
 from .stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
 from .store import Entry, ReservoirStore, StoreError
 from .subsets import positions_by_values, random_positions
@@ -211,6 +211,8 @@ class AsyncReservoir:
                 preload=(),
             )
         except BaseException:
+            if isinstance(table, DaskSource):
+                table.release()  # its persisted partitions, before the client goes
             handle.close()
             raise
 
@@ -542,15 +544,19 @@ class AsyncReservoir:
         child = AsyncReservoir.__new__(type(self))
         child._closed = True
         child._progress = self._progress
-        options = self._options
-        child._start(
-            source=source,
-            function_to_run=self._function,
-            options=options,
-            samplers=(sampler, self._source_sampler),
-            handle=ClientHandle(self._handle.client, owned=False),
-            preload=sorted(preload, key=lambda e: e.loaded_at),
-        )
+        try:
+            child._start(
+                source=source,
+                function_to_run=self._function,
+                options=self._options,
+                samplers=(sampler, self._source_sampler),
+                handle=ClientHandle(self._handle.client, owned=False),
+                preload=sorted(preload, key=lambda e: e.loaded_at),
+            )
+        except BaseException:
+            if isinstance(source, DaskSource):
+                source.release()
+            raise
         self._children.add(child)
         return child
 
