@@ -121,11 +121,13 @@ class AsyncReservoir:
     on_error : {"skip", "raise"}
         "skip": a failed job is logged and recorded in ``stats().failures``, and the UID
         is tried again on the next pass.  "raise": the next ``iter()``/``next()`` raises
-        :class:`JobError`.
+        :class:`JobError`, one per failure in order (none is dropped).
     timeout : float or str, optional
-        Longest ``iter()`` waits for the minimum; then ``TimeoutError``.
+        Longest ``iter()`` waits for the minimum; then ``TimeoutError``.  ``JobError``
+        comes earlier when the rows that can still load cannot reach the minimum.
     max_failures_per_uid : int or None
-        A UID failing this many times in a row is quarantined (no longer submitted).
+        A UID failing this many times in a row is quarantined (no longer submitted;
+        see :meth:`release_quarantine`).
     on_cluster_loss : {"raise", "serve"}
         When the client gives up on its scheduler: raise :class:`ClusterLostError` at the
         next ``iter()``/``next()``, or keep serving the loaded entries.
@@ -136,7 +138,8 @@ class AsyncReservoir:
         Seconds one call of ``function_to_run`` may run on a worker; a longer call is
         abandoned and counted as a failure of its UID (:class:`JobTimeoutError`), and the
         task, so the worker's slot, is freed.  The call itself cannot be interrupted: it
-        goes on in a daemon thread of the worker until it returns.
+        goes on in a daemon thread of the worker (with the worker's context) until it
+        returns; at most 4 such calls run per worker process, then new calls wait.
 
     Examples
     --------
