@@ -7,7 +7,6 @@ background) -> waiting entries -> :mod:`~dask_reservoir.store` (at each
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
@@ -15,7 +14,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import fields
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from .batches import BatchIterator, epoch_order
 from .cluster import ClientHandle, resolve_client
 from .errors import ClusterLostError, ReservoirClosedError
 from .ingest import minimum_error, single_take, take_limit
+from .lifecycle import Uncopyable, close_in_background, track, untrack
 from .options import ReservoirOptions, validate_options
 from .progress import WaitProgress
 from .runner import WAIT_SLICE, JobRunner
@@ -43,30 +43,8 @@ CLOSE_LOCK_SECONDS = 2.0
 WAIT_WARNING_SECONDS = 30.0
 """While ``iter()`` waits for the minimum, a warning with the counters is logged this often."""
 
-_OPEN: weakref.WeakSet[AsyncReservoir] = weakref.WeakSet()
-"""Reservoirs not closed yet: closed at interpreter exit, before dask's own exit handlers."""
 
-
-def _close_all_at_exit() -> None:
-    for reservoir in list(_OPEN):
-        try:
-            reservoir.close()
-        except Exception as exc:  # pragma: no cover - best effort at exit
-            logger.debug("closing %r at exit failed: %r", reservoir, exc)
-
-
-# Close before the interpreter shuts thread pools down: concurrent.futures stops every
-# executor (dask's offload pool included) from threading's exit hooks, which run before
-# ``atexit`` handlers; a runner still submitting then makes the scheduler log "cannot
-# schedule new futures after shutdown".  Hooks run last-registered first, so this one
-# runs before concurrent.futures' own.  ``atexit`` stays as the fallback.
-_register_thread_exit = getattr(threading, "_register_atexit", None)
-if _register_thread_exit is not None:
-    _register_thread_exit(_close_all_at_exit)
-atexit.register(_close_all_at_exit)
-
-
-class AsyncReservoir:
+class AsyncReservoir(Uncopyable):
     """Load samples on dask workers in the background; iterate batches of what is loaded.
 
     ``function_to_run(row)`` runs as dask tasks on the rows of ``source``, cycling
@@ -285,7 +263,7 @@ class AsyncReservoir:
             perf_receiving=self.perf_receiving,
         )
         self._closed = False
-        _OPEN.add(self)
+        track(self)
         self.initializer()
 
     @property
@@ -636,7 +614,7 @@ class AsyncReservoir:
             if self._closed:
                 return
             self._closed = True
-        _OPEN.discard(self)
+        untrack(self)
         self._runner.close()
         if self._handle.owned:
             for child in list(self._children):
@@ -658,32 +636,11 @@ class AsyncReservoir:
         self.close()
 
     def __del__(self) -> None:
-        # The cyclic GC may run this on any thread, dask's event loop included, where
-        # joining the runner or closing a client would freeze the loop: close in a
-        # thread of our own and return at once.
         try:
             if not getattr(self, "_closed", True):
-                threading.Thread(
-                    target=self.close, name=f"dask_reservoir-finalizer-{id(self):x}", daemon=True
-                ).start()
+                close_in_background(self, name=f"dask_reservoir-finalizer-{id(self):x}")
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
-
-    def _refuse_copy(self, what: str) -> NoReturn:
-        raise TypeError(
-            f"an {type(self).__name__} cannot be {what}: it owns a background runner and dask "
-            "futures; use subsample()/subsample_uids() for another reservoir on the same source, "
-            "or pass the source and function to a new AsyncReservoir"
-        )
-
-    def __copy__(self) -> NoReturn:
-        self._refuse_copy("copied")
-
-    def __deepcopy__(self, memo: object) -> NoReturn:
-        self._refuse_copy("copied")
-
-    def __reduce_ex__(self, protocol: object) -> NoReturn:
-        self._refuse_copy("pickled")
 
     def __repr__(self) -> str:
         if not hasattr(self, "_store"):
