@@ -27,11 +27,12 @@ from .options import ReservoirOptions, validate_options
 from .progress import WaitProgress
 from .runner import WAIT_SLICE, JobRunner
 from .samplers import Sampler, check_sampler
+from .shipping import function_package
 from .source import DaskSource, Source, is_dask_frame, make_source
 from .stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
 from .store import Entry, ReservoirStore, StoreError
 from .subsets import positions_by_values, random_positions
-from .tasks import JobSpec, function_package
+from .tasks import JobSpec
 
 __all__ = ["AsyncReservoir", "SequenceAsyncReservoir"]
 

@@ -34,17 +34,10 @@ from .collector import MAX_UNEXPECTED, Arrival, LossTracker, ResultCollector
 from .errors import ClusterLostError, JobError
 from .ledger import Completed, Ledger, RunnerCounters
 from .samplers import Sampler
+from .shipping import FunctionLoadError, function_package, payload_of
 from .source import DaskSource, PandasSource, Source
 from .stats import Performance
-from .tasks import (
-    FunctionLoadError,
-    JobSpec,
-    Opaque,
-    function_package,
-    payload_of,
-    run_partition_rows,
-    run_rows,
-)
+from .tasks import JobSpec, Opaque, run_partition_rows, run_rows
 
 __all__ = ["WAIT_SLICE", "Completed", "JobRunner", "RunnerCounters"]
 

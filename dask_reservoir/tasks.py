@@ -7,7 +7,10 @@ scheduler sees is :func:`run_rows` or :func:`run_partition_rows` of this
 module, so a function defined in ``__main__``, a notebook or a test module
 works on a remote scheduler that cannot import it (dask_reservoir itself must
 be installed in the cluster's environment, as any dask library).  Each task
-receives only the small :class:`TaskOptions`.
+receives only the small :class:`TaskOptions`.  How the function is pickled
+and loaded is :mod:`~dask_reservoir.shipping`; ``job_timeout`` is
+:mod:`~dask_reservoir.timeouts`; what it returned is checked by
+:mod:`~dask_reservoir.produced`.
 
 Each task returns one :data:`~dask_reservoir.outcomes.Outcome` per source row:
 :class:`~dask_reservoir.outcomes.RowLoaded` or :class:`~dask_reservoir.outcomes.RowFailed`.
@@ -15,56 +18,29 @@ Each task returns one :data:`~dask_reservoir.outcomes.Outcome` per source row:
 
 from __future__ import annotations
 
-import contextvars
-import functools
-import os
 import pickle
-import sys
-import sysconfig
-import threading
 import time
 import traceback
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import cloudpickle
-import numpy as np
 import pandas as pd
 
-from .errors import JobError, JobTimeoutError
+from .errors import JobError
 from .outcomes import Outcome, RowFailed, RowLoaded
+from .produced import _same_value, normalize_result
+from .shipping import _load, dumps_function, function_package
 from .source import partition_records
+from .timeouts import _call_with_timeout
 
 __all__ = [
-    "MAX_ABANDONED_CALLS",
-    "FunctionLoadError",
     "JobSpec",
     "Opaque",
     "TaskOptions",
-    "normalize_result",
-    "payload_of",
     "run_partition_rows",
     "run_rows",
 ]
-
-_PICKLE_LOCK = threading.Lock()
-
-MAX_ABANDONED_CALLS = 4
-"""Most calls abandoned by ``job_timeout`` that may still run in one worker process.
-
-Python cannot interrupt a call, so an abandoned call goes on in a daemon thread
-until it returns.  Beyond this many, a new call first waits (within its own
-``job_timeout``) for one of them to return, else fails with a
-:class:`~dask_reservoir.errors.JobTimeoutError` saying how many still run.
-"""
-
-
-class FunctionLoadError(ImportError):
-    """The worker could not unpickle ``function_to_run`` (its module is not importable there).
-
-    The runner then sends the function by value and submits the rows again.
-    """
 
 
 class Opaque:
@@ -90,74 +66,6 @@ class Opaque:
 
 def _unwrap(value: Any) -> Any:
     return value.value if isinstance(value, Opaque) else value
-
-
-def _library_dirs() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    return tuple(
-        os.path.realpath(p) + os.sep
-        for p in {paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"]}
-    )
-
-
-def _is_library(module: object) -> bool:
-    """Whether ``module`` comes from the standard library or site-packages (importable on a cluster)."""
-    file = getattr(module, "__file__", None)
-    if not file:
-        return True  # builtin or namespace: leave it to pickle by reference
-    return os.path.realpath(file).startswith(_library_dirs())
-
-
-def function_package(function: Callable[..., Any]) -> str | None:
-    """Top-level package of ``function``'s module when it is user code, else None.
-
-    None for ``__main__`` (cloudpickle always sends it by value), builtins, the
-    standard library and site-packages.
-
-    Examples
-    --------
-    >>> function_package(len) is None
-    True
-    """
-    module_name = getattr(function, "__module__", None) or "__main__"
-    top = module_name.split(".")[0]
-    module = sys.modules.get(top)
-    if module is None or top == "__main__" or _is_library(sys.modules.get(module_name, module)):
-        return None
-    return top
-
-
-def dumps_function(function: Callable[..., Any], *, by_value: bool = True) -> bytes:
-    """Pickle ``function`` so that a cluster which cannot import its module can run it.
-
-    With ``by_value``, functions of user code (see :func:`function_package`) are
-    pickled by value with cloudpickle, together with what they use from their
-    own top-level package (module globals they use are copied); functions of
-    installed libraries stay references.  When the by-value pickle fails (a
-    module-level lock, say), a reference is sent instead.
-
-    Examples
-    --------
-    >>> import cloudpickle
-    >>> cloudpickle.loads(dumps_function(len))("abc")
-    3
-    """
-    top = function_package(function)
-    if top is None or not by_value:
-        return cloudpickle.dumps(function)
-    module = sys.modules[top]
-    with _PICKLE_LOCK:
-        registered = top in cloudpickle.list_registry_pickle_by_value()
-        try:
-            if not registered:
-                cloudpickle.register_pickle_by_value(module)
-            return cloudpickle.dumps(function)
-        except Exception:
-            pass
-        finally:
-            if not registered:
-                cloudpickle.unregister_pickle_by_value(module)
-    return cloudpickle.dumps(function)
 
 
 @dataclass(frozen=True)
@@ -194,7 +102,7 @@ class JobSpec:
     Attributes
     ----------
     payload : bytes
-        ``function_to_run`` pickled (see :func:`dumps_function`).
+        ``function_to_run`` pickled (see :func:`~dask_reservoir.shipping.dumps_function`).
     uid_column : str
         Column that carries the UID in each produced row.
     attempts : int
@@ -206,7 +114,7 @@ class JobSpec:
         ``job_timeout``: seconds one call of the function may run before it is
         abandoned (the call goes on in a daemon thread until it returns, but
         the task, and so the worker's slot, is freed); at most
-        :data:`MAX_ABANDONED_CALLS` abandoned calls run per worker process.
+        :data:`~dask_reservoir.timeouts.MAX_ABANDONED_CALLS` abandoned calls run per worker process.
     by_value : bool
         Whether ``payload`` holds the function's user code by value.
     function : callable or None
@@ -233,7 +141,7 @@ class JobSpec:
         timeout: float | None = None,
         by_value: bool = True,
     ) -> JobSpec:
-        """Pickle ``function`` (see :func:`dumps_function`) and build the spec.
+        """Pickle ``function`` (see :func:`~dask_reservoir.shipping.dumps_function`) and build the spec.
 
         ``rows_per_job`` 0 means "auto" (tasks of varying size: retries run in the task).
         """
@@ -265,101 +173,6 @@ class JobSpec:
         return replace(self, payload=dumps_function(self.function, by_value=True), by_value=True)
 
 
-def payload_of(payload: bytes) -> bytes:
-    """The task that holds the pickled function on the cluster (the identity)."""
-    return payload
-
-
-@functools.lru_cache(maxsize=32)
-def _load(payload: bytes) -> Callable[[dict[str, Any]], Any]:
-    try:
-        function: Callable[[dict[str, Any]], Any] = cloudpickle.loads(payload)
-    except (ImportError, AttributeError) as exc:
-        raise FunctionLoadError(
-            f"this worker cannot load function_to_run ({type(exc).__name__}: {exc}); it must travel by value"
-        ) from None
-    return function
-
-
-def _check_row(row: object, uid: Hashable, where: str) -> dict[str, Any]:
-    if not isinstance(row, dict):
-        raise JobError(
-            f"function_to_run returned a list holding a {type(row).__name__} {where} for UID "
-            f"{uid!r}; each item must be a dict of column -> value",
-            uid=uid,
-        )
-    for key, value in row.items():
-        if not isinstance(key, str):
-            raise JobError(
-                f"function_to_run returned a dict with a non-str key {key!r} "
-                f"({type(key).__name__}) for UID {uid!r}; column names must be str",
-                uid=uid,
-            )
-        if isinstance(value, np.ndarray) and value.dtype == object:
-            raise JobError(
-                f"function_to_run returned column {key!r} as an object-dtype array for UID "
-                f"{uid!r}; return numeric, bool or str arrays (or scalars)",
-                uid=uid,
-            )
-    return row
-
-
-def _same_value(a: object, b: object) -> bool:
-    try:
-        return a is b or (bool(a == b) and hash(a) == hash(b))
-    except Exception:
-        return False
-
-
-def normalize_result(result: object, uid: Hashable, uid_column: str) -> list[dict[str, Any]]:
-    """Turn what ``function_to_run`` returned into a list of rows carrying ``uid``.
-
-    A dict is one row; a list of dicts or a pandas DataFrame are several rows;
-    an empty list or frame is no row.  Anything else raises :class:`JobError`
-    naming the UID and the type returned, and so does a row whose UID column
-    holds another value than ``uid`` (an equal value is kept).
-
-    Examples
-    --------
-    >>> normalize_result({"x": 1}, 7, "sample_uid")
-    [{'x': 1, 'sample_uid': 7}]
-    >>> normalize_result([], 7, "sample_uid")
-    []
-    >>> normalize_result(None, 7, "sample_uid")
-    Traceback (most recent call last):
-    ...
-    dask_reservoir.errors.JobError: function_to_run must return a dict, a list of dicts or a pandas DataFrame, got NoneType for UID 7
-    >>> normalize_result({"sample_uid": 8}, 7, "sample_uid")
-    Traceback (most recent call last):
-    ...
-    dask_reservoir.errors.JobError: function_to_run returned 8 in the UID column 'sample_uid' (row 0) for UID 7; leave the column out or return the row's own UID
-    """
-    if isinstance(result, dict):
-        rows: list[Any] = [result]
-    elif isinstance(result, list):
-        rows = result
-    elif isinstance(result, pd.DataFrame):
-        rows = result.to_dict("records")
-    else:
-        raise JobError(
-            "function_to_run must return a dict, a list of dicts or a pandas DataFrame, "
-            f"got {type(result).__name__} for UID {uid!r}",
-            uid=uid,
-        )
-    out = []
-    for i, row in enumerate(rows):
-        checked = dict(_check_row(row, uid, f"at index {i}"))
-        if uid_column in checked and not _same_value(checked[uid_column], uid):
-            raise JobError(
-                f"function_to_run returned {checked[uid_column]!r} in the UID column {uid_column!r} "
-                f"(row {i}) for UID {uid!r}; leave the column out or return the row's own UID",
-                uid=uid,
-            )
-        checked[uid_column] = uid
-        out.append(checked)
-    return out
-
-
 def _picklable(exc: BaseException) -> BaseException | None:
     try:
         pickle.loads(pickle.dumps(exc))
@@ -367,65 +180,6 @@ def _picklable(exc: BaseException) -> BaseException | None:
         return None
     exc.__traceback__ = None
     return exc
-
-
-class _Abandoned:
-    """Calls abandoned by ``job_timeout`` that still run in this process."""
-
-    cond = threading.Condition()
-    running = 0
-
-
-def _call_with_timeout(
-    function: Callable[[dict[str, Any]], Any], record: dict[str, Any], uid: Hashable, timeout: float
-) -> Any:
-    """Call ``function(record)`` in a thread with the worker's context; give up after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    with _Abandoned.cond:
-        while _Abandoned.running >= MAX_ABANDONED_CALLS:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise JobTimeoutError(
-                    f"function_to_run was not started for UID {uid!r}: {_Abandoned.running} calls "
-                    f"abandoned after job_timeout={timeout:g} s still run in this worker process "
-                    f"(at most {MAX_ABANDONED_CALLS}) and none returned within job_timeout",
-                    uid=uid,
-                )
-            _Abandoned.cond.wait(remaining)
-    box: dict[str, Any] = {}
-    state = {"done": False, "abandoned": False}
-    context = contextvars.copy_context()  # distributed.get_worker() works inside
-
-    def target() -> None:
-        try:
-            box["value"] = context.run(function, record)
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            with _Abandoned.cond:
-                state["done"] = True
-                if state["abandoned"]:
-                    _Abandoned.running -= 1
-                _Abandoned.cond.notify_all()
-
-    thread = threading.Thread(target=target, name=f"dask_reservoir-job-{uid!s:.32}", daemon=True)
-    thread.start()
-    with _Abandoned.cond:
-        while not state["done"]:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                state["abandoned"] = True
-                _Abandoned.running += 1
-                raise JobTimeoutError(
-                    f"function_to_run ran longer than job_timeout={timeout:g} s for UID {uid!r}; "
-                    f"the job was abandoned ({_Abandoned.running} abandoned calls still run in "
-                    f"this worker process, at most {MAX_ABANDONED_CALLS})",
-                    uid=uid,
-                )
-            _Abandoned.cond.wait(remaining)
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def _run_one(
@@ -464,7 +218,7 @@ def run_rows(
 
     Raises
     ------
-    FunctionLoadError
+    ~dask_reservoir.shipping.FunctionLoadError
         When this worker cannot unpickle the function.
 
     Examples

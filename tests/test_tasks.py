@@ -1,49 +1,16 @@
-"""Worker-side trampoline: result normalisation and per-row outcomes (pure; run in-process)."""
+"""Worker-side trampoline: per-row outcomes, retries, dask partition rows (pure; run in-process)."""
 
 from __future__ import annotations
 
-import contextvars
 import pickle
-import threading
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from dask_reservoir import JobError, JobTimeoutError, tasks
+from dask_reservoir import JobError
 from dask_reservoir.outcomes import RowFailed, RowLoaded
-from dask_reservoir.tasks import FunctionLoadError, JobSpec, normalize_result, run_partition_rows, run_rows
-from tests.utils import poll_for
-
-
-def test_normalize_forms() -> None:
-    assert normalize_result({"a": 1}, "u", "uid") == [{"a": 1, "uid": "u"}]
-    assert normalize_result([{"a": 1}, {"a": 2}], 5, "uid") == [{"a": 1, "uid": 5}, {"a": 2, "uid": 5}]
-    assert normalize_result(pd.DataFrame({"a": [1, 2]}), 5, "uid") == [{"a": 1, "uid": 5}, {"a": 2, "uid": 5}]
-    assert normalize_result([], 5, "uid") == [] and normalize_result(pd.DataFrame(), 5, "uid") == []
-
-
-def test_normalize_does_not_mutate_user_dict() -> None:
-    row = {"a": 1}
-    normalize_result(row, 9, "uid")
-    assert row == {"a": 1}
-
-
-@pytest.mark.parametrize(
-    "result, match",
-    [
-        (None, "got NoneType for UID 7"),
-        (3, "got int for UID 7"),
-        ("text", "got str for UID 7"),
-        ({1: 2}, "non-str key 1 .int. for UID 7"),
-        ([{"a": 1}, 5], "list holding a int at index 1 for UID 7"),
-        ({"a": np.array([1, "x", None], dtype=object)}, "column 'a' as an object-dtype array for UID 7"),
-    ],
-)
-def test_normalize_rejects(result: object, match: str) -> None:
-    with pytest.raises(JobError, match=match) as info:
-        normalize_result(result, 7, "uid")
-    assert info.value.uid == 7
+from dask_reservoir.shipping import FunctionLoadError
+from dask_reservoir.tasks import JobSpec, run_partition_rows, run_rows
 
 
 def _fail_on_two(row: dict) -> dict:
@@ -120,13 +87,6 @@ def test_run_partition_rows_keeps_order_across_interleaved_partitions() -> None:
     assert [(o.uid, o.rows[0]["v"]) for o in out] == [("a", 12), ("b", 21), ("c", 10), ("d", 20)]
 
 
-def test_uid_column_from_the_function_must_match() -> None:
-    assert normalize_result({"uid": 7, "a": 1}, 7, "uid") == [{"uid": 7, "a": 1}]  # equal: fine
-    with pytest.raises(JobError, match=r"returned 8 in the UID column 'uid' \(row 1\) for UID 7") as info:
-        normalize_result([{"uid": 7}, {"uid": 8}], 7, "uid")
-    assert info.value.uid == 7
-
-
 def test_uid_column_mismatch_is_that_rows_failure() -> None:
     spec = JobSpec.from_function(
         lambda row: dict(row, uid="other"), uid_column="uid", retries=0, rows_per_job=2
@@ -157,35 +117,3 @@ def test_function_that_cannot_be_loaded_says_so() -> None:
 
 
 _MISSING = b"cno_such_module_here\nf\n."  # a pickled reference to a module this process lacks
-
-
-def test_abandoned_calls_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tasks, "MAX_ABANDONED_CALLS", 2)
-    hold = threading.Event()
-    started: list[int] = []
-
-    def stuck(row: dict) -> dict:
-        started.append(row["i"])
-        hold.wait(60)
-        return {"i": row["i"]}
-
-    try:
-        for i in range(2):
-            with pytest.raises(JobTimeoutError, match=r"ran longer than job_timeout=0\.05 s"):
-                tasks._call_with_timeout(stuck, {"i": i}, i, 0.05)
-        with pytest.raises(
-            JobTimeoutError,
-            match=r"not started for UID 2: 2 calls abandoned .* still run in this worker process \(at most 2\)",
-        ):
-            tasks._call_with_timeout(stuck, {"i": 2}, 2, 0.05)
-        assert started == [0, 1]  # the third call never ran
-    finally:
-        hold.set()
-    poll_for(lambda: tasks._Abandoned.running == 0, what="the abandoned calls to return")
-    assert tasks._call_with_timeout(stuck, {"i": 3}, 3, 30) == {"i": 3}
-
-
-def test_timeout_call_keeps_the_callers_context() -> None:
-    var: contextvars.ContextVar[str] = contextvars.ContextVar("var")
-    var.set("worker context")
-    assert tasks._call_with_timeout(lambda row: var.get(), {}, 0, 30) == "worker context"
