@@ -20,6 +20,7 @@ import numpy as np
 
 from .batches import BatchIterator, epoch_order
 from .cluster import ClientHandle, resolve_client
+from .dask_source import DaskSource
 from .errors import ClusterLostError, ReservoirClosedError
 from .ingest import minimum_error, single_take, take_limit
 from .lifecycle import Uncopyable, close_in_background, track, untrack
@@ -28,7 +29,7 @@ from .progress import WaitProgress
 from .runner import WAIT_SLICE, JobRunner
 from .samplers import Sampler, check_sampler
 from .shipping import function_package
-from .source import DaskSource, Source, is_dask_frame, make_source
+from .source import Source, is_dask_frame, make_source
 from .stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
 from .store import Entry, ReservoirStore, StoreError
 from .subsets import positions_by_values, random_positions

@@ -31,11 +31,12 @@ from distributed import Client, Future
 
 from .cluster import importable_on
 from .collector import MAX_UNEXPECTED, Arrival, LossTracker, ResultCollector
+from .dask_source import DaskSource
 from .errors import ClusterLostError, JobError
 from .ledger import Completed, Ledger, RunnerCounters
 from .samplers import Sampler
 from .shipping import FunctionLoadError, function_package, payload_of
-from .source import DaskSource, PandasSource, Source
+from .source import PandasSource, Source
 from .stats import Performance
 from .tasks import JobSpec, Opaque, run_partition_rows, run_rows
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from distributed import Client
 
-from dask_reservoir.source import DaskSource, PandasSource, make_source, partition_records
+from dask_reservoir.source import PandasSource, make_source, partition_records
 
 
 def test_uid_column_added_when_missing() -> None:
@@ -68,29 +68,6 @@ def test_partition_records() -> None:
     assert partition_records(part, [2, 0]) == [{"v": 30}, {"v": 10}]
 
 
-def test_dask_source_computes_only_uids(client: Client) -> None:
-    pdf = pd.DataFrame({"case": [f"c{i}" for i in range(10)], "v": range(10)})
-    ddf = dd.from_pandas(pdf, npartitions=3)
-    src = make_source(ddf, "case", scheduler=client)
-    assert isinstance(src, DaskSource)
-    assert src.uids == pdf["case"].tolist()
-    assert sum(src.lengths) == 10 and src.rows[0] == (0, 0) and src.rows[-1][0] == 2
-    assert src.column_values("v", scheduler=client) == list(range(10))
-    sub = src.subset([9, 0])
-    assert sub.column_values("v", scheduler=client) == [9, 0]
-
-
-def test_dask_source_without_uid_column_and_errors(client: Client) -> None:
-    ddf = dd.from_pandas(pd.DataFrame({"v": range(7)}), npartitions=2)
-    assert make_source(ddf, "sample_uid", scheduler=client).uids == list(range(7))
-    dup = dd.from_pandas(pd.DataFrame({"uid": [1, 2, 2]}), npartitions=2)
-    with pytest.raises(ValueError, match=r"duplicate UIDs \[2\]"):
-        make_source(dup, "uid", scheduler=client)
-    empty = dd.from_pandas(pd.DataFrame({"uid": pd.Series([], dtype="int64")}), npartitions=1)
-    with pytest.raises(ValueError, match="empty dask DataFrame"):
-        make_source(empty, "uid", scheduler=client)
-
-
 def test_records_match_to_dict_for_many_dtypes() -> None:
     df = pd.DataFrame(
         {
@@ -137,20 +114,3 @@ def test_duplicate_column_names_are_refused(client: Client) -> None:
         make_source(df, "uid")
     with pytest.raises(ValueError, match=r"duplicated columns \['a', 'b'\]"):
         make_source(dd.from_pandas(df, npartitions=1), "uid", scheduler=client)
-
-
-def test_dask_source_reads_uids_and_rows_from_its_own_persisted_partitions(client: Client) -> None:
-    ddf = dd.from_pandas(pd.DataFrame({"uid": range(6), "v": range(6)}), npartitions=2)
-    first = make_source(ddf, "uid", scheduler=client)
-    second = make_source(ddf, "uid", scheduler=client)
-    child = first.subset([5, 0])
-    assert isinstance(first, DaskSource) and isinstance(second, DaskSource) and isinstance(child, DaskSource)
-    keys = {f.key for f in first.parts}
-    assert all(str(k[0]).startswith("dask_reservoir-part-") for k in keys)
-    assert keys.isdisjoint(f.key for f in second.parts)  # each source persists its own copy
-    assert {f.key for f in child.parts} == keys and first.has_uid_column
-    first.release()
-    first.release()  # idempotent; the child keeps its own references
-    assert child.column_values("v") == [5, 0]
-    child.release()
-    second.release()
