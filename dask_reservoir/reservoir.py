@@ -26,14 +26,12 @@ from .ingest import minimum_error, single_take, take_limit
 from .lifecycle import Uncopyable, close_in_background, track, untrack
 from .options import ReservoirOptions, validate_options
 from .progress import WaitProgress
-from .runner import WAIT_SLICE, JobRunner
+from .runner import WAIT_SLICE, runner_for
 from .samplers import Sampler, check_sampler
-from .shipping import function_package
 from .source import Source, is_dask_frame, make_source
 from .stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
 from .store import Entry, ReservoirStore, StoreError
 from .subsets import positions_by_values, random_positions
-from .tasks import JobSpec
 
 __all__ = ["AsyncReservoir", "SequenceAsyncReservoir"]
 
@@ -234,32 +232,14 @@ class AsyncReservoir(Uncopyable):
                 break
             self._store.put(entry)
             preloaded.append(entry.uid)
-        threads = handle.worker_threads()
-        max_rows = options.max_jobs_at_once or 2 * threads * (options.rows_per_job or 1)
-        package = function_package(function_to_run)
-        # user code the cluster cannot import travels by value; importable code by reference,
-        # so that a threaded LocalCluster shares module state with the client as users expect
-        by_value = package is not None and not handle.can_import(package)
         self.perf_sending = Performance()
         self.perf_receiving = Performance()
-        self._runner = JobRunner(
-            handle.client,
+        self._runner = runner_for(
+            handle,
             source,
-            JobSpec.from_function(
-                function_to_run,
-                uid_column=options.uid_column,
-                retries=options.retries,
-                rows_per_job=options.rows_per_job or 0,
-                timeout=options.job_timeout,
-                by_value=by_value,
-            ),
-            order=self._source_sampler,
-            max_rows=max_rows,
-            rows_per_job=options.rows_per_job,
-            auto_bound_threads=None if options.max_jobs_at_once else threads,
-            retries=options.retries,
-            max_failures_per_uid=options.max_failures_per_uid,
-            collect_errors=options.on_error == "raise",
+            function_to_run,
+            options,
+            self._source_sampler,
             skip_first_pass=preloaded,
             perf_sending=self.perf_sending,
             perf_receiving=self.perf_receiving,

@@ -29,18 +29,19 @@ from typing import Any
 
 from distributed import Client, Future
 
-from .cluster import importable_on
+from .cluster import ClientHandle, importable_on
 from .collector import MAX_UNEXPECTED, Arrival, LossTracker, ResultCollector
 from .dask_source import DaskSource
 from .errors import ClusterLostError, JobError
 from .ledger import Completed, Ledger, RunnerCounters
+from .options import ReservoirOptions
 from .samplers import Sampler
 from .shipping import FunctionLoadError, function_package, payload_of
 from .source import PandasSource, Source
 from .stats import Performance
 from .tasks import JobSpec, Opaque, run_partition_rows, run_rows
 
-__all__ = ["WAIT_SLICE", "Completed", "JobRunner", "RunnerCounters"]
+__all__ = ["WAIT_SLICE", "Completed", "JobRunner", "RunnerCounters", "runner_for"]
 
 logger = logging.getLogger("dask_reservoir")
 
@@ -403,3 +404,48 @@ class JobRunner:
 
 def _connection_lost(arrival: Arrival) -> bool:
     return getattr(arrival.error, "reason", None) == "scheduler-connection-lost"
+
+
+def runner_for(
+    handle: ClientHandle,
+    source: Source,
+    function: Any,
+    options: ReservoirOptions,
+    order: Sampler,
+    *,
+    skip_first_pass: Sequence[Hashable] = (),
+    perf_sending: Performance | None = None,
+    perf_receiving: Performance | None = None,
+) -> JobRunner:
+    """The runner of a reservoir with these options (not started).
+
+    The default bound is ``2 x worker threads x rows_per_job`` and follows the cluster;
+    user code the cluster cannot import travels by value, importable code by reference
+    (so that a threaded ``LocalCluster`` shares module state with the client, as users
+    expect); both decisions are revisited as workers join.
+    """
+    threads = handle.worker_threads()
+    package = function_package(function)
+    by_value = package is not None and not handle.can_import(package)
+    return JobRunner(
+        handle.client,
+        source,
+        JobSpec.from_function(
+            function,
+            uid_column=options.uid_column,
+            retries=options.retries,
+            rows_per_job=options.rows_per_job or 0,
+            timeout=options.job_timeout,
+            by_value=by_value,
+        ),
+        order=order,
+        max_rows=options.max_jobs_at_once or 2 * threads * (options.rows_per_job or 1),
+        rows_per_job=options.rows_per_job,
+        auto_bound_threads=None if options.max_jobs_at_once else threads,
+        retries=options.retries,
+        max_failures_per_uid=options.max_failures_per_uid,
+        collect_errors=options.on_error == "raise",
+        skip_first_pass=skip_first_pass,
+        perf_sending=perf_sending,
+        perf_receiving=perf_receiving,
+    )
