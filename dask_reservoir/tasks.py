@@ -103,17 +103,12 @@ class JobSpec:
     ----------
     payload : bytes
         ``function_to_run`` pickled (see :func:`~dask_reservoir.shipping.dumps_function`).
-    uid_column : str
-        Column that carries the UID in each produced row.
-    attempts : int
-        Tries per row inside a task of several rows (``retries + 1``).
-    reraise : bool
-        One row per task: let the exception fail the dask task, so that dask's
-        ``retries=`` apply and the future reports it.
+    uid_column, attempts, reraise : str, int, bool
+        As in :class:`TaskOptions`.
     timeout : float or None
         ``job_timeout``: seconds one call of the function may run before it is
-        abandoned (the call goes on in a daemon thread until it returns, but
-        the task, and so the worker's slot, is freed); at most
+        abandoned (the call goes on in a daemon thread until it returns, but the
+        task, and so the worker's slot, is freed); at most
         :data:`~dask_reservoir.timeouts.MAX_ABANDONED_CALLS` abandoned calls run per worker process.
     by_value : bool
         Whether ``payload`` holds the function's user code by value.
