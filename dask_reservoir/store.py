@@ -33,6 +33,7 @@ Stored data never changes under a reader: batches and rows handed to a
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import threading
@@ -44,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .collate import private_rows
+from .collate import is_immutable, private_rows
 from .slots import SlotPool, SlotTable, StoreError
 
 __all__ = ["UNLIMITED_ROOM", "Entry", "NoRoomError", "ReservoirStore", "Snapshot", "StoreError"]
@@ -161,6 +162,38 @@ class Snapshot:
         self._store._released.append(slots)  # applied by the store's next call
 
 
+def _check_servable(uid: Hashable, column: str, value: object) -> None:
+    """Refuse a value a batch could not be built from without sharing or breaking it.
+
+    Mutable objects are deep-copied into every batch (so users cannot change what is
+    stored): one that cannot be deep-copied (a lock, a file handle) is refused here,
+    once, rather than failing every epoch.  ``numpy.matrix`` cannot be stacked along a
+    new axis (it stays 2-D).
+    """
+    if isinstance(value, np.matrix):
+        raise StoreError(
+            f"column {column!r} holds a numpy.matrix for UID {uid!r}, which cannot be stacked into a "
+            "batch; return an ndarray (numpy.asarray)",
+            uid=uid,
+            column=column,
+            dtype="numpy.matrix",
+        )
+    if is_immutable(value) or (type(value) is np.ndarray and value.dtype != object):
+        return
+    try:
+        copy.deepcopy(value)
+    except Exception as exc:
+        raise StoreError(
+            f"column {column!r} holds a {type(value).__name__} for UID {uid!r} that cannot be "
+            f"deep-copied ({type(exc).__name__}: {exc}); batches copy mutable values so that "
+            "users cannot change what is stored: return plain data instead (numbers, str, "
+            "arrays, or objects that can be copied)",
+            uid=uid,
+            column=column,
+            dtype=type(value).__name__,
+        ) from exc
+
+
 class ReservoirStore:
     """A bounded mapping UID -> :class:`Entry`, ordered from oldest to newest.
 
@@ -201,7 +234,7 @@ class ReservoirStore:
         self._lock = threading.RLock()  # never taken by Snapshot.release (finalizers)
         self._released: deque[np.ndarray] = deque()  # pinned slots of released snapshots
         self._live = 0
-        self._warned: set[tuple[str, str, str]] = set()
+        self._warned: set[str] = set()  # columns whose change was reported
         self.ingested = 0
         self.evicted = 0
         self.replaced = 0
@@ -233,8 +266,8 @@ class ReservoirStore:
         Warns
         -----
         UserWarning
-            Once per column and change, when a single-row entry changes the dtype
-            or shape of a column (it is then kept as rows and collated per batch).
+            Once per column, when a single-row entry changes the dtype or shape of a
+            column (it is then kept as rows and collated per batch).
         """
         if not entry.rows:
             return []
@@ -245,6 +278,8 @@ class ReservoirStore:
                     f"{entry.uid!r}",
                     uid=entry.uid,
                 )
+            for column, value in row.items():
+                _check_servable(entry.uid, column, value)
         with self._lock:
             self._apply_releases()
             if self._entries.get(entry.uid) is entry:  # put again: store it as a new entry
@@ -279,14 +314,14 @@ class ReservoirStore:
         if self.table.fits(row):
             return self.table
         for change in self.table.changes(row):
-            if change not in self._warned:
-                self._warned.add(change)
-                column, old, new = change
+            column, old, new = change
+            if column not in self._warned:
+                self._warned.add(column)
                 warnings.warn(
                     f"column {column!r} changed from {old} to {new} at UID {entry.uid!r}: entries unlike "
                     "the first stored row are kept as rows and collated per batch (slower), and batches "
                     "mixing them change dtype or fail to stack; return one dtype and shape per column "
-                    "(warned once per column and change)",
+                    "(warned once per column: later changes of this column are not reported)",
                     UserWarning,
                     stacklevel=3,
                 )

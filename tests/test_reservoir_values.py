@@ -1,0 +1,146 @@
+"""What the function returns, end to end: values that round-trip, values refused, shape changes."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+from distributed import Client
+
+from dask_reservoir import AsyncReservoir, collate_rows
+from tests.utils import frame, iterate_until
+
+
+def with_a_lock_for_two(row: dict[str, Any]) -> dict[str, Any]:
+    v = int(row["value"])
+    meta: dict[str, Any] = {"site": "A"}
+    if v == 2:
+        meta["lock"] = threading.Lock()  # cannot be copied into a batch
+    return {"x": np.float32(v), "meta": meta}
+
+
+def test_a_value_that_cannot_be_copied_is_that_uids_failure(client: Client) -> None:
+    """The review's case: stored, then every epoch raised a bare TypeError naming nothing."""
+    with AsyncReservoir(
+        frame(5), with_a_lock_for_two, 5, min_reservoir_samples=4, client=client, max_failures_per_uid=1
+    ) as r:
+        for _ in range(3):  # later epochs keep working
+            served = sorted(int(u) for b in r for u in b["sample_uid"])
+            assert served == [0, 1, 3, 4]
+        record = r.stats().quarantined[2]
+        assert record.exc_type == "StoreError"
+        assert "column 'meta' holds a dict for UID 2 that cannot be deep-copied" in record.message
+
+
+def matrix_for_one(row: dict[str, Any]) -> dict[str, Any]:
+    v = int(row["value"])
+    x = np.full((1, 2), v, np.float32)
+    with warnings.catch_warnings():  # numpy discourages matrix; users still return them
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return {"x": np.asmatrix(x) if v == 1 else x}
+
+
+def test_a_numpy_matrix_is_refused_with_its_column(client: Client) -> None:
+    with AsyncReservoir(frame(3), matrix_for_one, 3, min_reservoir_samples=2, client=client) as r:
+        assert sorted(int(u) for b in r for u in b["sample_uid"]) == [0, 2]
+        (record,) = r.stats().failures
+        assert record.uid == 1 and "column 'x' holds a numpy.matrix for UID 1" in record.message
+
+
+def variable_length(row: dict[str, Any]) -> dict[str, Any]:
+    v = int(row["value"])
+    return {"tokens": np.arange(v + 1, dtype=np.int64)}
+
+
+def pad(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    width = max(len(r["tokens"]) for r in rows)
+    padded = [{**r, "tokens": np.pad(r["tokens"], (0, width - len(r["tokens"])))} for r in rows]
+    return collate_rows(padded)
+
+
+def test_variable_shapes_warn_once_per_column(client: Client) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with AsyncReservoir(
+            frame(30),
+            variable_length,
+            30,
+            min_reservoir_samples=30,
+            client=client,
+            batch_size=10,
+            collate_fn=pad,
+        ) as r:
+            batches = list(r)
+    assert [b["tokens"].shape[1] for b in batches] == [10, 20, 30]
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert len(messages) == 1, messages
+    assert "column 'tokens' changed from int64 array of shape (1,) to int64 array of shape (2,)" in messages[0]
+
+
+ROUND_TRIP: dict[str, Any] = {
+    "when": np.datetime64("2026-01-02T03:04:05", "ns"),
+    "days": np.array(["2026-01-01", "2026-02-01"], dtype="datetime64[D]"),
+    "lag": np.timedelta64(90, "s"),
+    "flag": np.bool_(True),
+    "z": np.complex64(1 - 2j),
+    "code": np.array(["ab", "cd"], dtype="<U2"),
+    "raw": np.array([b"x", b"yz"], dtype="S2"),
+    "meta": {"tags": ["a", "b"]},
+}
+
+
+def every_dtype(row: dict[str, Any]) -> dict[str, Any]:
+    return dict(ROUND_TRIP)
+
+
+def test_every_dtype_round_trips_across_processes(process_client: Client) -> None:
+    with AsyncReservoir(
+        frame(4), every_dtype, 4, min_reservoir_samples=4, client=process_client, batch_size=4
+    ) as r:
+        iterate_until(r, lambda: r.stats().entries_ingested >= 8)
+        (batch,) = list(r)
+    for name, value in ROUND_TRIP.items():
+        column = batch[name]
+        assert len(column) == 4
+        for item in column:
+            if isinstance(value, np.ndarray):
+                assert item.dtype == value.dtype and (item == value).all(), name
+            else:
+                assert item == value, name
+    assert batch["when"].dtype == np.dtype("datetime64[ns]") and batch["lag"].dtype == np.dtype(
+        "timedelta64[s]"
+    )
+
+
+@pytest.mark.parametrize("cluster", ["threads", "processes"])
+def test_augmenting_batches_never_changes_the_store(
+    cluster: str, client: Client, process_client: Client
+) -> None:
+    chosen = client if cluster == "threads" else process_client
+
+    def augment(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        for row in rows:
+            row["tokens"] *= 2  # in place, as augmentation code does
+            row["tokens"] += 1
+        return pad(rows)
+
+    with (
+        AsyncReservoir(
+            frame(6),
+            variable_length,
+            6,
+            min_reservoir_samples=6,
+            client=chosen,
+            batch_size=6,
+            collate_fn=augment,
+        ) as r,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", UserWarning)
+        first = [b["tokens"].copy() for b in r]
+        for _ in range(3):
+            again = [b["tokens"] for b in r]
+            assert all((a == f).all() for a, f in zip(again, first, strict=True))
