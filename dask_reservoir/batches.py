@@ -96,7 +96,8 @@ class BatchIterator(Iterator[Any]):
     max_samples : int, optional
         Rows to yield at most in this epoch.
     check : callable, optional
-        Called before each batch; raises to end the iteration with an error.
+        Called before each batch; raises to end the iteration with an error (the epoch
+        ends: its snapshot is released at once).
     on_batch : callable, optional
         Called with the number of rows of each batch yielded.
 
@@ -167,7 +168,13 @@ class BatchIterator(Iterator[Any]):
     def __next__(self) -> Any:
         with self._lock:
             if self._check is not None:
-                self._check()
+                try:
+                    self._check()
+                except BaseException:
+                    # an epoch ended by an error (closed, a job error) is over: release its
+                    # snapshot now rather than when the iterator is collected
+                    self._finish()
+                    raise
             if self._done:
                 raise StopIteration
             if self._table is not None:

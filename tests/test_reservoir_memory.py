@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from distributed import Client
 
-from dask_reservoir import AsyncReservoir, RandomSampler
+from dask_reservoir import AsyncReservoir, JobError, RandomSampler
 from tests.utils import frame, iterate_until, poll_for
 
 ROW_BYTES = 64 * 64 * 4  # one float32 (64, 64) image; label and UID add 16 bytes
@@ -89,3 +89,28 @@ def test_two_threads_of_epochs_stay_within_the_bound(client: Client) -> None:
                 check(batch)
             assert r.stats().columnar_bytes <= pool_bytes(capacity)
         poll_for(lambda: r.stats().live_iterators == 0, what="every epoch to end")
+
+
+def odd_fails(row: dict[str, Any]) -> dict[str, Any]:
+    if int(row["value"]) % 2:
+        raise ValueError(f"corrupt {row['value']}")
+    return image(row)
+
+
+def test_an_epoch_ended_by_an_error_releases_its_entries(client: Client) -> None:
+    """``try: for b in r ... except JobError`` left iterators pinning entries until the cyclic GC."""
+    gc.disable()  # only reference counting and the library may release the epochs
+    try:
+        with AsyncReservoir(
+            frame(12), odd_fails, 6, min_reservoir_samples=3, client=client, on_error="raise", batch_size=1
+        ) as r:
+            raised = 0
+            while raised < 6:
+                try:
+                    for batch in r:
+                        check(batch)
+                except JobError:
+                    raised += 1
+                assert r.stats().live_iterators == 0
+    finally:
+        gc.enable()
