@@ -47,12 +47,26 @@ def open_count() -> int:
     return len(_OPEN)
 
 
+EXIT_SETTLE_SECONDS = 2.0
+"""At exit, how long to wait for the scheduler to forget the tasks of closed reservoirs."""
+
+
 def _close_all_at_exit() -> None:
-    for reservoir in list(_OPEN):
+    reservoirs = list(_OPEN)
+    for reservoir in reservoirs:
         try:
             reservoir.close()
         except Exception as exc:  # pragma: no cover - best effort at exit
             logger.debug("closing %r at exit failed: %r", reservoir, exc)
+    # releases reach the scheduler asynchronously: let it handle them before the
+    # interpreter stops its thread pools (a user's own cluster lives on until then)
+    for reservoir in reservoirs:
+        settle = getattr(reservoir, "settle", None)
+        if settle is not None:
+            try:
+                settle(EXIT_SETTLE_SECONDS)
+            except Exception as exc:  # pragma: no cover - best effort at exit
+                logger.debug("waiting for the scheduler at exit failed: %r", exc)
 
 
 # concurrent.futures stops every executor (dask's offload pool included) from threading's

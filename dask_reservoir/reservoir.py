@@ -611,6 +611,13 @@ class AsyncReservoir(Uncopyable):
             finally:
                 self._lock.release()
 
+    def settle(self, timeout: float) -> bool:
+        """After :meth:`close`, wait up to ``timeout`` s until the scheduler forgot our tasks.
+
+        Used at interpreter exit; True when nothing of dask_reservoir is left on the scheduler.
+        """
+        return self._runner.wait_released(timeout)
+
     def __enter__(self) -> AsyncReservoir:
         return self
 

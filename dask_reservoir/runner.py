@@ -51,6 +51,9 @@ WAIT_SLICE = 0.1
 JOIN_TIMEOUT = 10.0
 """How long ``close()`` waits for the runner thread to finish."""
 
+RELEASE_POLL = 0.01
+"""Seconds between two questions to the scheduler in :meth:`JobRunner.wait_released`."""
+
 CLUSTER_CHECK_SECONDS = 1.0
 """Seconds between reads of the cluster's workers (threads, and whether they import the function)."""
 
@@ -190,6 +193,27 @@ class JobRunner:
             if self._thread.is_alive():  # pragma: no cover - a call stuck past its deadline
                 logger.warning("dask_reservoir runner thread did not stop within %.1f s", timeout)
         self.ledger.close()
+
+    def wait_released(self, timeout: float) -> bool:
+        """After :meth:`close`, wait until the scheduler holds no dask_reservoir task.
+
+        Releases travel to the scheduler asynchronously; at interpreter exit they must be
+        handled before the scheduler's thread pools stop, or it logs errors.  Polls every
+        few milliseconds up to ``timeout``; True when nothing is left (or no scheduler).
+        """
+        deadline = time.monotonic() + timeout
+        prefix = "dask_reservoir-"
+        while time.monotonic() < deadline:
+            if self._client.status != "running":
+                return True
+            try:
+                if not self._client.run_on_scheduler(_tasks_with_prefix, prefix):
+                    return True
+            except Exception as exc:  # pragma: no cover - the scheduler went away
+                logger.debug("could not ask the scheduler for our tasks: %r", exc)
+                return True
+            time.sleep(RELEASE_POLL)
+        return False
 
     def __repr__(self) -> str:
         c = self.ledger.counters()
@@ -400,6 +424,11 @@ class JobRunner:
             self.ledger.cancelled(positions)
         if isinstance(self._source, DaskSource):
             self._source.release()
+
+
+def _tasks_with_prefix(prefix: str, dask_scheduler: Any = None) -> int:
+    """Run on the scheduler: how many tasks have a key starting with ``prefix``."""
+    return sum(1 for key in dask_scheduler.tasks if str(key).startswith(prefix))
 
 
 def _connection_lost(arrival: Arrival) -> bool:

@@ -90,15 +90,24 @@ def test_dropped_reservoir_closes_itself(client: Client) -> None:
 
 SCRIPT = textwrap.dedent(
     """
+    import sys
     import numpy as np, pandas as pd
+    from distributed import Client, LocalCluster
     from dask_reservoir import AsyncReservoir
 
     def load(row):
         return {"x": np.full(3, row["value"], np.float32)}
 
     if __name__ == "__main__":
-        r = AsyncReservoir(pd.DataFrame({"value": range(40)}), load, 16, min_reservoir_samples=8,
-                           nb_workers=1, batch_size=4)
+        source = pd.DataFrame({"value": range(40)})
+        if sys.argv[1] == "embedded":
+            r = AsyncReservoir(source, load, 16, min_reservoir_samples=8, nb_workers=1, batch_size=4)
+        else:  # the user's own client and cluster, never closed either
+            client = Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                         dashboard_address=None))
+            r = AsyncReservoir(source, load, 16, min_reservoir_samples=8, client=client, batch_size=4)
+        held = iter(r)
+        next(held)  # an iterator alive at exit
         for batch in r:
             pass
         print("done", flush=True)
@@ -107,12 +116,18 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_unclosed_reservoir_exits_quietly(tmp_path: Any) -> None:
+@pytest.mark.parametrize("cluster", ["embedded", "own-client"])
+def test_unclosed_reservoir_exits_quietly(tmp_path: Any, cluster: str) -> None:
     script = tmp_path / "unclosed.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=100, env=env, check=False
+        [sys.executable, str(script), cluster],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=env,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "done" in done.stdout
