@@ -102,6 +102,7 @@ def minimum_error(
     unloadable: Collection[Hashable],
     in_store: int,
     failures: tuple[FailureRecord, ...],
+    quarantined: Collection[Hashable] = (),
     status: str,
     address: str,
 ) -> BaseException | None:
@@ -111,7 +112,7 @@ def minimum_error(
     --------
     >>> minimum_error(size=1, required=2, n_source=2, unloadable={"b"}, in_store=0,
     ...               failures=(), status="running", address="")
-    JobError('only 1 of the 2 source rows can still give an entry (1 quarantined or empty), fewer than the minimum 2 (min_reservoir_samples); failures: none recorded')
+    JobError("only 1 of the 2 source rows can still give an entry (0 quarantined, 1 whose last result had no rows: ['b']), fewer than the minimum 2 (min_reservoir_samples); failures: none recorded")
     """
     if status == "lost":
         return ClusterLostError(
@@ -120,10 +121,13 @@ def minimum_error(
         )
     if unreachable(required=required, n_source=n_source, unloadable=unloadable, in_store=in_store):
         blocked = len(unloadable) - in_store
+        empty = sorted((u for u in unloadable if u not in quarantined), key=repr)
         shown = "; ".join(f.describe() for f in failures[:SHOWN_FAILURES]) or "none recorded"
+        detail = f"{len(unloadable) - len(empty)} quarantined, {len(empty)} whose last result had no rows"
+        if empty:
+            detail += f": {empty[:SHOWN_FAILURES]!r}" + (" ..." if len(empty) > SHOWN_FAILURES else "")
         return JobError(
             f"only {n_source - blocked} of the {n_source} source rows can still give an entry "
-            f"({blocked} quarantined or empty), fewer than the minimum {required} "
-            f"(min_reservoir_samples); failures: {shown}"
+            f"({detail}), fewer than the minimum {required} (min_reservoir_samples); failures: {shown}"
         )
     return None

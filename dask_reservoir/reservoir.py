@@ -367,6 +367,7 @@ class AsyncReservoir(Uncopyable):
                     unloadable=counters.unloadable,
                     in_store=in_store,
                     failures=counters.failures,
+                    quarantined=counters.quarantined,
                     status=counters.status,
                     address=self._address,
                 )

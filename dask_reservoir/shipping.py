@@ -73,7 +73,8 @@ def dumps_function(function: Callable[..., Any], *, by_value: bool = True) -> by
     pickled by value with cloudpickle, together with what they use from their
     own top-level package (module globals they use are copied); functions of
     installed libraries stay references.  When the by-value pickle fails (a
-    module-level lock, say), a reference is sent instead.
+    module-level lock, say), a reference is sent instead; a function that cannot
+    be pickled at all raises ``TypeError`` naming it.
 
     Examples
     --------
@@ -83,7 +84,7 @@ def dumps_function(function: Callable[..., Any], *, by_value: bool = True) -> by
     """
     top = function_package(function)
     if top is None or not by_value:
-        return cloudpickle.dumps(function)
+        return _dumps(function)
     module = sys.modules[top]
     with _PICKLE_LOCK:
         registered = top in cloudpickle.list_registry_pickle_by_value()
@@ -96,7 +97,18 @@ def dumps_function(function: Callable[..., Any], *, by_value: bool = True) -> by
         finally:
             if not registered:
                 cloudpickle.unregister_pickle_by_value(module)
-    return cloudpickle.dumps(function)
+    return _dumps(function)
+
+
+def _dumps(function: Callable[..., Any]) -> bytes:
+    try:
+        return cloudpickle.dumps(function)
+    except Exception as exc:
+        raise TypeError(
+            f"function_to_run must be picklable with cloudpickle to run on dask workers, but "
+            f"{function!r} is not: {type(exc).__name__}: {exc} (a closure over a lock, a file or a "
+            "connection, say: open those inside the function instead)"
+        ) from exc
 
 
 def payload_of(payload: bytes) -> bytes:

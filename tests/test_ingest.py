@@ -91,12 +91,14 @@ def test_minimum_error() -> None:
         unloadable=set(range(7)),
         in_store=0,
         failures=failures,
+        quarantined=set(range(5)),
         status="running",
         address="tcp://x",
     )
     assert isinstance(error, JobError)
     assert str(error).startswith(
-        "only 3 of the 10 source rows can still give an entry (7 quarantined or empty)"
+        "only 3 of the 10 source rows can still give an entry "
+        "(5 quarantined, 2 whose last result had no rows: [5, 6]), fewer than the minimum 4"
     )
     assert "UID 4: OSError: gone 4" in str(error) and "UID 5" not in str(error)  # the first 5 are quoted
     lost = minimum_error(

@@ -133,3 +133,14 @@ def test_unclosed_reservoir_exits_quietly(tmp_path: Any, cluster: str) -> None:
     assert "done" in done.stdout
     assert "cannot schedule new futures" not in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_an_unpicklable_function_is_refused_clearly(client: Client) -> None:
+    lock = threading.Lock()
+
+    def load(row: dict[str, Any]) -> dict[str, Any]:
+        with lock:
+            return load_value(row)
+
+    with pytest.raises(TypeError, match=r"function_to_run must be picklable with cloudpickle.*lock"):
+        AsyncReservoir(frame(4), load, 4, client=client)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from distributed import Client
 
-from dask_reservoir import AsyncReservoir, collate_rows
+from dask_reservoir import AsyncReservoir, JobError, collate_rows
 from tests.utils import frame, iterate_until
 
 
@@ -77,7 +77,9 @@ def test_variable_shapes_warn_once_per_column(client: Client) -> None:
     assert [b["tokens"].shape[1] for b in batches] == [10, 20, 30]
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     assert len(messages) == 1, messages
-    assert "column 'tokens' changed from int64 array of shape (1,) to int64 array of shape (2,)" in messages[0]
+    assert (
+        "column 'tokens' changed from int64 array of shape (1,) to int64 array of shape (2,)" in messages[0]
+    )
 
 
 ROUND_TRIP: dict[str, Any] = {
@@ -144,3 +146,13 @@ def test_augmenting_batches_never_changes_the_store(
         for _ in range(3):
             again = [b["tokens"] for b in r]
             assert all((a == f).all() for a, f in zip(again, first, strict=True))
+
+
+def empty_for_three(row: dict[str, Any]) -> Any:
+    return [] if int(row["value"]) == 3 else {"x": np.float32(row["value"])}
+
+
+def test_the_minimum_error_names_uids_that_returned_no_rows(client: Client) -> None:
+    with AsyncReservoir(frame(4), empty_for_three, 4, min_reservoir_samples=4, client=client) as r:
+        with pytest.raises(JobError, match=r"\(0 quarantined, 1 whose last result had no rows: \[3\]\)"):
+            iter(r)
