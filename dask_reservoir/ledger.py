@@ -200,6 +200,7 @@ class Ledger:
         """
         with self.cond:
             wanted = list(self._quarantined) if uids is None else [u for u in uids if u in self._quarantined]
+            wanted = list(dict.fromkeys(wanted))  # a UID named twice is released once
             positions = {u: i for i, u in enumerate(self._uids) if u in set(wanted)} if wanted else {}
             for uid in wanted:
                 del self._quarantined[uid]

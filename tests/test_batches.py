@@ -143,3 +143,134 @@ def test_collate_fn_rows_are_private_and_keep_types() -> None:
     row = seen[0][0]
     assert row["x"].flags.writeable and row["x"].flags.owndata
     assert type(row["name"]) is str and type(row["w"]) is float
+
+
+def columnar_store(n: int) -> ReservoirStore:
+    store = ReservoirStore(n)
+    for i in range(n):
+        store.put(Entry(i, i, ({"sample_uid": i, "x": np.full(2, float(i))},)))
+    return store
+
+
+def test_snapshot_of_keeps_entries_as_rows() -> None:
+    snap = snapshot_of(entries(3))
+    assert not snap.all_slotted and snap.slots.tolist() == [-1, -1, -1]
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_gathered_epoch_batches_and_drop_last(drop_last: bool) -> None:
+    store = columnar_store(5)
+    snap = store.snapshot()
+    assert snap.all_slotted  # batches are gathered
+    it = BatchIterator(snap, [4, 3, 2, 1, 0], batch_size=2, drop_last=drop_last)
+    expected = [[4, 3], [2, 1]] if drop_last else [[4, 3], [2, 1], [0]]
+    assert len(it) == len(expected) and uids(it) == expected
+
+
+def test_gathered_epoch_of_exactly_full_batches_with_drop_last() -> None:
+    it = BatchIterator(columnar_store(4).snapshot(), range(4), batch_size=2, drop_last=True)
+    assert uids(it) == [[0, 1], [2, 3]]
+
+
+@pytest.mark.parametrize("columnar", [True, False], ids=["gathered", "collated"])
+def test_an_empty_epoch_yields_nothing(columnar: bool) -> None:
+    snap = columnar_store(2).snapshot() if columnar else snapshot_of(entries(2))
+    it = BatchIterator(snap, np.array([], dtype=np.int64), batch_size=2, drop_last=False)
+    assert len(it) == 0 and list(it) == []
+
+
+@pytest.mark.parametrize("columnar", [True, False], ids=["gathered", "collated"])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_max_samples_caps_the_epoch(columnar: bool, drop_last: bool) -> None:
+    snap = columnar_store(10).snapshot() if columnar else snapshot_of(entries(10))
+    it = BatchIterator(snap, range(10), batch_size=3, drop_last=drop_last, max_samples=7)
+    expected = [[0, 1, 2], [3, 4, 5]] if drop_last else [[0, 1, 2], [3, 4, 5], [6]]
+    assert len(it) == len(expected) and uids(it) == expected
+    assert [e.times_served for e in snap.entries] == [1] * sum(map(len, expected)) + [0] * (
+        10 - sum(map(len, expected))
+    )
+
+
+def test_len_with_max_samples_beyond_the_epoch() -> None:
+    it = BatchIterator(snapshot_of(entries(5)), range(5), batch_size=2, drop_last=False, max_samples=100)
+    assert len(it) == 3
+
+
+def test_max_samples_truncates_multi_row_entries_within_a_batch() -> None:
+    es = entries(5, rows_per_entry=2)
+    it = BatchIterator(snapshot_of(es), range(5), batch_size=4, drop_last=False, max_samples=5)
+    assert uids(it) == [[0, 0, 1, 1, 2]]
+    assert [e.times_served for e in es] == [1, 1, 1, 0, 0]  # entry 3 gave no row: not served
+
+
+def test_max_samples_reached_mid_epoch_serves_no_further_entry() -> None:
+    es = entries(5, rows_per_entry=2)
+    it = BatchIterator(snapshot_of(es), range(5), batch_size=2, drop_last=False, max_samples=5)
+    assert [b["r"].tolist() for b in it] == [[0, 1, 0, 1], [0]]
+    assert [e.times_served for e in es] == [1, 1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("max_samples", [None, 4, 3])
+@pytest.mark.parametrize("columnar", [True, False], ids=["gathered", "collated"])
+def test_the_snapshot_is_released_with_the_last_batch(columnar: bool, max_samples: int | None) -> None:
+    """The epoch ends as its last batch is handed out, not at a further ``next()``."""
+    store = columnar_store(6) if columnar else ReservoirStore(6, columnar=False)
+    if not columnar:
+        for e in entries(6):
+            store.put(e)
+    snap = store.snapshot()
+    it = BatchIterator(snap, range(4), batch_size=2, drop_last=False, max_samples=max_samples)
+    batches = [next(it) for _ in range(len(it))]
+    assert len(batches) == 2
+    assert store.live_snapshots == 0
+    assert [e.times_served for e in snap.entries] == [1, 1, 1, 1 if max_samples != 3 else 0, 0, 0]
+    with pytest.raises(StopIteration):
+        next(it)
+
+
+def test_times_served_adds_up_over_epochs() -> None:
+    es = entries(3)
+    for _ in range(2):
+        list(BatchIterator(snapshot_of(es), [0, 0, 1], batch_size=2, drop_last=False))
+    assert [e.times_served for e in es] == [4, 2, 0]
+
+
+def test_stop_iteration_stays_after_the_epoch_ends() -> None:
+    it = BatchIterator(snapshot_of(entries(2)), range(2), batch_size=2, drop_last=False)
+    assert uids(it) == [[0, 1]]
+    for _ in range(2):
+        with pytest.raises(StopIteration):
+            next(it)
+
+
+def _mismatched(uid_key: str) -> list[Entry]:
+    return [Entry(0, 0, ({uid_key: "u0", "x": 1},)), Entry(1, 1, ({uid_key: "u1"},))]
+
+
+def test_collate_errors_name_the_uids_of_the_rows() -> None:
+    it = BatchIterator(snapshot_of(_mismatched("sample_uid")), range(2), batch_size=2, drop_last=False)
+    with pytest.raises(ValueError, match=r"UIDs \['u0'\] have it and UIDs \['u1'\] do not"):
+        next(it)
+    it = BatchIterator(
+        snapshot_of(_mismatched("id")), range(2), batch_size=2, drop_last=False, uid_column="id"
+    )
+    with pytest.raises(ValueError, match=r"UIDs \['u0'\] have it and UIDs \['u1'\] do not"):
+        next(it)
+
+
+def test_epoch_order_messages() -> None:
+    class Floats(Sampler):
+        def indices(self, n: int, *, epoch: int) -> list[float]:
+            return [0.0, 1.0]
+
+    class ManyBad(Sampler):
+        def indices(self, n: int, *, epoch: int) -> list[int]:
+            return [10, 11, 12, 13, 14, 15, 0]
+
+    with pytest.raises(TypeError, match=r"reservoir_sampler .* must yield int indices, got float64 values"):
+        epoch_order(Floats(), 2, 0)
+    with pytest.raises(
+        ValueError,
+        match=r"must yield indices in range\(2\) \(2 entries in the reservoir\), got \[10, 11, 12, 13, 14\]$",
+    ):
+        epoch_order(ManyBad(), 2, 0)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -244,3 +248,386 @@ def test_auto_caps_task_bytes() -> None:
     assert ledger.rows_per_job in (7, 8)
     assert ledger.max_rows == 4 * ledger.rows_per_job  # 2 threads x 2
     assert len(submit(ledger)) == ledger.rows_per_job
+
+
+# ---------------------------------------------------------------------- state a new ledger shows
+
+
+def test_a_new_ledger_runs_and_keeps_no_errors_by_default() -> None:
+    ledger = Ledger(["u"], SequentialSampler(), max_rows=1, rows_per_job=1)
+    assert ledger.counters().status == "running" and ledger.status == "running"
+    assert ledger.fatal is None and not ledger.closed
+    assert ledger.mean_load_seconds == 0.0 and ledger.recent_load_seconds() == []
+    submit(ledger)
+    ledger.finished([0], [err("u")], now=0.0)
+    assert ledger.pop_error() is None  # collect_errors defaults to False
+    assert ledger.counters().failures[0].uid == "u"
+
+
+# ---------------------------------------------------------------------- counters and entries
+
+
+def test_counters_add_up_over_several_jobs() -> None:
+    ledger = Ledger(list("abcdef"), SequentialSampler(), max_rows=6, rows_per_job=1)
+    for _ in range(6):
+        submit(ledger)
+    ledger.finished([0], [ok("a", 0.5)], now=0.0)
+    ledger.finished([1], [ok("b", 1.5)], now=0.0)
+    ledger.failed([2], RuntimeError("x"), "")
+    ledger.failed([3], RuntimeError("y"), "")
+    ledger.cancelled([4])
+    ledger.cancelled([5])
+    c = ledger.counters()
+    assert (c.jobs_submitted, c.jobs_completed, c.jobs_failed) == (6, 4, 2)
+    assert (c.rows_loaded, c.rows_failed, c.rows_cancelled, c.uids_tried, c.uids_loaded) == (2, 2, 2, 4, 2)
+    assert ledger.mean_load_seconds == pytest.approx(1.0)
+    assert ledger.recent_load_seconds() == [0.5, 1.5]
+
+
+def test_recent_load_seconds_keeps_the_last_thousand() -> None:
+    n = 1005
+    ledger = Ledger(list(range(n)), SequentialSampler(), max_rows=n, rows_per_job=n)
+    job = submit(ledger)
+    ledger.finished(job, [ok(p, seconds=float(p)) for p in job], now=0.0)
+    assert ledger.recent_load_seconds() == [float(p) for p in range(5, n)]
+    assert ledger.mean_load_seconds == pytest.approx((n - 1) / 2)
+
+
+def test_taken_entries_carry_row_position_rows_and_times() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=2, rows_per_job=2)
+    submit(ledger)
+    ledger.finished([0, 1], [RowLoaded("a", [{"x": 1}, {"x": 2}], 0.25), ok("b")], now=7.0)
+    first, second = ledger.take()
+    assert (first.uid, first.position, first.rows, first.load_seconds, first.finished_at) == (
+        "a",
+        0,
+        ({"x": 1}, {"x": 2}),
+        0.25,
+        7.0,
+    )
+    assert (second.uid, second.position) == ("b", 1)
+
+
+def test_has_waiting_follows_finished_and_taken_entries() -> None:
+    ledger = Ledger(["a"], SequentialSampler(), max_rows=1, rows_per_job=1)
+    assert not ledger.has_waiting()
+    submit(ledger)
+    ledger.finished([0], [ok("a")], now=0.0)
+    assert ledger.has_waiting()
+    ledger.take()
+    assert not ledger.has_waiting()
+
+
+def test_one_outcome_per_row_is_required() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=2, rows_per_job=2)
+    submit(ledger)
+    with pytest.raises(ValueError):
+        ledger.finished([0, 1], [ok("a")], now=0.0)
+
+
+# ---------------------------------------------------------------------- failures
+
+
+def test_failure_records_keep_type_traceback_and_counts() -> None:
+    ledger = Ledger(["u"], SequentialSampler(), max_rows=1, rows_per_job=1, collect_errors=True)
+    submit(ledger)
+    ledger.finished([0], [err("u", "first")], now=0.0)
+    submit(ledger)
+    ledger.failed([0], KeyError("k"), "job traceback")
+    (record,) = ledger.counters().failures
+    assert (record.exc_type, record.message, record.traceback) == ("KeyError", "'k'", "job traceback")
+    assert (record.count, record.consecutive) == (2, 2)
+    row_error, job_error = ledger.pop_error(), ledger.pop_error()
+    assert row_error is not None and isinstance(row_error.__cause__, ValueError)
+    assert str(row_error) == "function_to_run failed for UID 'u': ValueError: first"
+    assert job_error is not None and isinstance(job_error.__cause__, KeyError)
+
+
+def test_a_row_failure_keeps_the_worker_traceback() -> None:
+    ledger = Ledger(["u"], SequentialSampler(), max_rows=1, rows_per_job=1)
+    submit(ledger)
+    ledger.finished([0], [err("u")], now=0.0)
+    (record,) = ledger.counters().failures
+    assert (record.exc_type, record.traceback, record.consecutive) == ("ValueError", "traceback text", 1)
+
+
+def test_failed_rows_are_submitted_again_in_the_next_pass() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=2, rows_per_job=1)
+    assert [submit(ledger), submit(ledger)] == [[0], [1]]
+    ledger.failed([0], RuntimeError("x"), "")
+    ledger.finished([1], [err("b")], now=0.0)
+    assert [submit(ledger), submit(ledger)] == [[0], [1]]
+
+
+def test_a_result_under_another_uid_is_dropped_and_the_row_tried_again() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=2, rows_per_job=1)
+    submit(ledger)
+    ledger.finished([0], [ok("b")], now=0.0)
+    (record,) = ledger.counters().failures
+    assert (record.uid, record.exc_type, record.traceback) == ("a", "JobError", "")
+    assert record.message == (
+        "the worker reported UID 'b' for the source row of UID 'a' "
+        "(row order of the source changed between reads?); the result was dropped"
+    )
+    assert not ledger.has_waiting()
+    assert submit(ledger) == [1] and submit(ledger) == [0]  # "a" is not left outstanding
+
+
+@pytest.mark.parametrize(
+    ("reported", "expected"),
+    [(-1, -2), (np.array([0, 0]), 0)],
+    ids=["equal hash, different value", "comparison raises"],
+)
+def test_reported_uid_must_be_the_same_value(reported: Any, expected: Any) -> None:
+    # hash(-1) == hash(-2) in CPython; an array compared with a UID cannot be made a bool
+    ledger = Ledger([expected], SequentialSampler(), max_rows=1, rows_per_job=1)
+    submit(ledger)
+    ledger.finished([0], [RowLoaded(reported, [{"x": 1}], 0.0)], now=0.0)
+    c = ledger.counters()
+    assert c.rows_loaded == 0 and c.failures[0].exc_type == "JobError" and not ledger.take()
+
+
+def test_failures_are_logged_once_as_warning_then_as_debug(caplog: pytest.LogCaptureFixture) -> None:
+    ledger = Ledger(["u"], SequentialSampler(), max_rows=1, rows_per_job=1, max_failures_per_uid=2)
+    with caplog.at_level(logging.DEBUG, logger="dask_reservoir"):
+        for message in ("one", "two"):
+            submit(ledger)
+            ledger.finished([0], [err("u", message)], now=0.0)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "dask_reservoir: job for UID 'u' failed (1 times): ValueError: one"),
+        (logging.DEBUG, "dask_reservoir: job for UID 'u' failed (2 times): ValueError: two"),
+        (
+            logging.WARNING,
+            "dask_reservoir: UID 'u' quarantined after 2 failures in a row; last: ValueError: two",
+        ),
+    ]
+
+
+def test_rejected_entry_is_a_failure_of_its_uid_but_not_a_failed_row() -> None:
+    ledger = Ledger(
+        list("ab"),
+        SequentialSampler(),
+        max_rows=2,
+        rows_per_job=1,
+        max_failures_per_uid=1,
+        collect_errors=True,
+    )
+    submit(ledger)
+    ledger.finished([0], [ok("a")], now=0.0)
+    ledger.take()
+    cause = OSError("disk full")
+    ledger.rejected("a", cause)
+    c = ledger.counters()
+    assert (c.uids_loaded, c.rows_loaded, c.rows_failed) == (0, 1, 0)
+    (record,) = c.failures
+    assert (record.uid, record.exc_type, record.message, record.traceback) == (
+        "a",
+        "OSError",
+        "disk full",
+        "",
+    )
+    assert list(c.quarantined) == ["a"] and c.unloadable == frozenset({"a"})
+    error = ledger.pop_error()
+    assert error is not None and error.uid == "a" and error.__cause__ is cause
+
+
+def test_a_rejected_uid_whose_last_result_was_empty_stays_unloadable_only_if_empty() -> None:
+    ledger = Ledger(["a"], SequentialSampler(), max_rows=1, rows_per_job=1)
+    submit(ledger)
+    ledger.finished([0], [RowLoaded("a", [], 0.0)], now=0.0)
+    ledger.take()
+    submit(ledger)
+    ledger.finished([0], [ok("a")], now=0.0)  # loads now: no longer empty
+    ledger.take()
+    ledger.rejected("a", OSError("x"))
+    assert ledger.counters().unloadable == frozenset()
+
+
+def test_quarantine_shows_the_latest_failure_of_the_uid() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=2, rows_per_job=1, max_failures_per_uid=1)
+    submit(ledger)
+    ledger.finished([0], [ok("a")], now=0.0)
+    ledger.take()
+    assert submit(ledger) == [1] and submit(ledger) == [0]  # "a" in flight again
+    ledger.rejected("a", OSError("stored badly"))  # quarantined while its row is in flight
+    ledger.finished([0], [err("a", "then failed")], now=0.0)
+    c = ledger.counters()
+    assert c.quarantined["a"].message == "then failed" and c.quarantined["a"].count == 2
+
+
+# ---------------------------------------------------------------------- quarantine release
+
+
+def test_released_uid_goes_before_the_rest_of_the_source_with_a_fresh_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ledger = Ledger(list("abcdefgh"), SequentialSampler(), max_rows=1, rows_per_job=1, max_failures_per_uid=2)
+    for position in range(9):  # "a" fails in both passes, the others load
+        assert submit(ledger) == [position % 8]
+        uid = "abcdefgh"[position % 8]
+        ledger.finished([position % 8], [err(uid) if uid == "a" else ok(uid)], now=0.0)
+        ledger.take()
+    assert list(ledger.counters().quarantined) == ["a"]
+    assert submit(ledger) == [1]
+    ledger.finished([1], [ok("b")], now=0.0)
+    ledger.take()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dask_reservoir"):
+        assert ledger.release_quarantine() == ["a"]
+    assert [r.getMessage() for r in caplog.records] == ["dask_reservoir: released 1 UIDs from quarantine"]
+    record = ledger.counters().failures[0]
+    assert (record.uid, record.count, record.consecutive) == ("a", 2, 0)
+    assert submit(ledger) == [0]  # before c, d, ...
+    ledger.finished([0], [err("a")], now=0.0)
+    assert not ledger.counters().quarantined  # one failure of the two allowed
+    assert ledger.counters().failures[0].consecutive == 1
+
+
+def test_release_quarantine_of_a_row_in_flight_does_not_submit_it_twice() -> None:
+    ledger = Ledger(list("abc"), SequentialSampler(), max_rows=3, rows_per_job=1, max_failures_per_uid=1)
+    submit(ledger)
+    ledger.finished([0], [ok("a")], now=0.0)
+    ledger.take()
+    assert submit(ledger) == [1] and submit(ledger) == [2]
+    ledger.finished([1], [ok("b")], now=0.0)
+    ledger.take()
+    assert submit(ledger) == [0]  # "a" in flight (second pass)
+    ledger.rejected("a", OSError("x"))
+    assert ledger.release_quarantine(["a"]) == ["a"]
+    assert submit(ledger) == [1]  # not "a" again while its row is out
+
+
+def test_release_quarantine_names_a_uid_once_even_if_given_twice() -> None:
+    ledger = Ledger(list("uv"), SequentialSampler(), max_rows=2, rows_per_job=1, max_failures_per_uid=1)
+    submit(ledger)
+    ledger.finished([0], [err("u")], now=0.0)
+    assert ledger.release_quarantine(["u", "u"]) == ["u"]
+    assert submit(ledger) == [0] and submit(ledger) == [1]
+
+
+def test_a_quarantined_uid_never_leaves_the_retry_queue() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=2, rows_per_job=1, max_failures_per_uid=1)
+    submit(ledger)
+    ledger.finished([0], [ok("a")], now=0.0)
+    ledger.take()
+    assert submit(ledger) == [1] and submit(ledger) == [0]
+    ledger.requeued([0])  # "a" is to be submitted first ...
+    ledger.rejected("a", OSError("x"))  # ... but its earlier entry quarantines it
+    ledger.finished([1], [ok("b")], now=0.0)
+    ledger.take()
+    assert submit(ledger) == [1] and submit(ledger) == []
+
+
+# ---------------------------------------------------------------------- what to submit
+
+
+def test_requeued_rows_go_first_one_job_at_a_time() -> None:
+    ledger = Ledger(list("abcd"), SequentialSampler(), max_rows=4, rows_per_job=1)
+    assert [submit(ledger) for _ in range(3)] == [[0], [1], [2]]
+    ledger.requeued([1])
+    ledger.requeued([2])
+    assert submit(ledger) == [1] and submit(ledger) == [2] and submit(ledger) == [3]
+
+
+def test_skip_first_pass_of_several_uids() -> None:
+    ledger = Ledger(list("abcd"), SequentialSampler(), max_rows=4, rows_per_job=1, skip_first_pass=["b", "c"])
+    assert [submit(ledger) for _ in range(2)] == [[0], [3]]
+    c = ledger.counters()
+    assert (c.uids_loaded, c.uids_tried) == (2, 2)
+
+
+def test_a_sampler_yielding_no_rows_submits_nothing() -> None:
+    class Empty(SequentialSampler):
+        def indices(self, n: int, *, epoch: int) -> list[int]:
+            return []
+
+    ledger = Ledger(list("ab"), Empty(), max_rows=2, rows_per_job=1)
+    assert ledger.next_job() == []
+
+
+def test_bound_follows_worker_threads_times_rows_per_job() -> None:
+    ledger = Ledger(list(range(100)), SequentialSampler(), max_rows=4, rows_per_job=2, auto_bound_threads=1)
+    ledger.set_worker_threads(3)
+    assert ledger.max_rows == 12
+
+
+def test_auto_task_size_grows_from_one_row() -> None:
+    # rows of 37.5 ms make tasks of 2 rows (about 75 ms)
+    ledger = Ledger(
+        list(range(100)), SequentialSampler(), max_rows=4, rows_per_job=None, auto_bound_threads=1
+    )
+    job = submit(ledger)
+    ledger.finished(job, [ok(0, seconds=0.0375)], now=0.0)
+    assert ledger.rows_per_job == 2 and ledger.max_rows == 4
+
+
+def test_auto_task_size_stays_within_an_explicit_bound() -> None:
+    ledger = Ledger(list(range(100)), SequentialSampler(), max_rows=5, rows_per_job=None)
+    job = submit(ledger)
+    ledger.finished(job, [ok(0, seconds=1e-6)], now=0.0)
+    assert ledger.rows_per_job == 5 and ledger.max_rows == 5
+    ledger.take()
+    assert submit(ledger) == [1, 2, 3, 4, 5]
+
+
+# ---------------------------------------------------------------------- status, close, wait
+
+
+def test_set_status_records_what_stopped_the_runner() -> None:
+    ledger = Ledger(["a"], SequentialSampler(), max_rows=1, rows_per_job=1)
+    ledger.set_status("reconnecting")
+    assert ledger.counters().status == "reconnecting" and ledger.fatal is None
+    boom = RuntimeError("lost")
+    ledger.set_status("failed", boom)
+    assert ledger.status == "failed" and ledger.fatal is boom
+    ledger.set_status("failed")  # no new cause: keeps the first
+    assert ledger.fatal is boom
+
+
+def test_close_drops_waiting_entries() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=2, rows_per_job=1)
+    submit(ledger)
+    ledger.finished([0], [ok("a")], now=0.0)
+    ledger.close()
+    assert ledger.closed is True and ledger.counters().status == "closed"
+    assert not ledger.has_waiting() and ledger.take() == []
+    ledger.close()
+    assert ledger.closed is True
+
+
+def _waited(ledger: Ledger, timeout: float) -> float:
+    start = time.monotonic()
+    ledger.wait(timeout)
+    return time.monotonic() - start
+
+
+def test_wait_returns_at_once_when_something_is_there_to_report() -> None:
+    with_entry = Ledger(["a"], SequentialSampler(), max_rows=1, rows_per_job=1)
+    submit(with_entry)
+    with_entry.finished([0], [ok("a")], now=0.0)
+    with_error = Ledger(["a"], SequentialSampler(), max_rows=1, rows_per_job=1, collect_errors=True)
+    submit(with_error)
+    with_error.finished([0], [err("a")], now=0.0)
+    stopped = Ledger(["a"], SequentialSampler(), max_rows=1, rows_per_job=1)
+    stopped.set_status("failed", RuntimeError("x"))
+    closed = Ledger(["a"], SequentialSampler(), max_rows=1, rows_per_job=1)
+    closed.close()
+    for ledger in (with_entry, with_error, stopped, closed):
+        assert _waited(ledger, 5.0) < 2.0
+
+
+def test_wait_blocks_until_the_timeout_when_nothing_happens() -> None:
+    ledger = Ledger(["a"], SequentialSampler(), max_rows=1, rows_per_job=1)
+    assert 0.15 <= _waited(ledger, 0.2) < 0.9
+    assert _waited(ledger, -1.0) < 0.9  # a timeout already past does not block
+
+
+def test_wait_wakes_when_an_entry_arrives() -> None:
+    ledger = Ledger(["a"], SequentialSampler(), max_rows=1, rows_per_job=1)
+    submit(ledger)
+    timer = threading.Timer(0.05, lambda: ledger.finished([0], [ok("a")], now=0.0))
+    timer.start()
+    try:
+        assert _waited(ledger, 10.0) < 5.0
+    finally:
+        timer.join()
