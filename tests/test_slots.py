@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import dask_reservoir.slots as slots
 from dask_reservoir import collate_rows
 from dask_reservoir.batches import BatchIterator
-from dask_reservoir.slots import Column, SlotTable
+from dask_reservoir.slots import Column, SlotPool, SlotTable, StoreError, describe_value
 from dask_reservoir.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore
 
 
@@ -187,3 +192,141 @@ def test_zero_d_and_non_contiguous_arrays_round_trip() -> None:
     back = table.read_row(1)
     assert isinstance(back["a"], np.ndarray) and back["a"].shape == () and float(back["a"]) == 2.5
     np.testing.assert_array_equal(back["b"], first["b"])
+
+
+# ---------------------------------------------------------------- what the error messages and columns say
+
+
+def test_describe_value_names_array_subclasses_and_the_int64_range() -> None:
+    assert describe_value(np.ma.zeros(2, np.float32)) == "float32 MaskedArray of shape (2,)"
+    assert describe_value(np.zeros((1, 2), np.int8)) == "int8 array of shape (1, 2)"
+    for inside in (2**63 - 1, -(2**63), 127, -127, 0):
+        assert describe_value(inside) == "Python int", inside
+    for outside in (2**63, -(2**63) - 1, 2**64, -(2**64) - 1):
+        assert describe_value(outside) == "Python int outside the int64 range", outside
+    assert describe_value(float("inf")) == "Python float"
+    assert describe_value(True) == "Python bool"
+
+
+@pytest.mark.parametrize(
+    "value, kind", [(2**63 - 1, "scalar"), (-(2**63), "scalar"), (2**63, "object"), (-(2**63) - 1, "object")]
+)
+def test_python_ints_are_slotted_as_int64_only_within_its_range(value: int, kind: str) -> None:
+    column = Column.of(value)
+    assert column is not None and column.kind == kind
+    store = ReservoirStore(1)
+    store.put(Entry(0, 0, ({"v": value},)))
+    back = store.rows_of(store.get(0))[0]["v"]  # type: ignore[arg-type]
+    assert back == value and type(back) is int
+
+
+def test_object_arrays_and_array_subclasses_get_no_column() -> None:
+    """Object arrays would share their items, subclasses lose their extras: kept as rows."""
+    assert Column.of(np.array([1, "x"], dtype=object)) is None
+    assert Column.of(np.ma.zeros(2)) is None
+    assert SlotTable.infer({"a": np.ma.zeros(2)}, size=2) is None
+    store = ReservoirStore(2)
+    store.put(Entry(0, 0, ({"a": np.array([[1], "x"], dtype=object)},)))
+    assert store.table is None and store.get(0).slot is None  # type: ignore[union-attr]
+
+
+def test_columns_describe_numpy_and_python_scalars() -> None:
+    assert Column.of(np.int8(1)) == Column("scalar", np.dtype(np.int8))
+    assert Column.of(np.int8(1)).describe() == "int8 numpy scalar"  # type: ignore[union-attr]
+    assert Column.of(np.int64(1)).describe() == "int64 numpy scalar"  # type: ignore[union-attr]
+    assert Column.of(np.float64(1)).describe() == "float64 numpy scalar"  # type: ignore[union-attr]
+    assert Column.of(1.5).describe() == "Python float"  # type: ignore[union-attr]
+    assert Column.of(True).describe() == "Python bool"  # type: ignore[union-attr]
+    table = SlotTable.infer({"y": np.int8(1)}, size=1)
+    assert table is not None
+    assert table.changes({"y": np.int16(1)}) == [("y", "int8 numpy scalar", "int16 numpy scalar")]
+
+
+def test_changes_report_an_object_column_given_numbers_or_arrays() -> None:
+    table = SlotTable.infer({"name": "a", "x": 1}, size=2)
+    assert table is not None
+    assert table.changes({"name": 3, "x": 1}) == [("name", "object", "Python int")]
+    assert table.changes({"name": np.zeros(2), "x": 1}) == [("name", "object", "float64 array of shape (2,)")]
+    assert table.changes({"name": ["b"], "x": 1}) == []  # still an object: no batch change
+
+
+# ---------------------------------------------------------------- slot pool
+
+
+def test_slot_pool_of_one_slot_and_its_exhaustion() -> None:
+    with pytest.raises(ValueError, match=r"at least one slot, got size=0"):
+        SlotPool(0)
+    pool = SlotPool(1)
+    assert pool.next_slot() == 0 and pool.claim() == 0 and pool.available() == 0
+    with pytest.raises(RuntimeError, match=r"all 1 slots are held or retired"):
+        pool.next_slot()
+    assert pool.release(0) is True  # not pinned: free at once
+    assert pool.available() == 1 and pool.claim() == 0 and pool.used == 1
+
+
+# ---------------------------------------------------------------- reading, copying, failed writes
+
+
+class Thing:
+    """A mutable object that can be weakly referenced."""
+
+    def __init__(self, items: list[int]) -> None:
+        self.items = items
+
+
+def test_copied_rows_and_batches_share_no_mutable_object_with_the_table() -> None:
+    stored = {"k": [1, 2]}
+    table = SlotTable.infer({"o": stored, "a": np.zeros(2)}, size=2)
+    assert table is not None
+    table.write(0, {"o": stored, "a": np.zeros(2)})
+    mine = table.read_row(0)  # a copy by default
+    mine["o"]["k"].append(3)
+    mine["a"][0] = 5.0
+    gathered = table.gather(np.array([0, 0]))
+    gathered["o"][0]["k"].append(4)
+    assert stored == {"k": [1, 2]}
+    again = table.read_row(0)
+    assert again["o"] == {"k": [1, 2]} and again["a"].tolist() == [0.0, 0.0]
+    view = table.read_row(0, copy=False)  # the stored data, to read only
+    assert view["o"] is stored
+    assert not view["a"].flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        view["a"][0] = 1.0
+
+
+def test_a_failed_write_names_the_column_and_leaves_other_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = {"s": "keep", "t": np.zeros(2, "datetime64[s]")}
+    table = SlotTable.infer(first, size=3)
+    assert table is not None
+    table.write(0, first)
+    real_copy = slots._copy_value
+
+    def fail_on_datetimes(target: np.ndarray, slot: int, value: Any, buffer_copy: bool) -> None:
+        if target.dtype.kind == "M":
+            raise OSError("disk on fire")
+        real_copy(target, slot, value, buffer_copy)
+
+    monkeypatch.setattr(slots, "_copy_value", fail_on_datetimes)
+    with pytest.raises(
+        StoreError,
+        match=r"^cannot store column 't' \(datetime64\[s\] array of shape \(2,\)\): OSError: disk on fire$",
+    ) as info:
+        table.write(1, {"s": "lost", "t": np.ones(2, "datetime64[s]")})
+    error = info.value
+    assert (error.uid, error.column, error.dtype) == (None, "t", "datetime64[s] array of shape (2,)")
+    monkeypatch.undo()
+    assert table.read_row(0)["s"] == "keep" and table.written == 1
+
+
+def test_evicted_objects_are_dropped_by_the_table() -> None:
+    """A freed slot keeps no reference to the object of the entry it held."""
+    store = ReservoirStore(1)  # 1 + 1 slots
+    store.put(Entry(0, 0, ({"o": Thing([0]), "x": 0},)))
+    snap = store.snapshot()
+    gone = weakref.ref(snap.rows_at(0, copy=False)[0]["o"])
+    snap.release()
+    evicted = store.put(Entry(1, 1, ({"o": Thing([1]), "x": 1},)))
+    assert [e.uid for e in evicted] == [0] and evicted[0].slot is None and evicted[0].handle is None
+    gc.collect()
+    assert gone() is None
+    assert store.rows_of(store.get(1))[0]["o"].items == [1]  # type: ignore[arg-type]

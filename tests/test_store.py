@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import os
 import threading
 import warnings
 from typing import Any
@@ -234,6 +235,9 @@ def test_put_is_atomic_when_a_column_cannot_be_stored(monkeypatch: pytest.Monkey
         ) as info:
             store.put(Entry(uid, position, (dict(good, a=np.full(3, 7.0)),)))
         assert (info.value.uid, info.value.column) == (uid, "b") and isinstance(info.value, ValueError)
+        assert info.value.dtype == "datetime64[s] array of shape (2,)" and "OSError: disk on fire" in str(
+            info.value
+        )
         assert (
             store.uids(),
             store.ingested,
@@ -252,33 +256,39 @@ def test_put_is_atomic_when_a_column_cannot_be_stored(monkeypatch: pytest.Monkey
 
 def test_rows_that_are_not_dicts_name_the_uid() -> None:
     store = ReservoirStore(2)
-    with pytest.raises(StoreError, match=r"must be a dict, got list at index 0 for UID 'u'"):
+    with pytest.raises(StoreError, match=r"must be a dict, got list at index 0 for UID 'u'") as info:
         store.put(Entry("u", 0, ([1, 2],)))  # type: ignore[arg-type]
+    assert info.value.uid == "u" and info.value.column is None
     assert len(store) == 0 and store.ingested == 0
 
 
-def test_dtype_or_shape_change_warns_once_per_column_and_change() -> None:
+def test_dtype_or_shape_change_warns_once_per_column() -> None:
     store = ReservoirStore(8)
     store.put(Entry(0, 0, ({"x": np.zeros(2, np.float32), "y": 1},)))
     with pytest.warns(UserWarning) as record:
         store.put(Entry(1, 1, ({"x": np.zeros(2, np.float64), "y": 1},)))
     assert len(record) == 1
-    message = str(record[0].message)
-    assert "column 'x'" in message and "float32 array of shape (2,)" in message
-    assert "float64 array of shape (2,)" in message and "UID 1" in message
+    assert str(record[0].message) == (
+        "column 'x' changed from float32 array of shape (2,) to float64 array of shape (2,) at UID 1: entries "
+        "unlike the first stored row are kept as rows and collated per batch (slower), and batches mixing "
+        "them change dtype or fail to stack; return one dtype and shape per column (warned once per column: "
+        "later changes of this column are not reported)"
+    )
+    assert not record[0].filename.endswith(
+        os.path.join("dask_reservoir", "store.py")
+    )  # the caller, not the library
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampolines add stack frames
+        assert record[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         store.put(Entry(2, 2, ({"x": np.zeros(2, np.float64), "y": 1},)))  # the same change: silent
         store.put(Entry(3, 3, ({"x": np.zeros(2, np.float32), "y": np.int64(4)},)))  # int64 either way
         store.put(Entry(4, 4, ({"x": np.zeros(2, np.float32), "y": 1}, {"x": 0, "y": 0})))  # several rows
-    with pytest.warns(
-        UserWarning,
-        match=r"column 'x' changed from float32 array of shape \(2,\) to float32 array of shape \(3,\) at UID 5",
-    ):
-        store.put(Entry(5, 5, ({"x": np.zeros(3, np.float32), "y": 1},)))
+        store.put(Entry(5, 5, ({"x": np.zeros(3, np.float32), "y": 1},)))  # another change of x: silent
     with pytest.warns(UserWarning, match=r"column 'y' changed from Python int to Python float at UID 6"):
         store.put(Entry(6, 6, ({"x": np.zeros(2, np.float32), "y": 1.5},)))
     assert len(store) == 7
+    assert [e.slot is not None for e in store] == [True] + [False] * 6  # only the first row fits the table
 
 
 def test_warning_as_error_leaves_the_store_unchanged() -> None:
@@ -342,3 +352,164 @@ def test_stored_arrays_of_row_entries_are_read_only() -> None:
     assert not stored[0]["x"].flags.writeable and not stored[1]["x"].flags.writeable
     with pytest.raises(ValueError, match="read-only"):
         stored[0]["x"][0] = 1
+
+
+# ---------------------------------------------------------------- messages, counters, reading
+
+
+def test_membership_and_counters() -> None:
+    store = ReservoirStore(2)
+    store.put(entry("a", position=0))
+    assert "a" in store and "b" not in store
+    for value in range(3):
+        store.put(entry("a", value=value, position=0))
+    assert store.replaced == 3 and store.ingested == 4 and store.uids() == ["a"]
+    assert repr(store) == "<ReservoirStore: size=1/2 ingested=4 evicted=0 replaced=3>"
+
+
+def test_bad_capacity_message_names_the_type() -> None:
+    with pytest.raises(TypeError, match=r"^capacity must be an int, got float: 1\.5$"):
+        ReservoirStore(1.5)  # type: ignore[arg-type]
+
+
+def test_no_room_message_explains_the_bound() -> None:
+    store = ReservoirStore(3)  # 3 + 2 slots
+    for uid in range(3):
+        store.put(entry(uid))
+    snap = store.snapshot()
+    store.put(entry(3))
+    store.put(entry(4))
+    with pytest.raises(NoRoomError) as info:
+        store.put(entry(5))
+    assert str(info.value) == (
+        "cannot put UID 5: all 5 slots (capacity 3 + headroom 2) are held by 3 entries and 2 removed "
+        "entries that 1 live snapshots (iterators) still read; exhaust or drop an iterator, or check "
+        "room() before put()"
+    )
+    snap.release()
+
+
+def test_rows_of_entries_kept_as_rows_in_a_store_with_a_table() -> None:
+    store = ReservoirStore(3)
+    store.put(Entry(0, 0, ({"x": np.zeros(2)},)))  # slotted: creates the table
+    store.put(Entry(1, 1, ({"x": np.ones(2)}, {"x": np.ones(2)})))  # several rows
+    store.put(Entry(2, 2, ({"y": 5},)))  # another schema
+    assert store.table is not None and store.get(0).slot is not None  # type: ignore[union-attr]
+    assert store.get(1).slot is None and store.get(2).slot is None  # type: ignore[union-attr]
+    assert [r["x"].tolist() for r in store.rows_of(store.get(1))] == [[1.0, 1.0], [1.0, 1.0]]  # type: ignore[arg-type]
+    assert store.rows_of(store.get(2)) == ({"y": 5},)  # type: ignore[arg-type]
+    mine = store.rows_of(store.get(0))  # type: ignore[arg-type]
+    mine[0]["x"][0] = 9.0  # a slotted row is read as a copy
+    assert store.rows_of(store.get(0))[0]["x"].tolist() == [0.0, 0.0]  # type: ignore[arg-type]
+
+
+def test_columnar_bytes_is_zero_without_a_table() -> None:
+    store = ReservoirStore(2)
+    assert store.columnar_bytes() == 0
+    store.put(Entry(0, 0, ({"x": np.zeros(4)}, {"x": np.zeros(4)})))
+    assert store.table is None and store.columnar_bytes() == 0
+    store.put(Entry(1, 1, ({"x": np.zeros(4)},)))
+    assert store.columnar_bytes() == 32
+
+
+def test_snapshot_rows_at_copies_unless_asked_not_to() -> None:
+    store = ReservoirStore(2)
+    store.put(Entry(0, 0, ({"x": np.zeros(2)},)))  # slotted
+    store.put(Entry(1, 1, ({"x": np.zeros(2)}, {"x": np.ones(2)})))  # kept as rows
+    snap = store.snapshot()
+    assert snap.slots.tolist() == [0, -1]
+    for index in range(2):
+        mine = snap.rows_at(index)
+        mine[0]["x"][0] = 9.0
+        assert snap.rows_at(index)[0]["x"][0] == 0.0
+        shared = snap.rows_at(index, copy=False)
+        assert not shared[0]["x"].flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            shared[0]["x"][0] = 1.0
+    assert snap.rows_at(1, copy=False) is store.rows_of(store.get(1))  # type: ignore[arg-type]
+    snap.release()
+
+
+def test_all_slotted_needs_at_least_one_entry() -> None:
+    store = ReservoirStore(2)
+    assert not store.snapshot().all_slotted
+    store.put(Entry(0, 0, ({"x": np.zeros(2)},)))
+    snap = store.snapshot()
+    assert snap.all_slotted and snap.table is store.table and snap.arrays is store.table.arrays  # type: ignore[union-attr]
+
+
+def test_clear_then_snapshot() -> None:
+    store = ReservoirStore(3)
+    for uid in range(3):
+        store.put(entry(uid))
+    store.snapshot().release()
+    store.clear()
+    empty = store.snapshot()
+    assert empty.entries == [] and empty.slots.tolist() == [] and store.live_snapshots == 1
+    empty.release()
+    store.put(entry(7, value=70))
+    store.put(entry(5, value=50))
+    snap = store.snapshot()
+    assert [e.uid for e in snap.entries] == [5, 7] and snap.all_slotted
+    assert [r[0]["x"] for r in map(snap.rows_at, range(2))] == [50, 70]
+    snap.release()
+    assert store.room() == UNLIMITED_ROOM and len(store) == 2
+
+
+def test_putting_a_stored_entry_again_stores_it_as_the_newest() -> None:
+    """An entry kept as rows, put again as is: a fresh entry, the pool stays consistent."""
+    store = ReservoirStore(4)  # 4 + 2 slots
+    kept = Entry("a", 0, ({"x": 1}, {"x": 2}))
+    store.put(kept)
+    store.put(entry(1))
+    assert store.put(kept) == []
+    again = store.get("a")
+    assert again is not kept and again is not None and again.handle is not None
+    assert store.uids() == [1, "a"] and store.replaced == 1
+    assert store.rows_of(again) == ({"x": 1}, {"x": 2})
+    for uid in range(2, 40):  # churn with snapshots: no slot leaks, none is shared
+        snap = store.snapshot()
+        assert [r["x"] for i in range(len(snap.entries)) for r in snap.rows_at(i)] == [
+            r["x"] for e in snap.entries for r in store.rows_of(e)
+        ]
+        store.put(entry(uid, value=uid))
+        snap.release()
+    assert store.room() == UNLIMITED_ROOM and store.slots_used <= 6 and store.pinned_retired == 0
+
+
+def test_values_no_batch_can_be_built_from_are_refused_at_put() -> None:
+    """A numpy.matrix cannot be stacked, a lock cannot be deep-copied into batches: refused once, at put."""
+    store = ReservoirStore(2)
+    store.put(entry("a", position=0))
+    before = (store.uids(), store.ingested, store.room(), store.slots_used)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        matrix = np.matrix([[1, 2]])
+    with pytest.raises(StoreError) as info:
+        store.put(Entry("m", 1, ({"sample_uid": "m", "x": matrix},)))
+    assert str(info.value) == (
+        "column 'x' holds a numpy.matrix for UID 'm', which cannot be stacked into a batch; return an "
+        "ndarray (numpy.asarray)"
+    )
+    assert (info.value.uid, info.value.column, info.value.dtype) == ("m", "x", "numpy.matrix")
+    rows = ({"sample_uid": "l", "x": 1}, {"sample_uid": "l", "x": 2, "guard": (1, threading.Lock())})
+    with pytest.raises(StoreError) as info:
+        store.put(Entry("l", 2, rows))
+    message = str(info.value)
+    assert message.startswith(
+        "column 'guard' holds a tuple for UID 'l' that cannot be deep-copied (TypeError: "
+    )
+    assert message.endswith(
+        "); batches copy mutable values so that users cannot change what is stored: return plain data "
+        "instead (numbers, str, arrays, or objects that can be copied)"
+    )
+    assert (info.value.uid, info.value.column, info.value.dtype) == ("l", "guard", "tuple")
+    assert isinstance(info.value.__cause__, TypeError)
+    held = np.array([threading.Lock()], dtype=object)  # a new column: no dtype-change warning
+    with pytest.raises(
+        StoreError, match=r"^column 'held' holds a ndarray for UID 'o' that cannot be deep-copied"
+    ):
+        store.put(Entry("o", 4, ({"sample_uid": "o", "x": 4, "held": held},)))
+    assert (store.uids(), store.ingested, store.room(), store.slots_used) == before
+    store.put(Entry("t", 3, ({"sample_uid": "t", "x": 3, "tags": ["ok"], "when": (1, "a")},)))
+    assert store.uids() == ["a", "t"]
