@@ -125,3 +125,34 @@ def test_minimum_error() -> None:
         )
         is None
     )
+
+
+def test_minimum_error_counts_loaded_unloadable_uids_and_lists_the_empty_ones() -> None:
+    failures = (FailureRecord("a", "OSError", "gone a"), FailureRecord("b", "OSError", "gone b"))
+    error = minimum_error(
+        size=2,
+        required=6,
+        n_source=8,
+        unloadable={"a", "b", 1, 2, 3, 4, 5, 6},
+        in_store=2,  # two of them still have an entry
+        failures=failures,
+        quarantined={"a", "b"},
+        status="running",
+        address="",
+    )
+    assert str(error) == (
+        "only 2 of the 8 source rows can still give an entry (2 quarantined, 6 whose last result had "
+        "no rows: [1, 2, 3, 4, 5] ...), fewer than the minimum 6 (min_reservoir_samples); "
+        "failures: UID 'a': OSError: gone a; UID 'b': OSError: gone b"
+    )
+    five = minimum_error(
+        size=0,
+        required=4,
+        n_source=5,
+        unloadable={1, 2, 3, 4, 5},
+        in_store=0,
+        failures=(),
+        status="running",
+        address="",
+    )
+    assert str(five).startswith("only 0 of the 5 source rows") and "[1, 2, 3, 4, 5])" in str(five)

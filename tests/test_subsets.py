@@ -71,3 +71,23 @@ def test_many_missing_values_are_summarised() -> None:
     source = make_source(pd.DataFrame({"v": range(3)}), "uid")
     with pytest.raises(KeyError, match=r"\[10, 11, 12, 13, 14\] and 2 more"):
         positions_by_values(source, list(range(10, 17)), "uid", uid_column="uid")
+
+
+def test_exactly_five_missing_values_are_listed_without_a_tail() -> None:
+    source = make_source(pd.DataFrame({"v": range(3)}), "uid")
+    with pytest.raises(KeyError) as info:
+        positions_by_values(source, list(range(10, 15)), "uid", uid_column="uid")
+    assert info.value.args[0] == "UIDs not in the source column 'uid': [10, 11, 12, 13, 14]"
+    with pytest.raises(KeyError) as info:
+        positions_by_values(source, list(range(10, 16)), "uid", uid_column="uid")
+    assert info.value.args[0] == "UIDs not in the source column 'uid': [10, 11, 12, 13, 14] and 1 more"
+
+
+def test_unhashable_cells_are_skipped_not_the_end_of_the_search() -> None:
+    source = make_source(pd.DataFrame({"tags": [["x"], "a", ["y"], "a"]}), "uid")
+    assert positions_by_values(source, ["a"], "tags", uid_column="uid") == [1, 3]
+
+
+def test_empty_uids_message_is_exact() -> None:
+    with pytest.raises(ValueError, match=r"^uids must hold at least one UID, got an empty collection$"):
+        positions_by_values(SOURCE, [], "case", uid_column="case")
