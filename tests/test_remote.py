@@ -67,7 +67,10 @@ def test_attach_by_address_with_function_from_unimportable_module(remote: CliClu
         for b in batches:
             check_batch(b)
         assert r.stats().address == remote.address and r.stats().status == "running"
-        assert len({int(p) for b in batches for p in b["pid"]}) >= 1
+        ran_in = {int(p) for b in batches for p in b["pid"]}
+        with remote.client() as c:
+            workers = {int(pid) for pid in c.run(os.getpid).values()}
+        assert ran_in and ran_in <= workers and os.getpid() not in ran_in  # on the CLI workers
         assert r._handle.owned and not r._handle.can_import("tests")
     with remote.client() as c:
         poll_for(
