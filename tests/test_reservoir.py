@@ -149,11 +149,25 @@ def test_eviction_of_oldest(client: Client) -> None:
         assert len({int(b["sample_uid"][0]) for b in it}) == 5
 
 
+RELOADS = threading.Event()
+
+
+def first_load_free_then_gated(row: dict[str, Any]) -> dict[str, Any]:
+    """Counts loads per UID; every load after a UID's first waits for RELOADS."""
+    out = counting_load(row)
+    if out["load"] > 1:
+        RELOADS.wait(30)
+    return out
+
+
 def test_epoch_snapshot_is_frozen(client: Client) -> None:
     LOADS.clear()
-    with AsyncReservoir(frame(4), counting_load, 4, min_reservoir_samples=4, client=client) as r:
-        it = iter(r)
-        snapshot = {int(u): None for u in range(4)}
+    RELOADS.clear()
+    with AsyncReservoir(frame(4), first_load_free_then_gated, 4, min_reservoir_samples=4, client=client) as r:
+        try:
+            it = iter(r)  # the first loads only: reloads are held back
+        finally:
+            RELOADS.set()
         poll_for(lambda: r.stats().entries_waiting >= 4, what="fresh loads of every UID")
         # the held iterator pins its 4 entries: only the headroom (ceil(4 / 2) = 2 slots)
         # may take fresh ones, the other fresh loads wait
@@ -161,7 +175,7 @@ def test_epoch_snapshot_is_frozen(client: Client) -> None:
         assert r.stats().entries_pinned == 2 and r.stats().live_iterators == 2
         old = [(int(b["sample_uid"][0]), int(b["load"][0])) for b in it]
         new = [(int(b["sample_uid"][0]), int(b["load"][0])) for b in fresh]
-        assert old == [(u, 1) for u in snapshot]  # frozen: the first loads, in source order
+        assert old == [(0, 1), (1, 1), (2, 1), (3, 1)]  # frozen: the first loads, in source order
         assert sorted(n for _, n in new) == [1, 1, 2, 2]
         # once both epochs ended, nothing is pinned and the waiting loads come in
         assert r.stats().entries_pinned == 0 and r.stats().live_iterators == 0
