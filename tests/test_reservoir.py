@@ -393,7 +393,7 @@ def test_a_transient_failure_at_start_up_is_retried_before_giving_up(
         uids = sorted(int(u) for b in r for u in b["sample_uid"])
         assert uids == list(range(10))
         s = r.stats()
-        assert [f.uid for f in s.failures] == [3] and FLAKY[3] == 2 and not s.quarantined
+        assert [f.uid for f in s.failures] == [3] and FLAKY[3] >= 2 and not s.quarantined
 
 
 def test_on_error_raise_reports_every_failure_one_at_a_time(client: Client) -> None:
