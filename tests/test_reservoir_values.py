@@ -28,7 +28,9 @@ def test_a_value_that_cannot_be_copied_is_that_uids_failure(client: Client) -> N
     with AsyncReservoir(
         frame(5), with_a_lock_for_two, 5, min_reservoir_samples=4, client=client, max_failures_per_uid=1
     ) as r:
-        for _ in range(3):  # later epochs keep working
+        # UID 2 fails when it is ingested; epochs keep working meanwhile and after
+        iterate_until(r, lambda: 2 in r.stats().quarantined)
+        for _ in range(3):
             served = sorted(int(u) for b in r for u in b["sample_uid"])
             assert served == [0, 1, 3, 4]
         record = r.stats().quarantined[2]
@@ -46,6 +48,7 @@ def matrix_for_one(row: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_numpy_matrix_is_refused_with_its_column(client: Client) -> None:
     with AsyncReservoir(frame(3), matrix_for_one, 3, min_reservoir_samples=2, client=client) as r:
+        iterate_until(r, lambda: bool(r.stats().failures))  # UID 1 fails when it is ingested
         assert sorted(int(u) for b in r for u in b["sample_uid"]) == [0, 2]
         (record,) = r.stats().failures
         assert record.uid == 1 and "column 'x' holds a numpy.matrix for UID 1" in record.message
