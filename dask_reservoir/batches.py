@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -207,8 +207,8 @@ class BatchIterator(Iterator[Any]):
         if len(chunk) == 0 or (self._drop_last and len(chunk) < self._batch_size):
             return None, 0, 0, []
         self._cursor += len(chunk)
-        assert self._table is not None  # called only then
-        batch = self._table.gather(self._snapshot.slots[chunk])
+        table = cast(SlotTable, self._table)  # set whenever batches are gathered
+        batch = table.gather(self._snapshot.slots[chunk])
         return batch, len(chunk), len(chunk), chunk
 
     def _next_collated(self) -> tuple[Any, int, int, Any]:

@@ -84,10 +84,6 @@ class ResultCollector:
         self._watchers: dict[Hashable, concurrent.futures.Future[None]] = {}
         self._closed = False
 
-    def __len__(self) -> int:
-        """Futures watched whose arrival has not been taken yet."""
-        return len(self._watchers)
-
     def watch(self, future: Future) -> None:
         """Start awaiting ``future``; its :class:`Arrival` will be queued."""
         loop: asyncio.AbstractEventLoop = self._client.loop.asyncio_loop  # type: ignore[union-attr]

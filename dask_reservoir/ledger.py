@@ -19,6 +19,7 @@ from .errors import JobError
 from .outcomes import Outcome, RowLoaded
 from .samplers import Sampler
 from .sizing import TaskSizer
+from .source import same_uid
 from .stats import FailureRecord
 
 __all__ = ["Completed", "Ledger", "RunnerCounters"]
@@ -64,14 +65,6 @@ class RunnerCounters:
     status: str = "running"
 
 
-def _same_uid(reported: Hashable, expected: Hashable) -> bool:
-    """Whether the UID a worker reported is the row's UID (same value, same hash)."""
-    try:
-        return bool(reported == expected) and hash(reported) == hash(expected)
-    except Exception:
-        return False
-
-
 class Ledger:
     """Rows in flight, waiting and failed; the order of submission; the back-pressure bound.
 
@@ -81,16 +74,17 @@ class Ledger:
         The UID of each source row.
     order : Sampler
         Order of the rows in each pass over the source.
-    max_rows : int
-        Most source rows in flight plus finished-but-not-taken.
+    max_rows : int or None
+        Most source rows in flight plus finished-but-not-taken; None: the bound follows
+        the cluster, ``2 x worker threads x rows per task``.
     rows_per_job : int or None
         Rows per task; None sizes tasks to about ``AUTO_TASK_SECONDS`` from measured row times.
     auto_bound_threads : int or None
-        When given, ``max_rows`` follows the task size: ``2 x threads x rows per task``.
+        Worker threads at the start, when ``max_rows`` is None (see :meth:`set_worker_threads`).
     max_failures_per_uid : int or None
         Failures in a row after which a UID is quarantined.
     collect_errors : bool
-        Keep a ``JobError`` per failure for :meth:`pop_errors`.
+        Keep a ``JobError`` per failure for :meth:`pop_error`.
     skip_first_pass : collection
         UIDs not submitted in the first pass (their entries are loaded already).
 
@@ -117,7 +111,7 @@ class Ledger:
         uids: list[Hashable],
         order: Sampler,
         *,
-        max_rows: int,
+        max_rows: int | None,
         rows_per_job: int | None,
         auto_bound_threads: int | None = None,
         max_failures_per_uid: int | None = None,
@@ -127,13 +121,9 @@ class Ledger:
         self.cond = threading.Condition()
         self._uids = uids
         self._order_sampler = order
-        self._max_rows = max_rows
-        self._auto_bound_threads = auto_bound_threads
-        self._sizer = (
-            TaskSizer(1, limit=None if auto_bound_threads is not None else max_rows)
-            if rows_per_job is None
-            else None
-        )
+        self._fixed_bound = max_rows
+        self._threads = max(1, auto_bound_threads or 1)
+        self._sizer = TaskSizer(1, limit=max_rows) if rows_per_job is None else None
         self._rows_per_job = 1 if rows_per_job is None else rows_per_job
         self._max_failures = max_failures_per_uid
         self._collect_errors = collect_errors
@@ -255,7 +245,9 @@ class Ledger:
     @property
     def max_rows(self) -> int:
         """The back-pressure bound now, in source rows."""
-        return self._max_rows
+        if self._fixed_bound is not None:
+            return self._fixed_bound
+        return 2 * self._threads * self._rows_per_job
 
     def set_status(self, status: str, fatal: BaseException | None = None) -> None:
         """Record the connection status (and what stopped the runner, if anything)."""
@@ -284,7 +276,7 @@ class Ledger:
         """
         with self.cond:
             k = max(1, min(self._rows_per_job, len(self._uids) - len(self._quarantined)))
-            if self._max_rows - self.rows_in_flight - len(self._waiting) < k:
+            if self.max_rows - self.rows_in_flight - len(self._waiting) < k:
                 return []
             positions = self._next_positions(k)
             if positions and len(positions) < k and (self.jobs_in_flight or self._waiting):
@@ -348,7 +340,7 @@ class Ledger:
             for position, outcome in zip(positions, outcomes, strict=True):
                 uid = self._uids[position]
                 self._tried.add(uid)
-                if not _same_uid(outcome.uid, uid):
+                if not same_uid(outcome.uid, uid):
                     self._outstanding.discard(uid)
                     self._record_failure(
                         uid,
@@ -405,16 +397,13 @@ class Ledger:
     def set_worker_threads(self, threads: int) -> None:
         """The cluster now has ``threads`` worker threads: the default bound follows it.
 
-        Only when ``auto_bound_threads`` was given (no explicit ``max_jobs_at_once``);
-        0 threads (no worker yet) keeps a bound of ``2 x rows_per_job``.
+        Only when ``max_rows`` is None (no explicit ``max_jobs_at_once``); 0 threads
+        (no worker yet) keeps a bound of ``2 x rows_per_job``.
         """
         with self.cond:
-            if self._auto_bound_threads is None:
-                return
             threads = max(1, int(threads))
-            if threads != self._auto_bound_threads:
-                self._auto_bound_threads = threads
-                self._max_rows = 2 * threads * self._rows_per_job
+            if self._fixed_bound is None and threads != self._threads:
+                self._threads = threads
                 self.cond.notify_all()
 
     def rejected(self, uid: Hashable, exc: BaseException) -> None:
@@ -438,11 +427,8 @@ class Ledger:
 
     def _resize(self, rows_per_job: int | None) -> None:
         """``rows_per_job="auto"``: adopt the sizer's new task size (``cond`` held)."""
-        if rows_per_job is None:
-            return
-        self._rows_per_job = rows_per_job
-        if self._auto_bound_threads is not None:
-            self._max_rows = 2 * self._auto_bound_threads * rows_per_job
+        if rows_per_job is not None:
+            self._rows_per_job = rows_per_job
 
     def _record_failure(
         self,

@@ -42,11 +42,6 @@ def untrack(reservoir: _Closable) -> None:
     _OPEN.discard(reservoir)
 
 
-def open_count() -> int:
-    """Reservoirs tracked now (for tests)."""
-    return len(_OPEN)
-
-
 EXIT_SETTLE_SECONDS = 2.0
 """At exit, how long to wait for the scheduler to forget the tasks of closed reservoirs."""
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import JobError
+from .source import same_uid
 
 __all__ = ["normalize_result"]
 
@@ -34,13 +35,6 @@ def _check_row(row: object, uid: Hashable, where: str) -> dict[str, Any]:
                 uid=uid,
             )
     return row
-
-
-def _same_value(a: object, b: object) -> bool:
-    try:
-        return a is b or (bool(a == b) and hash(a) == hash(b))
-    except Exception:
-        return False
 
 
 def normalize_result(result: object, uid: Hashable, uid_column: str) -> list[dict[str, Any]]:
@@ -81,7 +75,7 @@ def normalize_result(result: object, uid: Hashable, uid_column: str) -> list[dic
     out = []
     for i, row in enumerate(rows):
         checked = dict(_check_row(row, uid, f"at index {i}"))
-        if uid_column in checked and not _same_value(checked[uid_column], uid):
+        if uid_column in checked and not same_uid(checked[uid_column], uid):
             raise JobError(
                 f"function_to_run returned {checked[uid_column]!r} in the UID column {uid_column!r} "
                 f"(row {i}) for UID {uid!r}; leave the column out or return the row's own UID",

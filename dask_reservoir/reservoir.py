@@ -13,7 +13,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -215,7 +215,6 @@ class AsyncReservoir(Uncopyable):
         self._handle = handle
         self._store = ReservoirStore(options.max_reservoir_samples)
         self._lock = threading.RLock()  # epochs; held by iter() while it waits
-        self._store_lock = threading.Lock()  # every read or change of the store, briefly
         self._throttled = False  # ingestion paused by entries pinned by live iterators
         self._counter_lock = threading.Lock()
         self._close_lock = threading.Lock()
@@ -306,8 +305,7 @@ class AsyncReservoir(Uncopyable):
         counted = 0
         moved = 0
         while True:
-            with self._store_lock:
-                size, room = len(self._store), self._store.room()
+            size, room = len(self._store), self._store.room()
             limit = take_limit(
                 size=size, required=required, room=room, capped=capped, cap=cap, counted=counted
             )
@@ -330,8 +328,7 @@ class AsyncReservoir(Uncopyable):
         for item in items:
             entry = Entry(item.uid, item.position, item.rows, item.finished_at, item.load_seconds)
             try:
-                with self._store_lock:
-                    self._store.put(entry)
+                self._store.put(entry)
             except StoreError as exc:
                 self._runner.ledger.rejected(item.uid, exc)
 
@@ -358,8 +355,7 @@ class AsyncReservoir(Uncopyable):
                 report.update(len(self._store))
                 self._check_usable()
                 counters = self._runner.ledger.counters()
-                with self._store_lock:
-                    in_store = sum(1 for uid in counters.unloadable if uid in self._store)
+                in_store = sum(1 for uid in counters.unloadable if uid in self._store)
                 error = minimum_error(
                     size=len(self._store),
                     required=required,
@@ -405,8 +401,7 @@ class AsyncReservoir(Uncopyable):
         with self._lock:
             self._ingest(capped=True)
             self._wait_for_minimum()
-            with self._store_lock:
-                snapshot = self._store.snapshot()
+            snapshot = self._store.snapshot()
             epoch = self._epochs
             self._epochs += 1
         try:
@@ -499,12 +494,7 @@ class AsyncReservoir(Uncopyable):
 
     def _child(self, positions: list[int], sampler: Sampler) -> AsyncReservoir:
         source = self._source.subset(positions)
-        with self._store_lock:
-            preload = [
-                Entry(e.uid, source.position(e.uid), self._store.rows_of(e), e.loaded_at, e.load_seconds)
-                for uid in source.uids
-                if (e := self._store.get(uid)) is not None
-            ]
+        preload = [replace(e, position=source.position(e.uid)) for e in self._store.copies(source.uids)]
         child = AsyncReservoir.__new__(type(self))
         child._closed = True
         child._progress = self._progress
@@ -533,23 +523,19 @@ class AsyncReservoir(Uncopyable):
             batches, samples, waited = self._batches_served, self._samples_served, self._wait_seconds
         p50, p90, p99 = percentiles(ledger.recent_load_seconds())
         now = time.monotonic()
-        with self._store_lock:
-            entries = list(self._store)
-            size = len(self._store)
-            store = self._store
-            ingested, evicted, replaced = store.ingested, store.evicted, store.replaced
-            columnar_bytes, pinned, live = store.columnar_bytes(), store.pinned_retired, store.live_snapshots
+        store = self._store
+        entries = list(store)
         ages = np.fromiter((now - e.loaded_at for e in entries), dtype=float, count=len(entries))
         served = np.fromiter((e.times_served for e in entries), dtype=float, count=len(entries))
         return ReservoirStats(
             **runner_fields(c),
             **entry_summary(ages, served),
-            reservoir_size=size,
+            reservoir_size=len(entries),
             max_reservoir_samples=self._options.max_reservoir_samples,
             min_reservoir_samples=self._options.min_reservoir_samples,
-            entries_ingested=ingested,
-            entries_evicted=evicted,
-            entries_replaced=replaced,
+            entries_ingested=store.ingested,
+            entries_evicted=store.evicted,
+            entries_replaced=store.replaced,
             epochs=self._epochs,
             batches_served=batches,
             samples_served=samples,
@@ -557,9 +543,9 @@ class AsyncReservoir(Uncopyable):
             load_seconds_p50=p50,
             load_seconds_p90=p90,
             load_seconds_p99=p99,
-            columnar_bytes=columnar_bytes,
-            entries_pinned=pinned,
-            live_iterators=live,
+            columnar_bytes=store.columnar_bytes(),
+            entries_pinned=store.pinned_retired,
+            live_iterators=store.live_snapshots,
             consumer_wait_seconds=waited,
             address=self._address,
             status="closed" if self._closed else c.status,
@@ -607,8 +593,7 @@ class AsyncReservoir(Uncopyable):
         # sees the reservoir closed; clear only under the lock, so it never sees half a store
         if self._lock.acquire(timeout=CLOSE_LOCK_SECONDS):
             try:
-                with self._store_lock:
-                    self._store.clear()
+                self._store.clear()
             finally:
                 self._lock.release()
 

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from distributed import Client, Future
 
@@ -85,8 +85,8 @@ class JobRunner:
         The pickled function and its options.
     order : Sampler
         Order of source rows in each pass.
-    max_rows : int
-        Most source rows in flight plus finished-but-not-taken.
+    max_rows : int or None
+        Most source rows in flight plus finished-but-not-taken; None follows the cluster.
     rows_per_job : int or None
         Source rows per dask task; None sizes tasks (``rows_per_job="auto"``).
     retries : int
@@ -103,7 +103,7 @@ class JobRunner:
         spec: JobSpec,
         *,
         order: Sampler,
-        max_rows: int,
+        max_rows: int | None,
         rows_per_job: int | None,
         retries: int = 0,
         auto_bound_threads: int | None = None,
@@ -335,7 +335,7 @@ class JobRunner:
                 Opaque(uids),
             )
         else:
-            assert isinstance(source, DaskSource)
+            source = cast(DaskSource, source)  # the two kinds of source
             refs = [source.rows[p] for p in positions]
             wanted = sorted({part for part, _ in refs})
             gone = [p for p in wanted if source.parts[p].status in _GONE]
@@ -367,8 +367,7 @@ class JobRunner:
                 self.ledger.finished(job.positions, arrival.value, now=now)
             elif arrival.kind == "error":
                 failed.append(future)
-                exc = arrival.error
-                assert exc is not None
+                exc = cast(BaseException, arrival.error)  # always set for "error"
                 if isinstance(exc, FunctionLoadError) and not job.by_value and self._package is not None:
                     self._switch_to_by_value(f"a worker cannot load function_to_run ({exc})")
                     self.ledger.requeued(job.positions)
@@ -453,7 +452,6 @@ def runner_for(
     (so that a threaded ``LocalCluster`` shares module state with the client, as users
     expect); both decisions are revisited as workers join.
     """
-    threads = handle.worker_threads()
     package = function_package(function)
     by_value = package is not None and not handle.can_import(package)
     return JobRunner(
@@ -468,9 +466,9 @@ def runner_for(
             by_value=by_value,
         ),
         order=order,
-        max_rows=options.max_jobs_at_once or 2 * threads * (options.rows_per_job or 1),
+        max_rows=options.max_jobs_at_once,
         rows_per_job=options.rows_per_job,
-        auto_bound_threads=None if options.max_jobs_at_once else threads,
+        auto_bound_threads=handle.worker_threads(),
         retries=options.retries,
         max_failures_per_uid=options.max_failures_per_uid,
         collect_errors=options.on_error == "raise",

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["PandasSource", "Source", "make_source", "partition_records"]
+__all__ = ["PandasSource", "Source", "make_source", "partition_records", "same_uid"]
 
 _MAX_SHOWN = 5
 
@@ -87,7 +87,14 @@ def _check_columns(columns: Sequence[Any]) -> None:
         raise ValueError(f"source column names must be unique, got duplicated columns {_first(duplicated)}")
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_uid(a: object, b: object) -> bool:
+    """Whether two UIDs are the same: equal, with equal hashes (so a dict finds one by the other).
+
+    Examples
+    --------
+    >>> same_uid(3, 3.0), same_uid(("A", float("nan")), ("A", float("nan"))), same_uid([1], [1])
+    (True, False, False)
+    """
     try:
         return a is b or (bool(a == b) and hash(a) == hash(b))
     except Exception:
@@ -103,7 +110,7 @@ def _check_round_trip(uids: list[Hashable], uid_column: str) -> None:
     if back == uids and list(map(hash, back)) == list(map(hash, uids)):
         return
     for i, (u, v) in enumerate(zip(uids, back, strict=True)):
-        if not _same(u, v):
+        if not same_uid(u, v):
             raise ValueError(
                 f"UID column {uid_column!r} must hold values equal to themselves after a pickle round "
                 f"trip (a NaN inside, say), got {type(u).__name__} {u!r} at row position {i}"

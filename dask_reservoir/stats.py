@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -184,24 +184,6 @@ class EntryFields(TypedDict):
     times_served_max: float
 
 
-class RunnerFields(TypedDict):
-    """Fields of :class:`ReservoirStats` copied from the runner's counters."""
-
-    jobs_submitted: int
-    rows_submitted: int
-    rows_loaded: int
-    rows_requeued: int
-    rows_cancelled: int
-    jobs_completed: int
-    jobs_failed: int
-    rows_failed: int
-    jobs_in_flight: int
-    rows_in_flight: int
-    entries_waiting: int
-    failures: tuple[FailureRecord, ...]
-    quarantined: Mapping[Hashable, FailureRecord]
-
-
 def percentiles(values: Sequence[float]) -> tuple[float, float, float]:
     """p50, p90 and p99 of ``values``; NaN for none.
 
@@ -233,7 +215,7 @@ def entry_summary(ages: np.ndarray, served: np.ndarray) -> EntryFields:
     }
 
 
-def runner_fields(c: RunnerCounters) -> RunnerFields:
+def runner_fields(c: RunnerCounters) -> dict[str, Any]:
     """The fields of :class:`ReservoirStats` that come from the runner's counters."""
     return {
         "jobs_submitted": c.jobs_submitted,

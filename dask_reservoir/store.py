@@ -39,7 +39,7 @@ import sys
 import threading
 import warnings
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -465,7 +465,25 @@ class ReservoirStore:
 
     def uids(self) -> list[Hashable]:
         """UIDs from the oldest entry to the newest."""
-        return list(self._entries)
+        with self._lock:
+            return list(self._entries)
+
+    def copies(self, uids: Iterable[Hashable]) -> list[Entry]:
+        """New entries holding copies of the stored rows of ``uids`` (those present), atomically.
+
+        Examples
+        --------
+        >>> store = ReservoirStore(2)
+        >>> _ = store.put(Entry("a", 0, ({"x": 1},)))
+        >>> [(e.uid, e.rows) for e in store.copies(["b", "a"])]
+        [('a', ({'x': 1},))]
+        """
+        with self._lock:
+            return [
+                Entry(e.uid, e.position, self.rows_of(e), e.loaded_at, e.load_seconds)
+                for uid in uids
+                if (e := self._entries.get(uid)) is not None
+            ]
 
     def snapshot(self) -> Snapshot:
         """The entries in source order (by ``position``), frozen for an epoch.
@@ -547,7 +565,8 @@ class ReservoirStore:
         return uid in self._entries
 
     def __iter__(self) -> Iterator[Entry]:
-        return iter(list(self._entries.values()))
+        with self._lock:  # a copy: other threads may put meanwhile
+            return iter(list(self._entries.values()))
 
     def __repr__(self) -> str:
         return (

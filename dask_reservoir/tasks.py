@@ -29,9 +29,9 @@ import pandas as pd
 
 from .errors import JobError
 from .outcomes import Outcome, RowFailed, RowLoaded
-from .produced import _same_value, normalize_result
+from .produced import normalize_result
 from .shipping import _load, dumps_function, function_package
-from .source import partition_records
+from .source import partition_records, same_uid
 from .timeouts import _call_with_timeout
 
 __all__ = [
@@ -264,7 +264,7 @@ def run_partition_rows(
     outcomes: list[Outcome] = []
     for record, uid in zip(records, uid_list, strict=True):
         column = options.uid_column
-        if options.check_uid and column in record and not _same_value(record[column], uid):
+        if options.check_uid and column in record and not same_uid(record[column], uid):
             message = (
                 f"the dask source row read on the worker has UID {record[column]!r} in column "
                 f"{column!r}, expected UID {uid!r} (the row order of the source changed between reads?)"

@@ -135,7 +135,9 @@ def test_cancelled_rows_keep_the_row_accounting() -> None:
 
 
 def test_bound_follows_worker_threads() -> None:
-    ledger = Ledger(list(range(100)), SequentialSampler(), max_rows=2, rows_per_job=1, auto_bound_threads=1)
+    ledger = Ledger(
+        list(range(100)), SequentialSampler(), max_rows=None, rows_per_job=1, auto_bound_threads=1
+    )
     assert [submit(ledger) for _ in range(3)] == [[0], [1], []]
     ledger.set_worker_threads(4)  # workers joined: 2 x 4 threads x 1 row
     assert ledger.max_rows == 8
@@ -180,7 +182,7 @@ def test_skip_first_pass_counts_as_loaded() -> None:
 
 def test_auto_sizes_tasks_from_row_time() -> None:
     ledger = Ledger(
-        list(range(10_000)), SequentialSampler(), max_rows=4, rows_per_job=None, auto_bound_threads=2
+        list(range(10_000)), SequentialSampler(), max_rows=None, rows_per_job=None, auto_bound_threads=2
     )
     assert ledger.rows_per_job == 1 and ledger.max_rows == 4
     job = submit(ledger)
@@ -238,7 +240,7 @@ def test_auto_caps_task_bytes() -> None:
     import numpy as np
 
     ledger = Ledger(
-        list(range(10_000)), SequentialSampler(), max_rows=4, rows_per_job=None, auto_bound_threads=2
+        list(range(10_000)), SequentialSampler(), max_rows=None, rows_per_job=None, auto_bound_threads=2
     )
     job = submit(ledger)
     big = RowLoaded(0, [{"x": np.zeros(2**18, np.float32)}], 1e-6)  # 1 MiB rows, fast to make
@@ -546,7 +548,9 @@ def test_a_sampler_yielding_no_rows_submits_nothing() -> None:
 
 
 def test_bound_follows_worker_threads_times_rows_per_job() -> None:
-    ledger = Ledger(list(range(100)), SequentialSampler(), max_rows=4, rows_per_job=2, auto_bound_threads=1)
+    ledger = Ledger(
+        list(range(100)), SequentialSampler(), max_rows=None, rows_per_job=2, auto_bound_threads=1
+    )
     ledger.set_worker_threads(3)
     assert ledger.max_rows == 12
 
@@ -554,7 +558,7 @@ def test_bound_follows_worker_threads_times_rows_per_job() -> None:
 def test_auto_task_size_grows_from_one_row() -> None:
     # rows of 37.5 ms make tasks of 2 rows (about 75 ms)
     ledger = Ledger(
-        list(range(100)), SequentialSampler(), max_rows=4, rows_per_job=None, auto_bound_threads=1
+        list(range(100)), SequentialSampler(), max_rows=None, rows_per_job=None, auto_bound_threads=1
     )
     job = submit(ledger)
     ledger.finished(job, [ok(0, seconds=0.0375)], now=0.0)
