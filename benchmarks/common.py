@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +18,7 @@ import numpy as np
 import psutil
 from distributed import Client, LocalCluster
 
+Result = dict[str, Any]
 IMAGE_SHAPE = (3, 64, 64)
 WARMUP = 0.25
 """Seconds after the first batch whose UIDs do not count as fresh (they were loaded before)."""
@@ -37,6 +40,12 @@ def image_loader(row: dict[str, Any]) -> dict[str, Any]:
 
 def tiny_loader(row: dict[str, Any]) -> dict[str, Any]:
     """W3/W4: a tiny sample."""
+    return {"x": row["sample_uid"]}
+
+
+def millisecond_loader(row: dict[str, Any]) -> dict[str, Any]:
+    """W3's fast loader: sleep 1 ms, return a tiny sample."""
+    time.sleep(0.001)
     return {"x": row["sample_uid"]}
 
 
@@ -89,14 +98,27 @@ def rss_mb() -> float:
 
 @dataclass
 class Consumer:
-    """The training loop of W1: a fixed step per batch; times waits for batches."""
+    """The training loop of W1: a fixed step per batch; times every wait for a batch.
+
+    A batch's stall is the time from the end of the previous step to the batch being
+    returned: the ``next()`` call, plus ``iter()`` (and the ``next()`` that ended the
+    previous epoch) when an epoch starts.  The step includes the consumer's own
+    bookkeeping, and its sleeps are shortened by the oversleep so far, so that steps
+    average ``step`` exactly and the step-limited rate is ``1 / step``.
+    """
 
     step: float
     batches: int = 0
-    waited: float = 0.0
-    first_batch_at: float | None = None
+    stalls: list[float] = field(default_factory=list)
+    first_batch_at: float = float("nan")
     uids: set[int] = field(default_factory=set)
     warm_uids: set[int] = field(default_factory=set)
+    step_seconds: float = 0.0
+    _oversleep: float = 0.0
+    _t_first: float = 0.0
+    _t_end: float = 0.0
+    _cpu_first: float = 0.0
+    _cpu_end: float = 0.0
 
     def run(
         self,
@@ -107,51 +129,65 @@ class Consumer:
         uid_key: str | None = "sample_uid",
     ) -> None:
         """Iterate epochs of ``batches()`` until ``seconds`` after the first batch."""
-        deadline = None
+        deadline = float("inf")
+        mark = time.perf_counter()  # the end of the previous step
         while True:
-            t0 = time.perf_counter()
-            it = batches()
-            for batch in _timed(it, self, t0):
+            for batch in batches():  # called after ``mark``: iter() counts in the next stall
                 now = time.perf_counter()
-                if self.first_batch_at is None:
-                    self.first_batch_at = now - start
+                if self.batches == 0:
+                    self._start(now, start)
                     deadline = now + seconds
-                    self.waited = 0.0  # measured after the first batch
-                    self.t_first = now
-                if uid_key is not None and self.first_batch_at is not None:
-                    seen = self.uids if now - self.t_first >= WARMUP else self.warm_uids
-                    seen.update(int(u) for u in np.asarray(batch[uid_key]).ravel())
-                time.sleep(self.step)
+                else:
+                    self.stalls.append(now - mark)
                 self.batches += 1
-                if deadline is not None and time.perf_counter() >= deadline:
-                    self.t_end = time.perf_counter()
+                self._train(batch, now, uid_key)
+                mark = time.perf_counter()
+                if mark >= deadline:
+                    self._t_end, self._cpu_end = mark, _process_cpu_seconds()
                     return
 
+    def _start(self, now: float, start: float) -> None:
+        self.first_batch_at = now - start
+        self._t_first, self._cpu_first = now, _process_cpu_seconds()
+
+    def _train(self, batch: Any, t0: float, uid_key: str | None) -> None:
+        """One step of ``self.step`` seconds on average: note the batch's UIDs, then sleep.
+
+        The sleep is shortened by a running estimate of how much ``time.sleep`` oversleeps
+        (about 0.1-0.3 ms here, 2-5 % of a 5 ms step); a single long hiccup moves the
+        estimate only a little, so steps never bunch up to catch up with it.
+        """
+        if uid_key is not None:
+            seen = self.uids if t0 - self._t_first >= WARMUP else self.warm_uids
+            seen.update(int(u) for u in np.asarray(batch[uid_key]).ravel())
+        wanted = max(0.0, self.step - self._oversleep - (time.perf_counter() - t0))
+        t1 = time.perf_counter()
+        time.sleep(wanted)
+        over = time.perf_counter() - t1 - wanted
+        self._oversleep = min(0.9 * self._oversleep + 0.1 * over, self.step / 2)
+        self.step_seconds += time.perf_counter() - t0
+
     def summary(self, loader_capacity: float) -> dict[str, float]:
-        wall = self.t_end - self.t_first
+        wall = self._t_end - self._t_first
+        stalls = np.asarray(self.stalls) if self.stalls else np.array([float("nan")])
+        fresh_per_s = len(self.uids - self.warm_uids) / (wall - WARMUP)
         return {
-            "first_batch_s": self.first_batch_at or float("nan"),
-            "batches_per_s": (self.batches - 1) / wall,
-            "wait_fraction": self.waited / wall,
-            "distinct_uids_per_s": len(self.uids - self.warm_uids) / (wall - WARMUP),
-            "step_rate_fraction": ((self.batches - 1) / wall) * self.step,
-            "fresh_fraction_of_loaders": (len(self.uids - self.warm_uids) / (wall - WARMUP))
-            / loader_capacity,
+            "first_batch_s": self.first_batch_at,
+            "batches_per_s": self.batches / wall,
+            "step_rate_fraction": self.batches / wall * self.step,
+            "wait_fraction": float(np.nansum(stalls)) / wall,
+            "stall_p50_ms": float(np.percentile(stalls, 50)) * 1e3,
+            "stall_p99_ms": float(np.percentile(stalls, 99)) * 1e3,
+            "distinct_uids_per_s": fresh_per_s,
+            "fresh_fraction_of_loaders": fresh_per_s / loader_capacity,
+            "cpu_cores": (self._cpu_end - self._cpu_first) / wall,
         }
 
 
-def _timed(it: Iterator[Any], consumer: Consumer, t0: float) -> Iterator[Any]:
-    """Yield from ``it``, adding the time spent getting each item to ``consumer.waited``."""
-    start = t0
-    while True:
-        try:
-            item = next(it)
-        except StopIteration:
-            consumer.waited += time.perf_counter() - start
-            return
-        consumer.waited += time.perf_counter() - start
-        yield item
-        start = time.perf_counter()
+def _process_cpu_seconds() -> float:
+    """CPU time of this process alone (all its threads; not its children)."""
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
 
 
 @contextmanager
@@ -173,6 +209,42 @@ def local_cluster(workers: int = 2, scheduler: str | None = None) -> Iterator[Cl
         Client(cluster, set_as_default=False) as client,
     ):
         yield client
+
+
+def import_seconds(module: str = "distributed") -> float:
+    """Wall time of ``python -c "import <module>"`` in a fresh interpreter."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+    return time.perf_counter() - t0
+
+
+RATIOS = "_ratios"
+"""Key of a row's derived columns, filled in by :func:`with_ratios` after the medians."""
+
+
+def ratios(*specs: tuple[str, str, str]) -> Result:
+    """Ask for derived columns: each ``(column, metric, reference)`` is ``row[metric]`` divided by
+    the ``metric`` of the row whose system is ``reference`` (in the same workload)."""
+    return {RATIOS: {column: (metric, reference) for column, metric, reference in specs}}
+
+
+def with_ratios(rows: list[Result]) -> list[Result]:
+    """The rows with their derived columns: ratios of the medians, not medians of ratios."""
+    by_system = {row["system"]: row for row in rows}
+    out = []
+    for row in rows:
+        specs = row.get(RATIOS, {})
+        done = {k: v for k, v in row.items() if k != RATIOS}
+        for column, (metric, reference) in specs.items():
+            done[column] = _divide(row.get(metric), by_system.get(reference, {}).get(metric))
+        out.append(done)
+    return out
+
+
+def _divide(a: Any, b: Any) -> float:
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or b == 0:
+        return float("nan")
+    return float(a) / float(b)
 
 
 def median(values: list[float]) -> float:

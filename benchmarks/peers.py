@@ -1,4 +1,5 @@
-"""Peers of W1, fed the same loader and consumer: a naive dask loop, torch DataLoader, MONAI SmartCache."""
+"""Peers, fed the same loaders: W1's consumer (naive dask loop, torch DataLoader, MONAI SmartCache,
+torchdata.nodes) and W3's fill of tiny rows (MONAI CacheDataset)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,22 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Consumer, PeakRSS, local_cluster, slow_image_loader
+from benchmarks.common import Consumer, PeakRSS, Result, local_cluster, slow_image_loader, tiny_loader
 
-Result = dict[str, Any]
+TORCHDATA_MISSING = "skipped: pip install torchdata==0.11.0"
+MONAI_MISSING = "skipped: monai not installed (pip install 'monai>=1.3')"
 
 
 def _rows(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"sample_uid": i, "delay": cfg["delay"]} for i in range(cfg["rows"])]
+
+
+def _collate(samples: list[dict[str, Any]], uids: Any) -> dict[str, Any]:
+    return {
+        "image": np.stack([s["image"] for s in samples]),
+        "label": np.array([s["label"] for s in samples]),
+        "sample_uid": np.asarray(uids),
+    }
 
 
 def w1_naive_dask(cfg: dict[str, Any], scheduler: str | None) -> Result:
@@ -32,11 +42,7 @@ def w1_naive_dask(cfg: dict[str, Any], scheduler: str | None) -> Result:
                 )
                 samples = client.gather(futures)
                 del futures
-                yield {
-                    "image": np.stack([s["image"] for s in samples]),
-                    "label": np.array([s["label"] for s in samples]),
-                    "sample_uid": order[i : i + cfg["batch"]],
-                }
+                yield _collate(samples, order[i : i + cfg["batch"]])
 
         consumer.run(epoch, seconds=cfg["seconds"], start=start)
     return {**consumer.summary(cfg["capacity"]), "peak_rss_mb": mem.peak_mb}
@@ -104,3 +110,54 @@ def w1_monai(cfg: dict[str, Any]) -> Result:
         finally:
             ds.shutdown()
     return {**consumer.summary(cfg["capacity"]), "peak_rss_mb": mem.peak_mb}
+
+
+def w1_torchdata(cfg: dict[str, Any]) -> Result:
+    """torchdata.nodes: ParallelMapper (threads: the loader sleeps without the GIL) + Batcher +
+    a collating Mapper, prefetched in a background thread, under a Loader."""
+    try:
+        import torch
+        from torchdata import nodes
+    except ImportError:
+        return {"note": TORCHDATA_MISSING}
+    rows = _rows(cfg)
+
+    def load(i: int) -> dict[str, Any]:
+        return {**slow_image_loader(rows[i]), "sample_uid": i}
+
+    def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return _collate(samples, [s["sample_uid"] for s in samples])
+
+    sampler = torch.utils.data.RandomSampler(range(len(rows)), generator=torch.Generator().manual_seed(0))
+    node: Any = nodes.SamplerWrapper(sampler)
+    node = nodes.ParallelMapper(node, load, num_workers=cfg["workers"], method=cfg["torchdata_method"])
+    node = nodes.Batcher(node, batch_size=cfg["batch"], drop_last=True)
+    node = nodes.Prefetcher(nodes.Mapper(node, collate), prefetch_factor=2)
+    start = time.perf_counter()
+    consumer = Consumer(step=cfg["step"])
+    with PeakRSS() as mem:
+        loader = nodes.Loader(node)
+        consumer.run(loader.__iter__, seconds=cfg["seconds"], start=start)
+    return {**consumer.summary(cfg["capacity"]), "peak_rss_mb": mem.peak_mb}
+
+
+def cache_dataset_fill(rows: int, workers: int) -> Result:
+    """Rows per second of building a MONAI ``CacheDataset`` of tiny rows with ``workers`` threads."""
+    try:
+        from monai.data import CacheDataset
+        from monai.transforms import Transform
+    except ImportError:
+        return {"note": MONAI_MISSING}
+
+    class Load(Transform):  # a Transform: CacheDataset caches only up to the first non-Transform
+        def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+            return tiny_loader(data)
+
+    data = [{"sample_uid": i} for i in range(rows)]
+    t0 = time.perf_counter()
+    ds = CacheDataset(data, Load(), cache_rate=1.0, num_workers=workers, progress=False)
+    seconds = time.perf_counter() - t0
+    cache = getattr(ds, "_cache", None)
+    if cache is not None and (len(cache) != rows or cache[-1] != {"x": rows - 1}):
+        raise RuntimeError("CacheDataset did not cache the loaded rows")
+    return {"samples_per_s": rows / seconds}

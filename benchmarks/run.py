@@ -17,9 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import workloads
-from benchmarks.common import cpu_count, median
+from benchmarks import targets, workloads
+from benchmarks.common import cpu_count, median, with_ratios
 
+W1_VARIANTS: dict[str, dict[str, Any]] = {
+    # label -> extra AsyncReservoir keyword arguments; a variant the installed version does not
+    # accept prints a note row instead of a measurement
+    "dask_reservoir defaults": {},
+    "dask_reservoir defaults, client=None (embedded cluster)": {"client": None, "nb_workers": 2},
+    "dask_reservoir max_jobs_at_once=32": {"max_jobs_at_once": 32},
+    "dask_reservoir loader='process'": {"loader": "process"},
+    "dask_reservoir loader='thread'": {"loader": "thread"},
+    "dask_reservoir prefetch_batches=0": {"prefetch_batches": 0},
+}
 FULL: dict[str, dict[str, Any]] = {
     "W1": {
         "rows": 2000,
@@ -30,23 +40,46 @@ FULL: dict[str, dict[str, Any]] = {
         "batch": 32,
         "step": 0.005,
         "seconds": 10.0,
-        "in_flight": 32,
-        "rows_per_job": "auto",
         "capacity": 2 / 0.02,
+        "variants": W1_VARIANTS,
+        "torchdata_method": "thread",
     },
-    "W2": {"entries": 4096, "batch": 64, "batches": 2000},
-    "W3": {"rows": 200_000, "seconds": 4.0, "in_flight": 32, "best_tiny": 512, "best_image": 128},
+    "W2": {"entries": 4096, "batch": 64, "batches": 2000, "source_factor": 8},
+    "W3": {
+        "rows": 200_000,
+        "seconds": 4.0,
+        "in_flight": 32,
+        "best_tiny": 512,
+        "best_image": 128,
+        "monai_rows": 50_000,
+    },
     "W4": {"sizes": [1_000, 10_000, 100_000], "batches": 3000},
     "W5": {"entries": 100_000},
+    "W6": {"sizes": [1_000, 10_000, 100_000], "calls": 200},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "W1": {**FULL["W1"], "rows": 200, "minimum": 16, "reservoir": 32, "seconds": 0.5},
-    "W2": {"entries": 256, "batch": 16, "batches": 50},
-    "W3": {"rows": 2000, "seconds": 0.3, "in_flight": 8, "best_tiny": 64, "best_image": 16},
+    "W2": {"entries": 256, "batch": 16, "batches": 50, "source_factor": 8},
+    "W3": {
+        "rows": 2000,
+        "seconds": 0.3,
+        "in_flight": 32,
+        "best_tiny": 64,
+        "best_image": 16,
+        "monai_rows": 2000,
+    },
     "W4": {"sizes": [100, 1000], "batches": 50},
     "W5": {"entries": 2000},
+    "W6": {"sizes": [100, 1000], "calls": 20},
 }
-RUNNERS = {"W1": workloads.w1, "W2": workloads.w2, "W3": workloads.w3, "W4": workloads.w4, "W5": workloads.w5}
+RUNNERS = {
+    "W1": workloads.w1,
+    "W2": workloads.w2,
+    "W3": workloads.w3,
+    "W4": workloads.w4,
+    "W5": workloads.w5,
+    "W6": workloads.w6,
+}
 
 
 def _merge(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -74,7 +107,8 @@ def _fmt(value: Any) -> str:
 def print_table(results: dict[str, list[dict[str, Any]]], out: Any = None) -> None:
     out = out or sys.stdout
     for workload, rows in results.items():
-        keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "system"]
+        keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("system", "note")]
+        keys += ["note"] if any("note" in r for r in rows) else []
         header = ["system", *keys]
         table = [header] + [
             [_fmt(r.get(k, "")) if k != "system" else r["system"] for k in header] for r in rows
@@ -90,7 +124,7 @@ def print_table(results: dict[str, list[dict[str, Any]]], out: Any = None) -> No
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
-    parser.add_argument("--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads")
+    parser.add_argument("--only", default=",".join(RUNNERS), help="comma-separated workloads")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per workload (default 3, quick 1)")
     parser.add_argument("--scheduler", default=None, help="run on this scheduler instead of a LocalCluster")
     parser.add_argument("--json", default="bench-results.json", help="where to write the results")
@@ -107,11 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     for w in chosen:
         runs = [RUNNERS[w](configs[w], args.scheduler) for _ in range(repeats)]
-        results[w] = _merge(runs)
-        if w == "W4":  # the ratio of the medians, not the median of ratios
-            base = results[w][0]["us_per_batch"]
-            for row in results[w]:
-                row["ratio_to_smallest"] = row["us_per_batch"] / base
+        results[w] = with_ratios(_merge(runs))
         print(f"{w} done after {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     machine = {
         "python": platform.python_version(),
@@ -126,10 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"dask_reservoir benchmarks ({'quick' if args.quick else 'full'}, medians of {repeats}) on {machine['platform']}, {machine['cpus']} CPUs"
     )
     print_table(results)
+    checked = targets.evaluate(results)
+    targets.print_targets(checked, sys.stdout)
+    report = {
+        "machine": machine,
+        "configs": {w: configs[w] for w in chosen},
+        "results": results,
+        "targets": checked,
+    }
     with open(args.json, "w") as f:
-        json.dump(
-            {"machine": machine, "configs": {w: configs[w] for w in chosen}, "results": results}, f, indent=2
-        )
+        json.dump(report, f, indent=2)
     print(f"\nwritten: {args.json}")
     return 0
 

@@ -1,8 +1,15 @@
-"""The workloads W1-W5: each returns rows of results (system, metrics)."""
+"""The workloads W1-W6: each returns rows of results (system, metrics).
+
+Ratio columns are asked for with :func:`benchmarks.common.ratios` and computed by the runner from the
+medians over repeats (:func:`benchmarks.common.with_ratios`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,43 +22,107 @@ from benchmarks.common import (
     IMAGE_SHAPE,
     Consumer,
     PeakRSS,
+    Result,
     image_loader,
+    import_seconds,
     kb_loader,
     local_cluster,
+    millisecond_loader,
+    ratios,
     rss_mb,
     slow_image_loader,
     tiny_loader,
 )
 from dask_reservoir import AsyncReservoir, RandomSampler
 
-Result = dict[str, Any]
-
-
 # ---------------------------------------------------------------- W1 stall
-def w1_reservoir(cfg: dict[str, Any], scheduler: str | None) -> Result:
+FLOOR = "first-batch floor: minimum x load / workers + import distributed"
+FIRST_VS_FLOOR = ("first_batch_vs_floor", "first_batch_s", FLOOR)
+
+
+def unsupported(kwargs: dict[str, Any]) -> list[str]:
+    """The keyword arguments the installed ``AsyncReservoir`` does not accept."""
+    params = inspect.signature(AsyncReservoir).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    return [k for k in kwargs if k not in params]
+
+
+@contextlib.contextmanager
+def _client_for(kwargs: dict[str, Any], cfg: dict[str, Any], scheduler: str | None) -> Iterator[Any]:
+    """W1's cluster, or none when the variant passes ``client=None`` (the reservoir starts its own)."""
+    if "client" in kwargs:
+        yield kwargs["client"]
+        return
+    with local_cluster(cfg["workers"], scheduler) as client:
+        yield client
+
+
+def w1_reservoir(cfg: dict[str, Any], scheduler: str | None, kwargs: dict[str, Any]) -> Result:
+    """W1 with the workload's settings plus ``kwargs``; the clock starts before the cluster's."""
     source = pd.DataFrame({"delay": np.full(cfg["rows"], cfg["delay"])})
     start = time.perf_counter()
     consumer = Consumer(step=cfg["step"])
-    with PeakRSS() as mem, local_cluster(cfg["workers"], scheduler) as client:
+    with PeakRSS() as mem, _client_for(kwargs, cfg, scheduler) as client:
+        settings = {**kwargs, "client": client}
         with AsyncReservoir(
             source,
             slow_image_loader,
             cfg["reservoir"],
             min_reservoir_samples=cfg["minimum"],
-            client=client,
             batch_size=cfg["batch"],
             reservoir_sampler=RandomSampler(seed=0),
-            max_jobs_at_once=cfg["in_flight"],
+            **settings,
         ) as r:
             consumer.run(lambda: iter(r), seconds=cfg["seconds"], start=start)
     return {**consumer.summary(cfg["capacity"]), "peak_rss_mb": mem.peak_mb}
 
 
+def _w1_variant(name: str, kwargs: dict[str, Any], cfg: dict[str, Any], scheduler: str | None) -> Result:
+    missing = unsupported(kwargs)
+    if missing:
+        return {"system": name, "note": f"skipped: this AsyncReservoir does not accept {', '.join(missing)}"}
+    if scheduler and "client" in kwargs:
+        return {"system": name, "note": "skipped: --scheduler given"}
+    return {"system": name, **w1_reservoir(cfg, scheduler, kwargs), **ratios(FIRST_VS_FLOOR)}
+
+
+def w1_floor(cfg: dict[str, Any]) -> Result:
+    """The least time to a first batch: load the minimum on every worker, after importing dask."""
+    imported = import_seconds("distributed")
+    loading = cfg["minimum"] * cfg["delay"] / cfg["workers"]
+    return {"system": FLOOR, "first_batch_s": loading + imported, "import_distributed_s": imported}
+
+
+def w1_consumer_alone(cfg: dict[str, Any]) -> Result:
+    """The consumer fed batches already in memory: the best step rate and least wait it can
+    measure on this machine (its own overhead and ``time.sleep``'s jitter)."""
+    n = cfg["batch"]
+    images = np.zeros((n, *IMAGE_SHAPE), np.float32)
+
+    def epoch() -> Iterator[Result]:
+        for i in range(cfg["rows"] // n):
+            yield {"image": images, "sample_uid": np.arange(i * n, (i + 1) * n)}
+
+    consumer = Consumer(step=cfg["step"])
+    consumer.run(epoch, seconds=cfg["seconds"], start=time.perf_counter())
+    summary = consumer.summary(cfg["capacity"])
+    return {k: v for k, v in summary.items() if not any(w in k for w in ("first", "uids", "fresh"))}
+
+
 def w1(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
-    rows = [{"system": "dask_reservoir", **w1_reservoir(cfg, scheduler)}]
-    rows.append({"system": "naive dask loop", **peers.w1_naive_dask(cfg, scheduler)})
-    for name, fn in (("torch DataLoader", peers.w1_torch), ("MONAI SmartCache", peers.w1_monai)):
-        rows.append({"system": name, **fn(cfg)})
+    rows = [_w1_variant(name, kwargs, cfg, scheduler) for name, kwargs in cfg["variants"].items()]
+    rows.append({"system": "consumer alone (batches already in memory)", **w1_consumer_alone(cfg)})
+    naive = peers.w1_naive_dask(cfg, scheduler)
+    rows.append({"system": "naive dask loop", **naive, **ratios(FIRST_VS_FLOOR)})
+    for name, fn in (
+        ("torch DataLoader", peers.w1_torch),
+        ("MONAI SmartCache", peers.w1_monai),
+        (f"torchdata.nodes ParallelMapper ({cfg['torchdata_method']}s)", peers.w1_torchdata),
+    ):
+        result = fn(cfg)
+        rows.append({"system": name, **result, **({} if "note" in result else ratios(FIRST_VS_FLOOR))})
+    rows.append(w1_floor(cfg))
     return rows
 
 
@@ -86,25 +157,66 @@ def _time_batches(r: AsyncReservoir, count: int) -> tuple[int, float, Any]:
     return served, time.perf_counter() - t0, last
 
 
-def w2(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
+NUMPY_LIMIT = "numpy take(out=, clip) limit"
+TO_NUMPY = ("ratio_to_numpy", "batches_per_s", NUMPY_LIMIT)
+
+
+def _serving(system: str, served: int, seconds: float, batch_bytes: int) -> Result:
+    return {
+        "system": system,
+        "batches_per_s": served / seconds,
+        "GB_per_s": served * batch_bytes / seconds / 1e9,
+    }
+
+
+def _check_shape(batch: Any, size: int) -> None:
+    if batch["image"].shape != (size, *IMAGE_SHAPE):
+        raise RuntimeError(f"unexpected batch shape {batch['image'].shape}")
+
+
+def _w2_paused(client: Any, cfg: dict[str, Any]) -> Result:
+    n, batch = cfg["entries"], cfg["batch"]
+    r = _full_reservoir(client, n, image_loader, batch_size=batch, rows_per_job=256, max_jobs_at_once=1024)
+    with r:
+        served, seconds, last = _time_batches(r, cfg["batches"])
+    _check_shape(last, batch)
+    return {
+        **_serving("dask_reservoir, loading paused", served, seconds, batch * IMAGE_BYTES),
+        **ratios(TO_NUMPY),
+    }
+
+
+def _w2_under_load(client: Any, cfg: dict[str, Any]) -> Result:
+    """Serve from a full reservoir of default settings while its source (many times larger)
+    keeps loading: entries are replaced in every epoch."""
+    n, batch = cfg["entries"], cfg["batch"]
+    source = pd.DataFrame({"i": np.arange(n * cfg["source_factor"])})
+    sampler = RandomSampler(seed=0)
+    with AsyncReservoir(
+        source,
+        image_loader,
+        n,
+        min_reservoir_samples=n,
+        client=client,
+        batch_size=batch,
+        reservoir_sampler=sampler,
+    ) as r:
+        t0 = time.perf_counter()
+        iter(r)  # wait until full
+        fill = time.perf_counter() - t0
+        for _ in r:  # one warm epoch
+            pass
+        before = r.stats().entries_ingested
+        served, seconds, last = _time_batches(r, cfg["batches"])
+        ingested = r.stats().entries_ingested - before
+    _check_shape(last, batch)
+    row = _serving("dask_reservoir under load (defaults)", served, seconds, batch * IMAGE_BYTES)
+    return {**row, "entries_ingested_per_s": ingested / seconds, "fill_s": fill, **ratios(TO_NUMPY)}
+
+
+def _w2_numpy(cfg: dict[str, Any]) -> list[Result]:
+    """The limits: one ``take(out=)`` per batch from one array, and a stack of per-sample arrays."""
     n, batch, nbatches = cfg["entries"], cfg["batch"], cfg["batches"]
-    batch_bytes = batch * IMAGE_BYTES
-    results = []
-    with local_cluster(2, scheduler) as client:
-        r = _full_reservoir(
-            client, n, image_loader, batch_size=batch, rows_per_job=256, max_jobs_at_once=1024
-        )
-        with r:
-            served, seconds, last = _time_batches(r, nbatches)
-            if last["image"].shape != (batch, *IMAGE_SHAPE):
-                raise RuntimeError(f"unexpected batch shape {last['image'].shape}")
-    results.append(
-        {
-            "system": "dask_reservoir",
-            "batches_per_s": served / seconds,
-            "GB_per_s": served * batch_bytes / seconds / 1e9,
-        }
-    )
     store = np.random.default_rng(0).standard_normal((n, *IMAGE_SHAPE), dtype=np.float32)
     buf = np.empty((batch, *IMAGE_SHAPE), np.float32)
     rng = np.random.default_rng(1)
@@ -112,27 +224,22 @@ def w2(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
     t0 = time.perf_counter()
     for i in idx:
         np.take(store, i, axis=0, out=buf, mode="clip")
-    seconds = time.perf_counter() - t0
-    results.append(
-        {
-            "system": "numpy take(out=, clip) limit",
-            "batches_per_s": nbatches / seconds,
-            "GB_per_s": nbatches * batch_bytes / seconds / 1e9,
-        }
-    )
+    take = _serving(NUMPY_LIMIT, nbatches, time.perf_counter() - t0, batch * IMAGE_BYTES)
     samples = [store[i] for i in range(n)]
     t0 = time.perf_counter()
     for i in idx:
         np.stack([samples[j] for j in i])
-    seconds = time.perf_counter() - t0
-    results.append(
-        {
-            "system": "np.stack of per-sample arrays (trw-style)",
-            "batches_per_s": nbatches / seconds,
-            "GB_per_s": nbatches * batch_bytes / seconds / 1e9,
-        }
+    stack = _serving(
+        "np.stack of per-sample arrays (trw-style)", nbatches, time.perf_counter() - t0, batch * IMAGE_BYTES
     )
-    return results
+    return [take, {**stack, **ratios(TO_NUMPY)}]
+
+
+def w2(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
+    with local_cluster(2, scheduler) as client:
+        paused = _w2_paused(client, cfg)
+        loaded = _w2_under_load(client, cfg)
+    return [paused, loaded, *_w2_numpy(cfg)]
 
 
 # ---------------------------------------------------------------- W3 fill throughput
@@ -175,41 +282,57 @@ def _raw_dask_rate(client: Any, loader: Any, in_flight: int, seconds: float) -> 
     return done / elapsed
 
 
+MONAI_FILL = "MONAI CacheDataset, 2 threads, tiny rows"
+
+
+def _fill_variants(cfg: dict[str, Any], best: int | None) -> dict[str, dict[str, Any]]:
+    """The settings W3 fills with, by label: defaults always; the tuned ones when ``best`` is set."""
+    k = cfg["in_flight"]
+    if best is None:
+        return {"defaults": {}}
+    return {
+        "defaults": {},
+        f"rows_per_job=1, {k} rows in flight": {"max_jobs_at_once": k},
+        f"packed rows_per_job={best}": {"rows_per_job": best, "max_jobs_at_once": best * 8},
+        "rows_per_job='auto'": {"rows_per_job": "auto"},
+    }
+
+
+def _w3_kind(client: Any, cfg: dict[str, Any], name: str, loader: Any, best: int | None) -> list[Result]:
+    """A raw dask loop and the reservoir's fill, for one kind of row."""
+    k, seconds = cfg["in_flight"], cfg["seconds"]
+    raw_label = f"raw dask loop, {name}, {k} in flight"
+    rows: list[Result] = [{"system": raw_label, "samples_per_s": _raw_dask_rate(client, loader, k, seconds)}]
+    for label, kwargs in _fill_variants(cfg, best).items():
+        rate = _fill_rate(client, loader, cfg["rows"], seconds, **kwargs)
+        specs = [("ratio_to_raw", "samples_per_s", raw_label)]
+        if name == "tiny rows":
+            specs.append(("ratio_to_monai", "samples_per_s", MONAI_FILL))
+        rows.append({"system": f"dask_reservoir {label}, {name}", "samples_per_s": rate, **ratios(*specs)})
+    return rows
+
+
 def w3(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
-    results = []
-    seconds = cfg["seconds"]
+    results: list[Result] = []
     with local_cluster(2, scheduler) as client:
         for name, loader, best in (
             ("tiny rows", tiny_loader, cfg["best_tiny"]),
             ("49 KB rows", image_loader, cfg["best_image"]),
+            ("1 ms rows", millisecond_loader, None),
         ):
-            k = cfg["in_flight"]
-            raw = _raw_dask_rate(client, loader, k, seconds)
-            one = _fill_rate(client, loader, cfg["rows"], seconds, max_jobs_at_once=k)
-            packed = _fill_rate(
-                client, loader, cfg["rows"], seconds, rows_per_job=best, max_jobs_at_once=best * 8
-            )
-            auto = _fill_rate(client, loader, cfg["rows"], seconds, rows_per_job="auto")
-            results.append({"system": f"raw dask loop, {name}, {k} in flight", "samples_per_s": raw})
-            variants = (
-                (f"rows_per_job=1, {k} rows in flight", one),
-                (f"rows_per_job={best}", packed),
-                ("rows_per_job='auto'", auto),
-            )
-            for label, rate in variants:
-                results.append(
-                    {
-                        "system": f"dask_reservoir {label}, {name}",
-                        "samples_per_s": rate,
-                        "ratio_to_raw": rate / raw,
-                    }
-                )
+            results += _w3_kind(client, cfg, name, loader, best)
+    results.append({"system": MONAI_FILL, **peers.cache_dataset_fill(cfg["monai_rows"], 2)})
     return results
 
 
 # ---------------------------------------------------------------- W4 scale
+def _entries_label(n: int) -> str:
+    return f"dask_reservoir, {n:.0e} entries"
+
+
 def w4(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
     results: list[Result] = []
+    smallest = _entries_label(cfg["sizes"][0])
     with local_cluster(2, scheduler) as client:
         for n in cfg["sizes"]:
             r = _full_reservoir(
@@ -217,12 +340,8 @@ def w4(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
             )
             with r:
                 batches, seconds, _ = _time_batches(r, cfg["batches"])
-            results.append(
-                {"system": f"dask_reservoir, {n:.0e} entries", "us_per_batch": 1e6 * seconds / batches}
-            )
-    base = results[0]["us_per_batch"]
-    for row in results:
-        row["ratio_to_smallest"] = row["us_per_batch"] / base
+            row = {"system": _entries_label(n), "us_per_batch": 1e6 * seconds / batches}
+            results.append({**row, **ratios(("ratio_to_smallest", "us_per_batch", smallest))})
     return results
 
 
@@ -243,3 +362,48 @@ def w5(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
             "ratio": held / raw,
         }
     ]
+
+
+# ---------------------------------------------------------------- W6 epoch start
+def _iter_costs(r: AsyncReservoir, calls: int) -> Result:
+    """Time ``iter(r)`` alone, ``calls`` times; each epoch serves one batch, then is dropped."""
+    starts, ends, ingested = [], [], []
+    for _ in range(calls):
+        before = r.stats().entries_ingested
+        t0 = time.perf_counter()
+        it = iter(r)
+        t1 = time.perf_counter()
+        ingested.append(r.stats().entries_ingested - before)
+        next(it)
+        t2 = time.perf_counter()
+        del it  # the epoch ends: its snapshot is released
+        ends.append(time.perf_counter() - t2)
+        starts.append(t1 - t0)
+    return {
+        "iter_us_median": 1e6 * float(np.median(starts)),
+        "iter_us_p90": 1e6 * float(np.percentile(starts, 90)),
+        "epoch_end_us_median": 1e6 * float(np.median(ends)),
+        "ingested_per_iter": float(np.mean(ingested)),
+    }
+
+
+def w6(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
+    """``iter()`` on a full reservoir of tiny rows while loading goes on (a source twice its size)."""
+    results: list[Result] = []
+    with local_cluster(2, scheduler) as client:
+        for n in cfg["sizes"]:
+            source = pd.DataFrame({"i": np.arange(2 * n)})
+            with AsyncReservoir(
+                source,
+                tiny_loader,
+                n,
+                min_reservoir_samples=n,
+                client=client,
+                batch_size=64,
+                reservoir_sampler=RandomSampler(seed=0),
+                rows_per_job=2048,
+                max_jobs_at_once=16384,
+            ) as r:
+                iter(r)  # wait until full
+                results.append({"system": _entries_label(n), **_iter_costs(r, cfg["calls"])})
+    return results

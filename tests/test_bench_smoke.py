@@ -2,25 +2,117 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from pathlib import Path
+import math
+from typing import Any
 
 import pytest
 
 from benchmarks.run import main
+from benchmarks.targets import TARGETS
 
 pytestmark = pytest.mark.timeout(240)
 
+NEW_ROWS = {
+    "W1": [
+        "dask_reservoir defaults",
+        "dask_reservoir defaults, client=None (embedded cluster)",
+        "dask_reservoir max_jobs_at_once=32",
+        "consumer alone (batches already in memory)",
+        "first-batch floor: minimum x load / workers + import distributed",
+    ],
+    "W2": [
+        "dask_reservoir, loading paused",
+        "dask_reservoir under load (defaults)",
+        "numpy take(out=, clip) limit",
+    ],
+    "W3": ["dask_reservoir defaults, 1 ms rows", "raw dask loop, 1 ms rows, 32 in flight"],
+    "W6": ["dask_reservoir, 1e+02 entries", "dask_reservoir, 1e+03 entries"],
+}
+W1_METRICS = (
+    "first_batch_s",
+    "batches_per_s",
+    "step_rate_fraction",
+    "wait_fraction",
+    "stall_p50_ms",
+    "stall_p99_ms",
+    "fresh_fraction_of_loaders",
+    "cpu_cores",
+    "first_batch_vs_floor",
+)
 
-def test_quick_suite_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "bench.json"
-    assert main(["--quick", "--only", "W2,W4,W5", "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
+
+def _finite(row: dict[str, Any], key: str) -> bool:
+    return isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
+
+
+def _by_system(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {row["system"]: row for row in rows}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    capture = tmp_path_factory.mktemp("bench") / "stdout.txt"
+    with capture.open("w") as f, contextlib.redirect_stdout(f):
+        assert main(["--quick", "--json", str(out)]) == 0
+    return capture.read_text(), json.loads(out.read_text())
+
+
+def test_quick_suite_writes_table_and_json(quick_run: tuple[str, dict[str, Any]]) -> None:
+    printed, data = quick_run
     assert "W2" in printed and "numpy take(out=, clip) limit" in printed and "ratio_to_smallest" in printed
-    data = json.loads(out.read_text())
-    assert set(data["results"]) == {"W2", "W4", "W5"}
+    assert set(data["results"]) == {"W1", "W2", "W3", "W4", "W5", "W6"}
     assert data["machine"]["quick"] is True
     assert all(row["batches_per_s"] > 0 for row in data["results"]["W2"])
+    for workload, systems in NEW_ROWS.items():
+        rows = _by_system(data["results"][workload])
+        assert set(systems) <= set(rows), (workload, sorted(rows))
+
+
+def test_w1_rows_report_what_users_feel(quick_run: tuple[str, dict[str, Any]]) -> None:
+    rows = _by_system(quick_run[1]["results"]["W1"])
+    for system in NEW_ROWS["W1"][:3]:
+        assert all(_finite(rows[system], key) for key in W1_METRICS), rows[system]
+    alone = rows["consumer alone (batches already in memory)"]
+    assert all(_finite(alone, k) for k in ("step_rate_fraction", "wait_fraction", "stall_p99_ms"))
+    floor = rows["first-batch floor: minimum x load / workers + import distributed"]
+    assert _finite(floor, "import_distributed_s") and floor["first_batch_s"] > floor["import_distributed_s"]
+    measured = [r for r in rows.values() if "note" not in r and r is not floor and r is not alone]
+    assert all(_finite(r, "first_batch_vs_floor") for r in measured)
+    torchdata = next(r for s, r in rows.items() if s.startswith("torchdata.nodes"))
+    assert "note" in torchdata or _finite(torchdata, "step_rate_fraction")
+
+
+def test_new_ratio_columns_are_finite(quick_run: tuple[str, dict[str, Any]]) -> None:
+    results = quick_run[1]["results"]
+    w2 = _by_system(results["W2"])
+    for system in NEW_ROWS["W2"][:2]:
+        assert _finite(w2[system], "ratio_to_numpy") and _finite(w2[system], "GB_per_s")
+    assert w2["dask_reservoir under load (defaults)"]["entries_ingested_per_s"] >= 0
+    w3 = _by_system(results["W3"])
+    assert _finite(w3["dask_reservoir defaults, 1 ms rows"], "ratio_to_raw")
+    monai = w3["MONAI CacheDataset, 2 threads, tiny rows"]
+    if "note" not in monai:
+        assert _finite(monai, "samples_per_s")
+        packed = next(r for s, r in w3.items() if s.startswith("dask_reservoir packed") and "tiny" in s)
+        assert _finite(packed, "ratio_to_monai")
+    for row in results["W6"]:
+        assert all(_finite(row, k) for k in ("iter_us_median", "iter_us_p90", "epoch_end_us_median"))
+
+
+def test_targets_block_lists_every_target(quick_run: tuple[str, dict[str, Any]]) -> None:
+    printed, data = quick_run
+    assert "targets (issue 10)" in printed
+    records = {r["target"]: r for r in data["targets"]}
+    assert set(records) == {t.name for t in TARGETS}
+    for record in records.values():
+        assert record["measured"] is None or (
+            math.isfinite(record["measured"]) and record["met"] in (True, False)
+        )
+    assert records["W6 iter() at 1e5 entries, median (us)"]["measured"] is None  # quick sizes stop at 1e3
+    assert records["W1 defaults: stall p99 (ms)"]["measured"] is not None
 
 
 def test_unknown_workload_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:

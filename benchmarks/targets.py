@@ -1,0 +1,113 @@
+"""The targets of issue 10, checked against the rows a run measured."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
+
+
+@dataclass(frozen=True)
+class Target:
+    """``metric`` of the first row of ``workload`` whose system matches one of ``systems`` (in
+    order of preference, fnmatch patterns), compared with ``threshold`` by ``op``."""
+
+    name: str
+    workload: str
+    systems: tuple[str, ...]
+    metric: str
+    op: str
+    threshold: float
+
+
+W1_DEFAULTS = ("dask_reservoir defaults",)
+TARGETS = (
+    Target("W1 defaults: batch rate / step-limited", "W1", W1_DEFAULTS, "step_rate_fraction", ">=", 0.97),
+    Target("W1 defaults: consumer wait fraction", "W1", W1_DEFAULTS, "wait_fraction", "<", 0.02),
+    Target("W1 defaults: stall p99 (ms)", "W1", W1_DEFAULTS, "stall_p99_ms", "<", 2.0),
+    Target(
+        "W1 defaults: fresh UIDs / loaders' rate", "W1", W1_DEFAULTS, "fresh_fraction_of_loaders", ">=", 0.95
+    ),
+    Target(
+        "W1 defaults: first batch / floor",
+        "W1",
+        ("dask_reservoir defaults, client=None*", *W1_DEFAULTS),
+        "first_batch_vs_floor",
+        "<=",
+        1.5,
+    ),
+    Target(
+        "W2 under load / numpy take limit", "W2", ("dask_reservoir under load*",), "ratio_to_numpy", ">=", 0.6
+    ),
+    Target(
+        "W2 paused / numpy take limit", "W2", ("dask_reservoir, loading paused",), "ratio_to_numpy", ">=", 0.8
+    ),
+    Target(
+        "W3 default fill of a 1 ms loader / raw dask loop",
+        "W3",
+        ("dask_reservoir defaults, 1 ms rows",),
+        "ratio_to_raw",
+        ">=",
+        2.0,
+    ),
+    Target(
+        "W6 iter() at 1e5 entries, median (us)",
+        "W6",
+        ("dask_reservoir, 1e+05 entries",),
+        "iter_us_median",
+        "<=",
+        1000.0,
+    ),
+    Target(
+        "W3 tiny rows packed / MONAI CacheDataset 2 threads",
+        "W3",
+        ("dask_reservoir packed*, tiny rows",),
+        "ratio_to_monai",
+        ">=",
+        0.5,
+    ),
+)
+
+
+def _measured(target: Target, results: dict[str, list[dict[str, Any]]]) -> tuple[str, float] | None:
+    """The matching row's system and value, or None when the run did not measure it."""
+    rows = results.get(target.workload, [])
+    for pattern in target.systems:
+        for row in rows:
+            value = row.get(target.metric)
+            if fnmatch.fnmatchcase(row["system"], pattern) and isinstance(value, (int, float)):
+                if not math.isnan(value):
+                    return row["system"], float(value)
+    return None
+
+
+def evaluate(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One record per target: measured (or None), the target, and whether it was met."""
+    records = []
+    for t in TARGETS:
+        found = _measured(t, results)
+        record: dict[str, Any] = {"target": t.name, "metric": t.metric, "op": t.op, "threshold": t.threshold}
+        if found is None:
+            record |= {"system": None, "measured": None, "met": None}
+        else:
+            system, value = found
+            record |= {"system": system, "measured": value, "met": OPS[t.op](value, t.threshold)}
+        records.append(record)
+    return records
+
+
+def print_targets(records: list[dict[str, Any]], out: Any) -> None:
+    width = max(len(r["target"]) for r in records)
+    print("\ntargets (issue 10)", file=out)
+    for r in records:
+        goal = f"{r['op']} {r['threshold']:g}"
+        if r["measured"] is None:
+            print(f"  {r['target']:<{width}}  {'-':>8}  {goal:<8}  not measured in this run", file=out)
+        else:
+            verdict = "met" if r["met"] else "NOT MET"
+            print(f"  {r['target']:<{width}}  {r['measured']:>8.3g}  {goal:<8}  {verdict}", file=out)
