@@ -14,13 +14,18 @@ are new arrays, and a ``collate_fn`` receives copies of the rows.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError, Future, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, cast
 
 import numpy as np
 
 from .collate import collate_rows
+from .prefetch import IDLE_SLICE, BatchBuilder
 from .samplers import Sampler
 from .slots import SlotTable
 from .store import Entry, ReservoirStore, Snapshot
@@ -45,6 +50,8 @@ def epoch_order(
     [0, 1, 2]
     """
     raw: Any = sampler.indices(n, epoch=epoch)
+    if isinstance(raw, range) and (len(raw) == 0 or (min(raw) >= 0 and max(raw) < n)):
+        return np.arange(raw.start, raw.stop, raw.step, dtype=np.int64)  # no Python step per index
     order = raw if isinstance(raw, np.ndarray) else np.asarray(list(raw))
     if order.size and not np.issubdtype(order.dtype, np.integer):
         raise TypeError(f"{name} {sampler!r} must yield int indices, got {order.dtype} values")
@@ -65,12 +72,113 @@ def snapshot_of(entries: list[Entry]) -> Snapshot:
     return store.snapshot()
 
 
-def _end_epoch(snapshot: Snapshot, served_counts: np.ndarray) -> None:
-    """Fold the epoch's serve counts into its entries and release the snapshot (runs once)."""
-    entries = snapshot.entries
-    for i in np.flatnonzero(served_counts).tolist():
-        entries[i].times_served += int(served_counts[i])
-    snapshot.release()
+def _end_epoch(snapshot: Snapshot, served_counts: np.ndarray, builder: BatchBuilder | None) -> None:
+    """Fold the epoch's serve counts into its entries and release the snapshot (runs once).
+
+    With a builder, after the builds already submitted: none of them reads a released slot.
+    """
+
+    def end() -> None:
+        snapshot.add_served(served_counts)
+        snapshot.release()
+
+    if builder is None:
+        end()
+    else:
+        builder.after(end)
+
+
+FINISH_WAIT = 5.0
+"""Longest an ending epoch waits for its build in progress before leaving the release to the builder."""
+
+Built = tuple[Any, int, np.ndarray, bool]
+"""A built batch: (batch, rows in it, snapshot indices it holds, whether it is the epoch's last)."""
+
+
+class _EpochPlan:
+    """The building side of an epoch: which entries go in the next batch, and the batch itself.
+
+    Its ``build()`` calls run one at a time, in order (in the consumer's thread, or
+    all in the builder's), so the cursor needs no lock.
+    """
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        order: np.ndarray,
+        *,
+        batch_size: int,
+        drop_last: bool,
+        collate_fn: Callable[[list[dict[str, Any]]], Any] | None,
+        uid_column: str,
+        max_samples: int | None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.order = order
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.collate_fn = collate_fn
+        self.uid_column = uid_column
+        self.max_samples = max_samples
+        self.table: SlotTable | None = snapshot.table if snapshot.all_slotted and collate_fn is None else None
+        self.cursor = 0
+        self.rows = 0  # rows built so far
+        self.ended = False  # the last batch, or the end, was built
+
+    def build(self) -> Built | None:
+        """The next batch, or None when the epoch has no more."""
+        if self.table is not None:
+            built = self._gathered()
+        else:
+            built = self._collated()
+        if built is None:
+            self.ended = True
+            return None
+        batch, n_rows, chunk = built
+        self.rows += n_rows
+        last = self.cursor >= len(self.order) or (
+            self.max_samples is not None and self.rows >= self.max_samples
+        )
+        self.ended = last
+        return batch, n_rows, chunk, last
+
+    def _budget(self) -> int | None:
+        return None if self.max_samples is None else self.max_samples - self.rows
+
+    def _gathered(self) -> tuple[Any, int, np.ndarray] | None:
+        take = self.batch_size
+        budget = self._budget()
+        if budget is not None:
+            take = min(take, budget)
+        chunk = self.order[self.cursor : self.cursor + take]
+        if len(chunk) == 0 or (self.drop_last and len(chunk) < self.batch_size):
+            return None
+        self.cursor += len(chunk)
+        table = cast(SlotTable, self.table)  # set whenever batches are gathered
+        return table.gather(self.snapshot.handles[chunk]), len(chunk), chunk
+
+    def _collated(self) -> tuple[Any, int, np.ndarray] | None:
+        rows: list[dict[str, Any]] = []
+        taken: list[int] = []
+        order = self.order
+        snapshot = self.snapshot
+        private = self.collate_fn is not None  # the default collate copies as it stacks
+        while len(taken) < self.batch_size and self.cursor < len(order):
+            budget = self._budget()
+            if budget is not None and budget - len(rows) <= 0:
+                break
+            index = int(order[self.cursor])
+            self.cursor += 1
+            taken.append(index)
+            entry_rows = snapshot.rows_at(index, copy=private)
+            rows.extend(entry_rows if budget is None else entry_rows[: budget - len(rows)])
+        if not taken or (self.drop_last and len(taken) < self.batch_size):
+            return None
+        if self.collate_fn is not None:
+            batch = self.collate_fn(rows)
+        else:
+            batch = collate_rows(rows, uid_column=self.uid_column)
+        return batch, len(rows), np.asarray(taken, np.int64)
 
 
 class BatchIterator(Iterator[Any]):
@@ -97,16 +205,24 @@ class BatchIterator(Iterator[Any]):
         Rows to yield at most in this epoch.
     check : callable, optional
         Called before each batch; raises to end the iteration with an error (the epoch
-        ends: its snapshot is released at once).
+        ends: its snapshot is released).
     on_batch : callable, optional
-        Called with the number of rows of each batch yielded.
+        Called after each ``next()`` with the number of rows of the batch yielded
+        (0 for the one that ends the epoch) and the seconds it took (plus those given
+        to :meth:`carry_seconds`).
+    builder : BatchBuilder, optional
+        Builds the next ``prefetch`` batches ahead of ``next()``, in its thread.
+        None: each batch is built inside ``next()``.
+    prefetch : int
+        Batches built ahead when a builder is given (0: none).
 
     Notes
     -----
     Batches are fresh: gathered columns are new arrays (one ``numpy.take`` per
     column), collated ones are stacked anew, and mutable values of ``object``
-    columns are deep copies.  The snapshot is released when the epoch is
-    exhausted or the iterator is dropped.
+    columns are deep copies.  A batch built ahead and never handed out is not
+    counted as served.  The snapshot is released when the epoch is exhausted or
+    the iterator is dropped (after any build in progress).
 
     Examples
     --------
@@ -114,8 +230,8 @@ class BatchIterator(Iterator[Any]):
     >>> from dask_reservoir.store import Entry
     >>> snap = snapshot_of([Entry(i, i, ({"sample_uid": i, "x": i * 10},)) for i in range(5)])
     >>> it = BatchIterator(snap, np.array([4, 3, 2, 1, 0]), batch_size=2, drop_last=False)
-    >>> [b["x"].tolist() for b in it]
-    [[40, 30], [20, 10], [0]]
+    >>> len(it), [b["x"].tolist() for b in it]
+    (3, [[40, 30], [20, 10], [0]])
     """
 
     def __init__(
@@ -129,27 +245,36 @@ class BatchIterator(Iterator[Any]):
         uid_column: str = "sample_uid",
         max_samples: int | None = None,
         check: Callable[[], None] | None = None,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
+        builder: BatchBuilder | None = None,
+        prefetch: int = 0,
     ) -> None:
-        self._snapshot = snapshot
-        self._entries = snapshot.entries
         self._order = np.asarray(order, dtype=np.int64)
+        self._plan = _EpochPlan(
+            snapshot,
+            self._order,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            collate_fn=collate_fn,
+            uid_column=uid_column,
+            max_samples=max_samples,
+        )
         self._batch_size = batch_size
         self._drop_last = drop_last
-        self._collate_fn = collate_fn
-        self._uid_column = uid_column
         self._max_samples = max_samples
         self._check = check
         self._on_batch = on_batch
-        self._table: SlotTable | None = (
-            snapshot.table if snapshot.all_slotted and collate_fn is None else None
-        )
-        self._cursor = 0
+        self._builder = builder if prefetch > 0 else None
+        self._prefetch = prefetch
+        self._pending: deque[Future[Built | None]] = deque()
         self._served = 0
+        self.inline_builds = 0  # batches built in next() because their build had not started
+        self._carry = 0.0  # seconds added to the next next()'s reported time
         self._done = False
         self._lock = threading.Lock()
-        self._served_counts = np.zeros(len(self._entries), dtype=np.int64)
-        self._finalizer = weakref.finalize(self, _end_epoch, snapshot, self._served_counts)
+        self._served_counts = np.zeros(len(snapshot), dtype=np.int64)
+        self._finalizer = weakref.finalize(self, _end_epoch, snapshot, self._served_counts, self._builder)
+        self._fill()
 
     def __iter__(self) -> BatchIterator:
         return self
@@ -161,81 +286,96 @@ class BatchIterator(Iterator[Any]):
             n = min(n, self._max_samples)
         return n // self._batch_size if self._drop_last else -(-n // self._batch_size)
 
+    def carry_seconds(self, seconds: float) -> None:
+        """Report ``seconds`` (the epoch's start) with the next ``next()``'s time to ``on_batch``."""
+        self._carry += seconds
+
+    def _fill(self) -> None:
+        """Keep ``prefetch`` builds submitted (none once the plan reached its end)."""
+        builder = self._builder
+        if builder is None:
+            return
+        plan = self._plan
+        while len(self._pending) < self._prefetch and not plan.ended:
+            self._pending.append(builder.submit(plan.build))
+
     def _finish(self) -> None:
+        """End the epoch: fold its serve counts and release its snapshot, after its builds."""
         self._done = True
-        self._finalizer()
+        running = [f for f in self._pending if not f.cancel()]
+        self._pending.clear()
+        if running:
+            wait(running, timeout=FINISH_WAIT)  # a build in progress reads the snapshot
+        if all(f.done() for f in running):
+            detached = self._finalizer.detach()
+            if detached is not None:
+                _, _, (snapshot, counts, _), _ = detached
+                _end_epoch(snapshot, counts, None)  # now, in this thread
+                return
+        self._finalizer()  # after the builds still running, in the builder's thread
+
+    def _next_built(self) -> Built | None:
+        if self._builder is None:
+            return self._plan.build()
+        if not self._pending:
+            self._fill()
+        future = self._pending[0]
+        if not future.done() and future.cancel():
+            # not started (the epoch's first batch, typically): building it here costs
+            # less than handing the GIL to the builder and back; the later builds of
+            # this epoch are queued after it, so none has started either
+            for later in self._pending:
+                later.cancel()
+            self._pending.clear()
+            self.inline_builds += 1
+            return self._plan.build()
+        self._pending.popleft()
+        while True:
+            try:
+                return future.result(timeout=IDLE_SLICE)
+            except FutureTimeout:
+                if self._check is not None:
+                    self._check()  # closed meanwhile: raise rather than wait on
+            except CancelledError:
+                if self._check is not None:
+                    self._check()
+                raise RuntimeError(f"the batch builder stopped ({self._builder!r})") from None
 
     def __next__(self) -> Any:
+        t0 = time.perf_counter()
         with self._lock:
-            if self._check is not None:
-                try:
-                    self._check()
-                except BaseException:
-                    # an epoch ended by an error (closed, a job error) is over: release its
-                    # snapshot now rather than when the iterator is collected
-                    self._finish()
-                    raise
             if self._done:
                 raise StopIteration
-            if self._table is not None:
-                batch, _, n_rows, chunk = self._next_gathered()
-            else:
-                batch, _, n_rows, chunk = self._next_collated()
-            if batch is None:
+            try:
+                if self._check is not None:
+                    self._check()
+                built = self._next_built()
+            except BaseException:
+                # an epoch ended by an error (closed, a job error) is over: release its
+                # snapshot now rather than when the iterator is collected
                 self._finish()
+                raise
+            if built is None:
+                self._finish()
+                self._report(0, t0)
                 raise StopIteration
+            batch, n_rows, chunk, last = built
             np.add.at(self._served_counts, chunk, 1)  # folded into the entries at the epoch's end
             self._served += n_rows
-            exhausted = self._cursor >= len(self._order) or (
-                self._max_samples is not None and self._served >= self._max_samples
-            )
-            if exhausted:
+            if last:
                 self._finish()
-        if self._on_batch is not None:
-            self._on_batch(n_rows)
+            else:
+                self._fill()
+        self._report(n_rows, t0)
         return batch
 
-    def _budget(self) -> int | None:
-        return None if self._max_samples is None else self._max_samples - self._served
-
-    def _next_gathered(self) -> tuple[Any, int, int, Any]:
-        take = self._batch_size
-        budget = self._budget()
-        if budget is not None:
-            take = min(take, budget)
-        chunk = self._order[self._cursor : self._cursor + take]
-        if len(chunk) == 0 or (self._drop_last and len(chunk) < self._batch_size):
-            return None, 0, 0, []
-        self._cursor += len(chunk)
-        table = cast(SlotTable, self._table)  # set whenever batches are gathered
-        batch = table.gather(self._snapshot.slots[chunk])
-        return batch, len(chunk), len(chunk), chunk
-
-    def _next_collated(self) -> tuple[Any, int, int, Any]:
-        rows: list[dict[str, Any]] = []
-        taken: list[int] = []
-        order = self._order
-        snapshot = self._snapshot
-        private = self._collate_fn is not None  # the default collate copies as it stacks
-        while len(taken) < self._batch_size and self._cursor < len(order):
-            budget = self._budget()
-            if budget is not None and budget - len(rows) <= 0:
-                break
-            index = int(order[self._cursor])
-            self._cursor += 1
-            taken.append(index)
-            entry_rows = snapshot.rows_at(index, copy=private)
-            rows.extend(entry_rows if budget is None else entry_rows[: budget - len(rows)])
-        if not taken or (self._drop_last and len(taken) < self._batch_size):
-            return None, 0, 0, []
-        if self._collate_fn is not None:
-            batch = self._collate_fn(rows)
-        else:
-            batch = collate_rows(rows, uid_column=self._uid_column)
-        return batch, len(taken), len(rows), taken
+    def _report(self, rows: int, t0: float) -> None:
+        if self._on_batch is not None:
+            seconds, self._carry = time.perf_counter() - t0 + self._carry, 0.0
+            self._on_batch(rows, seconds)
 
     def __repr__(self) -> str:
         return (
-            f"<BatchIterator: served={self._served} rows, position={self._cursor}/{len(self._order)}, "
-            f"batch_size={self._batch_size}>"
+            f"<BatchIterator: served={self._served} rows, built={self._plan.cursor}/{len(self._order)} "
+            f"entries, prefetched={len(self._pending)}, batch_size={self._batch_size}>"
         )

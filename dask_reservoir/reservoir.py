@@ -12,7 +12,9 @@ import threading
 import time
 import warnings
 import weakref
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import Future
 from dataclasses import fields, replace
 from typing import Any
 
@@ -25,9 +27,10 @@ from .errors import ClusterLostError, ReservoirClosedError
 from .ingest import minimum_error, single_take, take_limit
 from .lifecycle import Uncopyable, close_in_background, track, untrack
 from .options import ReservoirOptions, validate_options
+from .prefetch import BatchBuilder
 from .progress import WaitProgress
 from .runner import WAIT_SLICE, runner_for
-from .samplers import Sampler, check_sampler
+from .samplers import RandomSampler, Sampler, check_sampler
 from .source import Source, is_dask_frame, make_source
 from .stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
 from .store import Entry, ReservoirStore, StoreError
@@ -39,6 +42,9 @@ logger = logging.getLogger("dask_reservoir")
 
 CLOSE_LOCK_SECONDS = 2.0
 """How long close() waits for a consumer in iter() to let go before leaving the entries to GC."""
+
+RECENT_STALLS = 1000
+"""Batches whose stall (time in ``iter()`` and ``next()``) feeds the percentiles of ``stats()``."""
 
 WAIT_WARNING_SECONDS = 30.0
 """While ``iter()`` waits for the minimum, a warning with the counters is logged this often."""
@@ -74,7 +80,10 @@ class AsyncReservoir(Uncopyable):
         Column naming each row; when absent, UIDs are the positions ``0..n-1``.
     max_jobs_at_once : int, optional
         Back-pressure bound: most source rows in flight or finished and waiting to be
-        ingested.  Default ``2 x worker threads x rows_per_job``.
+        ingested.  Default: ``max(2 x worker threads, 8)`` tasks of ``rows_per_job`` rows
+        (dask needs several tasks in flight to hide its per-task latency), at most
+        ``max_reservoir_samples`` rows but at least two tasks; it follows the cluster
+        and the task size.
     reservoir_sampler : Sampler, optional
         Order of entries in an epoch; default source order (:class:`SequentialSampler`).
     batch_size : int
@@ -91,9 +100,12 @@ class AsyncReservoir(Uncopyable):
     source_sampler : Sampler, optional
         Order in which source rows are submitted, per pass; default sequential.
     rows_per_job : int or "auto"
-        Source rows per dask task.  ``"auto"`` starts at 1 and sizes tasks to run about
-        75 ms on the workers and return at most 8 MiB of arrays, from the measured time and
-        size per row, so fast loaders are not capped by dask's per-task cost (about 1 ms).
+        Source rows per dask task.  ``"auto"`` (the default) starts at 1 and, from the
+        first finished task on, sizes tasks to run about 75 ms on the workers and return
+        at most 8 MiB of arrays, from the measured time and size per row: fast loaders are
+        not capped by dask's per-task cost (about 1 ms), slow ones (a row of 75 ms or
+        more) stay one row per task.  Tasks stay small enough for the default number of
+        them to fit in the bound.
     retries : int
         Retries of a failing job (dask ``retries=``; inside the task when ``rows_per_job > 1``).
     on_error : {"skip", "raise"}
@@ -109,6 +121,10 @@ class AsyncReservoir(Uncopyable):
     on_cluster_loss : {"raise", "serve"}
         When the client gives up on its scheduler: raise :class:`ClusterLostError` at the
         next ``iter()``/``next()``, or keep serving the loaded entries.
+    prefetch_batches : int
+        Batches of the current epoch built ahead, in a thread of the reservoir, so that
+        ``next()`` hands over a batch already built (while the training step runs).
+        0 builds each batch inside ``next()``.
     progress : bool
         Show a tqdm bar (``pip install dask_reservoir[progress]``; plain lines on stderr
         without tqdm) while ``iter()`` waits for the minimum.
@@ -154,7 +170,7 @@ class AsyncReservoir(Uncopyable):
         maximum_number_of_samples_per_epoch: int | None = None,
         max_reservoir_replacement_size: int | None = None,
         source_sampler: Sampler | None = None,
-        rows_per_job: int | str = 1,
+        rows_per_job: int | str = "auto",
         retries: int = 0,
         on_error: str = "skip",
         timeout: float | str | None = None,
@@ -162,6 +178,7 @@ class AsyncReservoir(Uncopyable):
         on_cluster_loss: str = "raise",
         job_timeout: float | str | None = None,
         progress: bool = False,
+        prefetch_batches: int = 2,
     ) -> None:
         self._closed = True  # until fully built, so __del__ and close() are no-ops
         given = locals()
@@ -173,6 +190,15 @@ class AsyncReservoir(Uncopyable):
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}: {progress!r}")
         self._progress = progress
+        if isinstance(prefetch_batches, bool) or not isinstance(prefetch_batches, int):
+            raise TypeError(
+                f"prefetch_batches must be an int, got {type(prefetch_batches).__name__}: {prefetch_batches!r}"
+            )
+        if prefetch_batches < 0:
+            raise ValueError(
+                f"prefetch_batches must be >= 0 (0: build each batch in next()), got {prefetch_batches}"
+            )
+        self._prefetch = prefetch_batches
         samplers = (
             check_sampler(reservoir_sampler, "reservoir_sampler"),
             check_sampler(source_sampler, "source_sampler"),
@@ -222,7 +248,11 @@ class AsyncReservoir(Uncopyable):
         self._epochs = 0
         self._batches_served = 0
         self._samples_served = 0
-        self._wait_seconds = 0.0
+        self._wait_seconds = 0.0  # in iter() and next()
+        self._minimum_wait_seconds = 0.0  # in iter(), waiting for the minimum
+        self._stalls: deque[float] = deque(maxlen=RECENT_STALLS)
+        self._builder = BatchBuilder(name=f"dask_reservoir-batches-{id(self):x}")
+        self._next_order: tuple[int, int, Future[np.ndarray]] | None = None
         self._warned_lost = False
         self._address = handle.address
         preloaded = []
@@ -346,6 +376,8 @@ class AsyncReservoir(Uncopyable):
 
     def _wait_for_minimum(self) -> None:
         required = self._required()
+        if len(self._store) >= required:
+            return
         timeout = self._options.timeout
         start = time.monotonic()
         warned = start
@@ -392,11 +424,22 @@ class AsyncReservoir(Uncopyable):
             report.update(len(self._store))
             report.close()
             with self._counter_lock:
-                self._wait_seconds += time.monotonic() - start
+                self._minimum_wait_seconds += time.monotonic() - start
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> BatchIterator:
         """Ingest waiting entries, wait for the minimum, and start an epoch over a snapshot."""
+        t0 = time.perf_counter()
+        try:
+            it = self._start_epoch()
+        finally:
+            took = time.perf_counter() - t0
+            with self._counter_lock:
+                self._wait_seconds += took
+        it.carry_seconds(took)  # the first batch's stall includes the epoch start
+        return it
+
+    def _start_epoch(self) -> BatchIterator:
         self._check_usable()
         with self._lock:
             self._ingest(capped=True)
@@ -405,7 +448,7 @@ class AsyncReservoir(Uncopyable):
             epoch = self._epochs
             self._epochs += 1
         try:
-            order = epoch_order(self._reservoir_sampler, len(snapshot.entries), epoch)
+            order = self._epoch_order(len(snapshot), epoch)
         except BaseException:
             snapshot.release()
             raise
@@ -414,9 +457,9 @@ class AsyncReservoir(Uncopyable):
                 f"batch_size={self._options.batch_size} is larger than the {len(order)} entries this "
                 "epoch serves and drop_last=True: the epoch yields no batch",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        return BatchIterator(
+        it = BatchIterator(
             snapshot,
             order,
             batch_size=self._options.batch_size,
@@ -426,12 +469,40 @@ class AsyncReservoir(Uncopyable):
             max_samples=self._options.maximum_number_of_samples_per_epoch,
             check=self._check_usable,
             on_batch=self._count_batch,
+            builder=self._builder,
+            prefetch=self._prefetch,
         )
+        self._prepare_order(len(snapshot), epoch + 1)
+        return it
 
-    def _count_batch(self, rows: int) -> None:
+    def _epoch_order(self, n: int, epoch: int) -> np.ndarray:
+        """The sampler's order for ``epoch``: prepared by the builder when it guessed ``n`` right."""
+        prepared, self._next_order = self._next_order, None
+        if prepared is not None and prepared[:2] == (epoch, n) and prepared[2].done():
+            if not prepared[2].cancelled():
+                return prepared[2].result()
+        elif prepared is not None:
+            prepared[2].cancel()
+        return epoch_order(self._reservoir_sampler, n, epoch)
+
+    def _prepare_order(self, n: int, epoch: int) -> None:
+        """Compute the next epoch's order in the builder, for a reservoir of the same size.
+
+        Only for the built-in samplers, whose order is a pure function of ``(n, epoch)``:
+        a user's sampler is called once per epoch, by ``iter()``, as documented.
+        """
+        if self._prefetch and type(self._reservoir_sampler) is RandomSampler:
+            sampler = self._reservoir_sampler
+            self._next_order = (epoch, n, self._builder.submit(lambda: epoch_order(sampler, n, epoch)))
+
+    def _count_batch(self, rows: int, seconds: float) -> None:
+        """A ``next()`` call took ``seconds`` and yielded ``rows`` rows (0: the epoch's end)."""
         with self._counter_lock:
-            self._batches_served += 1
-            self._samples_served += rows
+            self._wait_seconds += seconds
+            if rows:
+                self._batches_served += 1
+                self._samples_served += rows
+                self._stalls.append(seconds)
 
     def reservoir_size(self) -> int:
         """Number of entries in the reservoir now."""
@@ -498,6 +569,7 @@ class AsyncReservoir(Uncopyable):
         child = AsyncReservoir.__new__(type(self))
         child._closed = True
         child._progress = self._progress
+        child._prefetch = self._prefetch
         try:
             child._start(
                 source=source,
@@ -521,7 +593,9 @@ class AsyncReservoir(Uncopyable):
         c = ledger.counters()
         with self._counter_lock:
             batches, samples, waited = self._batches_served, self._samples_served, self._wait_seconds
+            minimum_waited, stalls = self._minimum_wait_seconds, list(self._stalls)
         p50, p90, p99 = percentiles(ledger.recent_load_seconds())
+        stall_p50, _, stall_p99 = percentiles(stalls)
         now = time.monotonic()
         store = self._store
         entries = list(store)
@@ -547,6 +621,9 @@ class AsyncReservoir(Uncopyable):
             entries_pinned=store.pinned_retired,
             live_iterators=store.live_snapshots,
             consumer_wait_seconds=waited,
+            minimum_wait_seconds=minimum_waited,
+            stall_seconds_p50=stall_p50,
+            stall_seconds_p99=stall_p99,
             address=self._address,
             status="closed" if self._closed else c.status,
         )
@@ -589,6 +666,7 @@ class AsyncReservoir(Uncopyable):
             for child in list(self._children):
                 child.close()
         self._handle.close()
+        self._builder.close()
         # a consumer blocked in iter() holds the lock for at most one wait slice before it
         # sees the reservoir closed; clear only under the lock, so it never sees half a store
         if self._lock.acquire(timeout=CLOSE_LOCK_SECONDS):

@@ -19,6 +19,7 @@ written while free, so what a live snapshot reads never changes.
 
 from __future__ import annotations
 
+import bisect
 import copy
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +146,13 @@ def _batch_signature(value: object) -> tuple[str, tuple[int, ...]]:
 class SlotPool:
     """A fixed range of slot numbers: free, held by an entry, or retired while pinned.
 
+    Snapshots are numbered as they are opened.  A slot claimed after ``a``
+    snapshots were opened and released after ``r`` were is read by exactly the
+    snapshots numbered ``a .. r - 1``: releasing it retires it while one of those
+    is open, and it becomes free when the last of them closes.  Opening a
+    snapshot costs nothing per slot, so an epoch starts in time independent of
+    the number of entries.
+
     Parameters
     ----------
     size : int
@@ -154,14 +162,17 @@ class SlotPool:
     --------
     >>> pool = SlotPool(3)
     >>> a, b = pool.claim(), pool.claim()
-    >>> pool.pin(np.array([a, b]))  # a snapshot reads a and b
-    >>> pool.release(a)  # its entry is removed: still pinned, so retired
+    >>> snap = pool.open()  # a snapshot reads a and b
+    >>> pool.release(a)  # its entry is removed: still read, so retired
     False
+    >>> c = pool.claim()  # claimed after the snapshot: not read by it
+    >>> pool.release(c)
+    True
     >>> pool.available(), pool.retired
     (1, 1)
-    >>> pool.unpin(np.array([a, b])).tolist()  # the snapshot is released: a is free again
+    >>> pool.close(snap).tolist()  # the snapshot is closed: a is free again
     [0]
-    >>> pool.claim()  # freed slots are reused before never-used ones
+    >>> pool.claim()  # freed slots are reused last-freed first
     0
     """
 
@@ -169,17 +180,29 @@ class SlotPool:
         if size < 1:
             raise ValueError(f"a slot pool needs at least one slot, got size={size}")
         self.size = size
-        self.pins = np.zeros(size, np.int64)
         self.held = np.zeros(size, bool)
-        self._retired = np.zeros(size, bool)
-        self.retired = 0
+        self.added = np.zeros(size, np.int64)  # snapshots opened before the slot was claimed
+        self._removed = np.zeros(size, np.int64)  # ... before it was released (retired slots)
+        self._retired: list[int] = []
+        self._opened = 0  # snapshots opened so far: the next one's number
+        self._live: list[int] = []  # numbers of open snapshots, ascending
         self._free: list[int] = []  # freed, unpinned: reused last-freed first
         self._fresh = 0  # slots >= this were never handed out
+
+    @property
+    def retired(self) -> int:
+        """Slots whose entry was removed while an open snapshot reads them."""
+        return len(self._retired)
 
     @property
     def used(self) -> int:
         """Distinct slots ever handed out."""
         return self._fresh
+
+    @property
+    def newest_open(self) -> int:
+        """Number of the newest open snapshot, -1 when none is open."""
+        return self._live[-1] if self._live else -1
 
     def available(self) -> int:
         """Slots :meth:`claim` can hand out now."""
@@ -201,35 +224,50 @@ class SlotPool:
         else:
             self._fresh += 1
         self.held[slot] = True
+        self.added[slot] = self._opened
         return slot
+
+    def _read_by_open(self, added: int, removed: int) -> bool:
+        """Whether an open snapshot numbered in ``added .. removed - 1`` exists."""
+        i = bisect.bisect_left(self._live, added)
+        return i < len(self._live) and self._live[i] < removed
 
     def release(self, slot: int) -> bool:
         """The entry in ``slot`` is removed; return whether the slot is free (else retired)."""
         self.held[slot] = False
-        if self.pins[slot] > 0:
-            self._retired[slot] = True
-            self.retired += 1
+        if self._read_by_open(int(self.added[slot]), self._opened):
+            self._removed[slot] = self._opened
+            self._retired.append(slot)
             return False
         self._free.append(slot)
         return True
 
-    def pin(self, slots: np.ndarray) -> None:
-        """A snapshot reads ``slots`` (distinct) until it unpins them."""
-        self.pins[slots] += 1
+    def open(self) -> int:
+        """A snapshot of the held slots starts: return its number, for :meth:`close`."""
+        number = self._opened
+        self._opened += 1
+        self._live.append(number)  # numbers only grow: the list stays sorted
+        return number
 
-    def unpin(self, slots: np.ndarray) -> np.ndarray:
-        """A snapshot of ``slots`` is released; return the retired slots this frees."""
-        pins = self.pins
-        pins[slots] -= 1
-        freed = slots[(pins[slots] == 0) & self._retired[slots]]
-        self._retired[freed] = False
-        self.retired -= len(freed)
+    def close(self, number: int) -> np.ndarray:
+        """Snapshot ``number`` is released; return the retired slots this frees."""
+        i = bisect.bisect_left(self._live, number)
+        if i == len(self._live) or self._live[i] != number:
+            raise ValueError(f"snapshot {number} is not open (open: {self._live[:5]!r})")
+        del self._live[i]
+        if not self._retired:
+            return np.empty(0, np.int64)
+        retired = np.array(self._retired, np.int64)
+        live = np.array(self._live, np.int64)
+        at = np.searchsorted(live, self.added[retired])
+        if len(live):
+            still = (at < len(live)) & (live[np.minimum(at, len(live) - 1)] < self._removed[retired])
+        else:
+            still = np.zeros(len(retired), bool)
+        freed = retired[~still]
+        self._retired = retired[still].tolist()
         self._free.extend(freed.tolist())
         return freed
-
-    def pinned_held(self) -> int:
-        """Held slots some live snapshot pins (removing their entry retires the slot)."""
-        return int(np.count_nonzero(self.held & (self.pins > 0)))
 
 
 class SlotTable:

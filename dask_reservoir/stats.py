@@ -108,7 +108,13 @@ class ReservoirStats:
     live_iterators : int
         Epochs started by ``iter()`` and not finished nor dropped.
     consumer_wait_seconds : float
-        Total time ``iter()`` blocked waiting for the minimum.
+        Total time the consumer spent inside ``iter()`` and ``next()``: what loading
+        and batching cost the training loop.
+    minimum_wait_seconds : float
+        The part of it ``iter()`` spent waiting for ``min_reservoir_samples`` entries.
+    stall_seconds_p50, stall_seconds_p99 : float
+        Percentiles, over the last 1000 batches, of the time the consumer waited for
+        each batch (``next()``, plus ``iter()`` for an epoch's first batch); NaN before any.
     failures : tuple of FailureRecord
         The latest failure of each UID that ever failed.
     quarantined : dict
@@ -153,6 +159,9 @@ class ReservoirStats:
     entries_pinned: int = 0
     live_iterators: int = 0
     consumer_wait_seconds: float = 0.0
+    minimum_wait_seconds: float = 0.0
+    stall_seconds_p50: float = float("nan")
+    stall_seconds_p99: float = float("nan")
     failures: tuple[FailureRecord, ...] = field(default_factory=tuple)
     quarantined: Mapping[Hashable, FailureRecord] = field(default_factory=dict)
     address: str = ""
@@ -165,13 +174,18 @@ class ReservoirStats:
         --------
         >>> ReservoirStats(reservoir_size=3, max_reservoir_samples=8).summary()
         'reservoir 3/8, waiting 0, in flight 0 rows, jobs 0 done / 0 failed, epochs 0, samples served 0, waited 0.00 s, status running'
+        >>> ReservoirStats(consumer_wait_seconds=0.5, stall_seconds_p50=2e-4, stall_seconds_p99=3e-3).summary()[-67:]
+        'waited 0.50 s (per batch: p50 0.20 ms, p99 3.00 ms), status running'
         """
+        stalls = ""
+        if self.stall_seconds_p50 == self.stall_seconds_p50:  # not NaN: some batch was served
+            stalls = f" (per batch: p50 {self.stall_seconds_p50 * 1e3:.2f} ms, p99 {self.stall_seconds_p99 * 1e3:.2f} ms)"
         return (
             f"reservoir {self.reservoir_size}/{self.max_reservoir_samples}, "
             f"waiting {self.entries_waiting}, in flight {self.rows_in_flight} rows, "
             f"jobs {self.jobs_completed} done / {self.jobs_failed + self.rows_failed} failed, "
             f"epochs {self.epochs}, samples served {self.samples_served}, "
-            f"waited {self.consumer_wait_seconds:.2f} s, status {self.status}"
+            f"waited {self.consumer_wait_seconds:.2f} s{stalls}, status {self.status}"
         )
 
 

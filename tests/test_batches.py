@@ -64,6 +64,7 @@ def test_collate_fn_gets_row_dicts() -> None:
 
 def test_check_runs_before_each_batch_and_on_batch_counts() -> None:
     calls: list[int] = []
+    seconds: list[float] = []
     state = {"closed": False}
 
     def check() -> None:
@@ -71,13 +72,18 @@ def test_check_runs_before_each_batch_and_on_batch_counts() -> None:
             raise RuntimeError("closed")
 
     it = BatchIterator(
-        snapshot_of(entries(4)), range(4), batch_size=1, drop_last=False, check=check, on_batch=calls.append
+        snapshot_of(entries(4)),
+        range(4),
+        batch_size=1,
+        drop_last=False,
+        check=check,
+        on_batch=lambda rows, took: (calls.append(rows), seconds.append(took)),
     )
     next(it)
     state["closed"] = True
     with pytest.raises(RuntimeError, match="closed"):
         next(it)
-    assert calls == [1]
+    assert calls == [1] and len(seconds) == 1 and seconds[0] >= 0
 
 
 class _Bad(Sampler):

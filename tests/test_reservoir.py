@@ -695,11 +695,17 @@ def test_wait_seconds_accumulate_only_while_blocked(client: Client) -> None:
         with AsyncReservoir(frame(5), utils.gated_load, 5, min_reservoir_samples=5, client=client) as r:
             threading.Timer(0.2, utils.GATE.set).start()
             list(r)  # blocked until the gate opened, 0.2 s after it started
-            waited = r.stats().consumer_wait_seconds
+            s = r.stats()
+            waited = s.minimum_wait_seconds
             assert waited >= 0.15
+            assert s.consumer_wait_seconds >= waited  # every moment in iter()/next() counts
+            assert s.stall_seconds_p99 >= 0.15  # the first batch waited for the minimum
             for _ in range(20):
                 list(r)  # the minimum is there: no wait
-            assert r.stats().consumer_wait_seconds == pytest.approx(waited, abs=0.05)
+            after = r.stats()
+            assert after.minimum_wait_seconds == pytest.approx(waited, abs=0.05)
+            assert after.consumer_wait_seconds > s.consumer_wait_seconds  # iter()/next() take some time
+            assert after.stall_seconds_p50 < waited  # most batches did not wait for loading
     finally:
         utils.GATE.set()
 
