@@ -63,6 +63,40 @@ def test_snapshot_is_source_ordered_and_independent() -> None:
     assert [e.uid for e in store.snapshot().entries] == [0, 1, 2, 3]
 
 
+class CountingReads(list):  # type: ignore[type-arg]
+    """The store's slot -> entry list, counting the entries read through it."""
+
+    reads = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        CountingReads.reads += 1
+        return super().__getitem__(index)
+
+
+def test_epoch_start_and_end_cost_the_changed_entries_not_the_reservoir() -> None:
+    n, changed = 10_000, 10
+    store = ReservoirStore(n)
+    for i in range(n):
+        store.put(entry(i, value=i))
+    store._entry_at = CountingReads(store._entry_at)
+    CountingReads.reads = 0
+    first, again = store.snapshot(), store.snapshot()
+    assert again.handles is first.handles  # nothing changed: nothing copied
+    assert not first.handles.flags.writeable  # shared, so nobody may write into it
+    before = first.handles.copy()
+    for i in range(n, n + changed):
+        store.put(entry(i, value=i))  # evicts the 10 oldest, retired: both snapshots read them
+    epoch = store.snapshot()
+    assert epoch.handles is not first.handles and np.array_equal(first.handles, before)  # frozen
+    batches = list(BatchIterator(epoch, np.arange(64), batch_size=32, drop_last=False))
+    assert [b["x"].tolist()[:2] for b in batches] == [[10, 11], [42, 43]]
+    first.release(), again.release(), epoch.release()
+    assert store.room() == UNLIMITED_ROOM  # the releases are applied: the 10 retired slots freed
+    # no step per entry of the reservoir: only the retired entries were read, as they were freed
+    assert CountingReads.reads <= 2 * changed
+    assert [store.get(i).times_served for i in (10, 73, 74)] == [1, 1, 0]  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     "capacity, error", [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)]
 )
