@@ -43,6 +43,8 @@ class DemoResult:
     wait_fraction: float
     steady_batches_per_second: float
     steady_wait_fraction: float
+    stall_seconds_p50: float
+    stall_seconds_p99: float
 
 
 def run_demo(
@@ -133,12 +135,16 @@ def run_demo(
         wait_fraction=stats.consumer_wait_seconds / seconds,
         steady_batches_per_second=(batches - 1) / steady,
         steady_wait_fraction=(stats.consumer_wait_seconds - waited_before) / steady,
+        stall_seconds_p50=stats.stall_seconds_p50,
+        stall_seconds_p99=stats.stall_seconds_p99,
     )
     print(
         f"done: {batches} batches ({samples} samples) in {seconds:.2f} s; first batch after "
         f"{result.first_batch_seconds:.2f} s (cluster start included); after it, "
-        f"{result.steady_batches_per_second:.1f} batches/s and iter() waited "
-        f"{100 * result.steady_wait_fraction:.1f}% of the time (the step is {step * 1000:.0f} ms per batch)",
+        f"{result.steady_batches_per_second:.1f} batches/s, the loop spent "
+        f"{100 * result.steady_wait_fraction:.1f}% of the time inside iter()/next() (per batch: p50 "
+        f"{result.stall_seconds_p50 * 1e3:.2f} ms, p99 {result.stall_seconds_p99 * 1e3:.2f} ms; the step "
+        f"is {step * 1000:.0f} ms per batch)",
         file=out,
     )
     print(f"stats: {stats.summary()}", file=out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -86,6 +87,9 @@ def test_demo_runs_on_an_embedded_cluster() -> None:
     assert done.returncode == 0, done.stderr
     assert "on an embedded LocalCluster of 2 worker processes" in done.stdout
     assert done.stdout.count("epoch ") == 3 and "done:" in done.stdout and "stats: reservoir" in done.stdout
+    # the wait users feel: every moment inside iter()/next(), with per-batch percentiles
+    assert re.search(r"spent \d+\.\d% of the time inside iter\(\)/next\(\) \(per batch: p50 \d", done.stdout)
+    assert re.search(r"waited \d+\.\d\d s \(per batch: p50 [\d.]+ ms, p99 [\d.]+ ms\)", done.stdout)
 
 
 def test_demo_unreachable_scheduler_is_one_line_error() -> None:
