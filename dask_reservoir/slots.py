@@ -123,6 +123,8 @@ class Column:
 
     def fits(self, value: object) -> bool:
         """Whether ``value`` can be stored here and read back unchanged."""
+        if self.kind == _ARRAY:  # the common case, without building a Column
+            return type(value) is np.ndarray and value.dtype == self.dtype and value.shape == self.shape
         return Column.of(value) == self
 
     def describe(self) -> str:
@@ -377,6 +379,11 @@ class SlotTable:
         if not self._written[slot]:
             self._written[slot] = True
             self.written += 1
+
+    @property
+    def has_objects(self) -> bool:
+        """Whether some column holds Python objects (which :meth:`forget` drops)."""
+        return bool(self._is_str)
 
     def forget(self, slots: np.ndarray) -> None:
         """Drop the references object columns hold in ``slots`` (now free)."""

@@ -415,8 +415,17 @@ class ReservoirStore:
         if not self._in_table[handle]:
             self._kept_as_rows -= 1
         if self._pool.release(handle):
-            self._freed(np.array([handle]))
+            self._freed_one(handle)
         entry.slot = entry.handle = None
+
+    def _freed_one(self, handle: int) -> None:
+        """:meth:`_freed` of one slot, without building arrays (each eviction calls it)."""
+        if self.table is not None and self._in_table[handle] and self.table.has_objects:
+            self.table.forget(np.array([handle]))
+        entry = self._entry_at[handle]
+        if entry is not None and entry._counts is self._served:
+            entry._served, entry._counts = int(self._served[handle]), None
+        self._entry_at[handle] = None
 
     def _freed(self, handles: np.ndarray) -> None:
         """Slots free again: drop what they still reference."""
