@@ -319,17 +319,19 @@ class BatchIterator(Iterator[Any]):
             return self._plan.build()
         if not self._pending:
             self._fill()
-        future = self._pending[0]
-        if not future.done() and future.cancel():
-            # not started (the epoch's first batch, typically): building it here costs
-            # less than handing the GIL to the builder and back; the later builds of
-            # this epoch are queued after it, so none has started either
-            for later in self._pending:
-                later.cancel()
-            self._pending.clear()
-            self.inline_builds += 1
-            return self._plan.build()
-        self._pending.popleft()
+            if not self._pending:  # the plan ended: this build returns the end
+                return self._plan.build()
+        if not self._pending[0].done():
+            # Not built yet.  Cancel from the last build back: the builder starts them in
+            # order, so what cannot be cancelled (running or done) is a prefix, kept.
+            kept = [f for f in reversed(self._pending) if not f.cancel()]
+            self._pending = deque(reversed(kept))
+            if not kept:
+                # none started (the epoch's first batch, typically): building it here costs
+                # less than handing the GIL to the builder and back
+                self.inline_builds += 1
+                return self._plan.build()
+        future = self._pending.popleft()
         while True:
             try:
                 return future.result(timeout=IDLE_SLICE)
