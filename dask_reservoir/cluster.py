@@ -1,7 +1,8 @@
 """Which dask client a reservoir uses, and whether it owns (and must close) it.
 
 - ``None``: distributed's current default client if there is one, else an
-  embedded ``LocalCluster`` that the reservoir owns;
+  embedded ``LocalCluster`` that the reservoir owns, whose workers start in the
+  background (jobs are submitted at once and run as soon as the first worker is up);
 - a ``str``: ``Client(address)`` to a running scheduler, owned;
 - a ``Client``: used as is, never closed by dask_reservoir.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask.config
+from dask.system import CPU_COUNT
 from dask.utils import parse_timedelta
 from distributed import Client, LocalCluster
 
@@ -32,11 +34,20 @@ def connect_timeout() -> float:
 
 @dataclass
 class ClientHandle:
-    """A client plus what to close with it."""
+    """A client plus what to close with it.
+
+    ``cluster`` is set for the embedded ``LocalCluster``: its worker processes are
+    spawned from this one, with its ``sys.path``, so what imports here imports there.
+    """
 
     client: Client
     owned: bool
     cluster: LocalCluster | None = None
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the cluster is the reservoir's own ``LocalCluster`` of this process's children."""
+        return self.cluster is not None
 
     @property
     def address(self) -> str:
@@ -49,8 +60,12 @@ class ClientHandle:
     def can_import(self, package: str) -> bool:
         """Whether the scheduler and every current worker can import ``package``.
 
-        False with no worker yet: workers that join later may not import it.
+        False with no worker yet: workers that join later may not import it.  For the
+        embedded cluster, answered here without asking the workers (they may still be
+        starting): its workers import what this process imports.
         """
+        if self.embedded:
+            return _importable(package)
         try:
             on_scheduler = self.client.run_on_scheduler(_importable, package)
         except Exception as exc:
@@ -103,6 +118,34 @@ def _importable(package: str) -> bool:
         return False
 
 
+def _embedded_cluster(nb_workers: int | None) -> ClientHandle:
+    """A ``LocalCluster`` of ``nb_workers`` (default: CPU count) one-thread worker processes, owned.
+
+    ``LocalCluster(n_workers=n)``, and ``Client(cluster)`` too, return only once every
+    worker has started (each spawns a Python and imports distributed: about 0.5 s
+    here); so the scheduler starts alone, the client connects to it, and only then
+    are the workers asked for, in the background (``scale``): the reservoir submits
+    its first jobs at once and they run as soon as the first worker is up.
+    The client fetches results from the workers directly (one hop instead of two
+    through the scheduler, which runs in this process).
+    """
+    n = max(1, CPU_COUNT) if nb_workers is None else nb_workers
+    cluster = LocalCluster(
+        n_workers=0,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    try:
+        client = Client(cluster, set_as_default=False, direct_to_workers=True)  # no worker to wait for
+        cluster.scale(n)
+    except BaseException:
+        cluster.close()
+        raise
+    return ClientHandle(client, owned=True, cluster=cluster)
+
+
 def _default_client() -> Client | None:
     try:
         from distributed import default_client
@@ -132,15 +175,7 @@ def resolve_client(client: Any, nb_workers: int | None) -> ClientHandle:
     if client is None:
         client = _default_client()
         if client is None:
-            n = nb_workers
-            cluster = LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
-            return ClientHandle(Client(cluster, set_as_default=False), owned=True, cluster=cluster)
+            return _embedded_cluster(nb_workers)
     if nb_workers is not None:
         raise ValueError(
             "nb_workers applies only when dask_reservoir starts its own LocalCluster "

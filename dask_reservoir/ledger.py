@@ -12,25 +12,69 @@ import threading
 from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from .batches import epoch_order
 from .errors import JobError
-from .outcomes import Outcome, RowLoaded
+from .outcomes import Outcome, RowFailed, RowLoaded
 from .samplers import Sampler
-from .sizing import TaskSizer
+from .sizing import TaskSizer, mean_row_bytes
 from .source import same_uid
 from .stats import FailureRecord
 
-__all__ = ["Completed", "Ledger", "RunnerCounters"]
+__all__ = ["MIN_TASKS_IN_FLIGHT", "Completed", "Ledger", "RunnerCounters", "default_bound", "tasks_in_flight"]
 
 logger = logging.getLogger("dask_reservoir")
 
 RECENT_LOADS = 1000
 """Rows whose load time feeds the percentiles of ``stats()``."""
 
+MIN_TASKS_IN_FLIGHT = 8
+"""Fewest tasks the default bound keeps out (in flight, or finished and not yet taken).
 
-@dataclass
+dask adds 15-20 ms of latency to each task (its batched sends), so a few tasks
+in flight cap the rate: one-row tasks reach about 170 tasks/s with 2 in flight,
+470 with 8 and the plateau of about 550-650 with 32 (``shared/notes/dask.md``).
+The default bound holds ``max(2 x worker threads, MIN_TASKS_IN_FLIGHT)`` tasks,
+so one-row tasks at the start, before tasks are sized, and slow rows that stay
+one per task keep the workers busy; packed tasks need no more.
+"""
+
+
+def tasks_in_flight(threads: int) -> int:
+    """Tasks the default bound keeps out for a cluster of ``threads`` worker threads.
+
+    Examples
+    --------
+    >>> tasks_in_flight(1), tasks_in_flight(4), tasks_in_flight(16)
+    (8, 8, 32)
+    """
+    return max(2 * threads, MIN_TASKS_IN_FLIGHT)
+
+
+def default_bound(rows_per_job: int, threads: int, capacity: int | None) -> int:
+    """The default back-pressure bound, in source rows.
+
+    ``tasks_in_flight(threads)`` tasks of ``rows_per_job`` rows, but no more rows than
+    the reservoir holds (``capacity``): entries waiting beyond it would evict each
+    other at the next ingestion, loaded for nothing, and each ingestion would bring
+    more than one reservoir's worth.  At least two tasks, so that one loads while
+    the results of the other wait.
+
+    Examples
+    --------
+    >>> default_bound(1, 2, None), default_bound(75, 2, 8192), default_bound(512, 2, 1000)
+    (8, 600, 1024)
+    >>> default_bound(1, 2, 4)  # a reservoir of 4 entries
+    4
+    """
+    wanted = tasks_in_flight(threads) * rows_per_job
+    if capacity is not None:
+        wanted = min(wanted, capacity)
+    return max(2 * rows_per_job, wanted)
+
+
+@dataclass(slots=True)
 class Completed:
     """A finished source row, waiting to enter the reservoir."""
 
@@ -76,11 +120,16 @@ class Ledger:
         Order of the rows in each pass over the source.
     max_rows : int or None
         Most source rows in flight plus finished-but-not-taken; None: the bound follows
-        the cluster, ``2 x worker threads x rows per task``.
+        the cluster and the task size (:func:`default_bound`).
     rows_per_job : int or None
-        Rows per task; None sizes tasks to about ``AUTO_TASK_SECONDS`` from measured row times.
+        Rows per task; None sizes tasks to about ``AUTO_TASK_SECONDS`` from measured row
+        times (:class:`~dask_reservoir.sizing.TaskSizer`), at most as many rows as let two
+        tasks per worker thread fit in the bound (``max_rows``, else ``capacity``) and in
+        the source.
     auto_bound_threads : int or None
-        Worker threads at the start, when ``max_rows`` is None (see :meth:`set_worker_threads`).
+        Worker threads at the start (see :meth:`set_worker_threads`).
+    capacity : int or None
+        The reservoir's capacity: the default bound holds no more rows (see :func:`default_bound`).
     max_failures_per_uid : int or None
         Failures in a row after which a UID is quarantined.
     collect_errors : bool
@@ -114,6 +163,7 @@ class Ledger:
         max_rows: int | None,
         rows_per_job: int | None,
         auto_bound_threads: int | None = None,
+        capacity: int | None = None,
         max_failures_per_uid: int | None = None,
         collect_errors: bool = False,
         skip_first_pass: Sequence[Hashable] = (),
@@ -123,7 +173,8 @@ class Ledger:
         self._order_sampler = order
         self._fixed_bound = max_rows
         self._threads = max(1, auto_bound_threads or 1)
-        self._sizer = TaskSizer(1, limit=max_rows) if rows_per_job is None else None
+        self._capacity = capacity
+        self._sizer = TaskSizer(1) if rows_per_job is None else None
         self._rows_per_job = 1 if rows_per_job is None else rows_per_job
         self._max_failures = max_failures_per_uid
         self._collect_errors = collect_errors
@@ -247,7 +298,19 @@ class Ledger:
         """The back-pressure bound now, in source rows."""
         if self._fixed_bound is not None:
             return self._fixed_bound
-        return 2 * self._threads * self._rows_per_job
+        return default_bound(self._rows_per_job, self._threads, self._capacity)
+
+    def _task_limit(self) -> int:
+        """Most rows of an auto-sized task: two tasks per worker thread fit in the bound and the source.
+
+        Two tasks per thread keep each worker busy while the result of its previous
+        task travels back; more, smaller tasks would only add dask's per-task cost.
+        A small source is not packed into fewer tasks than that (3 rows on 2 workers
+        go as 3 tasks, not as 2 + 1 with the last held back for a full job).
+        """
+        bound = self._capacity if self._fixed_bound is None else self._fixed_bound
+        rows = len(self._uids) if bound is None else min(bound, len(self._uids))
+        return max(1, rows // (2 * self._threads))
 
     def set_status(self, status: str, fatal: BaseException | None = None) -> None:
         """Record the connection status (and what stopped the runner, if anything)."""
@@ -334,44 +397,66 @@ class Ledger:
 
     def finished(self, positions: Sequence[int], outcomes: Sequence[Outcome], *, now: float) -> None:
         """A job returned one outcome per row (see :mod:`dask_reservoir.tasks`)."""
+        uids = self._uids
+        loaded_seconds: list[float] = []
+        loaded_rows: list[list[dict[str, Any]]] = []
         with self.cond:
             self._job_done(positions)
             self._jobs_completed += 1
+            waiting, tried, loaded, empty, failures = (
+                self._waiting,
+                self._tried,
+                self._loaded,
+                self._empty,
+                self._failures,
+            )
             for position, outcome in zip(positions, outcomes, strict=True):
-                uid = self._uids[position]
-                self._tried.add(uid)
-                if not same_uid(outcome.uid, uid):
+                uid = uids[position]
+                tried.add(uid)
+                reported = outcome.uid
+                if reported is not uid and not same_uid(reported, uid):
                     self._outstanding.discard(uid)
                     self._record_failure(
                         uid,
                         "JobError",
-                        f"the worker reported UID {outcome.uid!r} for the source row of UID {uid!r} "
+                        f"the worker reported UID {reported!r} for the source row of UID {uid!r} "
                         "(row order of the source changed between reads?); the result was dropped",
                         "",
                         None,
                     )
-                elif isinstance(outcome, RowLoaded):
+                elif type(outcome) is RowLoaded:
                     rows, seconds = outcome.rows, outcome.seconds
-                    self._rows_loaded += 1
-                    self._load_total += seconds
-                    self._load_count += 1
-                    self._recent_loads.append(seconds)
-                    if self._sizer is not None:
-                        self._resize(self._sizer.observe(seconds, rows))
-                    self._waiting.append(Completed(uid, position, tuple(rows), seconds, now))
+                    loaded_seconds.append(seconds)
+                    loaded_rows.append(rows)
+                    waiting.append(Completed(uid, position, tuple(rows), seconds, now))
                     if rows:
-                        self._loaded.add(uid)
-                        self._empty.discard(uid)
+                        loaded.add(uid)
+                        empty.discard(uid)
                     else:
-                        self._empty.add(uid)
-                    previous = self._failures.get(uid)
-                    if previous is not None and previous.consecutive:
-                        self._failures[uid] = replace(previous, consecutive=0)
+                        empty.add(uid)
+                    if failures:
+                        previous = failures.get(uid)
+                        if previous is not None and previous.consecutive:
+                            failures[uid] = replace(previous, consecutive=0)
                 else:
+                    failed = cast(RowFailed, outcome)
                     self._outstanding.discard(uid)
                     self._record_failure(
-                        uid, outcome.exc_type, outcome.message, outcome.traceback, outcome.exception
+                        uid, failed.exc_type, failed.message, failed.traceback, failed.exception
                     )
+            if loaded_seconds:
+                count = len(loaded_seconds)
+                total = sum(loaded_seconds)
+                self._rows_loaded += count
+                self._load_total += total
+                self._load_count += count
+                self._recent_loads.extend(loaded_seconds)
+                if self._sizer is not None:
+                    if (
+                        self._sizer.observe_task(total / count, mean_row_bytes(loaded_rows), count)
+                        is not None
+                    ):
+                        self._resize()
             self.cond.notify_all()
 
     def failed(self, positions: Sequence[int], exc: BaseException, text: str) -> None:
@@ -397,13 +482,14 @@ class Ledger:
     def set_worker_threads(self, threads: int) -> None:
         """The cluster now has ``threads`` worker threads: the default bound follows it.
 
-        Only when ``max_rows`` is None (no explicit ``max_jobs_at_once``); 0 threads
-        (no worker yet) keeps a bound of ``2 x rows_per_job``.
+        An explicit ``max_rows`` never moves (auto-sized tasks follow the threads within
+        it); 0 threads (no worker yet) counts as one.
         """
         with self.cond:
             threads = max(1, int(threads))
-            if self._fixed_bound is None and threads != self._threads:
+            if threads != self._threads:
                 self._threads = threads
+                self._resize()
                 self.cond.notify_all()
 
     def rejected(self, uid: Hashable, exc: BaseException) -> None:
@@ -425,10 +511,11 @@ class Ledger:
                 self._outstanding.discard(self._uids[position])
                 self._retry.append(position)
 
-    def _resize(self, rows_per_job: int | None) -> None:
-        """``rows_per_job="auto"``: adopt the sizer's new task size (``cond`` held)."""
-        if rows_per_job is not None:
-            self._rows_per_job = rows_per_job
+    def _resize(self) -> None:
+        """``rows_per_job="auto"``: the sizer's task size, within the task limit (``cond`` held)."""
+        if self._sizer is None:
+            return
+        self._rows_per_job = min(self._sizer.rows_per_job, self._task_limit())
 
     def _record_failure(
         self,

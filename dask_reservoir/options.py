@@ -36,7 +36,7 @@ class ReservoirOptions:
     collate_fn: Callable[[list[dict[str, Any]]], Any] | None = None
     maximum_number_of_samples_per_epoch: int | None = None
     max_reservoir_replacement_size: int | None = None
-    rows_per_job: int | None = 1  # None: "auto"
+    rows_per_job: int | None = None  # None: "auto", sized from measured row costs
     retries: int = 0
     on_error: str = "skip"
     timeout: float | None = None
@@ -46,8 +46,11 @@ class ReservoirOptions:
     job_timeout: float | None = None
 
 
-DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(ReservoirOptions) if f.default is not MISSING}
-"""Default of each option, from :class:`ReservoirOptions`."""
+DEFAULTS: dict[str, Any] = {
+    **{f.name: f.default for f in fields(ReservoirOptions) if f.default is not MISSING},
+    "rows_per_job": "auto",  # how the parameter spells the field's None
+}
+"""Default of each parameter, from :class:`ReservoirOptions` (as ``AsyncReservoir`` spells it)."""
 
 
 def _int(name: str, value: object, *, minimum: int, optional: bool = False) -> int:

@@ -91,8 +91,11 @@ class JobRunner:
         Source rows per dask task; None sizes tasks (``rows_per_job="auto"``).
     retries : int
         dask ``retries=`` of each task.
+    check_imports : bool
+        Ask each worker that joins whether it imports the function's package (False for
+        the embedded cluster, whose workers import what this process imports).
     **ledger_options
-        ``auto_bound_threads``, ``max_failures_per_uid``, ``collect_errors``,
+        ``auto_bound_threads``, ``capacity``, ``max_failures_per_uid``, ``collect_errors``,
         ``skip_first_pass``: see :class:`~dask_reservoir.ledger.Ledger`.
     """
 
@@ -107,16 +110,19 @@ class JobRunner:
         rows_per_job: int | None,
         retries: int = 0,
         auto_bound_threads: int | None = None,
+        capacity: int | None = None,
         max_failures_per_uid: int | None = None,
         collect_errors: bool = False,
         skip_first_pass: Sequence[Hashable] = (),
         perf_sending: Performance | None = None,
         perf_receiving: Performance | None = None,
+        check_imports: bool = True,
     ) -> None:
         self._client = client
         self._source = source
         self._spec = spec
         self._package = None if spec.function is None else function_package(spec.function)
+        self._check_imports = check_imports
         check_uid = isinstance(source, DaskSource) and source.has_uid_column
         self._options = spec.options(check_uid=check_uid)
         self._retries = retries
@@ -126,6 +132,7 @@ class JobRunner:
             max_rows=max_rows,
             rows_per_job=rows_per_job,
             auto_bound_threads=auto_bound_threads,
+            capacity=capacity,
             max_failures_per_uid=max_failures_per_uid,
             collect_errors=collect_errors,
             skip_first_pass=skip_first_pass,
@@ -229,9 +236,9 @@ class JobRunner:
                 if not self._client_ok():
                     self._idle()
                     continue
-                self._check_cluster()
                 self._release_held()
                 self._submit_more()
+                self._check_cluster()
                 arrived = self._collector.take()
                 if arrived:
                     self._handle(arrived)
@@ -285,7 +292,7 @@ class JobRunner:
         workers = {str(w) for w in nthreads}
         joined = sorted(workers - self._workers)
         self._workers = workers
-        if joined and not self._spec.by_value and self._package is not None:
+        if joined and self._check_imports and not self._spec.by_value and self._package is not None:
             if importable_on(self._client, self._package, joined) is False:
                 self._switch_to_by_value(f"worker(s) {joined} cannot import {self._package!r}")
 
@@ -331,7 +338,7 @@ class JobRunner:
                 run_rows,
                 self._options,
                 payload,
-                Opaque(source.records(positions)),
+                source.row_columns(positions),
                 Opaque(uids),
             )
         else:
@@ -447,8 +454,8 @@ def runner_for(
 ) -> JobRunner:
     """The runner of a reservoir with these options (not started).
 
-    The default bound is ``2 x worker threads x rows_per_job`` and follows the cluster;
-    user code the cluster cannot import travels by value, importable code by reference
+    The default bound is :func:`~dask_reservoir.ledger.default_bound` and follows the
+    cluster; user code the cluster cannot import travels by value, importable code by reference
     (so that a threaded ``LocalCluster`` shares module state with the client, as users
     expect); both decisions are revisited as workers join.
     """
@@ -469,10 +476,12 @@ def runner_for(
         max_rows=options.max_jobs_at_once,
         rows_per_job=options.rows_per_job,
         auto_bound_threads=handle.worker_threads(),
+        capacity=options.max_reservoir_samples,
         retries=options.retries,
         max_failures_per_uid=options.max_failures_per_uid,
         collect_errors=options.on_error == "raise",
         skip_first_pass=skip_first_pass,
         perf_sending=perf_sending,
         perf_receiving=perf_receiving,
+        check_imports=not handle.embedded,
     )

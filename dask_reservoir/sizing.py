@@ -1,9 +1,17 @@
-"""Task sizing for ``rows_per_job="auto"``: rows per dask task from measured time and bytes per row.
+"""Task sizing for ``rows_per_job="auto"`` (the default): rows per dask task from measured costs.
 
-Pure code: :class:`TaskSizer` follows exponential moving averages of the
-worker time and result size of each loaded row, and proposes tasks that run
-about :data:`AUTO_TASK_SECONDS` and return at most :data:`AUTO_TASK_BYTES`,
-so fast loaders are not capped by dask's per-task cost (about 1 ms).
+Pure code: :class:`TaskSizer` follows moving averages of the worker time and
+result size per loaded row, one update per finished task, and proposes tasks
+that run about :data:`AUTO_TASK_SECONDS` and return at most
+:data:`AUTO_TASK_BYTES`, so that fast loaders are not capped by dask's
+per-task cost (about 1 ms) and a slow row (a 2 s volume) travels alone.
+
+The averages weigh each task by its rows: the first rows set them outright
+(a plain mean until :data:`SMOOTHING` takes over), and a task of many rows
+moves them almost as far as its own mean, so the size reaches the packed one
+within a few round trips: for rows of 1 ms, tasks go 1 -> 75 rows after the
+first finished task.  The bound on rows in flight (how many tasks of this size
+may be out) is the ledger's (:mod:`~dask_reservoir.ledger`).
 """
 
 from __future__ import annotations
@@ -26,10 +34,13 @@ ROW_OVERHEAD_BYTES = 64
 """Bytes counted per row besides its arrays."""
 
 SMOOTHING = 0.1
-"""Weight of the newest row in the moving averages."""
+"""Weight of one newest row in the moving averages (a task of ``n`` rows weighs ``1 - 0.9**n``)."""
 
 HYSTERESIS = 1.25
 """A new size is adopted only when it differs from the current one by this factor."""
+
+BYTES_SAMPLE = 16
+"""Rows of a task whose array bytes are counted (evenly spaced); the rest are assumed alike."""
 
 
 def row_bytes(rows: Sequence[dict[str, Any]]) -> int:
@@ -44,6 +55,21 @@ def row_bytes(rows: Sequence[dict[str, Any]]) -> int:
     return ROW_OVERHEAD_BYTES + sum(v.nbytes for row in rows for v in row.values() if hasattr(v, "nbytes"))
 
 
+def mean_row_bytes(produced: Sequence[Sequence[dict[str, Any]]]) -> float:
+    """Mean :func:`row_bytes` of the source rows of one task, from at most ``BYTES_SAMPLE`` of them.
+
+    Examples
+    --------
+    >>> mean_row_bytes([[{"x": 1}], []])
+    64.0
+    """
+    if not produced:
+        return float(ROW_OVERHEAD_BYTES)
+    step = -(-len(produced) // BYTES_SAMPLE)  # ceil: at most BYTES_SAMPLE rows
+    sample = produced[::step]
+    return sum(row_bytes(rows) for rows in sample) / len(sample)
+
+
 class TaskSizer:
     """Proposes rows per task from what loaded rows cost.
 
@@ -51,8 +77,6 @@ class TaskSizer:
     ----------
     rows_per_job : int
         The starting size.
-    limit : int, optional
-        Never propose more rows than this (the back-pressure bound, when fixed).
 
     Examples
     --------
@@ -63,27 +87,37 @@ class TaskSizer:
     True
     """
 
-    def __init__(self, rows_per_job: int = 1, *, limit: int | None = None) -> None:
+    def __init__(self, rows_per_job: int = 1) -> None:
         self.rows_per_job = rows_per_job
-        self.limit = limit
-        self._seconds: float | None = None
-        self._bytes: float | None = None
+        self.rows_seen = 0
+        self._seconds = 0.0
+        self._bytes = 0.0
 
     def observe(self, row_seconds: float, rows: Sequence[dict[str, Any]]) -> int | None:
-        """Record one loaded row; return the new rows per task when it changes, else None."""
-        self._seconds = _smooth(self._seconds, row_seconds)
-        self._bytes = _smooth(self._bytes, float(row_bytes(rows)))
+        """Record one loaded source row; return the new rows per task when it changes, else None."""
+        return self.observe_task(row_seconds, float(row_bytes(rows)), 1)
+
+    def observe_task(self, mean_seconds: float, mean_bytes: float, count: int) -> int | None:
+        """Record ``count`` loaded source rows of one task, by their mean time and bytes.
+
+        Returns the new rows per task when it changes, else None.  The averages move
+        as far as ``count`` single-row updates would, and are plain means while fewer
+        than ``1 / SMOOTHING`` rows were seen (no start-up bias towards the first row).
+        """
+        if count <= 0:
+            return None
+        self.rows_seen += count
+        weight = max(1.0 - (1.0 - SMOOTHING) ** count, count / self.rows_seen)
+        self._seconds += weight * (mean_seconds - self._seconds)
+        self._bytes += weight * (mean_bytes - self._bytes)
+        return self._propose()
+
+    def _propose(self) -> int | None:
         by_time = AUTO_TASK_SECONDS / max(self._seconds, 1e-7)
-        by_bytes = AUTO_TASK_BYTES / self._bytes
+        by_bytes = AUTO_TASK_BYTES / max(self._bytes, 1.0)
         target = int(min(AUTO_MAX_ROWS, max(1, round(min(by_time, by_bytes)))))
-        if self.limit is not None:
-            target = min(target, self.limit)
         current = self.rows_per_job
         if target > current * HYSTERESIS or target < current / HYSTERESIS:
             self.rows_per_job = target
             return target
         return None
-
-
-def _smooth(average: float | None, value: float) -> float:
-    return value if average is None else (1 - SMOOTHING) * average + SMOOTHING * value

@@ -13,7 +13,8 @@ and loaded is :mod:`~dask_reservoir.shipping`; ``job_timeout`` is
 :mod:`~dask_reservoir.produced`.
 
 Each task returns one :data:`~dask_reservoir.outcomes.Outcome` per source row:
-:class:`~dask_reservoir.outcomes.RowLoaded` or :class:`~dask_reservoir.outcomes.RowFailed`.
+:class:`~dask_reservoir.outcomes.RowLoaded` or :class:`~dask_reservoir.outcomes.RowFailed`,
+in an :class:`Outcomes` list that dask pickles as one object.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ from .errors import JobError
 from .outcomes import Outcome, RowFailed, RowLoaded
 from .produced import normalize_result
 from .shipping import _load, dumps_function, function_package
-from .source import partition_records, same_uid
+from .source import RowColumns, partition_records, same_uid
 from .timeouts import _call_with_timeout
 
 __all__ = [
     "JobSpec",
     "Opaque",
+    "Outcomes",
     "TaskOptions",
     "run_partition_rows",
     "run_rows",
@@ -62,6 +64,39 @@ class Opaque:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Opaque, (self.value,))
+
+
+class Outcomes(list[Outcome]):
+    """What a task returns: one outcome per source row, in a list dask pickles whole.
+
+    dask serialises a plain ``list`` result item by item, a header and a frame per
+    item (measured: about 20 us per row on the worker and 4 us on the client, the
+    cost of a tiny row many times over); it pickles a subclass as one object.  When
+    every row loaded, the outcomes travel as three columns (UIDs, rows, seconds).
+
+    Examples
+    --------
+    >>> import pickle
+    >>> out = Outcomes([RowLoaded("a", [{"x": 1}], 0.5)])
+    >>> back = pickle.loads(pickle.dumps(out))
+    >>> type(back).__name__, back == out, type(back[0]).__name__
+    ('Outcomes', True, 'RowLoaded')
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if all(type(o) is RowLoaded for o in self):
+            return (_loaded_outcomes, ([o[0] for o in self], [o[1] for o in self], [o[2] for o in self]))
+        return (Outcomes, (list(self),))
+
+
+def _loaded_outcomes(
+    uids: list[Hashable], rows: list[list[dict[str, Any]]], seconds: list[float]
+) -> Outcomes:
+    """Unpickle the outcomes of a task whose rows all loaded (see :meth:`Outcomes.__reduce__`)."""
+    new = tuple.__new__
+    return Outcomes([new(RowLoaded, t) for t in zip(uids, rows, seconds, strict=True)])
 
 
 def _unwrap(value: Any) -> Any:
@@ -206,10 +241,12 @@ def _failed(uid: Hashable, exc: BaseException, seconds: float) -> RowFailed:
 def run_rows(
     options: TaskOptions,
     payload: bytes,
-    records: Sequence[dict[str, Any]] | Opaque,
+    records: Sequence[dict[str, Any]] | Opaque | RowColumns,
     uids: Sequence[Hashable] | Opaque,
-) -> list[Outcome]:
+) -> Outcomes:
     """Run ``function_to_run`` (pickled in ``payload``) on each record; one outcome per record.
+
+    ``records`` are row dicts (each copied before the call), or :class:`~dask_reservoir.source.RowColumns`.
 
     Raises
     ------
@@ -223,11 +260,14 @@ def run_rows(
     [[{'y': 2, 'uid': 'a'}]]
     """
     function = _load(payload)
-    row_list: Sequence[dict[str, Any]] = _unwrap(records)
     uid_list: Sequence[Hashable] = _unwrap(uids)
-    return [
-        _run_one(options, function, dict(record), uid) for record, uid in zip(row_list, uid_list, strict=True)
-    ]
+    if isinstance(records, RowColumns):  # fresh dicts, built here
+        row_list = records.records()
+    else:
+        row_list = [dict(record) for record in _unwrap(records)]
+    return Outcomes(
+        [_run_one(options, function, record, uid) for record, uid in zip(row_list, uid_list, strict=True)]
+    )
 
 
 def run_partition_rows(
@@ -236,7 +276,7 @@ def run_partition_rows(
     parts: dict[int, pd.DataFrame],
     refs: Sequence[tuple[int, int]] | Opaque,
     uids: Sequence[Hashable] | Opaque,
-) -> list[Outcome]:
+) -> Outcomes:
     """Read rows ``refs`` (partition, offset) of a dask source on the worker, then run them.
 
     With ``options.check_uid``, a row whose UID column, as read here, is not the
@@ -261,7 +301,7 @@ def run_partition_rows(
         rows = partition_records(parts[part], [ref_list[i][1] for i in indices])
         for i, row in zip(indices, rows, strict=True):
             records[i] = row
-    outcomes: list[Outcome] = []
+    outcomes = Outcomes()
     for record, uid in zip(records, uid_list, strict=True):
         column = options.uid_column
         if options.check_uid and column in record and not same_uid(record[column], uid):

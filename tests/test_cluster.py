@@ -34,12 +34,36 @@ def test_default_client_is_used_when_none(client: Client) -> None:
 def test_embedded_local_cluster_is_owned_and_closed() -> None:
     with AsyncReservoir(frame(6), load_value, 6, min_reservoir_samples=6, nb_workers=1) as r:
         handle = r._handle
-        assert handle.owned and handle.cluster is not None
-        assert len(handle.cluster.workers) == 1
+        assert handle.owned and handle.embedded and handle.cluster is not None
+        assert len(handle.cluster.worker_spec) == 1  # asked for; it may still be starting
         assert handle.cluster.scheduler_address.startswith("tcp://")
         assert sorted(int(b["label"][0]) for b in r) == list(range(6))
+        assert len(handle.cluster.workers) == 1
     assert handle.client.status == "closed"
     assert handle.cluster.status.name == "closed"
+
+
+def test_embedded_cluster_does_not_wait_for_its_workers() -> None:
+    handle = resolve_client(None, 2)
+    try:
+        assert handle.owned and handle.embedded and len(handle.cluster.worker_spec) == 2
+        # asked for, not waited for: a worker process takes far longer to start than this check
+        assert len(handle.cluster.workers) == 0
+        # answered here, not by the workers (the remote check says False with no worker yet)
+        assert handle.can_import("tests") and not handle.can_import("no_such_package_here")
+        assert handle.client.direct_to_workers  # results come from the workers, not via the scheduler
+        handle.client.wait_for_workers(2, timeout=60)
+        assert sum(handle.client.nthreads().values()) == 2  # one thread per worker process
+        assert handle.client.submit(sum, [1, 2]).result(timeout=30) == 3
+    finally:
+        handle.close()
+    assert handle.client.status == "closed" and handle.cluster.status.name == "closed"
+
+
+def test_embedded_cluster_closes_while_its_workers_start() -> None:
+    handle = resolve_client(None, 1)
+    handle.close()  # at once: the worker process may not be up yet
+    assert handle.client.status == "closed" and handle.cluster.status.name == "closed"
 
 
 def test_address_string_is_owned(process_cluster: LocalCluster) -> None:

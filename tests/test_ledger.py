@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dask_reservoir import JobError, RandomSampler, SequentialSampler
-from dask_reservoir.ledger import Ledger
+from dask_reservoir.ledger import MIN_TASKS_IN_FLIGHT, Ledger
 from dask_reservoir.outcomes import RowFailed, RowLoaded
 
 
@@ -134,16 +134,20 @@ def test_cancelled_rows_keep_the_row_accounting() -> None:
     assert (c.rows_loaded, c.rows_failed, c.rows_cancelled) == (1, 1, 1)
 
 
-def test_bound_follows_worker_threads() -> None:
+def test_default_bound_is_in_tasks_and_follows_worker_threads() -> None:
     ledger = Ledger(
         list(range(100)), SequentialSampler(), max_rows=None, rows_per_job=1, auto_bound_threads=1
     )
-    assert [submit(ledger) for _ in range(3)] == [[0], [1], []]
-    ledger.set_worker_threads(4)  # workers joined: 2 x 4 threads x 1 row
+    # dask needs tasks in flight to hide its latency: 8 one-row tasks even for one thread
+    assert [submit(ledger) for _ in range(9)] == [[i] for i in range(8)] + [[]]
+    assert ledger.max_rows == MIN_TASKS_IN_FLIGHT == 8
+    ledger.set_worker_threads(4)  # 2 x 4 threads is still 8 tasks
     assert ledger.max_rows == 8
-    assert len([j for j in (submit(ledger) for _ in range(10)) if j]) == 6
-    ledger.set_worker_threads(0)  # every worker left: keep a bound of 2 x 1
-    assert ledger.max_rows == 2
+    ledger.set_worker_threads(10)  # workers joined: 2 x 10 threads
+    assert ledger.max_rows == 20
+    assert len([j for j in (submit(ledger) for _ in range(30)) if j]) == 12
+    ledger.set_worker_threads(0)  # every worker left: counts as one thread
+    assert ledger.max_rows == 8
     fixed = Ledger(list("ab"), SequentialSampler(), max_rows=1, rows_per_job=1)
     fixed.set_worker_threads(8)  # an explicit max_jobs_at_once never moves
     assert fixed.max_rows == 1
@@ -184,11 +188,11 @@ def test_auto_sizes_tasks_from_row_time() -> None:
     ledger = Ledger(
         list(range(10_000)), SequentialSampler(), max_rows=None, rows_per_job=None, auto_bound_threads=2
     )
-    assert ledger.rows_per_job == 1 and ledger.max_rows == 4
+    assert ledger.rows_per_job == 1 and ledger.max_rows == 8
     job = submit(ledger)
     ledger.finished(job, [ok(0, seconds=0.0015)], now=0.0)
-    # README: tasks of about 75 ms, so 1.5 ms rows make 50-row tasks; bound 2 threads x 2 x 50
-    assert ledger.rows_per_job == 50 and ledger.max_rows == 200
+    # README: tasks of about 75 ms, so 1.5 ms rows make 50-row tasks; bound 8 tasks x 50
+    assert ledger.rows_per_job == 50 and ledger.max_rows == 400
     assert submit(ledger) == list(range(1, 51))  # the next job holds 50 rows
 
 
@@ -248,7 +252,7 @@ def test_auto_caps_task_bytes() -> None:
     # README: tasks return at most 8 MiB of arrays, so 1 MiB rows make tasks of about 8 rows
     # (the 1 us row time alone would allow thousands)
     assert ledger.rows_per_job in (7, 8)
-    assert ledger.max_rows == 4 * ledger.rows_per_job  # 2 threads x 2
+    assert ledger.max_rows == 8 * ledger.rows_per_job  # 8 tasks
     assert len(submit(ledger)) == ledger.rows_per_job
 
 
@@ -552,7 +556,9 @@ def test_bound_follows_worker_threads_times_rows_per_job() -> None:
         list(range(100)), SequentialSampler(), max_rows=None, rows_per_job=2, auto_bound_threads=1
     )
     ledger.set_worker_threads(3)
-    assert ledger.max_rows == 12
+    assert ledger.max_rows == 16  # max(2 x 3, 8) tasks x 2 rows
+    ledger.set_worker_threads(6)
+    assert ledger.max_rows == 24  # 2 x 6 tasks x 2 rows
 
 
 def test_auto_task_size_grows_from_one_row() -> None:
@@ -562,16 +568,54 @@ def test_auto_task_size_grows_from_one_row() -> None:
     )
     job = submit(ledger)
     ledger.finished(job, [ok(0, seconds=0.0375)], now=0.0)
-    assert ledger.rows_per_job == 2 and ledger.max_rows == 4
+    assert ledger.rows_per_job == 2 and ledger.max_rows == 16
 
 
 def test_auto_task_size_stays_within_an_explicit_bound() -> None:
-    ledger = Ledger(list(range(100)), SequentialSampler(), max_rows=5, rows_per_job=None)
+    # an explicit bound of 40 rows holds two tasks per worker thread (2 threads): 10 rows each
+    ledger = Ledger(
+        list(range(100)), SequentialSampler(), max_rows=40, rows_per_job=None, auto_bound_threads=2
+    )
     job = submit(ledger)
     ledger.finished(job, [ok(0, seconds=1e-6)], now=0.0)
-    assert ledger.rows_per_job == 5 and ledger.max_rows == 5
+    assert ledger.rows_per_job == 10 and ledger.max_rows == 40
     ledger.take()
-    assert submit(ledger) == [1, 2, 3, 4, 5]
+    assert submit(ledger) == list(range(1, 11))
+    small = Ledger(list(range(100)), SequentialSampler(), max_rows=3, rows_per_job=None)
+    small.finished(submit(small), [ok(0, seconds=1e-6)], now=0.0)
+    assert small.rows_per_job == 1 and small.max_rows == 3  # too small to pack: one row a task
+
+
+def test_default_bound_holds_at_most_the_reservoir() -> None:
+    # fast rows want 4096-row tasks; a reservoir of 1000 entries takes 2 x 2 threads tasks of 250
+    ledger = Ledger(
+        list(range(10_000)),
+        SequentialSampler(),
+        max_rows=None,
+        rows_per_job=None,
+        capacity=1000,
+        auto_bound_threads=2,
+    )
+    ledger.finished(submit(ledger), [ok(0, seconds=1e-6)], now=0.0)
+    assert ledger.rows_per_job == 250 and ledger.max_rows == 1000
+    ledger.take()
+    jobs = [submit(ledger) for _ in range(5)]
+    assert [len(j) for j in jobs] == [250] * 4 + [0]
+    ledger.set_worker_threads(8)  # 2 x 8 threads: smaller tasks, the same rows out
+    assert ledger.rows_per_job == 62 and ledger.max_rows == 992
+    ledger.set_worker_threads(2)  # back: the sizer's wish within the new limit
+    assert ledger.rows_per_job == 250
+    slow = Ledger(list(range(100)), SequentialSampler(), max_rows=None, rows_per_job=None, capacity=1000)
+    slow.finished(submit(slow), [ok(0, seconds=0.015)], now=0.0)
+    assert slow.rows_per_job == 5 and slow.max_rows == 40  # the limit does not bind: 8 tasks of 5
+    # a fixed task size keeps two tasks out, even beyond a smaller reservoir
+    fixed = Ledger(list(range(100)), SequentialSampler(), max_rows=None, rows_per_job=8, capacity=20)
+    assert fixed.max_rows == 20
+    assert (
+        Ledger(list("abc"), SequentialSampler(), max_rows=None, rows_per_job=16, capacity=20).max_rows == 32
+    )
+    tiny = Ledger(list(range(10)), SequentialSampler(), max_rows=None, rows_per_job=None, capacity=3)
+    assert tiny.max_rows == 3 and tiny.rows_per_job == 1
 
 
 # ---------------------------------------------------------------------- status, close, wait
@@ -635,3 +679,26 @@ def test_wait_wakes_when_an_entry_arrives() -> None:
         assert _waited(ledger, 10.0) < 5.0
     finally:
         timer.join()
+
+
+def test_auto_does_not_pack_a_small_source_into_fewer_tasks_than_two_per_thread() -> None:
+    ledger = Ledger(
+        list("abc"), SequentialSampler(), max_rows=None, rows_per_job=None, capacity=10, auto_bound_threads=2
+    )
+    jobs = [submit(ledger) for _ in range(4)]
+    assert jobs == [[0], [1], [2], []]
+    for job, uid in zip(jobs, "abc", strict=False):
+        ledger.finished(job, [ok(uid, seconds=1e-6)], now=0.0)  # fast rows: the sizer wants 4096
+    assert ledger.rows_per_job == 1  # 3 rows, 2 threads: one row a task, none held back
+    ledger.take()
+    assert [submit(ledger) for _ in range(3)] == [[0], [1], [2]]
+    bigger = Ledger(
+        list(range(40)),
+        SequentialSampler(),
+        max_rows=None,
+        rows_per_job=None,
+        capacity=100,
+        auto_bound_threads=2,
+    )
+    bigger.finished(submit(bigger), [ok(0, seconds=1e-6)], now=0.0)
+    assert bigger.rows_per_job == 10  # 40 rows / (2 x 2 threads)

@@ -238,9 +238,11 @@ def test_bound_follows_workers_that_join_after_construction() -> None:
             silence_logs=logging.CRITICAL,
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
-        AsyncReservoir(frame(20), load_value, 20, min_reservoir_samples=20, client=client, timeout=60) as r,
+        AsyncReservoir(
+            frame(40), load_value, 40, min_reservoir_samples=40, client=client, timeout=60, rows_per_job=1
+        ) as r,
     ):
-        assert r.max_jobs_at_once == 2
-        cluster.scale(3)
-        poll_for(lambda: r.max_jobs_at_once == 6, timeout=30, what="the bound to follow the workers")
-        assert sorted(int(u) for b in r for u in b["sample_uid"]) == list(range(20))
+        assert r.max_jobs_at_once == 8  # no worker yet: the fewest tasks kept in flight
+        cluster.scale(6)
+        poll_for(lambda: r.max_jobs_at_once == 12, timeout=30, what="the bound to follow the workers")
+        assert sorted(int(u) for b in r for u in b["sample_uid"]) == list(range(40))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dask_reservoir.sizing import TaskSizer, row_bytes
+from dask_reservoir.sizing import AUTO_MAX_ROWS, BYTES_SAMPLE, TaskSizer, mean_row_bytes, row_bytes
 
 
 def test_time_rule_sizes_tasks_to_about_75_ms() -> None:
@@ -26,22 +26,72 @@ def test_bytes_rule_caps_big_rows() -> None:
     assert size is not None and 7 * 2**20 <= size * 2**20 <= 8 * 2**20  # 8 MiB per task at most
 
 
-def test_limit_and_hysteresis() -> None:
-    assert TaskSizer(limit=10).observe(0.0015, [{}]) == 10
+def test_hysteresis() -> None:
     sizer = TaskSizer(40)
     assert sizer.observe(0.0015, [{}]) is None  # 50 is within 1.25x of 40: keep 40
     assert sizer.rows_per_job == 40
+    assert sizer.observe_task(0.0015, 64.0, 0) is None and sizer.rows_seen == 1  # an empty task
 
 
 def test_smoothing_follows_a_change_gradually() -> None:
     sizer = TaskSizer()
-    sizer.observe(0.0015, [{}])
-    sizes = [sizer.observe(0.015, [{}]) for _ in range(40)]  # rows become 10x slower
+    for _ in range(20):
+        sizer.observe(0.0015, [{}])
+    sizes = [sizer.observe(0.015, [{}]) for _ in range(40)]  # one-row tasks become 10x slower
     changed = [s for s in sizes if s is not None]
+    assert len(changed) >= 3  # several steps, not one jump
     assert changed[0] < 50 and changed[-1] == sizer.rows_per_job
     assert 5 <= sizer.rows_per_job <= 6  # 75 ms / 15 ms, after the average has moved
+
+
+def _ramp(first_row: float, row: float, *, in_flight: int = 8) -> list[int]:
+    """Sizes of the tasks submitted one after another: ``in_flight`` one-row tasks at the
+    start (the first row cold), then each next task sized by what came back."""
+    sizer = TaskSizer()
+    sizes = [1] * in_flight
+    sizer.observe_task(first_row, 64.0, 1)
+    for _ in range(in_flight - 1):
+        sizer.observe_task(row, 64.0, 1)
+    for _ in range(6):
+        sizes.append(sizer.rows_per_job)
+        sizer.observe_task(row, 64.0, sizer.rows_per_job)
+    return sizes
+
+
+def test_ramp_of_a_1_ms_loader_reaches_the_packed_size_after_the_first_tasks() -> None:
+    # warm from the start: the first task back sets the size (75 ms / 1 ms)
+    assert _ramp(0.001, 0.001) == [1] * 8 + [75] * 6
+    # the first row 20x slower (imports, caches): the one-row tasks already in flight
+    # dilute it as a plain mean (27 ms / 8 rows), then each packed task weighs by its rows
+    assert _ramp(0.020, 0.001) == [1] * 8 + [18, 55, 75, 75, 75, 75]
+
+
+def test_ramp_of_tiny_rows_reaches_the_largest_task_at_once() -> None:
+    assert _ramp(2e-6, 1e-6)[8:] == [AUTO_MAX_ROWS] * 6
+    assert _ramp(0.005, 1e-6)[8:10] == [120, AUTO_MAX_ROWS]  # one cold row: one step more
+
+
+def test_a_slow_loader_stays_at_one_row_per_task() -> None:
+    assert _ramp(2.0, 2.0) == [1] * 14  # a 2 s volume never waits behind another in its task
+    assert _ramp(0.001, 0.1)[8:] == [1] * 6  # fast first row, then 100 ms rows: back to 1 at once
 
 
 def test_row_bytes() -> None:
     assert row_bytes([{"x": np.zeros(4, np.float64), "s": "text"}]) == 64 + 32
     assert row_bytes([]) == 64
+
+
+def test_mean_row_bytes_samples_big_tasks() -> None:
+    small = [[{"x": np.zeros(1, np.uint8)}]] * 100
+    big = [[{"x": np.zeros(1001, np.uint8)}]] * 100
+    assert mean_row_bytes(small + big) == 64 + (1 + 1001) / 2  # evenly spaced: half of each
+    assert mean_row_bytes([]) == 64
+    counted = []
+
+    class Counting(dict):  # type: ignore[type-arg]
+        def values(self):  # type: ignore[no-untyped-def]
+            counted.append(1)
+            return super().values()
+
+    mean_row_bytes([[Counting(x=1)] for _ in range(1000)])
+    assert len(counted) == BYTES_SAMPLE  # not every row of a 1000-row task

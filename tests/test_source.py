@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+import subprocess
+import sys
 from decimal import Decimal
 
 import dask.dataframe as dd
@@ -10,7 +13,7 @@ import pandas as pd
 import pytest
 from distributed import Client
 
-from dask_reservoir.source import PandasSource, make_source, partition_records
+from dask_reservoir.source import PandasSource, RowColumns, make_source, partition_records
 
 
 def test_uid_column_added_when_missing() -> None:
@@ -114,3 +117,33 @@ def test_duplicate_column_names_are_refused(client: Client) -> None:
         make_source(df, "uid")
     with pytest.raises(ValueError, match=r"duplicated columns \['a', 'b'\]"):
         make_source(dd.from_pandas(df, npartitions=1), "uid", scheduler=client)
+
+
+def test_row_columns_travel_as_arrays_and_give_the_records() -> None:
+    df = pd.DataFrame({"i": np.arange(1000), "s": [f"f{i}.nii" for i in range(1000)]})
+    src = make_source(df, "uid")
+    columns = src.row_columns([5, 999, 0])
+    assert isinstance(columns, RowColumns) and len(columns) == 3 and columns.names == ["i", "s", "uid"]
+    assert isinstance(columns.values[0], np.ndarray) and columns.values[1] == ["f5.nii", "f999.nii", "f0.nii"]
+    back = pickle.loads(pickle.dumps(columns, protocol=5))
+    assert (
+        back.records()
+        == src.records([5, 999, 0])
+        == df.assign(uid=range(1000)).iloc[[5, 999, 0]].to_dict("records")
+    )
+    assert all(type(r["i"]) is int and type(r["uid"]) is int for r in back.records())  # Python scalars
+    assert isinstance(src.row_columns(list(range(1000))).values[2], np.ndarray)  # the UIDs too
+
+
+def test_a_pandas_source_does_not_import_dask_dataframe() -> None:
+    code = (
+        "import sys, pandas as pd\n"
+        "from dask_reservoir.source import is_dask_frame, make_source\n"
+        "make_source(pd.DataFrame({'v': [1, 2]}), 'uid')\n"
+        "assert not is_dask_frame(pd.DataFrame())\n"
+        "print('dask.dataframe' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "False"  # a quarter of a second saved at construction
