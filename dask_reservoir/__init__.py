@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .collate import collate_rows
 from .errors import ClusterLostError, JobError, JobTimeoutError, ReservoirClosedError
 from .reservoir import AsyncReservoir, SequenceAsyncReservoir
-from .samplers import RandomSampler, Sampler, SequentialSampler
+from .samplers import BalancedSampler, RandomSampler, Sampler, SequentialSampler, WeightedSampler
 from .stats import FailureRecord, Performance, ReservoirStats
 
 try:
@@ -23,6 +23,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "AsyncReservoir",
+    "BalancedSampler",
     "ClusterLostError",
     "FailureRecord",
     "JobError",
@@ -34,6 +35,7 @@ __all__ = [
     "Sampler",
     "SequenceAsyncReservoir",
     "SequentialSampler",
+    "WeightedSampler",
     "__version__",
     "collate_rows",
 ]

@@ -40,8 +40,12 @@ def epoch_order(
     *,
     name: str = "reservoir_sampler",
     of: str = "entries in the reservoir",
+    positions: np.ndarray | None = None,
 ) -> np.ndarray:
     """The sampler's indices for one epoch, checked to lie in ``range(n)``.
+
+    ``positions`` are the source positions of the ``n`` entries, given to samplers
+    that read source columns (``uses_positions``).
 
     Examples
     --------
@@ -49,7 +53,10 @@ def epoch_order(
     >>> epoch_order(SequentialSampler(), 3, 0).tolist()
     [0, 1, 2]
     """
-    raw: Any = sampler.indices(n, epoch=epoch)
+    if getattr(sampler, "uses_positions", False):
+        raw: Any = sampler.indices(n, epoch=epoch, positions=positions)  # type: ignore[call-arg]
+    else:
+        raw = sampler.indices(n, epoch=epoch)
     if isinstance(raw, range) and (len(raw) == 0 or (min(raw) >= 0 and max(raw) < n)):
         return np.arange(raw.start, raw.stop, raw.step, dtype=np.int64)  # no Python step per index
     order = raw if isinstance(raw, np.ndarray) else np.asarray(list(raw))

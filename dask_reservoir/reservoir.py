@@ -237,7 +237,8 @@ class AsyncReservoir(Uncopyable):
         self._source = source
         self._function = function_to_run
         self._options = options
-        self._reservoir_sampler, self._source_sampler = samplers
+        self._given_samplers = samplers  # as given: children bind them to their own source
+        self._reservoir_sampler, self._source_sampler = (s.bind(source) for s in samplers)
         self._handle = handle
         self._store = ReservoirStore(options.max_reservoir_samples)
         self._lock = threading.RLock()  # epochs; held by iter() while it waits
@@ -448,7 +449,7 @@ class AsyncReservoir(Uncopyable):
             epoch = self._epochs
             self._epochs += 1
         try:
-            order = self._epoch_order(len(snapshot), epoch)
+            order = self._epoch_order(len(snapshot), epoch, snapshot.positions)
         except BaseException:
             snapshot.release()
             raise
@@ -475,7 +476,7 @@ class AsyncReservoir(Uncopyable):
         self._prepare_order(len(snapshot), epoch + 1)
         return it
 
-    def _epoch_order(self, n: int, epoch: int) -> np.ndarray:
+    def _epoch_order(self, n: int, epoch: int, positions: np.ndarray) -> np.ndarray:
         """The sampler's order for ``epoch``: prepared by the builder when it guessed ``n`` right."""
         prepared, self._next_order = self._next_order, None
         if prepared is not None and prepared[:2] == (epoch, n) and prepared[2].done():
@@ -483,7 +484,7 @@ class AsyncReservoir(Uncopyable):
                 return prepared[2].result()
         elif prepared is not None:
             prepared[2].cancel()
-        return epoch_order(self._reservoir_sampler, n, epoch)
+        return epoch_order(self._reservoir_sampler, n, epoch, positions=positions)
 
     def _prepare_order(self, n: int, epoch: int) -> None:
         """Compute the next epoch's order in the builder, for a reservoir of the same size.
@@ -524,7 +525,7 @@ class AsyncReservoir(Uncopyable):
         """
         self._check_open()
         positions = random_positions(len(self._source), nb_samples, seed)
-        return self._child(positions, self._reservoir_sampler)
+        return self._child(positions, self._given_samplers[0].subset(positions))
 
     def subsample_uids(
         self,
@@ -554,14 +555,12 @@ class AsyncReservoir(Uncopyable):
             When ``uids_name`` is not a column of the source, or ``uids`` is empty.
         """
         self._check_open()
-        sampler = (
-            self._reservoir_sampler if new_sampler is None else check_sampler(new_sampler, "new_sampler")
-        )
+        given = None if new_sampler is None else check_sampler(new_sampler, "new_sampler")
         column = self._options.uid_column if uids_name is None else uids_name
         positions = positions_by_values(
             self._source, uids, column, uid_column=self._options.uid_column, scheduler=self._handle.client
         )
-        return self._child(positions, sampler)
+        return self._child(positions, self._given_samplers[0].subset(positions) if given is None else given)
 
     def _child(self, positions: list[int], sampler: Sampler) -> AsyncReservoir:
         source = self._source.subset(positions)
@@ -575,7 +574,7 @@ class AsyncReservoir(Uncopyable):
                 source=source,
                 function_to_run=self._function,
                 options=self._options,
-                samplers=(sampler, self._source_sampler),
+                samplers=(sampler, self._given_samplers[1].subset(positions)),
                 handle=ClientHandle(self._handle.client, owned=False),
                 preload=sorted(preload, key=lambda e: e.loaded_at),
             )

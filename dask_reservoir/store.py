@@ -127,6 +127,8 @@ class Snapshot:
     ----------
     handles : numpy.ndarray
         Pool slot of each entry, in source order (read-only).
+    positions : numpy.ndarray
+        Source position of each entry, ascending (read-only).
     table : SlotTable or None
         The store's table when the snapshot was taken.
     all_slotted : bool
@@ -137,6 +139,7 @@ class Snapshot:
     handles: np.ndarray
     table: SlotTable | None
     all_slotted: bool
+    positions: np.ndarray
     _number: list[int] = field(repr=False)  # emptied, atomically, by the first release
     _store: ReservoirStore = field(repr=False)
 
@@ -586,6 +589,7 @@ class ReservoirStore:
                 handles=handles,
                 table=self.table,
                 all_slotted=len(handles) > 0 and self._kept_as_rows == 0 and self.table is not None,
+                positions=self._sorted,
                 _number=[number],
                 _store=self,
             )
@@ -608,7 +612,7 @@ class ReservoirStore:
         present = np.fromiter((p in at for p in touched.tolist()), dtype=bool, count=len(touched))
         current = np.delete(current, where[in_current & ~present])
         new = touched[present & ~in_current]
-        self._sorted = np.insert(current, np.searchsorted(current, new), new)
+        self._sorted = _read_only(np.insert(current, np.searchsorted(current, new), new))
         self._sorted_handles = _read_only(self._handle_at[self._sorted])
         changed.clear()
 

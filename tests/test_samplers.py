@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dask_reservoir import RandomSampler, SequentialSampler
-from dask_reservoir.samplers import check_sampler
+from dask_reservoir.samplers import BalancedSampler, WeightedSampler, check_sampler
 
 
 def test_sequential() -> None:
@@ -126,3 +126,141 @@ def test_check_sampler() -> None:
     assert check_sampler(duck, "s") is duck
     with pytest.raises(TypeError, match=r"reservoir_sampler must be None or a Sampler.*got list"):
         check_sampler([1, 2], "reservoir_sampler")
+
+
+class FakeSource:
+    """What a sampler reads of a source: length, columns, values and UIDs (no cluster needed)."""
+
+    def __init__(self, **columns: list[object]) -> None:
+        self._columns = columns
+        self.uids = [f"u{i}" for i in range(len(next(iter(columns.values()))))]
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._columns)
+
+    def column_values(self, name: str) -> list[object]:
+        return self._columns[name]
+
+
+def test_weighted_draws_follow_the_weights_chi_square() -> None:
+    """200 000 draws over 4 members of weights 1:2:3:4, chi-square with 3 dof at 0.001 per side.
+
+    The 0.001 and 0.999 quantiles of chi-square(3) are 0.0243 and 16.27.
+    """
+    weights = [1.0, 2.0, 3.0, 4.0, 100.0]  # the last row is not a member: never drawn
+    sampler = WeightedSampler(weights, num_samples=200_000, seed=11).bind(FakeSource(w=weights))
+    idx = sampler.indices(4, epoch=0, positions=np.array([0, 1, 2, 3]))
+    counts = np.bincount(idx, minlength=4)
+    expected = 200_000 * np.array([1, 2, 3, 4]) / 10
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert 0.0243 < chi2 < 16.27, chi2
+    # members are ordered by their source positions: a member at position 4 weighs 100
+    skewed = sampler.indices(2, epoch=0, positions=np.array([0, 4]))
+    assert np.bincount(skewed, minlength=2)[1] > 0.98 * 200_000
+
+
+def test_weighted_from_a_source_column_reproducible_and_epochs_differ() -> None:
+    source = FakeSource(w=[0.0, 1.0, 1.0, 0.0, 2.0])
+    a = WeightedSampler("w", seed=3).bind(source)
+    b = WeightedSampler("w", seed=3).bind(source)
+    positions = np.arange(5)
+    assert (
+        a.indices(5, epoch=2, positions=positions).tolist()
+        == b.indices(5, epoch=2, positions=positions).tolist()
+    )
+    assert (
+        a.indices(50, epoch=0, positions=np.arange(5).repeat(10)).tolist()
+        != a.indices(50, epoch=1, positions=np.arange(5).repeat(10)).tolist()
+    )
+    drawn = a.indices(5, epoch=0, positions=positions)
+    assert not set(drawn.tolist()) & {0, 3}  # weight 0: never drawn
+    without = (
+        WeightedSampler("w", replacement=False, seed=3).bind(source).indices(5, epoch=0, positions=positions)
+    )
+    assert sorted(without.tolist()) == [1, 2, 4]  # a weighted permutation of the non-zero ones
+
+
+@pytest.mark.parametrize(
+    ("weights", "source", "error", "message"),
+    [
+        ([1.0, 2.0], FakeSource(w=[1, 2, 3]), ValueError, "weights has 2 values but the source has 3 rows"),
+        ([1.0, -0.5, 2.0], None, ValueError, r"weights must be >= 0, got -0.5 at source position 1"),
+        ([0.0, 0.0], None, ValueError, r"weights must not all be 0 \(2 weights of 0\)"),
+        ([1.0, float("nan")], None, ValueError, "weights must be finite, got nan at source position 1"),
+        (["a", "b"], None, TypeError, "weights must be numbers"),
+        ("missing", FakeSource(w=[1, 2]), KeyError, r"weights='missing' is not a column of the source"),
+        ("w", FakeSource(w=[1, -2]), ValueError, "weights must be >= 0, got -2.0 at source position 1"),
+    ],
+)
+def test_bad_weights(
+    weights: object, source: FakeSource | None, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        sampler = WeightedSampler(weights)  # type: ignore[arg-type]
+        if source is not None:
+            sampler.bind(source)
+
+
+def test_an_epoch_of_zero_weight_members_is_an_error() -> None:
+    sampler = WeightedSampler([0.0, 1.0]).bind(FakeSource(w=[0, 1]))
+    with pytest.raises(ValueError, match=r"all 1 entries ordered by WeightedSampler.* have weight 0"):
+        sampler.indices(1, epoch=0, positions=np.array([0]))
+    with pytest.raises(ValueError, match="bind"):
+        WeightedSampler("w").indices(2, epoch=0)
+
+
+def test_weights_follow_a_subset_of_the_source() -> None:
+    sampler = WeightedSampler([5.0, 0.0, 1.0, 0.0]).subset([2, 1, 0])
+    bound = sampler.bind(FakeSource(w=[0, 0, 0]))  # the subset's three rows
+    drawn = bound.indices(3, epoch=0, positions=np.arange(3))
+    assert 1 not in drawn.tolist() and set(drawn.tolist()) <= {0, 2}
+
+
+def test_balanced_classes_equal_per_epoch_chi_square() -> None:
+    """Classes of 60 / 30 / 10 members: each epoch serves each class a third of the time.
+
+    Within a class, members come in repeated random permutations: each of the 10 members of
+    the small class is served 3 times an epoch, and the 3 or 4 draws left over go to random
+    members.  Over 100 epochs those extras should be uniform over the 10 members:
+    chi-square(9) quantiles 0.001 / 0.999 are 1.15 and 27.88.
+    """
+    labels = ["a"] * 60 + ["b"] * 30 + ["c"] * 10
+    sampler = BalancedSampler("label", seed=5).bind(FakeSource(label=labels))
+    positions = np.arange(100)
+    extras = np.zeros(10)
+    for epoch in range(100):
+        order = sampler.indices(100, epoch=epoch, positions=positions)
+        classes = np.array(labels)[order]
+        counts = sorted((classes == c).sum() for c in "abc")
+        assert counts == [33, 33, 34]  # equal shares, the remainder to one class
+        small = np.bincount(order[order >= 90] - 90, minlength=10)
+        assert set(small.tolist()) <= {3, 4}
+        extras += small - 3
+    expected = extras.sum() / 10
+    chi2 = float(((extras - expected) ** 2 / expected).sum())
+    assert 1.15 < chi2 < 27.88, chi2
+    again = BalancedSampler("label", seed=5).bind(FakeSource(label=labels))
+    assert (
+        again.indices(100, epoch=3, positions=positions).tolist()
+        == sampler.indices(100, epoch=3, positions=positions).tolist()
+    )
+
+
+def test_balanced_counts_only_the_classes_among_the_members() -> None:
+    sampler = BalancedSampler("label", num_samples=8, seed=0).bind(FakeSource(label=[0, 0, 1, 1, 2]))
+    order = sampler.indices(3, epoch=0, positions=np.array([0, 1, 2]))  # class 2 is not a member
+    assert np.bincount(np.array([0, 0, 1])[order]).tolist() == [4, 4]
+
+
+@pytest.mark.parametrize("missing", [None, float("nan")])
+def test_balanced_refuses_missing_classes_naming_uids(missing: object) -> None:
+    with pytest.raises(ValueError, match=r"balance column 'label' has 1 missing values .*at UIDs \['u1'\]"):
+        BalancedSampler("label").bind(FakeSource(label=["x", missing, "y"]))
+    with pytest.raises(KeyError, match="column='nope' is not a column"):
+        BalancedSampler("nope").bind(FakeSource(label=["x"]))
+    with pytest.raises(TypeError, match="column must be a non-empty str"):
+        BalancedSampler("")

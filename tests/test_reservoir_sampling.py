@@ -1,0 +1,83 @@
+"""Weighted and balanced sampling through a reservoir, on real clusters (pandas and dask sources)."""
+
+from __future__ import annotations
+
+import dask.dataframe as dd
+import numpy as np
+import pytest
+from distributed import Client
+
+from dask_reservoir import AsyncReservoir, BalancedSampler, WeightedSampler
+from tests.utils import frame, iterate_until, load_value, poll_for
+
+
+def test_balanced_reservoir_sampler_serves_classes_equally(client: Client) -> None:
+    source = frame(40, label=["rare"] * 4 + ["common"] * 36)
+    with AsyncReservoir(
+        source,
+        load_value,
+        40,
+        min_reservoir_samples=40,
+        client=client,
+        batch_size=10,
+        reservoir_sampler=BalancedSampler("label", seed=1),
+    ) as r:
+        for _ in range(3):
+            uids = np.concatenate([b["sample_uid"] for b in r])
+            assert len(uids) == 40
+            rare = int((uids < 4).sum())
+            assert rare == 20  # 4 of 40 rows, but half of every epoch
+            assert set(uids[uids < 4].tolist()) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("dask_source", [False, True])
+def test_weighted_source_sampler_loads_what_weighs(process_client: Client, dask_source: bool) -> None:
+    pdf = frame(12, w=[0.0] * 6 + [1.0] * 6)
+    source = dd.from_pandas(pdf, npartitions=3) if dask_source else pdf
+    with AsyncReservoir(
+        source,
+        load_value,
+        12,
+        min_reservoir_samples=6,
+        client=process_client,
+        batch_size=4,
+        source_sampler=WeightedSampler("w", replacement=False, seed=2),
+        reservoir_sampler=WeightedSampler("w", seed=3),
+    ) as r:
+        iterate_until(r, lambda: r.stats().rows_loaded >= 30)
+        loaded = {int(u) for b in r for u in b["sample_uid"]}
+        assert loaded <= set(range(6, 12))  # rows of weight 0 are never submitted
+        s = r.stats()
+        assert s.reservoir_size == 6 and s.rows_loaded >= 30  # only the 6 weighted rows ever load
+
+
+def test_subsample_keeps_weights_given_as_values(client: Client) -> None:
+    weights = np.zeros(20)
+    weights[[3, 7]] = 1.0
+    with AsyncReservoir(
+        frame(20),
+        load_value,
+        20,
+        min_reservoir_samples=20,
+        client=client,
+        batch_size=20,
+        reservoir_sampler=WeightedSampler(weights, seed=0),
+    ) as r:
+        list(r)
+        with r.subsample_uids([7, 3, 5]) as child:  # child positions 0, 1, 2 are parent rows 7, 3, 5
+            poll_for(lambda: child.reservoir_size() == 3, what="the child's entries")
+            served = {int(u) for b in child for u in b["sample_uid"]}
+            assert served <= {3, 7} and served
+
+
+def test_bad_weights_fail_at_construction_naming_them(client: Client) -> None:
+    with pytest.raises(ValueError, match="weights has 3 values but the source has 5 rows"):
+        AsyncReservoir(frame(5), load_value, 5, client=client, reservoir_sampler=WeightedSampler([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"balance column 'label' has 1 missing values .*at UIDs \[2\]"):
+        AsyncReservoir(
+            frame(4, label=["a", "b", None, "a"]),
+            load_value,
+            4,
+            client=client,
+            reservoir_sampler=BalancedSampler("label"),
+        )
