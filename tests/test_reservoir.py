@@ -43,7 +43,7 @@ def fail_on_odd(row: dict[str, Any]) -> dict[str, Any]:
 
 def test_batches_flow_with_uids_and_shapes(client: Client) -> None:
     with AsyncReservoir(
-        frame(20), load_value, 20, min_reservoir_samples=20, client=client, batch_size=8
+        frame(20), load_value, 20, min_reservoir_samples=20, client=client, batch_size=8, rows_per_job=1
     ) as r:
         batches = list(r)
         assert [len(b["label"]) for b in batches] == [8, 8, 4]
@@ -112,19 +112,22 @@ def test_back_pressure_bound_in_rows(client: Client) -> None:
         poll_for(within_bound_and_full, what="the bound again")
 
 
-def test_default_bound_is_two_per_worker_thread(client: Client) -> None:
-    # 2 worker threads (the fixture) x 2 x 3 rows per job: 12 rows in flight or waiting
-    with AsyncReservoir(frame(100), load_value, 10, client=client, rows_per_job=3) as r:
-        assert r.max_jobs_at_once == 12
+def test_default_bound_is_in_tasks(client: Client) -> None:
+    # 2 worker threads (the fixture): max(2 x 2, 8) = 8 tasks of 3 rows in flight or waiting
+    with AsyncReservoir(frame(100), load_value, 50, client=client, rows_per_job=3) as r:
+        assert r.max_jobs_at_once == 24
 
         def within_bound_and_full() -> bool:
             s = r.stats()
-            assert s.rows_in_flight + s.entries_waiting <= 12, s
-            return s.entries_waiting == 12
+            assert s.rows_in_flight + s.entries_waiting <= 24, s
+            return s.entries_waiting == 24
 
         poll_for(within_bound_and_full, what="waiting entries to reach the default bound")
         s = r.stats()
-        assert (s.jobs_submitted, s.rows_submitted, s.rows_in_flight) == (4, 12, 0)  # nobody ingests
+        assert (s.jobs_submitted, s.rows_submitted, s.rows_in_flight) == (8, 24, 0)  # nobody ingests
+    # never more rows out than the reservoir holds
+    with AsyncReservoir(frame(100), load_value, 10, client=client, rows_per_job=3) as r:
+        assert r.max_jobs_at_once == 10
 
 
 def test_keyed_replacement_no_duplicates(client: Client) -> None:
@@ -295,7 +298,8 @@ def test_on_error_skip_records_failures(client: Client) -> None:
         assert sorted(failures) == [1, 3, 5, 7, 9]
         assert failures[3].exc_type == "ValueError" and failures[3].message == "corrupt file 3"
         assert "fail_on_odd" in failures[3].traceback
-        assert r.stats().jobs_failed >= 5
+        s = r.stats()
+        assert s.jobs_failed + s.rows_failed >= 5  # a failing row of a packed task counts as a row
 
 
 def test_on_error_raise(client: Client) -> None:
@@ -748,20 +752,20 @@ def test_rows_per_job_auto_grows_tasks_for_fast_loaders(client: Client) -> None:
     with AsyncReservoir(
         frame(400), load_in_5ms, 400, min_reservoir_samples=20, client=client, rows_per_job="auto"
     ) as r:
-        assert r.rows_per_job == 1 and r.max_jobs_at_once == 4
+        assert r.rows_per_job == 1 and r.max_jobs_at_once == 8  # 8 tasks of one row to start
         iterate_until(r, lambda: r.rows_per_job > 4)
         # README: tasks of about 75 ms; rows take at least 5 ms, so at most 15 rows a task
         assert r.rows_per_job <= 15
-        # nobody ingests now: in flight + waiting stop at 2 threads x 2 tasks of rows_per_job rows
+        # nobody ingests now: in flight + waiting stop at 8 tasks of rows_per_job rows
         sizes = {r.rows_per_job}
 
         def bounded_and_at_rest() -> bool:
             s = r.stats()
             sizes.add(r.rows_per_job)
-            assert s.rows_in_flight + s.entries_waiting <= 4 * max(sizes), (s, sizes)
+            assert s.rows_in_flight + s.entries_waiting <= 8 * max(sizes), (s, sizes)
             return s.rows_in_flight == 0 and s.entries_waiting > 3 * min(sizes)
 
-        poll_for(bounded_and_at_rest, what="the bound of 4 tasks to fill")
+        poll_for(bounded_and_at_rest, what="the bound of 8 tasks to fill")
         iterate_until(r, lambda: r.reservoir_size() == 400)
         labels = sorted(int(v) for b in r for v in b["label"])
         assert labels == list(range(400))
