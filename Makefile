@@ -34,6 +34,7 @@ $(VENV)/.stamp-dev: pyproject.toml | $(PY)
 
 $(VENV)/.stamp-bench: pyproject.toml $(VENV)/.stamp-dev
 	-$(PIP) install --quiet "monai>=1.3"
+	-$(PIP) install --quiet "torchdata==0.11.0"
 	touch $@
 
 install: $(VENV)/.stamp-base
@@ -54,7 +55,7 @@ bench: install-dev $(VENV)/.stamp-bench
 	$(PY) -m benchmarks.run
 
 bench-quick: install-dev
-	$(PY) -m benchmarks.run --quick --only W2,W3,W4,W5
+	$(PY) -m benchmarks.run --quick --only W2,W3,W4,W5,W6
 
 # Mutation testing (mutmut 3, configured in [tool.mutmut] of pyproject.toml) of the pure core
 # against its fast cluster-free tests and doctests; not part of `make test` (minutes, not seconds).

@@ -107,7 +107,11 @@ class AsyncReservoir(Uncopyable):
         more) stay one row per task.  Tasks stay small enough for the default number of
         them to fit in the bound.
     retries : int
-        Retries of a failing job (dask ``retries=``; inside the task when ``rows_per_job > 1``).
+        Retries of a failing row.  With ``rows_per_job=1`` dask retries the task
+        (``retries=``) and a row that still fails is a failed job (``jobs_failed``);
+        otherwise, the default ``"auto"`` included, each row is retried inside its task
+        and one that still fails is a failed row (``rows_failed``) while the task's
+        other rows load.
     on_error : {"skip", "raise"}
         "skip": a failed job is logged and recorded in ``stats().failures``, and the UID
         is tried again on the next pass.  "raise": the next ``iter()``/``next()`` raises
