@@ -56,9 +56,9 @@ TARGETS = (
         2.0,
     ),
     Target(
-        "W6 iter() at 1e5 entries, median (us)",
+        "W6 iter() at 1e5 entries, 64 changed per epoch, median (us)",
         "W6",
-        ("dask_reservoir, 1e+05 entries",),
+        ("dask_reservoir, 1e+05 entries, 64 changed per epoch",),
         "iter_us_median",
         "<=",
         1000.0,

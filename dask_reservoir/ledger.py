@@ -101,6 +101,8 @@ class RunnerCounters:
     entries_waiting: int
     uids_tried: int
     uids_loaded: int
+    source_passes: int = 0
+    """Passes over the source whose every row was submitted."""
     rows_cancelled: int = 0
     failures: tuple[FailureRecord, ...] = field(default_factory=tuple)
     quarantined: dict[Hashable, FailureRecord] = field(default_factory=dict)
@@ -271,6 +273,7 @@ class Ledger:
                 entries_waiting=len(self._waiting),
                 uids_tried=len(self._tried),
                 uids_loaded=len(self._loaded),
+                source_passes=self._pass - (1 if self._cursor < len(self._order) else 0),
                 rows_cancelled=self._rows_cancelled,
                 failures=tuple(self._failures.values()),
                 quarantined={u: self._failures.get(u, r) for u, r in self._quarantined.items()},

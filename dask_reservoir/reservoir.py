@@ -250,7 +250,8 @@ class AsyncReservoir(Uncopyable):
         self._counter_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._children: weakref.WeakSet[AsyncReservoir] = weakref.WeakSet()
-        self._epochs = 0
+        self._epochs = 0  # epochs started
+        self._epoch_number = 0  # the next epoch's number for the samplers (set_epoch)
         self._batches_served = 0
         self._samples_served = 0
         self._wait_seconds = 0.0  # in iter() and next()
@@ -450,7 +451,8 @@ class AsyncReservoir(Uncopyable):
             self._ingest(capped=True)
             self._wait_for_minimum()
             snapshot = self._store.snapshot()
-            epoch = self._epochs
+            epoch = self._epoch_number
+            self._epoch_number += 1
             self._epochs += 1
         try:
             order = self._epoch_order(len(snapshot), epoch, snapshot.positions)
@@ -508,6 +510,26 @@ class AsyncReservoir(Uncopyable):
                 self._batches_served += 1
                 self._samples_served += rows
                 self._stalls.append(seconds)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Number the next epoch ``epoch`` (the ones after follow on), as frameworks expect.
+
+        The samplers' order of an epoch depends on its number, so a loop that calls
+        ``set_epoch(k)`` before each epoch gets the same orders however often ``iter()``
+        was called in between.
+
+        Parameters
+        ----------
+        epoch : int
+            ``>= 0``.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
+            raise TypeError(f"epoch must be an int, got {type(epoch).__name__}: {epoch!r}")
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._check_open()
+        with self._lock:
+            self._epoch_number = int(epoch)
 
     def reservoir_size(self) -> int:
         """Number of entries in the reservoir now."""
@@ -604,12 +626,16 @@ class AsyncReservoir(Uncopyable):
         entries = list(store)
         ages = np.fromiter((now - e.loaded_at for e in entries), dtype=float, count=len(entries))
         served = np.fromiter((e.times_served for e in entries), dtype=float, count=len(entries))
+        unserved = [e for e in entries if e.times_served == 0]
+        oldest_unserved = min(unserved, key=lambda e: e.loaded_at).uid if unserved else None
         return ReservoirStats(
             **runner_fields(c),
             **entry_summary(ages, served),
             reservoir_size=len(entries),
             max_reservoir_samples=self._options.max_reservoir_samples,
             min_reservoir_samples=self._options.min_reservoir_samples,
+            uids_served=store.positions_served,
+            oldest_unserved_uid=oldest_unserved,
             entries_ingested=store.ingested,
             entries_evicted=store.evicted,
             entries_replaced=store.replaced,

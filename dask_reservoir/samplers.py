@@ -182,9 +182,7 @@ def _check_count(num_samples: object) -> int | None:
 
 def _source_values(source: SourceColumns, column: str, parameter: str) -> Sequence[Any]:
     if column not in source.columns:
-        raise KeyError(
-            f"{parameter}={column!r} is not a column of the source (columns: {source.columns!r})"
-        )
+        raise KeyError(f"{parameter}={column!r} is not a column of the source (columns: {source.columns!r})")
     return source.column_values(column)
 
 

@@ -107,6 +107,16 @@ class ReservoirStats:
         memory bound, and while that bound is reached new results wait.
     live_iterators : int
         Epochs started by ``iter()`` and not finished nor dropped.
+    uids_loaded : int
+        Distinct UIDs loaded at least once (coverage of the source by loading).
+    uids_served : int
+        Distinct UIDs put in a batch at least once (coverage by training), counted when
+        each epoch ends.
+    source_passes : int
+        Passes over the source whose every row was submitted.
+    oldest_unserved_uid : Hashable or None
+        Of the entries in the reservoir never put in a batch, the one loaded first
+        (None when every entry was served).
     consumer_wait_seconds : float
         Total time the consumer spent inside ``iter()`` and ``next()``: what loading
         and batching cost the training loop.
@@ -158,6 +168,10 @@ class ReservoirStats:
     columnar_bytes: int = 0
     entries_pinned: int = 0
     live_iterators: int = 0
+    uids_loaded: int = 0
+    uids_served: int = 0
+    source_passes: int = 0
+    oldest_unserved_uid: Hashable | None = None
     consumer_wait_seconds: float = 0.0
     minimum_wait_seconds: float = 0.0
     stall_seconds_p50: float = float("nan")
@@ -243,6 +257,8 @@ def runner_fields(c: RunnerCounters) -> dict[str, Any]:
         "jobs_in_flight": c.jobs_in_flight,
         "rows_in_flight": c.rows_in_flight,
         "entries_waiting": c.entries_waiting,
+        "uids_loaded": c.uids_loaded,
+        "source_passes": c.source_passes,
         "failures": c.failures,
         "quarantined": dict(c.quarantined),
     }

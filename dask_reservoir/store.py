@@ -175,7 +175,10 @@ class Snapshot:
         Vectorized: the store keeps the counts per slot, and its slots are pinned.
         """
         served = np.flatnonzero(counts)
-        self._store._served[self.handles[served]] += counts[served]
+        store = self._store
+        with store._served_lock:
+            store._served[self.handles[served]] += counts[served]
+            store._note_served(self.positions[served])
 
     def rows_at(self, index: int, *, copy: bool = True) -> tuple[Row, ...]:
         """The rows of entry ``index`` as they were at the snapshot.
@@ -276,6 +279,8 @@ class ReservoirStore:
         self._live = 0
         self._entry_at: list[Entry | None] = [None] * self.pool_size  # pool slot -> entry (or retired)
         self._served = np.zeros(self.pool_size, np.int64)  # per pool slot: times its entry was served
+        self._ever_served = np.zeros(16, bool)  # per source position: some entry of it was served
+        self._served_lock = threading.RLock()  # epochs may end in two threads at once
         self._kept_as_rows = 0  # entries not in the table
         self._warned: set[str] = set()  # columns whose change was reported
         self.ingested = 0
@@ -420,6 +425,22 @@ class ReservoirStore:
         if self._pool.release(handle):
             self._freed_one(handle)
         entry.slot = entry.handle = None
+
+    def _note_served(self, positions: np.ndarray) -> None:
+        """Source ``positions`` had an entry in a batch (vectorized; for coverage)."""
+        if not len(positions):
+            return
+        top = int(positions.max())
+        if top >= len(self._ever_served):
+            grown = np.zeros(max(top + 1, 2 * len(self._ever_served)), bool)
+            grown[: len(self._ever_served)] = self._ever_served
+            self._ever_served = grown
+        self._ever_served[positions] = True
+
+    @property
+    def positions_served(self) -> int:
+        """Distinct source positions some entry of which was ever put in a batch."""
+        return int(np.count_nonzero(self._ever_served))
 
     def _freed_one(self, handle: int) -> None:
         """:meth:`_freed` of one slot, without building arrays (each eviction calls it)."""

@@ -28,7 +28,11 @@ NEW_ROWS = {
         "numpy take(out=, clip) limit",
     ],
     "W3": ["dask_reservoir defaults, 1 ms rows", "raw dask loop, 1 ms rows, 32 in flight"],
-    "W6": ["dask_reservoir, 1e+02 entries", "dask_reservoir, 1e+03 entries"],
+    "W6": [
+        f"dask_reservoir, {n} entries, {what}"
+        for n in ("1e+02", "1e+03")
+        for what in ("64 changed per epoch", "all waiting ingested")
+    ],
 }
 W1_METRICS = (
     "first_batch_s",
@@ -111,7 +115,9 @@ def test_targets_block_lists_every_target(quick_run: tuple[str, dict[str, Any]])
         assert record["measured"] is None or (
             math.isfinite(record["measured"]) and record["met"] in (True, False)
         )
-    assert records["W6 iter() at 1e5 entries, median (us)"]["measured"] is None  # quick sizes stop at 1e3
+    assert (
+        records["W6 iter() at 1e5 entries, 64 changed per epoch, median (us)"]["measured"] is None
+    )  # quick sizes stop at 1e3
     assert records["W1 defaults: stall p99 (ms)"]["measured"] is not None
 
 
