@@ -48,7 +48,12 @@ CONSTRUCTOR_CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("uid column empty", {"uid_column": ""}, TypeError, "uid_column must be a non-empty str"),
     ("bound zero", {"max_jobs_at_once": 0}, ValueError, "max_jobs_at_once must be >= 1"),
     ("prefetch negative", {"prefetch_batches": -1}, ValueError, r"prefetch_batches must be >= 0 .*got -1"),
-    ("prefetch float", {"prefetch_batches": 1.5}, TypeError, "prefetch_batches must be an int, got float: 1.5"),
+    (
+        "prefetch float",
+        {"prefetch_batches": 1.5},
+        TypeError,
+        "prefetch_batches must be an int, got float: 1.5",
+    ),
     ("prefetch bool", {"prefetch_batches": True}, TypeError, "prefetch_batches must be an int, got bool"),
     (
         "bound < rows_per_job",
