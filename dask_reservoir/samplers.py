@@ -88,7 +88,46 @@ class SequentialSampler(Sampler):
         return "SequentialSampler()"
 
 
-class RandomSampler(Sampler):
+def _check_seed(seed: object) -> int | None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}: {seed!r}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return None if seed is None else int(seed)
+
+
+def _check_count(num_samples: object) -> int | None:
+    if num_samples is not None and (
+        isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer))
+    ):
+        raise TypeError(
+            f"num_samples must be an int or None, got {type(num_samples).__name__}: {num_samples!r}"
+        )
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1 or None, got {num_samples}")
+    return None if num_samples is None else int(num_samples)
+
+
+class _SeededSampler(Sampler):
+    """Epoch ``k`` draws from ``numpy.random.default_rng([seed, k])``."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = _check_seed(seed)
+        self._entropy = np.random.SeedSequence().entropy if seed is None else None
+
+    def _rng(self, epoch: int) -> np.random.Generator:
+        base: Any = self.seed if self.seed is not None else self._entropy
+        return np.random.default_rng([base, epoch])
+
+    def _bound(self, values: np.ndarray | None, n: int, positions: np.ndarray | None) -> np.ndarray:
+        """``values`` (per source row, from :meth:`bind`) of the ``n`` entries at ``positions``."""
+        if values is None:
+            column = getattr(self, "column", None)
+            raise ValueError(f"{self!r} reads the source column {column!r}: bind() it to a source first")
+        return values[positions] if positions is not None else values[:n]
+
+
+class RandomSampler(_SeededSampler):
     """Random order, with or without replacement.
 
     Parameters
@@ -119,27 +158,9 @@ class RandomSampler(Sampler):
     ) -> None:
         if not isinstance(replacement, bool):
             raise TypeError(f"replacement must be a bool, got {type(replacement).__name__}: {replacement!r}")
-        if num_samples is not None and (
-            isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer))
-        ):
-            raise TypeError(
-                f"num_samples must be an int or None, got {type(num_samples).__name__}: {num_samples!r}"
-            )
-        if num_samples is not None and num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1 or None, got {num_samples}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}: {seed!r}")
-        if seed is not None and seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.num_samples = _check_count(num_samples)
+        super().__init__(seed)  # without a seed, one entropy draw per sampler; epochs still differ
         self.replacement = replacement
-        self.num_samples = None if num_samples is None else int(num_samples)
-        self.seed = None if seed is None else int(seed)
-        # without a seed, one entropy draw per sampler; epochs still differ
-        self._entropy = np.random.SeedSequence().entropy if seed is None else None
-
-    def _rng(self, epoch: int) -> np.random.Generator:
-        base: Any = self.seed if self.seed is not None else self._entropy
-        return np.random.default_rng([base, epoch])
 
     def indices(self, n: int, *, epoch: int) -> Sequence[int] | np.ndarray:
         """A permutation (or draws with replacement) of ``range(n)`` for ``epoch``."""
@@ -160,42 +181,10 @@ class RandomSampler(Sampler):
         )
 
 
-def _check_seed(seed: object) -> int | None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}: {seed!r}")
-    if seed is not None and seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    return None if seed is None else int(seed)
-
-
-def _check_count(num_samples: object) -> int | None:
-    if num_samples is not None and (
-        isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer))
-    ):
-        raise TypeError(
-            f"num_samples must be an int or None, got {type(num_samples).__name__}: {num_samples!r}"
-        )
-    if num_samples is not None and num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1 or None, got {num_samples}")
-    return None if num_samples is None else int(num_samples)
-
-
 def _source_values(source: SourceColumns, column: str, parameter: str) -> Sequence[Any]:
     if column not in source.columns:
         raise KeyError(f"{parameter}={column!r} is not a column of the source (columns: {source.columns!r})")
     return source.column_values(column)
-
-
-class _SeededSampler(Sampler):
-    """Epoch ``k`` draws from ``numpy.random.default_rng([seed, k])``."""
-
-    def __init__(self, seed: int | None) -> None:
-        self.seed = _check_seed(seed)
-        self._entropy = np.random.SeedSequence().entropy if seed is None else None
-
-    def _rng(self, epoch: int) -> np.random.Generator:
-        base: Any = self.seed if self.seed is not None else self._entropy
-        return np.random.default_rng([base, epoch])
 
 
 class WeightedSampler(_SeededSampler):
@@ -279,11 +268,9 @@ class WeightedSampler(_SeededSampler):
 
     def indices(self, n: int, *, epoch: int, positions: np.ndarray | None = None) -> np.ndarray:
         """Weighted draws among ``n`` entries, at source ``positions`` (default ``0 .. n - 1``)."""
-        if self._weights is None:
-            raise ValueError(f"{self!r} reads the source column {self.column!r}: bind() it to a source first")
+        w = self._bound(self._weights, n, positions)
         if n == 0:
             return np.empty(0, np.int64)
-        w = self._weights[positions] if positions is not None else self._weights[:n]
         total = float(w.sum())
         if total <= 0:
             raise ValueError(f"all {n} entries ordered by {self!r} have weight 0: nothing can be drawn")
@@ -379,11 +366,9 @@ class BalancedSampler(_SeededSampler):
 
     def indices(self, n: int, *, epoch: int, positions: np.ndarray | None = None) -> np.ndarray:
         """Equal shares per class among ``n`` entries at source ``positions``."""
-        if self._classes is None:
-            raise ValueError(f"{self!r} reads the source column {self.column!r}: bind() it to a source first")
+        classes = self._bound(self._classes, n, positions)
         if n == 0:
             return np.empty(0, np.int64)
-        classes = self._classes[positions] if positions is not None else self._classes[:n]
         present, inverse = np.unique(classes, return_inverse=True)
         count = n if self.num_samples is None else self.num_samples
         rng = self._rng(epoch)
