@@ -48,8 +48,16 @@ lint: install-dev
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+# The suite runs twice: with the default thread runner, then with DASK_DASK_RESERVOIR__LOADER=auto, which
+# puts every reservoir on a process, remote or embedded cluster (not a threaded one) behind a loader
+# process, over the test modules that build such reservoirs.
+LOADER_TESTS := tests/test_loader.py tests/test_reservoir_processes.py tests/test_remote.py \
+	tests/test_cluster.py tests/test_reservoir_lifecycle.py tests/test_reservoir_values.py \
+	tests/test_reservoir.py tests/test_reservoir_sampling.py tests/test_examples.py
+
 test: install-dev lint
 	$(PY) -m pytest
+	DASK_DASK_RESERVOIR__LOADER=auto $(PY) -m pytest $(LOADER_TESTS)
 
 bench: install-dev $(VENV)/.stamp-bench
 	$(PY) -m benchmarks.run

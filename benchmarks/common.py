@@ -108,6 +108,9 @@ class Consumer:
     """
 
     step: float
+    hold_gil: bool = False
+    """Spin in Python for the step (a pure-Python training step) instead of sleeping (a step
+    that releases the GIL, as native code and GPU work do)."""
     batches: int = 0
     stalls: list[float] = field(default_factory=list)
     first_batch_at: float = float("nan")
@@ -162,7 +165,10 @@ class Consumer:
             seen.update(int(u) for u in np.asarray(batch[uid_key]).ravel())
         wanted = max(0.0, self.step - self._oversleep - (time.perf_counter() - t0))
         t1 = time.perf_counter()
-        time.sleep(wanted)
+        if self.hold_gil:
+            _spin(wanted)
+        else:
+            time.sleep(wanted)
         over = time.perf_counter() - t1 - wanted
         self._oversleep = min(0.9 * self._oversleep + 0.1 * over, self.step / 2)
         self.step_seconds += time.perf_counter() - t0
@@ -182,6 +188,15 @@ class Consumer:
             "fresh_fraction_of_loaders": fresh_per_s / loader_capacity,
             "cpu_cores": (self._cpu_end - self._cpu_first) / wall,
         }
+
+
+def _spin(seconds: float) -> None:
+    """Hold the GIL for ``seconds`` (Python bytecode, released only at the switch interval)."""
+    end = time.perf_counter() + seconds
+    x = 0
+    while time.perf_counter() < end:
+        for i in range(100):
+            x += i
 
 
 def _process_cpu_seconds() -> float:

@@ -29,6 +29,9 @@ W1_VARIANTS: dict[str, dict[str, Any]] = {
     "dask_reservoir loader='process'": {"loader": "process"},
     "dask_reservoir loader='thread'": {"loader": "thread"},
     "dask_reservoir prefetch_batches=0": {"prefetch_batches": 0},
+    "dask_reservoir client=None, loader='process'": {"client": None, "nb_workers": 2, "loader": "process"},
+    "GIL-holding step, loader='thread'": {"loader": "thread", "hold_gil": True},
+    "GIL-holding step, loader='process'": {"loader": "process", "hold_gil": True},
 }
 FULL: dict[str, dict[str, Any]] = {
     "W1": {

@@ -37,6 +37,8 @@ from dask_reservoir import AsyncReservoir, RandomSampler
 
 # ---------------------------------------------------------------- W1 stall
 FLOOR = "first-batch floor: minimum x load / workers + import distributed"
+HOLD_GIL = "hold_gil"
+"""A W1 variant's key (not an ``AsyncReservoir`` argument): the step spins in Python."""
 FIRST_VS_FLOOR = ("first_batch_vs_floor", "first_batch_s", FLOOR)
 
 
@@ -45,7 +47,7 @@ def unsupported(kwargs: dict[str, Any]) -> list[str]:
     params = inspect.signature(AsyncReservoir).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return []
-    return [k for k in kwargs if k not in params]
+    return [k for k in kwargs if k not in params and k != HOLD_GIL]
 
 
 @contextlib.contextmanager
@@ -60,9 +62,11 @@ def _client_for(kwargs: dict[str, Any], cfg: dict[str, Any], scheduler: str | No
 
 def w1_reservoir(cfg: dict[str, Any], scheduler: str | None, kwargs: dict[str, Any]) -> Result:
     """W1 with the workload's settings plus ``kwargs``; the clock starts before the cluster's."""
+    kwargs = dict(kwargs)
+    hold_gil = bool(kwargs.pop(HOLD_GIL, False))
     source = pd.DataFrame({"delay": np.full(cfg["rows"], cfg["delay"])})
     start = time.perf_counter()
-    consumer = Consumer(step=cfg["step"])
+    consumer = Consumer(step=cfg["step"], hold_gil=hold_gil)
     with PeakRSS() as mem, _client_for(kwargs, cfg, scheduler) as client:
         settings = {**kwargs, "client": client}
         with AsyncReservoir(
@@ -85,6 +89,10 @@ def _w1_variant(name: str, kwargs: dict[str, Any], cfg: dict[str, Any], schedule
     if scheduler and "client" in kwargs:
         return {"system": name, "note": "skipped: --scheduler given"}
     return {"system": name, **w1_reservoir(cfg, scheduler, kwargs), **ratios(FIRST_VS_FLOOR)}
+
+
+def _kwargs_label(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
 def w1_floor(cfg: dict[str, Any]) -> Result:
@@ -186,9 +194,17 @@ def _w2_paused(client: Any, cfg: dict[str, Any]) -> Result:
     }
 
 
-def _w2_under_load(client: Any, cfg: dict[str, Any]) -> Result:
-    """Serve from a full reservoir of default settings while its source (many times larger)
-    keeps loading: entries are replaced in every epoch."""
+def _w2_under_load(client: Any, cfg: dict[str, Any], **kwargs: Any) -> Result:
+    """Serve from a full reservoir of default settings (plus ``kwargs``) while its source (many
+    times larger) keeps loading: entries are replaced in every epoch."""
+    missing = unsupported(kwargs)
+    label = (
+        "dask_reservoir under load (defaults)"
+        if not kwargs
+        else f"dask_reservoir under load, {_kwargs_label(kwargs)}"
+    )
+    if missing:
+        return {"system": label, "note": f"skipped: this AsyncReservoir does not accept {', '.join(missing)}"}
     n, batch = cfg["entries"], cfg["batch"]
     source = pd.DataFrame({"i": np.arange(n * cfg["source_factor"])})
     sampler = RandomSampler(seed=0)
@@ -200,6 +216,7 @@ def _w2_under_load(client: Any, cfg: dict[str, Any]) -> Result:
         client=client,
         batch_size=batch,
         reservoir_sampler=sampler,
+        **kwargs,
     ) as r:
         t0 = time.perf_counter()
         iter(r)  # wait until full
@@ -210,7 +227,7 @@ def _w2_under_load(client: Any, cfg: dict[str, Any]) -> Result:
         served, seconds, last = _time_batches(r, cfg["batches"])
         ingested = r.stats().entries_ingested - before
     _check_shape(last, batch)
-    row = _serving("dask_reservoir under load (defaults)", served, seconds, batch * IMAGE_BYTES)
+    row = _serving(label, served, seconds, batch * IMAGE_BYTES)
     return {**row, "entries_ingested_per_s": ingested / seconds, "fill_s": fill, **ratios(TO_NUMPY)}
 
 
@@ -239,7 +256,8 @@ def w2(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
     with local_cluster(2, scheduler) as client:
         paused = _w2_paused(client, cfg)
         loaded = _w2_under_load(client, cfg)
-    return [paused, loaded, *_w2_numpy(cfg)]
+        threaded = _w2_under_load(client, cfg, loader="thread")
+    return [paused, loaded, threaded, *_w2_numpy(cfg)]
 
 
 # ---------------------------------------------------------------- W3 fill throughput

@@ -43,11 +43,14 @@ class ClientHandle:
     client: Client
     owned: bool
     cluster: LocalCluster | None = None
+    local_workers: bool = False
+    """The workers are children of this process's parent (the loader process's view of
+    the embedded cluster): they import what this process imports."""
 
     @property
     def embedded(self) -> bool:
         """Whether the cluster is the reservoir's own ``LocalCluster`` of this process's children."""
-        return self.cluster is not None
+        return self.cluster is not None or self.local_workers
 
     @property
     def address(self) -> str:

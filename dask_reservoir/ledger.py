@@ -182,6 +182,7 @@ class Ledger:
         self._collect_errors = collect_errors
         self._skip_first_pass = set(skip_first_pass)
         self._waiting: deque[Completed] = deque()
+        self._shipped = 0  # taken by ship(), not yet acknowledged: still within the bound
         self._outstanding: set[Hashable] = set()  # in flight or waiting
         self._retry: deque[int] = deque()  # positions to submit first
         self._failures: dict[Hashable, FailureRecord] = {}
@@ -214,6 +215,27 @@ class Ledger:
             for item in taken:
                 self._outstanding.discard(item.uid)
         return taken
+
+    def ship(self, limit: int | None = None) -> list[Completed]:
+        """Like :meth:`take`, but the entries stay counted in the bound until :meth:`acknowledge`.
+
+        The loader process ships entries to the consumer's process before it takes them
+        (see :mod:`~dask_reservoir.loader`): they still occupy the bound, and their UIDs
+        are not submitted again, until the consumer says it took them.
+        """
+        with self.cond:
+            n = len(self._waiting) if limit is None else min(limit, len(self._waiting))
+            shipped = [self._waiting.popleft() for _ in range(n)]
+            self._shipped += n
+        return shipped
+
+    def acknowledge(self, uids: Sequence[Hashable]) -> None:
+        """The consumer took these shipped entries (or dropped them): free their room in the bound."""
+        with self.cond:
+            self._shipped = max(0, self._shipped - len(uids))
+            for uid in uids:
+                self._outstanding.discard(uid)
+            self.cond.notify_all()
 
     def has_waiting(self) -> bool:
         """Whether finished entries wait to be taken."""
@@ -329,6 +351,7 @@ class Ledger:
             self.closed = True
             self.status = "closed"
             self._waiting.clear()
+            self._shipped = 0
             self._outstanding.clear()
             self.cond.notify_all()
 
@@ -342,10 +365,10 @@ class Ledger:
         """
         with self.cond:
             k = max(1, min(self._rows_per_job, len(self._uids) - len(self._quarantined)))
-            if self.max_rows - self.rows_in_flight - len(self._waiting) < k:
+            if self.max_rows - self.rows_in_flight - len(self._waiting) - self._shipped < k:
                 return []
             positions = self._next_positions(k)
-            if positions and len(positions) < k and (self.jobs_in_flight or self._waiting):
+            if positions and len(positions) < k and (self.jobs_in_flight or self._waiting or self._shipped):
                 for p in reversed(positions):  # hold them: wait for a full job
                     self._outstanding.discard(self._uids[p])
                     self._retry.appendleft(p)

@@ -13,10 +13,11 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
-__all__ = ["DEFAULTS", "ON_CLUSTER_LOSS", "ON_ERROR", "ReservoirOptions", "validate_options"]
+__all__ = ["DEFAULTS", "LOADERS", "ON_CLUSTER_LOSS", "ON_ERROR", "ReservoirOptions", "validate_options"]
 
 ON_ERROR = ("skip", "raise")
 ON_CLUSTER_LOSS = ("raise", "serve")
+LOADERS = ("auto", "process", "thread")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ReservoirOptions:
     on_cluster_loss: str = "raise"
     nb_workers: int | None = None
     job_timeout: float | None = None
+    loader: str | None = None  # None: the dask config "dask_reservoir.loader", default "thread"
 
 
 DEFAULTS: dict[str, Any] = {
@@ -164,4 +166,5 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         on_cluster_loss=_choice("on_cluster_loss", k["on_cluster_loss"], ON_CLUSTER_LOSS),
         nb_workers=_opt_int("nb_workers", k["nb_workers"], minimum=1),
         job_timeout=job_timeout,
+        loader=None if k["loader"] is None else _choice("loader", k["loader"], LOADERS),
     )

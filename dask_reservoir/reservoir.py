@@ -26,10 +26,11 @@ from .dask_source import DaskSource
 from .errors import ClusterLostError, ReservoirClosedError
 from .ingest import minimum_error, single_take, take_limit
 from .lifecycle import Uncopyable, close_in_background, track, untrack
+from .loader import LoaderProcess, choose_loader
 from .options import ReservoirOptions, validate_options
 from .prefetch import BatchBuilder
 from .progress import WaitProgress
-from .runner import WAIT_SLICE, runner_for
+from .runner import WAIT_SLICE, JobRunner, runner_for
 from .samplers import RandomSampler, Sampler, check_sampler
 from .source import Source, is_dask_frame, make_source
 from .stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
@@ -138,6 +139,16 @@ class AsyncReservoir(Uncopyable):
         task, so the worker's slot, is freed.  The call itself cannot be interrupted: it
         goes on in a daemon thread of the worker (with the worker's context) until it
         returns; at most 4 such calls run per worker process, then new calls wait.
+    loader : {"thread", "process", "auto"}, optional
+        Where jobs are submitted and their results received.  ``"thread"``: a thread of
+        this process.  ``"process"``: a loader process (a child Python) with its own dask
+        client of the same scheduler runs the jobs and ships finished entries here, so
+        dask's event loop and (de)serialisation never compete with the training loop for
+        this process's GIL; it needs a scheduler reachable by address and a pandas source
+        (``ValueError`` otherwise), and starts in about half a second.  ``"auto"``: the
+        process where it can be used, else the thread.  None (the default) reads the dask
+        config ``dask_reservoir.loader`` (``"thread"`` unless set, e.g. by the environment
+        variable ``DASK_DASK_RESERVOIR__LOADER=auto``).  ``stats().loader`` says which runs.
 
     Examples
     --------
@@ -183,6 +194,7 @@ class AsyncReservoir(Uncopyable):
         job_timeout: float | str | None = None,
         progress: bool = False,
         prefetch_batches: int = 2,
+        loader: str | None = None,
     ) -> None:
         self._closed = True  # until fully built, so __del__ and close() are no-ops
         given = locals()
@@ -269,7 +281,9 @@ class AsyncReservoir(Uncopyable):
             preloaded.append(entry.uid)
         self.perf_sending = Performance()
         self.perf_receiving = Performance()
-        self._runner = runner_for(
+        self._loader, self._loader_reason = choose_loader(options.loader, handle, source)
+        make_runner = LoaderProcess if self._loader == "process" else runner_for
+        self._runner: JobRunner | LoaderProcess = make_runner(
             handle,
             source,
             function_to_run,
@@ -655,6 +669,7 @@ class AsyncReservoir(Uncopyable):
             stall_seconds_p99=stall_p99,
             address=self._address,
             status="closed" if self._closed else c.status,
+            loader=self._loader,
         )
 
     def release_quarantine(self, uids: Iterable[Hashable] | None = None) -> list[Hashable]:

@@ -41,7 +41,7 @@ from .source import PandasSource, Source
 from .stats import Performance
 from .tasks import JobSpec, Opaque, run_partition_rows, run_rows
 
-__all__ = ["WAIT_SLICE", "Completed", "JobRunner", "RunnerCounters", "runner_for"]
+__all__ = ["WAIT_SLICE", "Completed", "JobRunner", "RunnerCounters", "raise_fatal", "runner_for"]
 
 logger = logging.getLogger("dask_reservoir")
 
@@ -65,6 +65,16 @@ class _Job:
     positions: list[int]
     submitted_at: float
     by_value: bool
+
+
+def raise_fatal(fatal: BaseException | None) -> None:
+    """Raise what stopped the runner (thread or loader process) in the caller's thread, if anything."""
+    if fatal is not None:
+        if isinstance(fatal, ClusterLostError):
+            raise ClusterLostError(str(fatal)) from fatal.__cause__
+        if type(fatal) in (ValueError, TypeError):  # a bad source_sampler, say
+            raise type(fatal)(str(fatal)) from fatal
+        raise RuntimeError(f"the dask_reservoir job runner stopped: {fatal!r}") from fatal
 
 
 def _key_part(uid: Hashable) -> str:
@@ -178,13 +188,7 @@ class JobRunner:
 
     def check(self) -> None:
         """Raise, in the caller's thread, what stopped the runner thread, if anything."""
-        fatal = self.ledger.fatal
-        if fatal is not None:
-            if isinstance(fatal, ClusterLostError):
-                raise ClusterLostError(str(fatal)) from fatal.__cause__
-            if type(fatal) in (ValueError, TypeError):  # a bad source_sampler, say
-                raise type(fatal)(str(fatal)) from fatal
-            raise RuntimeError(f"the dask_reservoir job runner stopped: {fatal!r}") from fatal
+        raise_fatal(self.ledger.fatal)
 
     def close(self, timeout: float = JOIN_TIMEOUT) -> None:
         """Stop submitting, cancel or release every future, join the thread (idempotent)."""

@@ -134,7 +134,10 @@ class ReservoirStats:
         The scheduler address.
     status : str
         ``"running"``, ``"connecting"`` (the client is trying to reconnect),
-        ``"lost"`` (it gave up) or ``"closed"``.
+        ``"lost"`` (it gave up, or the loader process died) or ``"closed"``.
+    loader : str
+        ``"process"`` when a loader process owns the dask client and the jobs,
+        ``"thread"`` when a thread of this process does (see ``AsyncReservoir(loader=)``).
     """
 
     jobs_submitted: int = 0
@@ -180,6 +183,7 @@ class ReservoirStats:
     quarantined: Mapping[Hashable, FailureRecord] = field(default_factory=dict)
     address: str = ""
     status: str = "running"
+    loader: str = "thread"
 
     def summary(self) -> str:
         """A one-line human summary of the counters.
@@ -300,6 +304,16 @@ class Performance:
     def count(self) -> int:
         """Number of durations recorded."""
         return self._count
+
+    def totals(self) -> tuple[float, int]:
+        """``(sum of durations, count)``, to copy into another process's :meth:`load`."""
+        with self._lock:
+            return self._total, self._count
+
+    def load(self, total: float, count: int) -> None:
+        """Replace the recorded durations by ``count`` of them summing to ``total``."""
+        with self._lock:
+            self._total, self._count = float(total), int(count)
 
     def __repr__(self) -> str:
         return f"<Performance: count={self._count} average={self.get_average_time():.6f}s>"

@@ -45,6 +45,31 @@ def test_bound_counts_in_flight_and_waiting_rows() -> None:
     assert (c.rows_in_flight, c.entries_waiting, c.jobs_submitted, c.rows_loaded) == (4, 0, 3, 2)
 
 
+def test_shipped_entries_stay_in_the_bound_until_acknowledged() -> None:
+    ledger = Ledger(list("abcd"), SequentialSampler(), max_rows=2, rows_per_job=1)
+    assert submit(ledger) == [0] and submit(ledger) == [1] and submit(ledger) == []
+    ledger.finished([0, 1], [ok("a"), ok("b")], now=0.0)
+    shipped = ledger.ship()
+    assert [c.uid for c in shipped] == ["a", "b"]
+    assert ledger.counters().entries_waiting == 0 and not ledger.has_waiting()
+    assert submit(ledger) == []  # shipped, not acknowledged: still within the bound
+    ledger.acknowledge(["a"])
+    assert submit(ledger) == [2]
+    ledger.acknowledge(["b"])
+    assert submit(ledger) == [3]
+    assert submit(ledger) == []
+
+
+def test_shipped_uid_is_not_submitted_again_before_acknowledged() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=10, rows_per_job=1)
+    assert [submit(ledger) for _ in range(3)] == [[0], [1], []]
+    ledger.finished([0], [ok("a")], now=0.0)
+    ledger.ship()
+    assert submit(ledger) == []  # "a" is on its way to the consumer; "b" is in flight
+    ledger.acknowledge(["a"])
+    assert submit(ledger) == [0]
+
+
 def test_source_cycles_and_outstanding_rows_are_not_doubled() -> None:
     ledger = Ledger(list("ab"), SequentialSampler(), max_rows=10, rows_per_job=1)
     assert [submit(ledger) for _ in range(3)] == [[0], [1], []]
