@@ -126,7 +126,13 @@ def test_job_that_kills_its_worker_ends_as_killed_worker_failure(remote: CliClus
     with (
         remote.client() as c,
         AsyncReservoir(
-            frame(10), kill_own_worker_on_zero, 10, min_reservoir_samples=5, client=c, max_failures_per_uid=2
+            frame(10),
+            kill_own_worker_on_zero,
+            10,
+            min_reservoir_samples=5,
+            client=c,
+            max_failures_per_uid=2,
+            rows_per_job=1,  # a packed task holding UID 0 would take its other rows down with it
         ) as r,
     ):
         iterate_until(r, lambda: 0 in r.stats().quarantined)
