@@ -18,6 +18,7 @@ from .batches import epoch_order
 from .errors import JobError
 from .outcomes import Outcome, RowFailed, RowLoaded
 from .samplers import Sampler
+from .shards import shard_mask
 from .sizing import TaskSizer, mean_row_bytes
 from .source import same_uid
 from .stats import FailureRecord
@@ -138,6 +139,8 @@ class Ledger:
         Keep a ``JobError`` per failure for :meth:`pop_error`.
     skip_first_pass : collection
         UIDs not submitted in the first pass (their entries are loaded already).
+    rank, world_size : int
+        Submit only this rank's shard of each pass (:mod:`~dask_reservoir.shards`).
 
     Examples
     --------
@@ -169,8 +172,11 @@ class Ledger:
         max_failures_per_uid: int | None = None,
         collect_errors: bool = False,
         skip_first_pass: Sequence[Hashable] = (),
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.cond = threading.Condition()
+        self._rank, self._world_size = rank, world_size
         self._uids = uids
         self._order_sampler = order
         self._fixed_bound = max_rows
@@ -387,9 +393,12 @@ class Ledger:
         scanned = 0
         while len(out) < limit and scanned < n:
             if self._cursor >= len(self._order):
-                self._order = epoch_order(
+                order = epoch_order(
                     self._order_sampler, n, self._pass, name="source_sampler", of="source rows"
-                ).tolist()
+                )
+                if self._world_size > 1:  # this rank's shard of this pass, in the sampler's order
+                    order = order[shard_mask(n, self._pass, self._rank, self._world_size)[order]]
+                self._order = order.tolist()
                 self._pass += 1
                 self._cursor = 0
                 if not self._order:

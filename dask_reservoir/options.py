@@ -13,6 +13,8 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
+from .shards import check_rank
+
 __all__ = ["DEFAULTS", "LOADERS", "ON_CLUSTER_LOSS", "ON_ERROR", "ReservoirOptions", "validate_options"]
 
 ON_ERROR = ("skip", "raise")
@@ -46,6 +48,8 @@ class ReservoirOptions:
     nb_workers: int | None = None
     job_timeout: float | None = None
     loader: str | None = None  # None: the dask config "dask_reservoir.loader", default "thread"
+    rank: int = 0
+    world_size: int = 1
 
 
 DEFAULTS: dict[str, Any] = {
@@ -142,6 +146,7 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         raise TypeError(
             f"collate_fn must be callable or None, got {type(collate_fn).__name__}: {collate_fn!r}"
         )
+    rank, world_size = check_rank(k["rank"], k["world_size"])
     timeout = _seconds("timeout", k["timeout"])
     job_timeout = _seconds("job_timeout", k["job_timeout"])
     return ReservoirOptions(
@@ -167,4 +172,6 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         nb_workers=_opt_int("nb_workers", k["nb_workers"], minimum=1),
         job_timeout=job_timeout,
         loader=None if k["loader"] is None else _choice("loader", k["loader"], LOADERS),
+        rank=rank,
+        world_size=world_size,
     )

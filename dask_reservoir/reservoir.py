@@ -32,6 +32,7 @@ from .prefetch import BatchBuilder
 from .progress import WaitProgress
 from .runner import WAIT_SLICE, JobRunner, runner_for
 from .samplers import RandomSampler, Sampler, check_sampler
+from .shards import rows_per_rank_epoch, shard_positions
 from .source import Source, is_dask_frame, make_source
 from .stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
 from .store import Entry, ReservoirStore, StoreError
@@ -149,6 +150,21 @@ class AsyncReservoir(Uncopyable):
         process where it can be used, else the thread.  None (the default) reads the dask
         config ``dask_reservoir.loader`` (``"thread"`` unless set, e.g. by the environment
         variable ``DASK_DASK_RESERVOIR__LOADER=auto``).  ``stats().loader`` says which runs.
+    rank, world_size : int
+        Data-parallel training: ``world_size`` reservoirs (one per rank, usually one per
+        process, all on one cluster) share the source without talking to each other.  In
+        each pass over the source, rank ``rank`` loads only its shard: the rows a
+        permutation seeded by the pass number deals to it (:func:`shard_positions`), the
+        same on every rank.  Shards are disjoint within a pass and cover the source; they
+        change from pass to pass, so every rank meets every UID over time.  With
+        ``world_size > 1`` every epoch of every rank serves exactly ``R`` entries, ``R =
+        maximum_number_of_samples_per_epoch`` if given, else ``min_reservoir_samples`` (at
+        most the source's rows): ``iter()`` waits until the reservoir holds ``R`` entries,
+        and the sampler's order is cut to ``R`` (or repeated up to ``R``), so every rank
+        yields ``len(iter(r))`` = ``ceil(R / batch_size)`` batches (``floor`` with
+        ``drop_last``) and a collective in the training step never waits for a rank whose
+        epoch ended early.  Reservoirs made by :meth:`subsample`/:meth:`subsample_uids` are
+        not sharded.
 
     Examples
     --------
@@ -195,6 +211,8 @@ class AsyncReservoir(Uncopyable):
         progress: bool = False,
         prefetch_batches: int = 2,
         loader: str | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self._closed = True  # until fully built, so __del__ and close() are no-ops
         given = locals()
@@ -346,7 +364,32 @@ class AsyncReservoir(Uncopyable):
 
     # ------------------------------------------------------------------ ingestion
     def _required(self) -> int:
-        return min(self._options.min_reservoir_samples, len(self._source))
+        required = min(self._options.min_reservoir_samples, len(self._source))
+        if self._options.world_size > 1:
+            return max(required, self._rank_epoch_rows())
+        return required
+
+    def _rank_epoch_rows(self) -> int:
+        return rows_per_rank_epoch(
+            min_reservoir_samples=self._options.min_reservoir_samples,
+            maximum_number_of_samples_per_epoch=self._options.maximum_number_of_samples_per_epoch,
+            n_source=len(self._source),
+        )
+
+    def shard_uids(self, pass_number: int) -> list[Hashable]:
+        """The UIDs this rank loads in pass ``pass_number`` over the source (all with one rank).
+
+        Examples
+        --------
+        >>> from dask_reservoir.shards import shard_positions
+        >>> [shard_positions(6, 0, rank, 2).tolist() for rank in (0, 1)]
+        [[1, 3, 4], [0, 2, 5]]
+        """
+        if isinstance(pass_number, bool) or not isinstance(pass_number, (int, np.integer)) or pass_number < 0:
+            raise ValueError(f"pass_number must be an int >= 0, got {pass_number!r}")
+        uids = self._source.uids
+        positions = shard_positions(len(uids), int(pass_number), self._options.rank, self._options.world_size)
+        return [uids[p] for p in positions]
 
     def _ingest(self, *, capped: bool) -> int:
         """Move waiting entries into the store, as :func:`~dask_reservoir.ingest.take_limit` says."""
@@ -473,6 +516,9 @@ class AsyncReservoir(Uncopyable):
         except BaseException:
             snapshot.release()
             raise
+        max_samples = self._options.maximum_number_of_samples_per_epoch
+        if self._options.world_size > 1 and len(order):  # the same number of entries on every rank
+            order, max_samples = np.resize(order, self._rank_epoch_rows()), None
         if self._options.drop_last and len(order) < self._options.batch_size:
             warnings.warn(
                 f"batch_size={self._options.batch_size} is larger than the {len(order)} entries this "
@@ -487,7 +533,7 @@ class AsyncReservoir(Uncopyable):
             drop_last=self._options.drop_last,
             collate_fn=self._options.collate_fn,
             uid_column=self._options.uid_column,
-            max_samples=self._options.maximum_number_of_samples_per_epoch,
+            max_samples=max_samples,
             check=self._check_usable,
             on_batch=self._count_batch,
             builder=self._builder,
@@ -613,7 +659,7 @@ class AsyncReservoir(Uncopyable):
             child._start(
                 source=source,
                 function_to_run=self._function,
-                options=self._options,
+                options=replace(self._options, rank=0, world_size=1),  # a subset is not sharded
                 samplers=(sampler, self._given_samplers[1].subset(positions)),
                 handle=ClientHandle(self._handle.client, owned=False),
                 preload=sorted(preload, key=lambda e: e.loaded_at),

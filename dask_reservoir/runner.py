@@ -106,7 +106,7 @@ class JobRunner:
         the embedded cluster, whose workers import what this process imports).
     **ledger_options
         ``auto_bound_threads``, ``capacity``, ``max_failures_per_uid``, ``collect_errors``,
-        ``skip_first_pass``: see :class:`~dask_reservoir.ledger.Ledger`.
+        ``skip_first_pass``, ``rank``, ``world_size``: see :class:`~dask_reservoir.ledger.Ledger`.
     """
 
     def __init__(
@@ -127,6 +127,8 @@ class JobRunner:
         perf_sending: Performance | None = None,
         perf_receiving: Performance | None = None,
         check_imports: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self._client = client
         self._source = source
@@ -146,6 +148,8 @@ class JobRunner:
             max_failures_per_uid=max_failures_per_uid,
             collect_errors=collect_errors,
             skip_first_pass=skip_first_pass,
+            rank=rank,
+            world_size=world_size,
         )
         self.perf_sending = perf_sending or Performance()
         self.perf_receiving = perf_receiving or Performance()
@@ -488,4 +492,6 @@ def runner_for(
         perf_sending=perf_sending,
         perf_receiving=perf_receiving,
         check_imports=not handle.embedded,
+        rank=options.rank,
+        world_size=options.world_size,
     )
