@@ -23,7 +23,23 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
 if TYPE_CHECKING:
     from .reservoir import AsyncReservoir
 
-__all__ = ["ReservoirDataset", "to_tensors"]
+__all__ = ["ReservoirDataset", "distributed_rank", "to_tensors"]
+
+
+def distributed_rank() -> dict[str, int]:
+    """``{"rank": ..., "world_size": ...}`` of ``torch.distributed`` when it is initialised, else one rank.
+
+    Pass it to ``AsyncReservoir(..., **distributed_rank())`` in each data-parallel process.
+
+    Examples
+    --------
+    >>> distributed_rank()  # no process group here
+    {'rank': 0, 'world_size': 1}
+    """
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return {"rank": int(dist.get_rank()), "world_size": int(dist.get_world_size())}
+    return {"rank": 0, "world_size": 1}
 
 
 def to_tensors(

@@ -65,6 +65,14 @@ def test_remote_scheduler(tmp_path: Path) -> None:
     assert sum(line.startswith("epoch ") for line in out.splitlines()) == 3
 
 
+def test_ddp_ranks() -> None:
+    out = run_example("ddp_ranks.py", "--epochs", "6")
+    lines = [line for line in out.splitlines() if line.startswith("rank ")]
+    assert len(lines) == 3 and all("batches per epoch [4, 4, 4, 4, 4, 4]" in line for line in lines)
+    assert "pass-0 shards disjoint: True, covering the 300 rows: True" in out
+    assert "equal batch counts on every rank and epoch: True" in out
+
+
 def test_remote_scheduler_requires_an_address() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "remote_scheduler.py")],

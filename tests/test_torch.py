@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from dask_reservoir import AsyncReservoir
 from tests.utils import frame, load_value
 
 torch = pytest.importorskip("torch")
-from dask_reservoir.torch import ReservoirDataset, to_tensors  # noqa: E402
+from dask_reservoir.torch import ReservoirDataset, distributed_rank, to_tensors  # noqa: E402
 
 
 def test_to_tensors_zero_copy_and_dtypes() -> None:
@@ -76,3 +77,28 @@ def test_dataloader_with_spawned_workers_gets_the_clear_error(client: Client) ->
         )
         with pytest.raises(RuntimeError, match=r"DataLoader\(num_workers=0\)"):
             list(loader)
+
+
+RANK_SCRIPT = """
+import sys
+import torch.distributed as dist
+from dask_reservoir.torch import distributed_rank
+store = dist.FileStore(sys.argv[1], 2)
+dist.init_process_group("gloo", store=store, rank=int(sys.argv[2]), world_size=2)
+print(distributed_rank(), flush=True)
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_distributed_rank_reads_an_initialised_process_group(tmp_path: Path) -> None:
+    assert distributed_rank() == {"rank": 0, "world_size": 1}  # no group in this process
+    store = str(tmp_path / "store")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, store, str(rank)], stdout=subprocess.PIPE, text=True
+        )
+        for rank in (0, 1)
+    ]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert outs == ["{'rank': 0, 'world_size': 2}", "{'rank': 1, 'world_size': 2}"]
