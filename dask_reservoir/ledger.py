@@ -393,12 +393,7 @@ class Ledger:
         scanned = 0
         while len(out) < limit and scanned < n:
             if self._cursor >= len(self._order):
-                order = epoch_order(
-                    self._order_sampler, n, self._pass, name="source_sampler", of="source rows"
-                )
-                if self._world_size > 1:  # this rank's shard of this pass, in the sampler's order
-                    order = order[shard_mask(n, self._pass, self._rank, self._world_size)[order]]
-                self._order = order.tolist()
+                self._order = self._pass_order(self._pass)
                 self._pass += 1
                 self._cursor = 0
                 if not self._order:
@@ -416,6 +411,46 @@ class Ledger:
             out.append(pos)
             self._outstanding.add(uid)
         return out
+
+    def _pass_order(self, pass_number: int) -> list[int]:
+        """Source positions of pass ``pass_number``, in the source sampler's order (this rank's shard)."""
+        n = len(self._uids)
+        order = epoch_order(self._order_sampler, n, pass_number, name="source_sampler", of="source rows")
+        if self._world_size > 1:  # this rank's shard of this pass, in the sampler's order
+            order = order[shard_mask(n, pass_number, self._rank, self._world_size)[order]]
+        return cast(list[int], order.tolist())
+
+    def source_position(self) -> tuple[int, int, tuple[Hashable, ...]]:
+        """``(pass, cursor, pending UIDs)`` for a checkpoint.
+
+        Passes started, the position in the current pass's order, and the UIDs
+        submitted but not yet taken (in flight, waiting, or held for a retry).
+        """
+        with self.cond:
+            pending = [self._uids[p] for p in self._retry] + list(self._outstanding)
+            return self._pass, self._cursor, tuple(dict.fromkeys(pending))
+
+    def restore(
+        self, *, source_pass: int, source_cursor: int, first: Sequence[int], quarantined: Sequence[Hashable]
+    ) -> None:
+        """Go on from a checkpoint: the source order where it stopped, ``first`` submitted first.
+
+        Call before the first job is submitted.  Quarantined UIDs stay quarantined
+        (:meth:`release_quarantine` frees them).
+        """
+        with self.cond:
+            if source_pass > 0:
+                self._order = self._pass_order(source_pass - 1)
+                self._pass = source_pass
+                self._cursor = min(source_cursor, len(self._order))
+            self._retry.extend(first)
+            known = set(self._uids)
+            for uid in quarantined:
+                if uid in known:
+                    record = FailureRecord(
+                        uid, "Quarantined", "quarantined when the checkpoint was saved", "", 0, 0
+                    )
+                    self._quarantined[uid] = record
 
     # ------------------------------------------------------------------ what happened to jobs
     def submitted(self, positions: Sequence[int]) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 import cloudpickle
 import dask.config
 
+from .checkpoint import ResumePoint
 from .cluster import ClientHandle
 from .dask_source import DaskSource
 from .loader_process import RELEASE_SECONDS, dumps
@@ -97,7 +98,7 @@ class LoaderProcess:
     handle : ClientHandle
         The consumer's client: the loader connects to its scheduler address (with its
         ``security``); with the embedded cluster, the workers import what this process imports.
-    source, function, options, order, skip_first_pass
+    source, function, options, order, skip_first_pass, resume
         As for :func:`~dask_reservoir.runner.runner_for`; pickled with cloudpickle.
     """
 
@@ -112,8 +113,10 @@ class LoaderProcess:
         skip_first_pass: Sequence[Hashable] = (),
         perf_sending: Performance | None = None,
         perf_receiving: Performance | None = None,
+        resume: ResumePoint | None = None,
     ) -> None:
         settings = {
+            "resume": resume,
             "address": handle.address,
             "security": getattr(handle.client, "security", None),
             "local_workers": handle.embedded,

@@ -122,6 +122,7 @@ class Loop:
             mean_load_seconds=ledger.mean_load_seconds,
             rows_per_job=ledger.rows_per_job,
             max_rows=ledger.max_rows,
+            source_position=ledger.source_position(),
             sending=runner.perf_sending.totals(),
             receiving=runner.perf_receiving.totals(),
         )
@@ -196,6 +197,7 @@ def main(fd: int) -> None:
             settings["options"],
             settings["order"],
             skip_first_pass=settings["skip_first_pass"],
+            resume=settings["resume"],
         )
         runner.start()
         Loop(conn, runner).run()

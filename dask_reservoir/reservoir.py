@@ -8,19 +8,31 @@ background) -> waiting entries -> :mod:`~dask_reservoir.store` (at each
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .batches import BatchIterator, epoch_order
+from .checkpoint import (
+    STATE_FORMAT,
+    STATE_VERSION,
+    ResumePoint,
+    check_state,
+    jsonable_uid,
+    read_state,
+    uids_digest,
+    write_state,
+)
 from .cluster import ClientHandle, resolve_client
 from .dask_source import DaskSource
 from .errors import ClusterLostError, ReservoirClosedError
@@ -300,20 +312,26 @@ class AsyncReservoir(Uncopyable):
         self.perf_sending = Performance()
         self.perf_receiving = Performance()
         self._loader, self._loader_reason = choose_loader(options.loader, handle, source)
-        make_runner = LoaderProcess if self._loader == "process" else runner_for
-        self._runner: JobRunner | LoaderProcess = make_runner(
-            handle,
-            source,
-            function_to_run,
-            options,
-            self._source_sampler,
-            skip_first_pass=preloaded,
-            perf_sending=self.perf_sending,
-            perf_receiving=self.perf_receiving,
-        )
+        self._runner: JobRunner | LoaderProcess = self._make_runner(skip_first_pass=preloaded)
         self._closed = False
         track(self)
         self.initializer()
+
+    def _make_runner(
+        self, *, skip_first_pass: Sequence[Hashable] = (), resume: ResumePoint | None = None
+    ) -> JobRunner | LoaderProcess:
+        make_runner = LoaderProcess if self._loader == "process" else runner_for
+        return make_runner(
+            self._handle,
+            self._source,
+            self._function,
+            self._options,
+            self._source_sampler,
+            skip_first_pass=skip_first_pass,
+            perf_sending=self.perf_sending,
+            perf_receiving=self.perf_receiving,
+            resume=resume,
+        )
 
     @property
     def max_jobs_at_once(self) -> int:
@@ -590,6 +608,116 @@ class AsyncReservoir(Uncopyable):
         self._check_open()
         with self._lock:
             self._epoch_number = int(epoch)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """A small JSON-able dict to resume this run from (see :meth:`load_state_dict`).
+
+        It holds the epoch number, where the source order is (pass and cursor) and the
+        UIDs submitted but not yet ingested, the reservoir's members oldest first with
+        their age and use count, the quarantined UIDs and some counters; not the
+        entries' data.  The samplers' orders are functions of ``(seed, epoch)`` and of
+        the pass number, so the numbers are their state.
+
+        Examples
+        --------
+        >>> from dask_reservoir.checkpoint import STATE_FORMAT, STATE_VERSION
+        >>> (STATE_FORMAT, STATE_VERSION)
+        ('dask_reservoir.state', 1)
+        """
+        self._check_open()
+        ledger = self._runner.ledger
+        with self._lock:
+            source_pass, cursor, pending = ledger.source_position()
+            c = ledger.counters()
+            now = time.monotonic()
+            entries = sorted(self._store, key=lambda e: e.loaded_at)
+            members = [
+                {"uid": jsonable_uid(e.uid), "age_seconds": now - e.loaded_at, "times_served": e.times_served}
+                for e in entries
+            ]
+            with self._counter_lock:
+                served = {"batches_served": self._batches_served, "samples_served": self._samples_served}
+            return {
+                "format": STATE_FORMAT,
+                "version": STATE_VERSION,
+                "source": {
+                    "rows": len(self._source),
+                    "uid_column": self._options.uid_column,
+                    "uids_sha256": uids_digest(self._source.uids),
+                },
+                "rank": self._options.rank,
+                "world_size": self._options.world_size,
+                "epoch": self._epoch_number,
+                "epochs": self._epochs,
+                "source_pass": source_pass,
+                "source_cursor": cursor,
+                "pending_uids": [jsonable_uid(u) for u in pending],
+                "members": members,
+                "quarantined": [jsonable_uid(u) for u in c.quarantined],
+                "counters": {**served, "rows_loaded": c.rows_loaded, "rows_failed": c.rows_failed},
+            }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go on from a :meth:`state_dict` of a reservoir over the same source.
+
+        Call it on a new reservoir, before its first ``iter()``.  Epoch numbers (and so
+        the samplers' orders) go on where they stopped, the source order goes on from its
+        pass and cursor, and the former members are submitted first, oldest first, then
+        the rows that were out, so the reservoir refills with the same samples.  The
+        jobs this reservoir started meanwhile are cancelled.
+
+        Raises
+        ------
+        ValueError
+            The state is from another source (rows, UID column or UIDs), another rank,
+            another format or version, or this reservoir already served an epoch.  Nothing
+            is applied then.
+        """
+        self._check_open()
+        with self._lock:
+            if self._epochs:
+                raise ValueError(
+                    f"load_state_dict() must come before the first iter(); this reservoir started {self._epochs} epochs"
+                )
+            point = check_state(
+                state,
+                uids=self._source.uids,
+                uid_column=self._options.uid_column,
+                rank=self._options.rank,
+                world_size=self._options.world_size,
+                position=self._source.position,
+            )
+            self._runner.close()
+            self._store.clear()
+            self._runner = self._make_runner(resume=point)
+            self._epoch_number = point.epoch
+            self._runner.start()
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`state_dict` as JSON to ``path``, atomically; return the path."""
+        return write_state(path, self.state_dict())
+
+    @classmethod
+    def restore(cls, path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> AsyncReservoir:
+        """A new reservoir going on from the state saved at ``path`` by :meth:`save`.
+
+        ``args``/``kwargs`` are those of ``AsyncReservoir(...)``: the same source.
+
+        Raises
+        ------
+        ValueError
+            ``path`` is not a state file (corrupted JSON), or its state does not fit
+            the source (see :meth:`load_state_dict`); the new reservoir is closed then.
+        """
+        state = read_state(path)
+        reservoir = cls(*args, **kwargs)
+        try:
+            reservoir.load_state_dict(state)
+        except BaseException:
+            reservoir.close()
+            raise
+        return reservoir
 
     def reservoir_size(self) -> int:
         """Number of entries in the reservoir now."""

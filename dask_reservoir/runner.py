@@ -29,6 +29,7 @@ from typing import Any, cast
 
 from distributed import Client, Future
 
+from .checkpoint import ResumePoint
 from .cluster import ClientHandle, importable_on
 from .collector import MAX_UNEXPECTED, Arrival, LossTracker, ResultCollector
 from .dask_source import DaskSource
@@ -129,6 +130,7 @@ class JobRunner:
         check_imports: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        resume: ResumePoint | None = None,
     ) -> None:
         self._client = client
         self._source = source
@@ -151,6 +153,13 @@ class JobRunner:
             rank=rank,
             world_size=world_size,
         )
+        if resume is not None:
+            self.ledger.restore(
+                source_pass=resume.source_pass,
+                source_cursor=resume.source_cursor,
+                first=resume.first,
+                quarantined=resume.quarantined,
+            )
         self.perf_sending = perf_sending or Performance()
         self.perf_receiving = perf_receiving or Performance()
         # only touched by the runner thread (or by close() when it never started)
@@ -459,6 +468,7 @@ def runner_for(
     skip_first_pass: Sequence[Hashable] = (),
     perf_sending: Performance | None = None,
     perf_receiving: Performance | None = None,
+    resume: ResumePoint | None = None,
 ) -> JobRunner:
     """The runner of a reservoir with these options (not started).
 
@@ -494,4 +504,5 @@ def runner_for(
         check_imports=not handle.embedded,
         rank=options.rank,
         world_size=options.world_size,
+        resume=resume,
     )

@@ -727,3 +727,23 @@ def test_auto_does_not_pack_a_small_source_into_fewer_tasks_than_two_per_thread(
     )
     bigger.finished(submit(bigger), [ok(0, seconds=1e-6)], now=0.0)
     assert bigger.rows_per_job == 10  # 40 rows / (2 x 2 threads)
+
+
+def test_source_position_names_the_rows_out_and_restore_submits_them_first() -> None:
+    uids = list("abcdef")
+    ledger = Ledger(uids, SequentialSampler(), max_rows=3, rows_per_job=1)
+    assert [submit(ledger) for _ in range(3)] == [[0], [1], [2]]
+    ledger.finished([0], [ok("a")], now=0.0)  # "a" waits, "b" and "c" are in flight
+    source_pass, cursor, pending = ledger.source_position()
+    assert (source_pass, cursor) == (1, 3) and sorted(pending) == ["a", "b", "c"]
+    ledger.take()
+    assert sorted(ledger.source_position()[2]) == ["b", "c"]  # taken: no longer out
+
+    resumed = Ledger(uids, SequentialSampler(), max_rows=10, rows_per_job=1)
+    resumed.restore(
+        source_pass=1, source_cursor=3, first=[uids.index(u) for u in pending], quarantined=["f", "zz"]
+    )
+    jobs = [submit(resumed) for _ in range(6)]
+    assert sorted(p for job in jobs[:3] for p in job) == [0, 1, 2]  # what was out goes first
+    assert jobs[3:] == [[3], [4], []]  # then the pass goes on; "f" stays quarantined
+    assert set(resumed.counters().quarantined) == {"f"}

@@ -1,0 +1,172 @@
+"""Resume: a reservoir's state as a small JSON-able dict, checked before it is applied.
+
+Pure code.  :func:`check_state` validates a state against the source it is loaded on,
+and returns a :class:`ResumePoint` for the ledger (where the source order goes on,
+which rows to submit first) and the reservoir (the epoch number).  The format is
+versioned (:data:`STATE_FORMAT`, :data:`STATE_VERSION`); entries themselves are not in
+the state: a resumed reservoir loads its former members again, first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import numbers
+import os
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "STATE_FORMAT",
+    "STATE_VERSION",
+    "ResumePoint",
+    "check_state",
+    "jsonable_uid",
+    "read_state",
+    "uids_digest",
+    "write_state",
+]
+
+STATE_FORMAT = "dask_reservoir.state"
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed reservoir goes on.
+
+    ``source_pass``/``source_cursor``: the ledger's pass over the source and its
+    position in that pass's order; ``first``: source positions submitted before
+    anything else (the former members oldest first, then the rows that were out).
+    """
+
+    epoch: int
+    source_pass: int
+    source_cursor: int
+    first: tuple[int, ...]
+    quarantined: tuple[Hashable, ...]
+
+
+def jsonable_uid(uid: Hashable) -> int | float | str | bool:
+    """A UID as JSON holds it (numpy scalars become Python ones).
+
+    Examples
+    --------
+    >>> jsonable_uid(np.int64(3)), jsonable_uid("a")
+    (3, 'a')
+    >>> jsonable_uid((1, 2))
+    Traceback (most recent call last):
+    ...
+    TypeError: state_dict() needs UIDs that JSON holds as they are (int, float, str, bool), got tuple: (1, 2)
+    """
+    if isinstance(uid, np.generic):
+        uid = uid.item()
+    if isinstance(uid, (bool, int, float, str)):
+        return uid
+    raise TypeError(
+        "state_dict() needs UIDs that JSON holds as they are (int, float, str, bool), "
+        f"got {type(uid).__name__}: {uid!r}"
+    )
+
+
+def uids_digest(uids: Sequence[Hashable]) -> str:
+    """SHA-256 of the source's UIDs in order: a state is loaded only on the same source."""
+    h = hashlib.sha256()
+    for uid in uids:
+        h.update(repr(jsonable_uid(uid)).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _int(state: dict[str, Any], key: str) -> int:
+    value = state.get(key)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"state[{key!r}] must be an int >= 0, got {value!r}")
+    return int(value)
+
+
+def check_state(
+    state: Any,
+    *,
+    uids: Sequence[Hashable],
+    uid_column: str,
+    rank: int,
+    world_size: int,
+    position: Any,
+) -> ResumePoint:
+    """Check ``state`` against this source and rank; the :class:`ResumePoint` it describes.
+
+    ``position(uid)`` gives a UID's source position.  Raises ``ValueError`` (naming the
+    field and the values) when the state is not a state of this library and version,
+    was saved on another source (rows, UID column or UIDs differ) or another rank.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict from state_dict(), got {type(state).__name__}")
+    if state.get("format") != STATE_FORMAT:
+        raise ValueError(f"state['format'] must be {STATE_FORMAT!r}, got {state.get('format')!r}")
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(
+            f"state['version'] {state.get('version')!r} is not supported (this dask_reservoir reads version "
+            f"{STATE_VERSION})"
+        )
+    source = state.get("source")
+    if not isinstance(source, dict):
+        raise ValueError(f"state['source'] must be a dict, got {source!r}")
+    if source.get("rows") != len(uids) or source.get("uid_column") != uid_column:
+        raise ValueError(
+            f"the state was saved on a source of {source.get('rows')!r} rows with UID column "
+            f"{source.get('uid_column')!r}; this source has {len(uids)} rows with UID column {uid_column!r}"
+        )
+    if source.get("uids_sha256") != uids_digest(uids):
+        raise ValueError(
+            "the state was saved on a source with other UIDs (or another row order): uids_sha256 differs"
+        )
+    if (state.get("rank"), state.get("world_size")) != (rank, world_size):
+        raise ValueError(
+            f"the state was saved by rank {state.get('rank')!r} of {state.get('world_size')!r}; "
+            f"this reservoir is rank {rank} of {world_size}"
+        )
+    members = state.get("members")
+    if not isinstance(members, list) or not all(isinstance(m, dict) and "uid" in m for m in members):
+        raise ValueError("state['members'] must be a list of {'uid': ...} dicts")
+    pending = state.get("pending_uids", [])
+    quarantined = state.get("quarantined", [])
+    if not isinstance(pending, list) or not isinstance(quarantined, list):
+        raise ValueError("state['pending_uids'] and state['quarantined'] must be lists")
+    first: list[int] = []
+    for uid in [m["uid"] for m in members] + pending:
+        try:
+            first.append(int(position(uid)))
+        except KeyError:
+            raise ValueError(f"state names UID {uid!r}, which is not in this source") from None
+    return ResumePoint(
+        epoch=_int(state, "epoch"),
+        source_pass=_int(state, "source_pass"),
+        source_cursor=_int(state, "source_cursor"),
+        first=tuple(dict.fromkeys(first)),
+        quarantined=tuple(quarantined),
+    )
+
+
+def write_state(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write ``state`` as JSON to ``path`` atomically (a crash leaves the previous file)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, target)
+    return target
+
+
+def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a state written by :func:`write_state`; ``ValueError`` naming the file if it is not one."""
+    try:
+        state = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is not a dask_reservoir state file (corrupted JSON: {exc})") from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"{str(path)!r} is not a dask_reservoir state file (no JSON object)")
+    return state

@@ -1,0 +1,108 @@
+"""Checking and storing resume states (pure: no cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dask_reservoir.checkpoint import (
+    STATE_FORMAT,
+    STATE_VERSION,
+    check_state,
+    jsonable_uid,
+    read_state,
+    uids_digest,
+    write_state,
+)
+
+UIDS = [10, 11, 12, 13]
+
+
+def state(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "format": STATE_FORMAT,
+        "version": STATE_VERSION,
+        "source": {"rows": 4, "uid_column": "uid", "uids_sha256": uids_digest(UIDS)},
+        "rank": 0,
+        "world_size": 1,
+        "epoch": 7,
+        "source_pass": 2,
+        "source_cursor": 1,
+        "pending_uids": [13, 11],
+        "members": [{"uid": 11}, {"uid": 12}],
+        "quarantined": [10],
+    }
+    return {**base, **changes}
+
+
+def check(s: dict[str, Any], **kw: Any) -> Any:
+    args = {"uids": UIDS, "uid_column": "uid", "rank": 0, "world_size": 1, "position": UIDS.index, **kw}
+    position = args.pop("position")
+
+    def lookup(uid: Any) -> int:
+        try:
+            return int(position(uid))
+        except ValueError:
+            raise KeyError(uid) from None
+
+    return check_state(s, position=lookup, **args)
+
+
+def test_a_good_state_gives_members_then_pending_first_without_duplicates() -> None:
+    point = check(state())
+    assert point.epoch == 7 and (point.source_pass, point.source_cursor) == (2, 1)
+    assert point.first == (1, 2, 3)  # members 11, 12, then pending 13 (11 is a member already)
+    assert point.quarantined == (10,)
+
+
+@pytest.mark.parametrize(
+    ("changes", "kw", "message"),
+    [
+        ({"format": "other"}, {}, r"state\['format'\] must be 'dask_reservoir.state', got 'other'"),
+        ({"version": 99}, {}, r"state\['version'\] 99 is not supported"),
+        ({}, {"uids": [10, 11, 12, 13, 14]}, r"saved on a source of 4 rows .* this source has 5 rows"),
+        ({}, {"uid_column": "id"}, r"UID column 'uid'; this source has 4 rows with UID column 'id'"),
+        ({}, {"uids": [10, 11, 13, 12]}, r"other UIDs \(or another row order\)"),
+        ({}, {"rank": 1, "world_size": 2}, r"saved by rank 0 of 1; this reservoir is rank 1 of 2"),
+        ({"members": [{"uid": 99}]}, {}, r"state names UID 99, which is not in this source"),
+        ({"epoch": -1}, {}, r"state\['epoch'\] must be an int >= 0, got -1"),
+        ({"source_cursor": "1"}, {}, r"state\['source_cursor'\] must be an int >= 0, got '1'"),
+        ({"members": "all"}, {}, r"state\['members'\] must be a list"),
+    ],
+)
+def test_states_that_do_not_fit_are_refused(
+    changes: dict[str, Any], kw: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        check(state(**changes), **kw)
+
+
+def test_a_state_must_be_a_dict() -> None:
+    with pytest.raises(TypeError, match="state must be a dict from state_dict"):
+        check([1, 2])  # type: ignore[arg-type]
+
+
+def test_uids_convert_to_json_and_digest_follows_order() -> None:
+    assert jsonable_uid(np.int64(5)) == 5 and type(jsonable_uid(np.int64(5))) is int
+    assert jsonable_uid(np.str_("a")) == "a"
+    with pytest.raises(TypeError, match="got tuple"):
+        jsonable_uid((1, 2))
+    assert uids_digest([1, 2]) != uids_digest([2, 1])
+    assert uids_digest([1, 2]) != uids_digest(["1", "2"])
+    assert uids_digest(np.array([1, 2])) == uids_digest([1, 2])
+
+
+def test_write_is_atomic_and_read_names_a_corrupted_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    write_state(path, state())
+    assert read_state(path) == state()
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary left behind
+    path.write_text('{"format": "dask_reservoir.sta')
+    with pytest.raises(ValueError, match=r"state.json' is not a dask_reservoir state file \(corrupted JSON"):
+        read_state(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="no JSON object"):
+        read_state(path)

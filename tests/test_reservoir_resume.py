@@ -1,0 +1,170 @@
+"""Resume: state_dict / load_state_dict / save / restore on real clusters, and after a SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+
+from dask_reservoir import AsyncReservoir, RandomSampler, SequentialSampler
+from tests.utils import frame, iterate_until, load_value
+
+
+def settings(client: Any, **kw: Any) -> dict[str, Any]:
+    return {
+        "min_reservoir_samples": 5,
+        "client": client,
+        "batch_size": 5,
+        "reservoir_sampler": RandomSampler(seed=3),
+        "source_sampler": SequentialSampler(),
+        "max_jobs_at_once": 4,
+        "rows_per_job": 1,
+        **kw,
+    }
+
+
+def run(client: Any, epochs: int) -> dict[str, Any]:
+    with AsyncReservoir(frame(100), load_value, 10, **settings(client)) as r:
+        iterate_until(r, lambda: r.reservoir_size() == 10)
+        for _ in range(epochs):
+            list(r)
+        return json.loads(json.dumps(r.state_dict()))  # it survives JSON
+
+
+def test_state_round_trips_and_the_refill_starts_with_the_members(client: Client) -> None:
+    state = run(client, 3)
+    members = [m["uid"] for m in state["members"]]
+    assert len(members) == 10 and state["epoch"] >= 4 and state["source_pass"] == 1
+    assert all(m["times_served"] >= 1 and m["age_seconds"] >= 0 for m in state["members"])
+    with AsyncReservoir(frame(100), load_value, 10, **settings(client)) as r:
+        r.load_state_dict(state)
+        first = [int(v) for b in r for v in b["sample_uid"]]
+        # 5 entries wanted, 4 rows out at most: the first 9 rows submitted are former members
+        assert len(first) >= 5 and set(first) <= set(members)
+        again = r.state_dict()
+        assert again["epoch"] == state["epoch"] + 1  # epoch numbers go on
+        assert (again["source_pass"], again["source_cursor"]) >= (
+            state["source_pass"],
+            state["source_cursor"],
+        )
+
+
+def test_same_epoch_numbers_give_the_same_orders_after_a_resume(client: Client) -> None:
+    """Epoch k's order is a function of (seed, k): a resumed run with the same members orders them alike."""
+    with AsyncReservoir(frame(10), load_value, 10, **settings(client, min_reservoir_samples=10)) as a:
+        list(a)
+        list(a)
+        state = a.state_dict()
+        expected = [int(v) for b in a for v in b["sample_uid"]]  # epoch 2
+    with AsyncReservoir(frame(10), load_value, 10, **settings(client, min_reservoir_samples=10)) as b:
+        b.load_state_dict(state)
+        assert [int(v) for batch in b for v in batch["sample_uid"]] == expected
+
+
+def test_a_state_that_does_not_fit_changes_nothing(client: Client) -> None:
+    state = run(client, 1)
+    with AsyncReservoir(frame(50), load_value, 10, **settings(client)) as r:
+        with pytest.raises(ValueError, match="saved on a source of 100 rows"):
+            r.load_state_dict(state)
+        assert len(list(r)) >= 1 and r.state_dict()["epoch"] == 1  # it runs on, from the start
+    with AsyncReservoir(frame(100), load_value, 10, **settings(client)) as r:
+        list(r)
+        with pytest.raises(ValueError, match=r"must come before the first iter\(\)"):
+            r.load_state_dict(state)
+    with AsyncReservoir(frame(100), load_value, 10, **settings(client)) as r:
+        with pytest.raises(ValueError, match=r"state\['version'\] 2 is not supported"):
+            r.load_state_dict({**state, "version": 2})
+
+
+def test_save_and_restore_through_a_file(client: Client, tmp_path: Path) -> None:
+    with AsyncReservoir(frame(100), load_value, 10, **settings(client)) as r:
+        list(r)
+        path = r.save(tmp_path / "ckpt.json")
+        saved = json.loads(path.read_text())
+    with AsyncReservoir.restore(path, frame(100), load_value, 10, **settings(client)) as r:
+        assert r.state_dict()["epoch"] == saved["epoch"]
+    path.write_text(path.read_text()[:40])
+    with pytest.raises(ValueError, match="is not a dask_reservoir state file"):
+        AsyncReservoir.restore(path, frame(100), load_value, 10, **settings(client))
+
+
+TRAIN = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np, pandas as pd
+    from dask_reservoir import AsyncReservoir, RandomSampler, SequentialSampler
+
+    def load(row):
+        time.sleep(0.002)
+        return {"x": np.float32(row["value"])}
+
+    address, checkpoint, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    args = (pd.DataFrame({"value": np.arange(200)}), load, 20)
+    kwargs = dict(min_reservoir_samples=10, client=address, batch_size=5, reservoir_sampler=RandomSampler(seed=1),
+                  source_sampler=SequentialSampler(), max_jobs_at_once=4, rows_per_job=1)
+    if mode == "train":
+        r = AsyncReservoir(*args, **kwargs)
+        while True:
+            for batch in r:
+                pass
+            if r.reservoir_size() == 20:  # checkpoints of a full reservoir
+                r.save(checkpoint)
+                print("saved", r.state_dict()["epoch"], flush=True)
+    else:
+        r = AsyncReservoir.restore(checkpoint, *args, **kwargs)
+        start = r.state_dict()["epoch"]
+        first = sorted(int(v) for b in r for v in b["sample_uid"])
+        print(json.dumps({"start": start, "after": r.state_dict()["epoch"], "first": first}), flush=True)
+        r.close()
+    """
+)
+
+
+def test_resume_in_a_new_process_after_the_trainer_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    checkpoint = tmp_path / "ckpt.json"
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster, set_as_default=False),
+    ):
+        address = cluster.scheduler_address
+        trainer = subprocess.Popen(
+            [sys.executable, str(script), address, str(checkpoint), "train"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert trainer.stdout is not None
+            for line in trainer.stdout:
+                if line.startswith("saved") and int(line.split()[1]) >= 6:
+                    break
+            trainer.send_signal(signal.SIGKILL)  # mid-run: it was iterating the next epoch
+            trainer.wait(10)
+        finally:
+            trainer.kill()
+            trainer.wait(10)
+        saved = json.loads(checkpoint.read_text())
+        done = subprocess.run(
+            [sys.executable, str(script), address, str(checkpoint), "resume"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["start"] == saved["epoch"] >= 6 and result["after"] == saved["epoch"] + 1
+    members = {m["uid"] for m in saved["members"]}
+    assert len(members) == 20 and set(result["first"]) <= members
+    assert pd.Series(result["first"]).is_unique
