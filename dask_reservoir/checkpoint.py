@@ -45,6 +45,8 @@ class ResumePoint:
     """
 
     epoch: int
+    members: int
+    """How many of ``first`` are former members (the rest were out)."""
     source_pass: int
     source_cursor: int
     first: tuple[int, ...]
@@ -143,8 +145,10 @@ def check_state(
             first.append(int(position(uid)))
         except KeyError:
             raise ValueError(f"state names UID {uid!r}, which is not in this source") from None
+    member_positions = set(first[: len(members)])
     return ResumePoint(
         epoch=_int(state, "epoch"),
+        members=len(member_positions),
         source_pass=_int(state, "source_pass"),
         source_cursor=_int(state, "source_cursor"),
         first=tuple(dict.fromkeys(first)),

@@ -141,6 +141,10 @@ class Ledger:
         UIDs not submitted in the first pass (their entries are loaded already).
     rank, world_size : int
         Submit only this rank's shard of each pass (:mod:`~dask_reservoir.shards`).
+    deterministic : bool
+        Finished rows wait in submission order: a row finished early is held back until
+        every row submitted before it finished (or failed), so takers see the same order
+        whatever the workers' timing.
 
     Examples
     --------
@@ -174,9 +178,15 @@ class Ledger:
         skip_first_pass: Sequence[Hashable] = (),
         rank: int = 0,
         world_size: int = 1,
+        deterministic: bool = False,
     ) -> None:
         self.cond = threading.Condition()
         self._rank, self._world_size = rank, world_size
+        self._deterministic = deterministic
+        self._seq = 0  # sequence number of the next row submitted
+        self._seq_of: dict[Hashable, int] = {}  # UID -> sequence number of its last submission
+        self._held: dict[int, Completed | None] = {}  # deterministic: finished out of order (None: no entry)
+        self._release_next = 0  # deterministic: the next sequence number to release
         self._uids = uids
         self._order_sampler = order
         self._fixed_bound = max_rows
@@ -298,7 +308,7 @@ class Ledger:
                 rows_failed=self._rows_failed,
                 jobs_in_flight=self.jobs_in_flight,
                 rows_in_flight=self.rows_in_flight,
-                entries_waiting=len(self._waiting),
+                entries_waiting=len(self._waiting) + sum(1 for item in self._held.values() if item),
                 uids_tried=len(self._tried),
                 uids_loaded=len(self._loaded),
                 source_passes=self._pass - (1 if self._cursor < len(self._order) else 0),
@@ -357,6 +367,7 @@ class Ledger:
             self.closed = True
             self.status = "closed"
             self._waiting.clear()
+            self._held.clear()
             self._shipped = 0
             self._outstanding.clear()
             self.cond.notify_all()
@@ -371,7 +382,7 @@ class Ledger:
         """
         with self.cond:
             k = max(1, min(self._rows_per_job, len(self._uids) - len(self._quarantined)))
-            if self.max_rows - self.rows_in_flight - len(self._waiting) - self._shipped < k:
+            if self.max_rows - self.rows_in_flight - len(self._waiting) - self._shipped - len(self._held) < k:
                 return []
             positions = self._next_positions(k)
             if positions and len(positions) < k and (self.jobs_in_flight or self._waiting or self._shipped):
@@ -427,7 +438,9 @@ class Ledger:
         submitted but not yet taken (in flight, waiting, or held for a retry).
         """
         with self.cond:
-            pending = [self._uids[p] for p in self._retry] + list(self._outstanding)
+            last = len(self._seq_of) + self._seq
+            out = sorted(self._outstanding, key=lambda u: self._seq_of.get(u, last))  # submission order
+            pending = out + [self._uids[p] for p in self._retry]
             return self._pass, self._cursor, tuple(dict.fromkeys(pending))
 
     def restore(
@@ -456,6 +469,11 @@ class Ledger:
     def submitted(self, positions: Sequence[int]) -> None:
         """A job of ``positions`` was submitted."""
         with self.cond:
+            for position in positions:
+                self._seq_of[self._uids[position]] = self._seq
+                self._seq += 1
+            if len(self._seq_of) > 4 * (len(self._outstanding) + 16):  # forget rows long gone
+                self._seq_of = {u: self._seq_of[u] for u in self._outstanding if u in self._seq_of}
             self.jobs_in_flight += 1
             self.rows_in_flight += len(positions)
             self._jobs_submitted += 1
@@ -473,8 +491,7 @@ class Ledger:
         with self.cond:
             self._job_done(positions)
             self._jobs_completed += 1
-            waiting, tried, loaded, empty, failures = (
-                self._waiting,
+            tried, loaded, empty, failures = (
                 self._tried,
                 self._loaded,
                 self._empty,
@@ -485,6 +502,7 @@ class Ledger:
                 tried.add(uid)
                 reported = outcome.uid
                 if reported is not uid and not same_uid(reported, uid):
+                    self._arrived(uid, None)
                     self._outstanding.discard(uid)
                     self._record_failure(
                         uid,
@@ -498,7 +516,7 @@ class Ledger:
                     rows, seconds = outcome.rows, outcome.seconds
                     loaded_seconds.append(seconds)
                     loaded_rows.append(rows)
-                    waiting.append(Completed(uid, position, tuple(rows), seconds, now))
+                    self._arrived(uid, Completed(uid, position, tuple(rows), seconds, now))
                     if rows:
                         loaded.add(uid)
                         empty.discard(uid)
@@ -510,6 +528,7 @@ class Ledger:
                             failures[uid] = replace(previous, consecutive=0)
                 else:
                     failed = cast(RowFailed, outcome)
+                    self._arrived(uid, None)
                     self._outstanding.discard(uid)
                     self._record_failure(
                         uid, failed.exc_type, failed.message, failed.traceback, failed.exception
@@ -538,6 +557,7 @@ class Ledger:
             for position in positions:
                 uid = self._uids[position]
                 self._tried.add(uid)
+                self._arrived(uid, None)
                 self._outstanding.discard(uid)
                 self._record_failure(uid, type(exc).__name__, str(exc), text, exc)
             self.cond.notify_all()
@@ -547,6 +567,8 @@ class Ledger:
         with self.cond:
             self._job_done(positions)
             self._rows_cancelled += len(positions)
+            for position in positions:
+                self._arrived(self._uids[position], None)
             self.cond.notify_all()
 
     def set_worker_threads(self, threads: int) -> None:
@@ -578,8 +600,27 @@ class Ledger:
             self._job_done(positions)
             self._rows_requeued += len(positions)
             for position in positions:
+                self._arrived(self._uids[position], None)  # it goes again, later in the order
                 self._outstanding.discard(self._uids[position])
                 self._retry.append(position)
+
+    def _arrived(self, uid: Hashable, item: Completed | None) -> None:
+        """A submitted row finished (``item``) or gave no entry (None); ``cond`` held."""
+        if not self._deterministic:
+            if item is not None:
+                self._waiting.append(item)
+            return
+        seq = self._seq_of.get(uid)
+        if seq is None or seq < self._release_next:  # pragma: no cover - not submitted by us
+            if item is not None:
+                self._waiting.append(item)
+            return
+        self._held[seq] = item
+        while self._release_next in self._held:
+            released = self._held.pop(self._release_next)
+            self._release_next += 1
+            if released is not None:
+                self._waiting.append(released)
 
     def _resize(self) -> None:
         """``rows_per_job="auto"``: the sizer's task size, within the task limit (``cond`` held)."""

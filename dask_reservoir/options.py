@@ -50,6 +50,7 @@ class ReservoirOptions:
     loader: str | None = None  # None: the dask config "dask_reservoir.loader", default "thread"
     rank: int = 0
     world_size: int = 1
+    deterministic: bool = False
 
 
 DEFAULTS: dict[str, Any] = {
@@ -147,6 +148,15 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
             f"collate_fn must be callable or None, got {type(collate_fn).__name__}: {collate_fn!r}"
         )
     rank, world_size = check_rank(k["rank"], k["world_size"])
+    if not isinstance(k["deterministic"], bool):
+        raise TypeError(
+            f"deterministic must be a bool, got {type(k['deterministic']).__name__}: {k['deterministic']!r}"
+        )
+    if k["deterministic"] and k["max_reservoir_replacement_size"] is None:
+        raise ValueError(
+            "deterministic=True needs max_reservoir_replacement_size (the entries each iter() ingests, "
+            "exactly), got max_reservoir_replacement_size=None"
+        )
     timeout = _seconds("timeout", k["timeout"])
     job_timeout = _seconds("job_timeout", k["job_timeout"])
     return ReservoirOptions(
@@ -174,4 +184,5 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         loader=None if k["loader"] is None else _choice("loader", k["loader"], LOADERS),
         rank=rank,
         world_size=world_size,
+        deterministic=k["deterministic"],
     )

@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -178,6 +178,16 @@ class AsyncReservoir(Uncopyable):
         epoch ended early.  Reservoirs made by :meth:`subsample`/:meth:`subsample_uids` are
         not sharded.
 
+    deterministic : bool
+        The content and order of epoch ``k`` depend only on the samplers' seeds and
+        ``k``, not on worker count or timing: every ``iter()`` ingests exactly the next
+        ``max_reservoir_replacement_size`` entries (required) in submission order, waiting
+        for them (the first epoch: the minimum); a result that arrives before those
+        submitted earlier is held back.  It holds for a deterministic ``function_to_run``
+        that does not fail (a retried row goes later in the order) and no task lost by
+        the cluster.  It costs the waits: ``iter()`` blocks until those exact entries are
+        loaded (see the benchmark's W1 row).
+
     Examples
     --------
     >>> import pandas as pd
@@ -225,6 +235,7 @@ class AsyncReservoir(Uncopyable):
         loader: str | None = None,
         rank: int = 0,
         world_size: int = 1,
+        deterministic: bool = False,
     ) -> None:
         self._closed = True  # until fully built, so __del__ and close() are no-ops
         given = locals()
@@ -294,6 +305,7 @@ class AsyncReservoir(Uncopyable):
         self._children: weakref.WeakSet[AsyncReservoir] = weakref.WeakSet()
         self._epochs = 0  # epochs started
         self._epoch_number = 0  # the next epoch's number for the samplers (set_epoch)
+        self._exact_fill: int | None = None  # deterministic: entries the next iter() ingests, if not the cap
         self._batches_served = 0
         self._samples_served = 0
         self._wait_seconds = 0.0  # in iter() and next()
@@ -455,6 +467,42 @@ class AsyncReservoir(Uncopyable):
             )
         self._throttled = throttled
 
+    def _ingest_exact(self) -> None:
+        """``deterministic=True``: ingest exactly the next entries in submission order, waiting for them.
+
+        The first epoch ingests the minimum, a resumed run its former members plus the
+        cap, every other epoch ``max_reservoir_replacement_size``.  Waits like the
+        minimum: up to ``timeout``, raising what stops the runner.
+        """
+        cap = cast(int, self._options.max_reservoir_replacement_size)  # checked by validate_options
+        wanted = (
+            self._exact_fill if self._exact_fill is not None else (cap if self._epochs else self._required())
+        )
+        timeout = self._options.timeout
+        start = time.monotonic()
+        got = 0
+        try:
+            while got < wanted:
+                self._check_usable()
+                room = self._store.room()
+                items = self._runner.take(min(wanted - got, room)) if room > 0 else []
+                if items:
+                    self._put(items)
+                    got += len(items)
+                    continue
+                self._note_throttle(room)
+                elapsed = time.monotonic() - start
+                if timeout is not None and elapsed >= timeout:
+                    raise TimeoutError(
+                        f"iter() waited {timeout:g} s (timeout) for the next {wanted} entries in submission "
+                        f"order (deterministic=True) and got {got}; {self.stats().summary()}"
+                    )
+                self._runner.wait(WAIT_SLICE if timeout is None else min(WAIT_SLICE, timeout - elapsed))
+        finally:
+            self._exact_fill = None
+            with self._counter_lock:
+                self._minimum_wait_seconds += time.monotonic() - start
+
     def _wait_for_minimum(self) -> None:
         required = self._required()
         if len(self._store) >= required:
@@ -523,8 +571,11 @@ class AsyncReservoir(Uncopyable):
     def _start_epoch(self) -> BatchIterator:
         self._check_usable()
         with self._lock:
-            self._ingest(capped=True)
-            self._wait_for_minimum()
+            if self._options.deterministic:
+                self._ingest_exact()
+            else:
+                self._ingest(capped=True)
+                self._wait_for_minimum()
             snapshot = self._store.snapshot()
             epoch = self._epoch_number
             self._epoch_number += 1
@@ -614,8 +665,8 @@ class AsyncReservoir(Uncopyable):
         """A small JSON-able dict to resume this run from (see :meth:`load_state_dict`).
 
         It holds the epoch number, where the source order is (pass and cursor) and the
-        UIDs submitted but not yet ingested, the reservoir's members oldest first with
-        their age and use count, the quarantined UIDs and some counters; not the
+        UIDs submitted but not yet ingested, the reservoir's members in ingestion order
+        (the order of eviction) with their age and use count, the quarantined UIDs and some counters; not the
         entries' data.  The samplers' orders are functions of ``(seed, epoch)`` and of
         the pass number, so the numbers are their state.
 
@@ -631,7 +682,7 @@ class AsyncReservoir(Uncopyable):
             source_pass, cursor, pending = ledger.source_position()
             c = ledger.counters()
             now = time.monotonic()
-            entries = sorted(self._store, key=lambda e: e.loaded_at)
+            entries = list(self._store)  # in ingestion order: the order of eviction
             members = [
                 {"uid": jsonable_uid(e.uid), "age_seconds": now - e.loaded_at, "times_served": e.times_served}
                 for e in entries
@@ -692,6 +743,8 @@ class AsyncReservoir(Uncopyable):
             self._store.clear()
             self._runner = self._make_runner(resume=point)
             self._epoch_number = point.epoch
+            if self._options.deterministic:  # the members again, then the epoch's own entries
+                self._exact_fill = point.members + cast(int, self._options.max_reservoir_replacement_size)
             self._runner.start()
 
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -107,7 +107,7 @@ class JobRunner:
         the embedded cluster, whose workers import what this process imports).
     **ledger_options
         ``auto_bound_threads``, ``capacity``, ``max_failures_per_uid``, ``collect_errors``,
-        ``skip_first_pass``, ``rank``, ``world_size``: see :class:`~dask_reservoir.ledger.Ledger`.
+        ``skip_first_pass``, ``rank``, ``world_size``, ``deterministic``: see :class:`~dask_reservoir.ledger.Ledger`.
     """
 
     def __init__(
@@ -130,6 +130,7 @@ class JobRunner:
         check_imports: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        deterministic: bool = False,
         resume: ResumePoint | None = None,
     ) -> None:
         self._client = client
@@ -152,6 +153,7 @@ class JobRunner:
             skip_first_pass=skip_first_pass,
             rank=rank,
             world_size=world_size,
+            deterministic=deterministic,
         )
         if resume is not None:
             self.ledger.restore(
@@ -504,5 +506,6 @@ def runner_for(
         check_imports=not handle.embedded,
         rank=options.rank,
         world_size=options.world_size,
+        deterministic=options.deterministic,
         resume=resume,
     )

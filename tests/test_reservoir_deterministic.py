@@ -1,0 +1,116 @@
+"""deterministic=True: epoch k is a function of the seeds and k, whatever the workers and timing."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from dask_reservoir import AsyncReservoir, RandomSampler, SequentialSampler
+from dask_reservoir.ledger import Ledger
+from dask_reservoir.outcomes import RowLoaded
+from tests.utils import frame
+
+
+def jittery(row: dict[str, Any]) -> dict[str, Any]:
+    """Deterministic output, random timing: results finish out of submission order."""
+    time.sleep(random.random() * 0.004)
+    v = int(row["value"])
+    return {"x": np.full(3, v * 10, dtype=np.int64), "label": v % 5}
+
+
+@contextmanager
+def threaded(workers: int) -> Iterator[Client]:
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+def make(client: Client, **kw: Any) -> AsyncReservoir:
+    return AsyncReservoir(
+        frame(120),
+        jittery,
+        20,
+        min_reservoir_samples=10,
+        client=client,
+        batch_size=4,
+        reservoir_sampler=RandomSampler(seed=5),
+        source_sampler=RandomSampler(seed=9),
+        max_reservoir_replacement_size=3,
+        deterministic=True,
+        **kw,
+    )
+
+
+def epochs(r: AsyncReservoir, n: int) -> list[list[tuple[int, ...]]]:
+    out = []
+    for _ in range(n):
+        batches = []
+        for b in r:
+            assert np.array_equal(b["x"][:, 0], b["sample_uid"] * 10)
+            batches.append(tuple(int(u) for u in b["sample_uid"]))
+        out.append(batches)
+    return out
+
+
+def test_one_worker_and_four_give_the_same_batches_for_50_epochs() -> None:
+    with threaded(1) as c1, make(c1) as r1:
+        one = epochs(r1, 50)
+    with threaded(4) as c4, make(c4) as r4:
+        four = epochs(r4, 50)
+    assert one == four
+    assert len({tuple(e) for e in one}) > 40  # the epochs do differ from each other
+    first = {u for b in one[0] for u in b}
+    later = {u for b in one[-1] for u in b}
+    assert len(first) == 10 and len(later) == 20 and later != first  # it fills, then replaces 3 per epoch
+
+
+def test_a_resumed_deterministic_run_goes_on_identically() -> None:
+    with threaded(2) as client:
+        with make(client) as r:
+            whole = epochs(r, 40)
+        with make(client) as r:
+            head = epochs(r, 15)
+            state = r.state_dict()
+        with make(client) as r:
+            r.load_state_dict(state)
+            tail = epochs(r, 25)
+    assert head == whole[:15] and tail == whole[15:]
+
+
+def test_deterministic_needs_a_replacement_cap(client: Client) -> None:
+    with pytest.raises(ValueError, match=r"deterministic=True needs max_reservoir_replacement_size"):
+        AsyncReservoir(frame(4), jittery, 4, client=client, deterministic=True)
+    with pytest.raises(TypeError, match=r"deterministic must be a bool, got str: 'yes'"):
+        AsyncReservoir(
+            frame(4), jittery, 4, client=client, deterministic="yes", max_reservoir_replacement_size=1
+        )
+
+
+def test_ledger_holds_back_rows_that_finish_out_of_order() -> None:
+    ledger = Ledger(list("abcd"), SequentialSampler(), max_rows=4, rows_per_job=1, deterministic=True)
+    for _ in range(4):
+        ledger.submitted(ledger.next_job())
+    ledger.finished([2], [RowLoaded("c", [{"x": 1}], 0.0)], now=0.0)
+    ledger.finished([1], [RowLoaded("b", [{"x": 1}], 0.0)], now=0.0)
+    assert ledger.take() == [] and ledger.counters().entries_waiting == 2  # "a" is not back yet
+    assert ledger.next_job() == []  # held rows stay within the bound
+    ledger.failed([0], ValueError("a is broken"), "")
+    assert [c.uid for c in ledger.take()] == ["b", "c"]  # "a" gave nothing: the order goes on
+    ledger.finished([3], [RowLoaded("d", [{"x": 1}], 0.0)], now=0.0)
+    assert [c.uid for c in ledger.take()] == ["d"]
