@@ -73,6 +73,14 @@ def test_ddp_ranks() -> None:
     assert "equal batch counts on every rank and epoch: True" in out
 
 
+def test_resume() -> None:
+    out = run_example("resume.py")
+    assert "trainer killed (exit -9) after 5 epochs" in out
+    assert "resumed: resumed at epoch" in out
+    assert sum(line.startswith("resumed: epoch ") for line in out.splitlines()) == 3
+    assert "epochs served before and after the kill are identical: True" in out
+
+
 def test_remote_scheduler_requires_an_address() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "remote_scheduler.py")],
