@@ -32,6 +32,11 @@ W1_VARIANTS: dict[str, dict[str, Any]] = {
     "dask_reservoir client=None, loader='process'": {"client": None, "nb_workers": 2, "loader": "process"},
     "GIL-holding step, loader='thread'": {"loader": "thread", "hold_gil": True},
     "GIL-holding step, loader='process'": {"loader": "process", "hold_gil": True},
+    "dask_reservoir max_reservoir_replacement_size=16": {"max_reservoir_replacement_size": 16},
+    "dask_reservoir deterministic=True, max_reservoir_replacement_size=16": {
+        "deterministic": True,
+        "max_reservoir_replacement_size": 16,
+    },
 }
 FULL: dict[str, dict[str, Any]] = {
     "W1": {
@@ -59,6 +64,7 @@ FULL: dict[str, dict[str, Any]] = {
     "W4": {"sizes": [1_000, 10_000, 100_000], "batches": 3000},
     "W5": {"entries": 100_000},
     "W6": {"sizes": [1_000, 10_000, 100_000], "calls": 200},
+    "W7": {"rows": 2000, "delay": 0.02, "workers": 2, "reservoir": 256, "minimum": 64, "epochs": 20},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "W1": {**FULL["W1"], "rows": 200, "minimum": 16, "reservoir": 32, "seconds": 0.5},
@@ -74,6 +80,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "W4": {"sizes": [100, 1000], "batches": 50},
     "W5": {"entries": 2000},
     "W6": {"sizes": [100, 1000], "calls": 20},
+    "W7": {"rows": 200, "delay": 0.005, "workers": 2, "reservoir": 32, "minimum": 8, "epochs": 3},
 }
 RUNNERS = {
     "W1": workloads.w1,
@@ -82,6 +89,7 @@ RUNNERS = {
     "W4": workloads.w4,
     "W5": workloads.w5,
     "W6": workloads.w6,
+    "W7": workloads.w7,
 }
 
 

@@ -444,3 +444,64 @@ def w6(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
                     label = f"{_entries_label(n)}, {what}"
                     results.append({"system": label, **_iter_costs(r, cfg["calls"])})
     return results
+
+
+# ---------------------------------------------------------------- W7 resume
+def _w7_reservoir(client: Any, cfg: dict[str, Any]) -> AsyncReservoir:
+    source = pd.DataFrame({"delay": np.full(cfg["rows"], cfg["delay"])})
+    return AsyncReservoir(
+        source,
+        slow_image_loader,
+        cfg["reservoir"],
+        min_reservoir_samples=cfg["minimum"],
+        client=client,
+        batch_size=32,
+        reservoir_sampler=RandomSampler(seed=0),
+    )
+
+
+def _w7_start(r: AsyncReservoir, t0: float) -> dict[str, float]:
+    """Seconds from ``t0`` to the first batch, and until the reservoir is full again."""
+    next(iter(r))
+    first = time.perf_counter() - t0
+    deadline = time.monotonic() + 120
+    while r.reservoir_size() < r.stats().max_reservoir_samples and time.monotonic() < deadline:
+        for _ in r:
+            pass
+        time.sleep(0.01)
+    return {"first_batch_s": first, "full_s": time.perf_counter() - t0}
+
+
+def w7(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
+    """Resume: ``restore()`` from a saved state against a cold start of the same reservoir.
+
+    The state holds no sample data: a restored reservoir loads its former members again
+    (first), so its refill costs what a cold start's does; what it keeps is the epoch
+    numbering, the source order, and which samples the reservoir holds.
+    """
+    with local_cluster(cfg["workers"], scheduler) as client:
+        t0 = time.perf_counter()
+        with _w7_reservoir(client, cfg) as r:
+            cold = _w7_start(r, t0)
+            for _ in range(cfg["epochs"]):
+                for _ in r:
+                    pass
+            state = r.state_dict()
+        members = {m["uid"] for m in state["members"]}
+        t0 = time.perf_counter()
+        with _w7_reservoir(client, cfg) as r:
+            r.load_state_dict(state)
+            restored = _w7_start(r, t0)
+            now = {int(e) for b in r for e in b["sample_uid"]}
+    return [
+        {"system": "cold start", **cold},
+        {
+            "system": "restore() from state_dict()",
+            **restored,
+            "served_from_former_members": len(now & members) / max(1, len(now)),
+            **ratios(
+                ("first_batch_vs_cold", "first_batch_s", "cold start"),
+                ("full_vs_cold", "full_s", "cold start"),
+            ),
+        },
+    ]

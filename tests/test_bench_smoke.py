@@ -21,12 +21,17 @@ NEW_ROWS = {
         "dask_reservoir max_jobs_at_once=32",
         "consumer alone (batches already in memory)",
         "first-batch floor: minimum x load / workers + import distributed",
+        "dask_reservoir loader='process'",
+        "GIL-holding step, loader='process'",
+        "dask_reservoir deterministic=True, max_reservoir_replacement_size=16",
     ],
     "W2": [
         "dask_reservoir, loading paused",
         "dask_reservoir under load (defaults)",
+        "dask_reservoir under load, loader='thread'",
         "numpy take(out=, clip) limit",
     ],
+    "W7": ["cold start", "restore() from state_dict()"],
     "W3": ["dask_reservoir defaults, 1 ms rows", "raw dask loop, 1 ms rows, 32 in flight"],
     "W6": [
         f"dask_reservoir, {n} entries, {what}"
@@ -67,7 +72,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
 def test_quick_suite_writes_table_and_json(quick_run: tuple[str, dict[str, Any]]) -> None:
     printed, data = quick_run
     assert "W2" in printed and "numpy take(out=, clip) limit" in printed and "ratio_to_smallest" in printed
-    assert set(data["results"]) == {"W1", "W2", "W3", "W4", "W5", "W6"}
+    assert set(data["results"]) == {"W1", "W2", "W3", "W4", "W5", "W6", "W7"}
     assert data["machine"]["quick"] is True
     assert all(row["batches_per_s"] > 0 for row in data["results"]["W2"])
     for workload, systems in NEW_ROWS.items():
