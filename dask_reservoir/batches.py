@@ -119,8 +119,10 @@ class _EpochPlan:
         collate_fn: Callable[[list[dict[str, Any]]], Any] | None,
         uid_column: str,
         max_samples: int | None,
+        convert: Callable[[dict[str, np.ndarray]], Any] | None = None,
     ) -> None:
         self.snapshot = snapshot
+        self.convert = convert
         self.order = order
         self.batch_size = batch_size
         self.drop_last = drop_last
@@ -142,6 +144,8 @@ class _EpochPlan:
             self.ended = True
             return None
         batch, n_rows, chunk = built
+        if self.convert is not None:
+            batch = self.convert(batch)
         self.rows += n_rows
         last = self.cursor >= len(self.order) or (
             self.max_samples is not None and self.rows >= self.max_samples
@@ -255,6 +259,7 @@ class BatchIterator(Iterator[Any]):
         on_batch: Callable[[int, float], None] | None = None,
         builder: BatchBuilder | None = None,
         prefetch: int = 0,
+        convert: Callable[[dict[str, np.ndarray]], Any] | None = None,
     ) -> None:
         self._order = np.asarray(order, dtype=np.int64)
         self._plan = _EpochPlan(
@@ -265,6 +270,7 @@ class BatchIterator(Iterator[Any]):
             collate_fn=collate_fn,
             uid_column=uid_column,
             max_samples=max_samples,
+            convert=convert,
         )
         self._batch_size = batch_size
         self._drop_last = drop_last

@@ -13,6 +13,7 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
+from .formats import check_batch_format
 from .shards import check_rank
 
 __all__ = ["DEFAULTS", "LOADERS", "ON_CLUSTER_LOSS", "ON_ERROR", "ReservoirOptions", "validate_options"]
@@ -51,6 +52,7 @@ class ReservoirOptions:
     rank: int = 0
     world_size: int = 1
     deterministic: bool = False
+    batch_format: str = "numpy"
 
 
 DEFAULTS: dict[str, Any] = {
@@ -185,4 +187,5 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         rank=rank,
         world_size=world_size,
         deterministic=k["deterministic"],
+        batch_format=check_batch_format(k["batch_format"], custom_collate=collate_fn is not None),
     )

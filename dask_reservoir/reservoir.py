@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 
 from .batches import BatchIterator, epoch_order
 from .checkpoint import (
@@ -34,8 +35,10 @@ from .checkpoint import (
     write_state,
 )
 from .cluster import ClientHandle, resolve_client
+from .collate import collate_rows
 from .dask_source import DaskSource
 from .errors import ClusterLostError, ReservoirClosedError
+from .formats import converter, to_frame
 from .ingest import minimum_error, single_take, take_limit
 from .lifecycle import Uncopyable, close_in_background, track, untrack
 from .loader import LoaderProcess, choose_loader
@@ -188,6 +191,13 @@ class AsyncReservoir(Uncopyable):
         the cluster.  It costs the waits: ``iter()`` blocks until those exact entries are
         loaded (see the benchmark's W1 row).
 
+    batch_format : {"numpy", "pandas", "torch"}
+        What a batch is: the collated ``dict[str, numpy.ndarray]`` (default), a pandas
+        ``DataFrame`` with one row per sample (arrays of more than one dimension in an
+        ``object`` column, one array per row), or the dict with numeric arrays as torch
+        tensors (``pip install dask_reservoir[torch]``).  Converted where the batch is
+        built (ahead, in the reservoir's batch thread).  Not with a ``collate_fn``.
+
     Examples
     --------
     >>> import pandas as pd
@@ -236,6 +246,7 @@ class AsyncReservoir(Uncopyable):
         rank: int = 0,
         world_size: int = 1,
         deterministic: bool = False,
+        batch_format: str = "numpy",
     ) -> None:
         self._closed = True  # until fully built, so __del__ and close() are no-ops
         given = locals()
@@ -607,6 +618,7 @@ class AsyncReservoir(Uncopyable):
             on_batch=self._count_batch,
             builder=self._builder,
             prefetch=self._prefetch,
+            convert=converter(self._options.batch_format),
         )
         self._prepare_order(len(snapshot), epoch + 1)
         return it
@@ -771,6 +783,51 @@ class AsyncReservoir(Uncopyable):
             reservoir.close()
             raise
         return reservoir
+
+    def to_pandas(self, uids: Iterable[Hashable] | None = None) -> pd.DataFrame:
+        """The loaded entries as one DataFrame, now, without waiting for loading.
+
+        One row per produced row: the entries of all loaded UIDs in source order, or of
+        ``uids`` in their order (those not loaded now are absent: compare with the UID
+        column).  Columns as in a ``batch_format="pandas"`` batch, plus ``loaded_at``
+        (a ``Timestamp``: when the entry's job finished).  The reservoir is not changed.
+
+        Raises
+        ------
+        KeyError
+            When some of ``uids`` are not UIDs of the source (naming them).
+        """
+        self._check_open()
+        wall_minus_monotonic = time.time() - time.monotonic()
+        with self._lock:
+            snapshot = self._store.snapshot()
+        try:
+            if uids is None:
+                indices = list(range(len(snapshot)))
+            else:
+                wanted = list(uids)
+                missing = [u for u in wanted if not self._source.has(u)]
+                if missing:
+                    raise KeyError(f"UIDs not in the source ({len(missing)}): {missing[:10]!r}")
+                positions = np.asarray([self._source.position(u) for u in wanted], dtype=np.int64)
+                indices = []
+                if len(snapshot):
+                    found = np.minimum(np.searchsorted(snapshot.positions, positions), len(snapshot) - 1)
+                    loaded = snapshot.positions[found] == positions
+                    indices = [int(i) for i in found[loaded]]
+            rows: list[dict[str, Any]] = []
+            stamps: list[float] = []
+            for index in indices:
+                entry_rows = snapshot.rows_at(index)
+                rows.extend(entry_rows)
+                stamps.extend([snapshot.entry(index).loaded_at + wall_minus_monotonic] * len(entry_rows))
+        finally:
+            snapshot.release()
+        if not rows:
+            return pd.DataFrame({self._options.uid_column: [], "loaded_at": pd.to_datetime([], unit="s")})
+        frame = to_frame(collate_rows(rows, uid_column=self._options.uid_column))
+        frame["loaded_at"] = pd.to_datetime(np.asarray(stamps), unit="s")
+        return frame
 
     def reservoir_size(self) -> int:
         """Number of entries in the reservoir now."""

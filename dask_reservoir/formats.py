@@ -1,0 +1,76 @@
+"""Batch formats: a collated batch (``dict[str, numpy.ndarray]``) as numpy, pandas or torch.
+
+Pure code.  ``batch_format="numpy"`` is the collated dict itself; ``"pandas"`` a
+``DataFrame`` with one row per sample (a column of arrays of more than one dimension
+holds one array per row, in an ``object`` column); ``"torch"`` the dict with numeric
+arrays as tensors (:func:`dask_reservoir.torch.to_tensors`, through the torch extra).
+The conversion runs where the batch is built, in the reservoir's batch thread when
+batches are built ahead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["BATCH_FORMATS", "check_batch_format", "converter", "to_frame"]
+
+BATCH_FORMATS = ("numpy", "pandas", "torch")
+
+
+def to_frame(batch: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per sample; a column of ``(n, *shape)`` arrays becomes ``n`` arrays of ``shape``.
+
+    Examples
+    --------
+    >>> frame = to_frame({"uid": np.array([3, 4]), "image": np.zeros((2, 2, 2))})
+    >>> frame.dtypes.astype(str).to_dict(), frame["image"].iloc[0].shape
+    ({'uid': 'int64', 'image': 'object'}, (2, 2))
+    """
+    columns: dict[str, Any] = {}
+    for name, values in batch.items():
+        if values.ndim > 1:
+            column = np.empty(len(values), dtype=object)
+            column[:] = list(values)
+            columns[name] = column
+        else:
+            columns[name] = values
+    return pd.DataFrame(columns, copy=False)
+
+
+def check_batch_format(batch_format: object, *, custom_collate: bool) -> str:
+    """``batch_format`` checked; ``"torch"`` needs torch; a ``collate_fn`` makes its own batches.
+
+    Examples
+    --------
+    >>> check_batch_format("pandas", custom_collate=False)
+    'pandas'
+    >>> check_batch_format("arrow", custom_collate=False)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_format must be one of ['numpy', 'pandas', 'torch'], got 'arrow'
+    """
+    if batch_format not in BATCH_FORMATS:
+        raise ValueError(f"batch_format must be one of {list(BATCH_FORMATS)}, got {batch_format!r}")
+    if batch_format != "numpy" and custom_collate:
+        raise ValueError(
+            f"batch_format={batch_format!r} converts the default collate's batches; with a collate_fn, "
+            "return the format you want from it and leave batch_format='numpy'"
+        )
+    if batch_format == "torch":
+        import dask_reservoir.torch  # noqa: F401 - raises ImportError naming the extra when torch is absent
+    return str(batch_format)
+
+
+def converter(batch_format: str) -> Callable[[dict[str, np.ndarray]], Any] | None:
+    """The function turning a collated batch into ``batch_format`` (None for numpy)."""
+    if batch_format == "pandas":
+        return to_frame
+    if batch_format == "torch":
+        from dask_reservoir.torch import to_tensors
+
+        return to_tensors
+    return None
