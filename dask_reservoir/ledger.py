@@ -207,6 +207,7 @@ class Ledger:
         self._tried: set[Hashable] = set()
         self._loaded: set[Hashable] = set()
         self._empty: set[Hashable] = set()  # last result had no rows
+        self._rejected: set[Hashable] = set()  # a result was loaded but could not be stored
         self._order: list[int] = []
         self._cursor = 0
         self._pass = 0
@@ -285,6 +286,7 @@ class Ledger:
             positions = {u: i for i, u in enumerate(self._uids) if u in set(wanted)} if wanted else {}
             for uid in wanted:
                 del self._quarantined[uid]
+                self._rejected.discard(uid)
                 record = self._failures.get(uid)
                 if record is not None:
                     self._failures[uid] = replace(record, consecutive=0)
@@ -522,7 +524,7 @@ class Ledger:
                         empty.discard(uid)
                     else:
                         empty.add(uid)
-                    if failures:
+                    if failures and uid not in self._rejected:  # a load is no success if it cannot be stored
                         previous = failures.get(uid)
                         if previous is not None and previous.consecutive:
                             failures[uid] = replace(previous, consecutive=0)
@@ -591,6 +593,7 @@ class Ledger:
         """
         with self.cond:
             self._loaded.discard(uid)
+            self._rejected.add(uid)
             self._record_failure(uid, type(exc).__name__, str(exc), "", exc, count_row=False)
             self.cond.notify_all()
 

@@ -31,7 +31,6 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-import cloudpickle
 import dask.config
 
 from .checkpoint import ResumePoint
@@ -42,6 +41,7 @@ from .mirror import LedgerMirror
 from .options import LOADERS, ReservoirOptions
 from .runner import JOIN_TIMEOUT, WAIT_SLICE, raise_fatal
 from .samplers import Sampler
+from .shipping import dumps_for_process
 from .source import Source
 from .stats import Performance
 
@@ -128,7 +128,7 @@ class LoaderProcess:
             "log_level": logging.getLogger("distributed").getEffectiveLevel(),
         }
         try:
-            self._settings = cloudpickle.dumps(settings, protocol=5)
+            self._settings = dumps_for_process(settings, function)
         except Exception as exc:
             raise TypeError(
                 f"loader='process' needs the source, function_to_run and samplers to pickle: {exc!r}"
@@ -298,6 +298,13 @@ class LoaderProcess:
                     ),
                     "lost",
                 )
+        except BaseException as exc:  # a message that cannot be read here: stop, never stall
+            error = RuntimeError(
+                f"could not receive from the dask_reservoir loader process {proc.pid}: {exc!r}"
+            )
+            error.__cause__ = exc
+            self.ledger.stopped(error, "lost")
+            conn.close()  # the loader sees the end of its stream and stops
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]

@@ -16,12 +16,15 @@ the process exits.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import sys
 import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
+
+from .errors import JobError
 
 __all__ = ["HEARTBEAT_SECONDS", "SHIP_MAX", "dumps", "main"]
 
@@ -32,6 +35,9 @@ HEARTBEAT_SECONDS = 0.05
 
 SHIP_MAX = 256
 """Most entries in one message to the consumer."""
+
+PARENT_CHECK_SECONDS = 1.0
+"""How often the loader checks that the consumer's process still lives while nothing arrives."""
 
 RELEASE_SECONDS = 5.0
 """How long the loader waits, when it stops, for the scheduler to forget its tasks."""
@@ -71,7 +77,9 @@ class Loop:
 
     def send(self, message: tuple[Any, ...]) -> None:
         """Send one message to the consumer; a consumer gone stops the loop."""
-        data = dumps(message)
+        self._send_bytes(dumps(message))
+
+    def _send_bytes(self, data: bytes) -> None:
         try:
             with self._send_lock:
                 self._conn.send_bytes(data)
@@ -109,8 +117,30 @@ class Loop:
             errors.append(error)
         if not (items or errors or force):
             return False
-        self.send(("ship", items, errors, self.state()))
+        try:
+            data = dumps(("ship", items, errors, self.state()))
+        except Exception:  # some result cannot travel: it is that UID's failure, the rest goes
+            items = self._shippable(items)
+            errors = [e if _pickles(e) else JobError(str(e), uid=e.uid) for e in errors]
+            data = dumps(("ship", items, errors, self.state()))
+        self._send_bytes(data)
         return True
+
+    def _shippable(self, items: list[Any]) -> list[Any]:
+        """The items that pickle; the others are rejected (a failure of their UID) and acknowledged."""
+        from .store import StoreError
+
+        good, bad = [], []
+        for item in items:
+            try:
+                dumps(item)
+                good.append(item)
+            except Exception as exc:
+                bad.append(item.uid)
+                text = f"the result of UID {item.uid!r} cannot be sent to the consumer's process: {exc!r}"
+                self._ledger.rejected(item.uid, StoreError(text))
+        self._ledger.acknowledge(bad)
+        return good
 
     def state(self) -> Any:
         from .mirror import LoaderState
@@ -128,8 +158,14 @@ class Loop:
         )
 
     def _read(self) -> None:
+        parent = os.getppid()
         try:
             while not self._stop.is_set():
+                if not self._conn.poll(PARENT_CHECK_SECONDS):
+                    # the consumer died, though a child it forked may keep our socket open
+                    if os.getppid() != parent:
+                        break
+                    continue
                 message = pickle.loads(self._conn.recv_bytes())
                 self._handle(message)
         except (EOFError, OSError):  # the consumer closed its end, or its process died
@@ -162,6 +198,14 @@ class Loop:
             self._stop.set()
 
 
+def _pickles(obj: object) -> bool:
+    try:
+        dumps(obj)
+    except Exception:
+        return False
+    return True
+
+
 def _connect(settings: dict[str, Any]) -> Any:
     from distributed import Client
 
@@ -185,10 +229,10 @@ def main(fd: int) -> None:
 
     from .runner import runner_for
 
-    settings = cloudpickle.loads(conn.recv_bytes())
-    logging.getLogger("distributed").setLevel(settings["log_level"])
     handle = None
     try:
+        settings = cloudpickle.loads(conn.recv_bytes())
+        logging.getLogger("distributed").setLevel(settings["log_level"])
         handle = _connect(settings)
         runner = runner_for(
             handle,

@@ -100,6 +100,39 @@ def dumps_function(function: Callable[..., Any], *, by_value: bool = True) -> by
     return _dumps(function)
 
 
+def dumps_for_process(obj: Any, function: Callable[..., Any]) -> bytes:
+    """Pickle ``obj`` with cloudpickle for another Python started here (the loader process).
+
+    ``function``'s package travels by value when a new interpreter could not import it
+    by name (a module loaded from a file path, not on ``sys.path``).
+    """
+    top = function_package(function)
+    module = sys.modules.get(top) if top else None
+    if module is None or _findable(top or ""):
+        return cloudpickle.dumps(obj, protocol=5)
+    with _PICKLE_LOCK:
+        registered = top in cloudpickle.list_registry_pickle_by_value()
+        try:
+            if not registered:
+                cloudpickle.register_pickle_by_value(module)
+            return cloudpickle.dumps(obj, protocol=5)
+        finally:
+            if not registered:
+                cloudpickle.unregister_pickle_by_value(module)
+
+
+def _findable(name: str) -> bool:
+    """Whether a new interpreter could import ``name`` (asking the finders, not ``sys.modules``)."""
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        try:
+            if find_spec is not None and find_spec(name, None) is not None:
+                return True
+        except Exception:  # a third-party finder that fails: ask the next one
+            continue
+    return False
+
+
 def _dumps(function: Callable[..., Any]) -> bytes:
     try:
         return cloudpickle.dumps(function)

@@ -747,3 +747,22 @@ def test_source_position_names_the_rows_out_and_restore_submits_them_first() -> 
     assert sorted(p for job in jobs[:3] for p in job) == [0, 1, 2]  # what was out goes first
     assert jobs[3:] == [[3], [4], []]  # then the pass goes on; "f" stays quarantined
     assert set(resumed.counters().quarantined) == {"f"}
+
+
+def test_results_the_store_rejects_count_towards_quarantine_despite_loading() -> None:
+    ledger = Ledger(["a", "b"], SequentialSampler(), max_rows=1, rows_per_job=1, max_failures_per_uid=3)
+    for attempt in range(3):
+        assert submit(ledger) == [0]
+        ledger.finished([0], [ok("a")], now=0.0)  # it loads...
+        ledger.take()
+        ledger.rejected("a", ValueError("cannot be stored"))  # ...but the store refuses it
+        assert ledger.counters().failures[0].consecutive == attempt + 1
+        if attempt < 2:
+            assert submit(ledger) == [1]
+            ledger.finished([1], [ok("b")], now=0.0)
+            ledger.take()
+    assert set(ledger.counters().quarantined) == {"a"}
+    assert ledger.release_quarantine() == ["a"]
+    assert submit(ledger) == [0]
+    ledger.finished([0], [ok("a")], now=0.0)
+    assert ledger.counters().failures[0].consecutive == 0  # a plain load after release resets the count

@@ -23,7 +23,7 @@ from distributed import Client, LocalCluster
 
 from dask_reservoir import AsyncReservoir, JobError, SequentialSampler
 from dask_reservoir.loader import CONFIG_KEY
-from tests.utils import frame, poll_for, scheduler_task_count
+from tests.utils import frame, iterate_until, poll_for, scheduler_task_count
 
 
 def volume(row: dict[str, Any]) -> dict[str, Any]:
@@ -35,6 +35,42 @@ def fails_on_odd(row: dict[str, Any]) -> dict[str, Any]:
     if int(row["value"]) % 2:
         raise ZeroDivisionError(f"case {row['value']}")
     return volume(row)
+
+
+class FailsToUnpickleInTheConsumer:
+    """Unpickles anywhere but in the process whose pid is in ``DASK_RESERVOIR_TEST_CONSUMER``."""
+
+    def __init__(self, v: int) -> None:
+        self.v = v
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_or_fail, (self.v,))
+
+
+def _rebuild_or_fail(v: int) -> FailsToUnpickleInTheConsumer:
+    if os.environ.get("DASK_RESERVOIR_TEST_CONSUMER") == str(os.getpid()):
+        raise MemoryError("no memory for this result in the consumer")
+    return FailsToUnpickleInTheConsumer(v)
+
+
+def unreadable_here(row: dict[str, Any]) -> dict[str, Any]:
+    return {"obj": FailsToUnpickleInTheConsumer(int(row["value"])), "label": int(row["value"])}
+
+
+class HoldsALockOnceUnpickled:
+    """Pickles on the worker; once unpickled (in the loader) it holds a lock and pickles no more."""
+
+    def __init__(self, v: int) -> None:
+        self.v = v
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+
+
+def three_cannot_travel(row: dict[str, Any]) -> dict[str, Any]:
+    v = int(row["value"])
+    return {"obj": HoldsALockOnceUnpickled(v) if v == 3 else v, "label": v}
 
 
 def _alive(pid: int) -> bool:
@@ -229,3 +265,124 @@ def test_the_dask_config_chooses_when_loader_is_not_given(process_client: Client
         ValueError, match=r"loader must be one of \['auto', 'process', 'thread'\], got 'fork'"
     ):
         AsyncReservoir(frame(4), volume, 4, client=process_client, loader="fork")
+
+
+def test_a_result_the_consumer_cannot_read_is_an_error_not_a_stall(process_client: Client) -> None:
+    os.environ["DASK_RESERVOIR_TEST_CONSUMER"] = str(os.getpid())
+    try:
+        r = AsyncReservoir(
+            frame(10),
+            unreadable_here,
+            10,
+            min_reservoir_samples=10,
+            client=process_client,
+            loader="process",
+            collate_fn=list,
+        )
+        pid = r._runner.pid
+        with pytest.raises(
+            RuntimeError, match=r"could not receive from the dask_reservoir loader process .*MemoryError"
+        ):
+            poll_for(lambda: bool(list(iter(r))) and False, timeout=30, what="an error")
+        assert r.stats().status == "lost"
+        assert pid is not None
+        poll_for(lambda: not _alive(pid), timeout=30, what="the loader to stop")
+        r.close()
+    finally:
+        del os.environ["DASK_RESERVOIR_TEST_CONSUMER"]
+
+
+def test_a_result_that_cannot_travel_is_its_uids_failure_and_the_rest_loads(process_client: Client) -> None:
+    with AsyncReservoir(
+        frame(10),
+        three_cannot_travel,
+        10,
+        min_reservoir_samples=9,
+        client=process_client,
+        loader="process",
+        rows_per_job=1,
+        collate_fn=list,
+    ) as r:
+        iterate_until(r, lambda: 3 in r.stats().quarantined)  # ingesting frees room for retries
+        rows = [row for batch in r for row in batch]
+        assert sorted(row["label"] for row in rows) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+        (failure,) = [f for f in r.stats().failures if f.uid == 3]
+        assert (
+            failure.exc_type == "StoreError" and "cannot be sent to the consumer's process" in failure.message
+        )
+        assert r.stats().status == "running"
+
+
+def test_a_function_of_a_module_loaded_from_a_file_path(process_client: Client, tmp_path: Any) -> None:
+    import importlib.util
+
+    path = tmp_path / "hidden_loader_module.py"
+    path.write_text("def load(row):\n    return {'twice': int(row['value']) * 2}\n")
+    spec = importlib.util.spec_from_file_location("hidden_loader_module", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["hidden_loader_module"] = module
+    try:
+        spec.loader.exec_module(module)
+        with AsyncReservoir(
+            frame(6),
+            module.load,
+            6,
+            min_reservoir_samples=6,
+            client=process_client,
+            loader="process",
+            batch_size=6,
+        ) as r:
+            batch = next(iter(r))
+            assert (batch["twice"] == batch["sample_uid"] * 2).all()
+    finally:
+        del sys.modules["hidden_loader_module"]
+
+
+FORKING_CONSUMER = textwrap.dedent(
+    """
+    import multiprocessing, sys, time
+    import numpy as np, pandas as pd
+    from dask_reservoir import AsyncReservoir
+
+    def slow(row):
+        time.sleep(0.05)
+        return {"x": np.float32(row["value"])}
+
+    if __name__ == "__main__":
+        r = AsyncReservoir(pd.DataFrame({"value": range(1000)}), slow, 100, client=sys.argv[1], loader="process")
+        next(iter(r))
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(120,), daemon=True)
+        child.start()  # it inherits the socket to the loader, and outlives this process
+        print(r._runner.pid, child.pid, flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def test_the_loader_exits_when_the_consumer_dies_even_if_a_forked_child_lives_on(tmp_path: Any) -> None:
+    script = tmp_path / "consumer.py"
+    script.write_text(FORKING_CONSUMER)
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        consumer = subprocess.Popen(
+            [sys.executable, str(script), cluster.scheduler_address], stdout=subprocess.PIPE, text=True
+        )
+        child = 0
+        try:
+            assert consumer.stdout is not None
+            pid, child = (int(v) for v in consumer.stdout.readline().split())
+            consumer.send_signal(signal.SIGKILL)
+            consumer.wait(10)
+            assert _alive(child)
+            poll_for(lambda: not _alive(pid), timeout=30, what="the loader to exit")
+            poll_for(lambda: scheduler_task_count(client) == 0, timeout=30, what="its tasks to be released")
+        finally:
+            consumer.kill()
+            consumer.wait(10)
+            if child and _alive(child):
+                os.kill(child, signal.SIGKILL)
