@@ -41,7 +41,8 @@ class ResumePoint:
 
     ``source_pass``/``source_cursor``: the ledger's pass over the source and its
     position in that pass's order; ``first``: source positions submitted before
-    anything else (the former members oldest first, then the rows that were out).
+    anything else (the former members in ingestion order, then the rows that were
+    out, in submission order: a member being loaded again is in both).
     """
 
     epoch: int
@@ -145,13 +146,12 @@ def check_state(
             first.append(int(position(uid)))
         except KeyError:
             raise ValueError(f"state names UID {uid!r}, which is not in this source") from None
-    member_positions = set(first[: len(members)])
     return ResumePoint(
         epoch=_int(state, "epoch"),
-        members=len(member_positions),
+        members=len(members),
         source_pass=_int(state, "source_pass"),
         source_cursor=_int(state, "source_cursor"),
-        first=tuple(dict.fromkeys(first)),
+        first=tuple(first),
         quarantined=tuple(quarantined),
     )
 

@@ -400,6 +400,9 @@ class Ledger:
         out: list[int] = []
         while self._retry and len(out) < limit:
             pos = self._retry.popleft()
+            if self._deterministic and uids[pos] in self._outstanding and uids[pos] not in self._quarantined:
+                self._retry.appendleft(pos)  # its earlier load is not taken yet: wait, keep the order
+                return out
             if uids[pos] not in self._outstanding and uids[pos] not in self._quarantined:
                 out.append(pos)
                 self._outstanding.add(uids[pos])
@@ -415,7 +418,12 @@ class Ledger:
             self._cursor += 1
             scanned += 1
             uid = uids[pos]
-            if uid in self._outstanding or uid in self._quarantined:
+            if uid in self._quarantined:
+                continue
+            if uid in self._outstanding:
+                if self._deterministic:  # wait for it rather than skip it: skipping depends on timing
+                    self._cursor -= 1
+                    break
                 continue
             if self._pass == 1 and uid in self._skip_first_pass:
                 self._tried.add(uid)

@@ -152,7 +152,6 @@ class Loop:
             mean_load_seconds=ledger.mean_load_seconds,
             rows_per_job=ledger.rows_per_job,
             max_rows=ledger.max_rows,
-            source_position=ledger.source_position(),
             sending=runner.perf_sending.totals(),
             receiving=runner.perf_receiving.totals(),
         )
@@ -193,6 +192,8 @@ class Loop:
                 answer = self._ledger.release_quarantine(payload)
                 if answer:
                     self._runner.poke()
+            elif what == "position":
+                answer = self._ledger.source_position()
             self.send(("answer", number, answer))
         elif kind == "stop":
             self._stop.set()

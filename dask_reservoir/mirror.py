@@ -50,8 +50,6 @@ class LoaderState:
     mean_load_seconds: float = 0.0
     rows_per_job: int = 1
     max_rows: int = 1
-    source_position: tuple[int, int, tuple[Hashable, ...]] = (0, 0, ())
-    """:meth:`~dask_reservoir.ledger.Ledger.source_position`."""
     sending: tuple[float, int] = (0.0, 0)
     """``Performance.totals()`` of the submit times."""
     receiving: tuple[float, int] = (0.0, 0)
@@ -175,8 +173,9 @@ class LedgerMirror:
         return self._state
 
     def source_position(self) -> tuple[int, int, tuple[Hashable, ...]]:
-        """The loader's pass, cursor and pending UIDs at its last report."""
-        return self._state.source_position
+        """The loader's pass, cursor and pending UIDs now (asked: it has read every ``taken`` sent before)."""
+        source_pass, cursor, pending = self.ask("position", None)
+        return int(source_pass), int(cursor), tuple(pending)
 
     def rejected(self, uid: Hashable, exc: BaseException) -> None:
         """A shipped entry could not be stored: the loader records it as that UID's failure."""

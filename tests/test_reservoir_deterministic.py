@@ -43,7 +43,7 @@ def threaded(workers: int) -> Iterator[Client]:
 
 def make(client: Client, **kw: Any) -> AsyncReservoir:
     return AsyncReservoir(
-        frame(120),
+        frame(30),
         jittery,
         20,
         min_reservoir_samples=10,
