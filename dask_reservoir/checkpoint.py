@@ -141,11 +141,15 @@ def check_state(
     if not isinstance(pending, list) or not isinstance(quarantined, list):
         raise ValueError("state['pending_uids'] and state['quarantined'] must be lists")
     first: list[int] = []
-    for uid in [m["uid"] for m in members] + pending:
+    for uid in [m["uid"] for m in members] + pending + quarantined:
+        if not isinstance(uid, (bool, int, float, str)):
+            raise ValueError(f"state names UID {uid!r}: UIDs in a state are ints, floats, strs or bools")
         try:
-            first.append(int(position(uid)))
+            where = int(position(uid))
         except KeyError:
             raise ValueError(f"state names UID {uid!r}, which is not in this source") from None
+        if len(first) < len(members) + len(pending):
+            first.append(where)
     return ResumePoint(
         epoch=_int(state, "epoch"),
         members=len(members),

@@ -302,6 +302,11 @@ class AsyncReservoir(Uncopyable):
         handle: ClientHandle,
         preload: Iterable[Entry],
     ) -> None:
+        if options.world_size > len(source):
+            raise ValueError(
+                f"world_size={options.world_size} is larger than the source's {len(source)} rows: "
+                "each rank needs at least one row in every pass"
+            )
         self._source = source
         self._function = function_to_run
         self._options = options
@@ -415,6 +420,7 @@ class AsyncReservoir(Uncopyable):
             min_reservoir_samples=self._options.min_reservoir_samples,
             maximum_number_of_samples_per_epoch=self._options.maximum_number_of_samples_per_epoch,
             n_source=len(self._source),
+            capacity=self._options.max_reservoir_samples,
         )
 
     def shard_uids(self, pass_number: int) -> list[Hashable]:
@@ -457,14 +463,21 @@ class AsyncReservoir(Uncopyable):
                 break
         return moved
 
-    def _put(self, items: list[Any]) -> None:
-        """Put taken entries into the store; one that cannot be stored is that UID's failure."""
+    def _put(self, items: list[Any]) -> int:
+        """Put taken entries into the store; one that cannot be stored is that UID's failure.
+
+        Returns the entries stored (an empty result stores nothing).
+        """
+        stored = 0
         for item in items:
             entry = Entry(item.uid, item.position, item.rows, item.finished_at, item.load_seconds)
             try:
                 self._store.put(entry)
             except StoreError as exc:
                 self._runner.ledger.rejected(item.uid, exc)
+            else:
+                stored += bool(item.rows)
+        return stored
 
     def _note_throttle(self, room: int) -> None:
         """Log once per episode that live iterators pin the store's memory bound."""
@@ -498,10 +511,13 @@ class AsyncReservoir(Uncopyable):
                 room = self._store.room()
                 items = self._runner.take(min(wanted - got, room)) if room > 0 else []
                 if items:
-                    self._put(items)
-                    got += len(items)
+                    got += self._put(items)  # entries stored: empty results and rejections do not count
                     continue
                 self._note_throttle(room)
+                if len(self._store) < self._required():
+                    error = self._minimum_error(self._required())
+                    if error is not None:
+                        raise error
                 elapsed = time.monotonic() - start
                 if timeout is not None and elapsed >= timeout:
                     raise TimeoutError(
@@ -513,6 +529,22 @@ class AsyncReservoir(Uncopyable):
             self._exact_fill = None
             with self._counter_lock:
                 self._minimum_wait_seconds += time.monotonic() - start
+
+    def _minimum_error(self, required: int) -> BaseException | None:
+        """The error to raise when the rows that can still load cannot reach ``required``."""
+        counters = self._runner.ledger.counters()
+        in_store = sum(1 for uid in counters.unloadable if uid in self._store)
+        return minimum_error(
+            size=len(self._store),
+            required=required,
+            n_source=len(self._source),
+            unloadable=counters.unloadable,
+            in_store=in_store,
+            failures=counters.failures,
+            quarantined=counters.quarantined,
+            status=counters.status,
+            address=self._address,
+        )
 
     def _wait_for_minimum(self) -> None:
         required = self._required()
@@ -526,19 +558,7 @@ class AsyncReservoir(Uncopyable):
             while len(self._store) < required:
                 report.update(len(self._store))
                 self._check_usable()
-                counters = self._runner.ledger.counters()
-                in_store = sum(1 for uid in counters.unloadable if uid in self._store)
-                error = minimum_error(
-                    size=len(self._store),
-                    required=required,
-                    n_source=len(self._source),
-                    unloadable=counters.unloadable,
-                    in_store=in_store,
-                    failures=counters.failures,
-                    quarantined=counters.quarantined,
-                    status=counters.status,
-                    address=self._address,
-                )
+                error = self._minimum_error(required)
                 if error is not None:
                     raise error
                 now = time.monotonic()
@@ -751,9 +771,10 @@ class AsyncReservoir(Uncopyable):
                 world_size=self._options.world_size,
                 position=self._source.position,
             )
+            runner = self._make_runner(resume=point)  # built first: a failure leaves this reservoir as it was
             self._runner.close()
             self._store.clear()
-            self._runner = self._make_runner(resume=point)
+            self._runner = runner
             self._epoch_number = point.epoch
             if self._options.deterministic:  # the members again, then the epoch's own entries
                 self._exact_fill = point.members + cast(int, self._options.max_reservoir_replacement_size)

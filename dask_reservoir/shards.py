@@ -70,12 +70,16 @@ def shard_mask(n: int, pass_number: int, rank: int, world_size: int) -> np.ndarr
 
 
 def rows_per_rank_epoch(
-    *, min_reservoir_samples: int, maximum_number_of_samples_per_epoch: int | None, n_source: int
+    *,
+    min_reservoir_samples: int,
+    maximum_number_of_samples_per_epoch: int | None,
+    n_source: int,
+    capacity: int | None = None,
 ) -> int:
     """Entries every rank's epoch serves when ``world_size > 1``.
 
     ``maximum_number_of_samples_per_epoch`` when given, else ``min_reservoir_samples``,
-    at most the source's rows: every rank's ``iter()`` waits until its reservoir holds
+    at most the source's rows and the reservoir's ``capacity``: every rank's ``iter()`` waits until its reservoir holds
     that many entries, and then serves exactly that many (repeating its order from the
     start if the sampler gave fewer), so every rank yields the same number of batches.
 
@@ -85,6 +89,8 @@ def rows_per_rank_epoch(
     64
     >>> rows_per_rank_epoch(min_reservoir_samples=64, maximum_number_of_samples_per_epoch=128, n_source=100)
     100
+    >>> rows_per_rank_epoch(min_reservoir_samples=8, maximum_number_of_samples_per_epoch=500, n_source=1000, capacity=256)
+    256
     """
     wanted = maximum_number_of_samples_per_epoch or min_reservoir_samples
-    return max(1, min(wanted, n_source))
+    return max(1, min(wanted, n_source, capacity or wanted))

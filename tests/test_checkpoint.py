@@ -106,3 +106,22 @@ def test_write_is_atomic_and_read_names_a_corrupted_file(tmp_path: Path) -> None
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match="no JSON object"):
         read_state(path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"quarantined": [[1, 2]]},
+            r"state names UID \[1, 2\]: UIDs in a state are ints, floats, strs or bools",
+        ),
+        ({"quarantined": [99]}, r"state names UID 99, which is not in this source"),
+        ({"pending_uids": [{"a": 1}]}, r"state names UID \{'a': 1\}"),
+        ({"members": [{"uid": [10]}]}, r"state names UID \[10\]"),
+    ],
+)
+def test_uids_of_a_state_are_checked_before_anything_is_applied(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        check(state(**changes))

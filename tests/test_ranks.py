@@ -195,3 +195,25 @@ def test_three_ranks_as_processes_on_one_cli_cluster(tmp_path: Path) -> None:
         shards = [set(results[rank]["shards"][p]) for rank in range(world)]
         assert set().union(*shards) == set(range(60)) and sum(len(s) for s in shards) == 60
     assert results[1]["shards"][0] != results[1]["shards"][1]
+
+
+def test_an_epoch_longer_than_the_reservoir_is_cut_to_its_capacity(client: Client) -> None:
+    with AsyncReservoir(
+        frame(50),
+        load_value,
+        10,
+        min_reservoir_samples=5,
+        maximum_number_of_samples_per_epoch=20,
+        client=client,
+        batch_size=4,
+        rank=0,
+        world_size=2,
+        timeout=60,
+    ) as r:
+        it = iter(r)
+        assert len(it) == 3 and sum(len(b["label"]) for b in it) == 10
+
+
+def test_more_ranks_than_rows_is_refused(client: Client) -> None:
+    with pytest.raises(ValueError, match=r"world_size=4 is larger than the source's 3 rows"):
+        AsyncReservoir(frame(3), load_value, 3, client=client, rank=1, world_size=4)

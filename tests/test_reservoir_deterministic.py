@@ -114,3 +114,38 @@ def test_ledger_holds_back_rows_that_finish_out_of_order() -> None:
     assert [c.uid for c in ledger.take()] == ["b", "c"]  # "a" gave nothing: the order goes on
     ledger.finished([3], [RowLoaded("d", [{"x": 1}], 0.0)], now=0.0)
     assert [c.uid for c in ledger.take()] == ["d"]
+
+
+def empty_for_some(row: dict[str, Any]) -> Any:
+    v = int(row["value"])
+    return [] if v % 4 == 1 else jittery(row)
+
+
+def test_deterministic_honours_the_minimum_and_says_when_it_cannot_be_reached(client: Client) -> None:
+    with AsyncReservoir(
+        frame(12),
+        empty_for_some,
+        12,
+        min_reservoir_samples=6,
+        client=client,
+        batch_size=100,
+        max_reservoir_replacement_size=2,
+        deterministic=True,
+        source_sampler=SequentialSampler(),
+    ) as r:
+        sizes = [len(next(iter(r))["x"]) for _ in range(3)]
+        assert sizes[0] >= 6 and sizes == sorted(sizes)
+    from dask_reservoir import JobError
+
+    with AsyncReservoir(
+        frame(12),
+        empty_for_some,
+        12,
+        min_reservoir_samples=10,
+        client=client,
+        max_reservoir_replacement_size=2,
+        deterministic=True,
+        timeout=60,
+    ) as r:
+        with pytest.raises(JobError, match="min_reservoir_samples"):
+            iter(r)

@@ -168,3 +168,11 @@ def test_resume_in_a_new_process_after_the_trainer_is_killed(tmp_path: Path) -> 
     members = {m["uid"] for m in saved["members"]}
     assert len(members) == 20 and set(result["first"]) <= members
     assert pd.Series(result["first"]).is_unique
+
+
+def test_a_state_with_bad_quarantined_uids_leaves_the_reservoir_working(client: Client) -> None:
+    state = run(client, 1)
+    with AsyncReservoir(frame(100), load_value, 10, **settings(client)) as r:
+        with pytest.raises(ValueError, match="UIDs in a state are ints"):
+            r.load_state_dict({**state, "quarantined": [[1, 2]]})
+        assert len(list(r)) >= 1  # still loading and serving
