@@ -256,8 +256,8 @@ def w2(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
     with local_cluster(2, scheduler) as client:
         paused = _w2_paused(client, cfg)
         loaded = _w2_under_load(client, cfg)
-        threaded = _w2_under_load(client, cfg, loader="thread")
-    return [paused, loaded, threaded, *_w2_numpy(cfg)]
+        in_process = _w2_under_load(client, cfg, loader="process")
+    return [paused, loaded, in_process, *_w2_numpy(cfg)]
 
 
 # ---------------------------------------------------------------- W3 fill throughput

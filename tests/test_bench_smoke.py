@@ -28,7 +28,7 @@ NEW_ROWS = {
     "W2": [
         "dask_reservoir, loading paused",
         "dask_reservoir under load (defaults)",
-        "dask_reservoir under load, loader='thread'",
+        "dask_reservoir under load, loader='process'",
         "numpy take(out=, clip) limit",
     ],
     "W7": ["cold start", "restore() from state_dict()"],
