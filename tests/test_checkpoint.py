@@ -125,3 +125,31 @@ def test_uids_of_a_state_are_checked_before_anything_is_applied(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         check(state(**changes))
+
+
+def test_a_state_at_the_very_start_and_without_optional_lists_is_accepted() -> None:
+    fresh = state(epoch=0, source_pass=0, source_cursor=0, members=[], quarantined=[])
+    del fresh["pending_uids"]
+    point = check(fresh)
+    assert (point.epoch, point.source_pass, point.source_cursor, point.first, point.members) == (
+        0,
+        0,
+        0,
+        (),
+        0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"members": [5]}, r"state\['members'\] must be a list of \{'uid': \.\.\.\} dicts"),
+        ({"members": [{"age_seconds": 1}]}, r"state\['members'\] must be a list"),
+        ({"source": "x"}, r"state\['source'\] must be a dict, got 'x'"),
+        ({"pending_uids": "11"}, r"state\['pending_uids'\] and state\['quarantined'\] must be lists"),
+        ({"epoch": True}, r"state\['epoch'\] must be an int >= 0, got True"),
+    ],
+)
+def test_malformed_fields_are_named(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check(state(**changes))

@@ -123,3 +123,42 @@ def test_take_limit(limit: int | None) -> None:
     mirror, _, _ = make()
     mirror.receive([entry(i) for i in range(3)], [], LoaderState())
     assert len(mirror.take(limit)) == (3 if limit is None else min(limit, 3))
+
+
+@pytest.mark.parametrize("what", ["entries", "errors", "fatal", "closed"])
+def test_wait_returns_at_once_when_there_is_something_to_see(what: str) -> None:
+    mirror, _, _ = make()
+    if what == "entries":
+        mirror.receive([entry("a")], [], LoaderState())
+    elif what == "errors":
+        mirror.receive([], [JobError("boom", uid=1)], LoaderState())
+    elif what == "fatal":
+        mirror.stopped(RuntimeError("gone"), "lost")
+    else:
+        mirror.close()
+    waiter = threading.Thread(target=mirror.wait, args=(600,))
+    waiter.start()
+    waiter.join(30)  # a deadline, not a speed: without the early return it would block 600 s
+    assert not waiter.is_alive()
+
+
+def test_source_position_is_asked_from_the_loader() -> None:
+    asked: list[tuple[str, Any]] = []
+
+    def ask(kind: str, payload: Any) -> Any:
+        asked.append((kind, payload))
+        return [3, 7, ["u", "v"]]
+
+    mirror = LedgerMirror(lambda message: None, ask)
+    assert mirror.source_position() == (3, 7, ("u", "v")) and asked == [("position", None)]
+    assert mirror.recent_load_seconds() == [] and mirror.mean_load_seconds == 0.0
+    state = LoaderState(recent_load_seconds=(0.5, 0.25), mean_load_seconds=0.375)
+    mirror.receive([], [], state)
+    assert mirror.recent_load_seconds() == [0.5, 0.25] and mirror.mean_load_seconds == 0.375
+    assert mirror.state is state
+
+
+def test_one_entry_waiting_in_the_loader_is_waiting() -> None:
+    mirror, _, _ = make()
+    mirror.receive([], [], LoaderState(counters=counters(entries_waiting=1)))
+    assert mirror.has_waiting() and mirror.counters().entries_waiting == 1

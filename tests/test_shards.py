@@ -97,3 +97,16 @@ def test_ledgers_of_three_ranks_submit_disjoint_shards_covering_the_source() -> 
         per_rank.append(set(submitted))
     assert set().union(*per_rank) == set(range(n))
     assert sum(len(s) for s in per_rank) == n
+
+
+def test_rows_per_rank_epoch_is_at_least_one_and_at_most_the_capacity() -> None:
+    assert (
+        rows_per_rank_epoch(min_reservoir_samples=1, maximum_number_of_samples_per_epoch=None, n_source=10)
+        == 1
+    )
+    assert (
+        rows_per_rank_epoch(
+            min_reservoir_samples=5, maximum_number_of_samples_per_epoch=50, n_source=99, capacity=8
+        )
+        == 8
+    )
