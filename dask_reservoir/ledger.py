@@ -448,8 +448,8 @@ class Ledger:
         submitted but not yet taken (in flight, waiting, or held for a retry).
         """
         with self.cond:
-            last = len(self._seq_of) + self._seq
-            out = sorted(self._outstanding, key=lambda u: self._seq_of.get(u, last))  # submission order
+            # submission order (a UID with no number sorts last: every number is below self._seq)
+            out = sorted(self._outstanding, key=lambda u: self._seq_of.get(u, self._seq))
             pending = out + [self._uids[p] for p in self._retry]
             return self._pass, self._cursor, tuple(dict.fromkeys(pending))
 

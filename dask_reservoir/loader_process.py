@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .errors import JobError
+from .mirror import LoaderState
 
 __all__ = ["HEARTBEAT_SECONDS", "SHIP_MAX", "dumps", "main"]
 
@@ -142,9 +143,7 @@ class Loop:
         self._ledger.acknowledge(bad)
         return good
 
-    def state(self) -> Any:
-        from .mirror import LoaderState
-
+    def state(self) -> LoaderState:
         ledger, runner = self._ledger, self._runner
         return LoaderState(
             counters=ledger.counters(),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
-from tests.utils import poll_for, scheduler_task_count
+from tests.utils import poll_for, scheduler_task_count, threaded_cluster
 
 
 def _runner_threads() -> list[threading.Thread]:
@@ -32,16 +32,7 @@ def _seed_numpy() -> None:
 @pytest.fixture(scope="module")
 def cluster_client() -> Iterator[Client]:
     """A threaded LocalCluster (2 workers x 1 thread) shared by a test module."""
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=False,
-            dashboard_address=None,
-            silence_logs=logging.CRITICAL,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
+    with threaded_cluster(2) as client:
         yield client
 
 

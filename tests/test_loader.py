@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dask
@@ -204,9 +206,14 @@ CONSUMER = textwrap.dedent(
 )
 
 
-def test_the_loader_exits_and_releases_its_tasks_when_the_consumer_is_killed(tmp_path: Any) -> None:
-    script = tmp_path / "consumer.py"
-    script.write_text(CONSUMER)
+@contextmanager
+def consumer_on_a_cluster(
+    tmp_path: Any, script: str
+) -> Iterator[tuple[Client, subprocess.Popen[str], list[int]]]:
+    """Run ``script`` (given the scheduler's address) as a consumer process on a fresh process
+    cluster; yield the client, the process and the ints of its first output line."""
+    path = tmp_path / "consumer.py"
+    path.write_text(script)
     with (
         LocalCluster(
             n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None
@@ -214,19 +221,23 @@ def test_the_loader_exits_and_releases_its_tasks_when_the_consumer_is_killed(tmp
         Client(cluster, set_as_default=False) as client,
     ):
         consumer = subprocess.Popen(
-            [sys.executable, str(script), cluster.scheduler_address], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(path), cluster.scheduler_address], stdout=subprocess.PIPE, text=True
         )
         try:
             assert consumer.stdout is not None
-            pid = int(consumer.stdout.readline())
-            assert _alive(pid) and scheduler_task_count(client) > 0
-            consumer.send_signal(signal.SIGKILL)
-            consumer.wait(10)
-            poll_for(lambda: not _alive(pid), timeout=30, what="the orphaned loader process to exit")
-            poll_for(lambda: scheduler_task_count(client) == 0, timeout=30, what="its tasks to be released")
+            yield client, consumer, [int(v) for v in consumer.stdout.readline().split()]
         finally:
             consumer.kill()
             consumer.wait(10)
+
+
+def test_the_loader_exits_and_releases_its_tasks_when_the_consumer_is_killed(tmp_path: Any) -> None:
+    with consumer_on_a_cluster(tmp_path, CONSUMER) as (client, consumer, (pid,)):
+        assert _alive(pid) and scheduler_task_count(client) > 0
+        consumer.send_signal(signal.SIGKILL)
+        consumer.wait(10)
+        poll_for(lambda: not _alive(pid), timeout=30, what="the orphaned loader process to exit")
+        poll_for(lambda: scheduler_task_count(client) == 0, timeout=30, what="its tasks to be released")
 
 
 def test_where_the_process_cannot_be_used(cluster_client: Client, process_client: Client) -> None:
@@ -361,28 +372,13 @@ FORKING_CONSUMER = textwrap.dedent(
 
 
 def test_the_loader_exits_when_the_consumer_dies_even_if_a_forked_child_lives_on(tmp_path: Any) -> None:
-    script = tmp_path / "consumer.py"
-    script.write_text(FORKING_CONSUMER)
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        consumer = subprocess.Popen(
-            [sys.executable, str(script), cluster.scheduler_address], stdout=subprocess.PIPE, text=True
-        )
-        child = 0
+    with consumer_on_a_cluster(tmp_path, FORKING_CONSUMER) as (client, consumer, (pid, child)):
         try:
-            assert consumer.stdout is not None
-            pid, child = (int(v) for v in consumer.stdout.readline().split())
             consumer.send_signal(signal.SIGKILL)
             consumer.wait(10)
             assert _alive(child)
             poll_for(lambda: not _alive(pid), timeout=30, what="the loader to exit")
             poll_for(lambda: scheduler_task_count(client) == 0, timeout=30, what="its tasks to be released")
         finally:
-            consumer.kill()
-            consumer.wait(10)
-            if child and _alive(child):
+            if _alive(child):
                 os.kill(child, signal.SIGKILL)

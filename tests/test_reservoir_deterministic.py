@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from dask_reservoir import AsyncReservoir, RandomSampler, SequentialSampler
 from dask_reservoir.ledger import Ledger
 from dask_reservoir.outcomes import RowLoaded
-from tests.utils import frame
+from tests.utils import frame, threaded_cluster
 
 
 def jittery(row: dict[str, Any]) -> dict[str, Any]:
@@ -24,21 +21,6 @@ def jittery(row: dict[str, Any]) -> dict[str, Any]:
     time.sleep(random.random() * 0.004)
     v = int(row["value"])
     return {"x": np.full(3, v * 10, dtype=np.int64), "label": v % 5}
-
-
-@contextmanager
-def threaded(workers: int) -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=False,
-            dashboard_address=None,
-            silence_logs=logging.CRITICAL,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        yield client
 
 
 def make(client: Client, **kw: Any) -> AsyncReservoir:
@@ -69,9 +51,9 @@ def epochs(r: AsyncReservoir, n: int) -> list[list[tuple[int, ...]]]:
 
 
 def test_one_worker_and_four_give_the_same_batches_for_50_epochs() -> None:
-    with threaded(1) as c1, make(c1) as r1:
+    with threaded_cluster(1) as c1, make(c1) as r1:
         one = epochs(r1, 50)
-    with threaded(4) as c4, make(c4) as r4:
+    with threaded_cluster(4) as c4, make(c4) as r4:
         four = epochs(r4, 50)
     assert one == four
     assert len({tuple(e) for e in one}) > 40  # the epochs do differ from each other
@@ -81,7 +63,7 @@ def test_one_worker_and_four_give_the_same_batches_for_50_epochs() -> None:
 
 
 def test_a_resumed_deterministic_run_goes_on_identically() -> None:
-    with threaded(2) as client:
+    with threaded_cluster(2) as client:
         with make(client) as r:
             whole = epochs(r, 40)
         with make(client) as r:

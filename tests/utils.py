@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from distributed import Client
+from distributed import Client, LocalCluster
 
 
 def poll_for(
@@ -21,6 +23,22 @@ def poll_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not reached after {timeout} seconds")
         time.sleep(period)
+
+
+@contextmanager
+def threaded_cluster(workers: int) -> Iterator[Client]:
+    """A client of a fresh threaded LocalCluster of ``workers`` single-thread workers."""
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
 
 
 def scheduler_task_count(client: Client) -> int:
