@@ -43,6 +43,9 @@ BACKOFF_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 5.0
 """Longest back-off."""
 
+TRANSFER_SETTLE_SECONDS = 1.0
+"""At close, how long results already being fetched may take to arrive before they are cut off."""
+
 
 class Arrival(NamedTuple):
     """What became of one future.
@@ -81,13 +84,13 @@ class ResultCollector:
         self._client = client
         self.cond = cond
         self._arrived: deque[tuple[Future, Arrival]] = deque()
-        self._watchers: dict[Hashable, concurrent.futures.Future[None]] = {}
+        self._watchers: dict[Hashable, tuple[Future, concurrent.futures.Future[None]]] = {}
         self._closed = False
 
     def watch(self, future: Future) -> None:
         """Start awaiting ``future``; its :class:`Arrival` will be queued."""
         loop: asyncio.AbstractEventLoop = self._client.loop.asyncio_loop  # type: ignore[union-attr]
-        self._watchers[future.key] = asyncio.run_coroutine_threadsafe(self._await(future), loop)
+        self._watchers[future.key] = (future, asyncio.run_coroutine_threadsafe(self._await(future), loop))
 
     async def _await(self, future: Future) -> None:
         try:
@@ -120,14 +123,22 @@ class ResultCollector:
             self._watchers.pop(future.key, None)
         return taken
 
-    def abandon(self) -> None:
-        """Stop awaiting every future and drop what arrived (at close)."""
+    def abandon(self, *, transfer_timeout: float = TRANSFER_SETTLE_SECONDS) -> None:
+        """Stop awaiting every future and drop what arrived (at close).
+
+        Results already being fetched get up to ``transfer_timeout`` seconds to
+        arrive first: a fetch cut off mid-transfer makes the worker log a
+        ``CommClosedError`` traceback ("failed during get data").
+        """
+        fetching = [w for f, w in list(self._watchers.values()) if f.status == "finished" and not w.done()]
+        if fetching:
+            concurrent.futures.wait(fetching, timeout=transfer_timeout)
         with self.cond:
             self._closed = True
             self._arrived.clear()
         watchers = list(self._watchers.values())
         self._watchers.clear()
-        for watcher in watchers:
+        for _, watcher in watchers:
             watcher.cancel()
 
 

@@ -440,8 +440,8 @@ class JobRunner:
         if self._payload is not None:
             futures.append(self._payload)
             self._payload = None
+        self._collector.abandon()  # first: it lets results being fetched arrive
         self._cancel(futures)
-        self._collector.abandon()
         del futures
         for _, job in jobs:
             self.ledger.cancelled(job.positions)

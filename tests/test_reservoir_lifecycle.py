@@ -96,7 +96,7 @@ SCRIPT = textwrap.dedent(
     from dask_reservoir import AsyncReservoir
 
     def load(row):
-        return {"x": np.full(3, row["value"], np.float32)}
+        return {"x": np.full(int(sys.argv[2]), row["value"], np.float32)}
 
     if __name__ == "__main__":
         source = pd.DataFrame({"value": range(40)})
@@ -116,13 +116,22 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("cluster", ["embedded", "own-client"])
-def test_unclosed_reservoir_exits_quietly(tmp_path: Any, cluster: str) -> None:
+@pytest.mark.parametrize(
+    ("cluster", "floats"),
+    [
+        ("embedded", 3),
+        ("own-client", 3),
+        # 8 MB results: transfers are still running at exit, and a fetch cut off makes the
+        # worker log a CommClosedError traceback (about one run in three before the fix)
+        ("embedded", 2_000_000),
+    ],
+)
+def test_unclosed_reservoir_exits_quietly(tmp_path: Any, cluster: str, floats: int) -> None:
     script = tmp_path / "unclosed.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     done = subprocess.run(
-        [sys.executable, str(script), cluster],
+        [sys.executable, str(script), cluster, str(floats)],
         capture_output=True,
         text=True,
         timeout=100,
