@@ -21,8 +21,11 @@ __all__ = ["BATCH_FORMATS", "check_batch_format", "converter", "to_frame"]
 BATCH_FORMATS = ("numpy", "pandas", "torch")
 
 
-def to_frame(batch: dict[str, np.ndarray]) -> pd.DataFrame:
+def to_frame(batch: dict[str, np.ndarray], dtypes: dict[str, Any] | None = None) -> pd.DataFrame:
     """One row per sample; a column of ``(n, *shape)`` arrays becomes ``n`` arrays of ``shape``.
+
+    ``dtypes``: pandas dtypes to give columns back (those a vectorized ``function_to_run``
+    returned that numpy cannot hold: categorical, string, nullable, time-zone aware).
 
     Examples
     --------
@@ -38,7 +41,12 @@ def to_frame(batch: dict[str, np.ndarray]) -> pd.DataFrame:
             columns[name] = column
         else:
             columns[name] = values
-    return pd.DataFrame(columns, copy=False)
+    frame = pd.DataFrame(columns, copy=False)
+    if dtypes:
+        from .chunks import ColumnBlock
+
+        ColumnBlock.restore(frame, dtypes)
+    return frame
 
 
 def check_batch_format(batch_format: object, *, custom_collate: bool) -> str:
@@ -65,10 +73,15 @@ def check_batch_format(batch_format: object, *, custom_collate: bool) -> str:
     return str(batch_format)
 
 
-def converter(batch_format: str) -> Callable[[dict[str, np.ndarray]], Any] | None:
-    """The function turning a collated batch into ``batch_format`` (None for numpy)."""
+def converter(
+    batch_format: str, dtypes: dict[str, Any] | None = None
+) -> Callable[[dict[str, np.ndarray]], Any] | None:
+    """The function turning a collated batch into ``batch_format`` (None for numpy).
+
+    ``dtypes`` (for pandas) is read at each call: it may gain columns meanwhile.
+    """
     if batch_format == "pandas":
-        return to_frame
+        return lambda batch: to_frame(batch, dtypes)
     if batch_format == "torch":
         from dask_reservoir.torch import to_tensors
 

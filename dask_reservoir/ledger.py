@@ -15,11 +15,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from .batches import epoch_order
+from .chunks import BlockRow, ChunkLoaded, _as_rows, gc_paused
 from .errors import JobError
 from .outcomes import Outcome, RowFailed, RowLoaded
 from .samplers import Sampler
 from .shards import shard_mask
-from .sizing import TaskSizer, mean_row_bytes
+from .sizing import ROW_OVERHEAD_BYTES, TaskSizer, mean_row_bytes
 from .source import same_uid
 from .stats import FailureRecord
 
@@ -81,7 +82,7 @@ class Completed:
 
     uid: Hashable
     position: int
-    rows: tuple[dict[str, Any], ...]
+    rows: tuple[Any, ...]  # dicts, or BlockRow references into a vectorized job's block
     load_seconds: float
     finished_at: float
 
@@ -110,6 +111,25 @@ class RunnerCounters:
     unloadable: frozenset[Hashable] = frozenset()
     """UIDs that cannot give an entry now: quarantined, or their last result was empty."""
     status: str = "running"
+
+
+def _chunk_items(
+    uids: list[Hashable], positions: Sequence[int], counts: list[int], block: Any, *, share: float, now: float
+) -> list[Completed]:
+    """One :class:`Completed` per UID of a chunk, its rows referring to the chunk's block."""
+    row = tuple.__new__  # BlockRow(block, i), without the named tuple's keyword handling
+    if len(block) == len(uids) and all(c == 1 for c in counts):  # one row per UID: the usual case
+        return [
+            Completed(uid, position, (row(BlockRow, (block, i)),), share, now)
+            for i, (uid, position) in enumerate(zip(uids, positions, strict=True))
+        ]
+    items = []
+    start = 0
+    for uid, position, count in zip(uids, positions, counts, strict=True):
+        rows = tuple(row(BlockRow, (block, i)) for i in range(start, start + count))
+        start += count
+        items.append(Completed(uid, position, rows, share, now))
+    return items
 
 
 class Ledger:
@@ -556,6 +576,54 @@ class Ledger:
                         is not None
                     ):
                         self._resize()
+            self.cond.notify_all()
+
+    def finished_chunk(self, positions: Sequence[int], chunk: ChunkLoaded, *, now: float) -> None:
+        """A vectorized job (``batched=True``) returned its rows as one block (see :mod:`~dask_reservoir.chunks`).
+
+        Each UID's entry refers to its rows in the block (:class:`~dask_reservoir.chunks.BlockRow`),
+        whose columns the store writes with one assignment per column.
+        """
+        uids = [self._uids[p] for p in positions]
+        reported = chunk.uids
+        if len(reported) != len(uids) or any(
+            r is not u and not same_uid(r, u) for r, u in zip(reported, uids, strict=True)
+        ):  # rows in another order than submitted: nothing can be trusted
+            self.finished(positions, _as_rows(chunk), now=now)
+            return
+        counts = chunk.counts.tolist()
+        block = chunk.block
+        share = chunk.seconds / max(1, len(uids))
+        with gc_paused():
+            items = _chunk_items(uids, positions, counts, block, share=share, now=now)
+        with self.cond:
+            self._job_done(positions)
+            self._jobs_completed += 1
+            self._tried.update(uids)
+            with_rows = [u for u, c in zip(uids, counts, strict=True) if c]
+            without = [u for u, c in zip(uids, counts, strict=True) if not c]
+            self._loaded.update(with_rows)
+            self._empty.difference_update(with_rows)
+            self._empty.update(without)
+            if self._failures:
+                for uid in uids:
+                    previous = self._failures.get(uid)
+                    if previous is not None and previous.consecutive and uid not in self._rejected:
+                        self._failures[uid] = replace(previous, consecutive=0)
+            if self._deterministic:
+                for uid, item in zip(uids, items, strict=True):
+                    self._arrived(uid, item)
+            else:
+                self._waiting.extend(items)
+            count = len(uids)
+            self._rows_loaded += count
+            self._load_total += chunk.seconds
+            self._load_count += count
+            self._recent_loads.extend([share] * min(count, RECENT_LOADS))
+            if self._sizer is not None and count:
+                row_bytes = ROW_OVERHEAD_BYTES + block.nbytes() / max(1, len(block))
+                if self._sizer.observe_task(share, row_bytes * (len(block) / count), count) is not None:
+                    self._resize()
             self.cond.notify_all()
 
     def failed(self, positions: Sequence[int], exc: BaseException, text: str) -> None:

@@ -24,6 +24,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .chunks import compact
 from .errors import JobError
 from .mirror import LoaderState
 
@@ -111,7 +112,7 @@ class Loop:
             self.send(("ship", [], [], self.state()))  # the counters after closing
 
     def _ship(self, *, force: bool = True) -> bool:
-        items = self._ledger.ship(SHIP_MAX)
+        items = compact(self._ledger.ship(SHIP_MAX))
         errors = []
         while (error := self._ledger.pop_error()) is not None:
             error.__cause__ = portable(error.__cause__)  # the cause travels with the error

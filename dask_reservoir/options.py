@@ -53,6 +53,7 @@ class ReservoirOptions:
     world_size: int = 1
     deterministic: bool = False
     batch_format: str = "numpy"
+    batched: bool = False
 
 
 DEFAULTS: dict[str, Any] = {
@@ -159,6 +160,8 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
             "deterministic=True needs max_reservoir_replacement_size (the entries each iter() ingests, "
             "exactly), got max_reservoir_replacement_size=None"
         )
+    if not isinstance(k["batched"], bool):
+        raise TypeError(f"batched must be a bool, got {type(k['batched']).__name__}: {k['batched']!r}")
     timeout = _seconds("timeout", k["timeout"])
     job_timeout = _seconds("job_timeout", k["job_timeout"])
     return ReservoirOptions(
@@ -188,4 +191,5 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         world_size=world_size,
         deterministic=k["deterministic"],
         batch_format=check_batch_format(k["batch_format"], custom_collate=collate_fn is not None),
+        batched=k["batched"],
     )

@@ -34,6 +34,7 @@ from .checkpoint import (
     uids_digest,
     write_state,
 )
+from .chunks import BlockRow, gc_paused
 from .cluster import ClientHandle, resolve_client
 from .collate import collate_rows
 from .dask_source import DaskSource
@@ -50,7 +51,7 @@ from .samplers import RandomSampler, Sampler, check_sampler
 from .shards import rows_per_rank_epoch, shard_positions
 from .source import Source, is_dask_frame, make_source
 from .stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
-from .store import Entry, ReservoirStore, StoreError
+from .store import Entry, ReservoirStore
 from .subsets import positions_by_values, random_positions
 
 __all__ = ["AsyncReservoir", "SequenceAsyncReservoir"]
@@ -197,6 +198,17 @@ class AsyncReservoir(Uncopyable):
         ``object`` column, one array per row), or the dict with numeric arrays as torch
         tensors (``pip install dask_reservoir[torch]``).  Converted where the batch is
         built (ahead, in the reservoir's batch thread).  Not with a ``collate_fn``.
+    batched : bool
+        Vectorized ``function_to_run``: it receives a ``pandas.DataFrame`` of up to
+        ``rows_per_job`` source rows (the UID column included, the source's dtypes)
+        and returns a ``DataFrame``, or a dict of equal-length arrays, of produced rows,
+        each carrying in the UID column the source UID it belongs to (0..n rows per
+        UID, only UIDs of the chunk).  Results travel and are stored as columns; pandas
+        extension dtypes (categorical, string, nullable, time-zone aware) come back in
+        ``batch_format="pandas"`` batches and :meth:`to_pandas`.  A chunk whose call
+        raises (after ``retries``) or returns something else fails all its UIDs with a
+        :class:`JobError` naming the function, the UIDs and what was wrong.  With
+        ``rows_per_job="auto"``, chunks are sized from the measured cost per row.
 
     Examples
     --------
@@ -247,6 +259,7 @@ class AsyncReservoir(Uncopyable):
         world_size: int = 1,
         deterministic: bool = False,
         batch_format: str = "numpy",
+        batched: bool = False,
     ) -> None:
         self._closed = True  # until fully built, so __del__ and close() are no-ops
         given = locals()
@@ -301,6 +314,7 @@ class AsyncReservoir(Uncopyable):
         samplers: tuple[Sampler, Sampler],
         handle: ClientHandle,
         preload: Iterable[Entry],
+        dtypes: dict[str, Any] | None = None,
     ) -> None:
         if options.world_size > len(source):
             raise ValueError(
@@ -322,6 +336,7 @@ class AsyncReservoir(Uncopyable):
         self._epochs = 0  # epochs started
         self._epoch_number = 0  # the next epoch's number for the samplers (set_epoch)
         self._exact_fill: int | None = None  # deterministic: entries the next iter() ingests, if not the cap
+        self._dtypes: dict[str, Any] = dict(dtypes or {})  # batched: pandas dtypes of produced columns
         self._batches_served = 0
         self._samples_served = 0
         self._wait_seconds = 0.0  # in iter() and next()
@@ -468,16 +483,21 @@ class AsyncReservoir(Uncopyable):
 
         Returns the entries stored (an empty result stores nothing).
         """
-        stored = 0
-        for item in items:
-            entry = Entry(item.uid, item.position, item.rows, item.finished_at, item.load_seconds)
-            try:
-                self._store.put(entry)
-            except StoreError as exc:
-                self._runner.ledger.rejected(item.uid, exc)
-            else:
-                stored += bool(item.rows)
-        return stored
+        last = None
+        for item in items:  # the pandas dtypes of batched results, to restore in tables
+            block = item.rows[0].block if item.rows and type(item.rows[0]) is BlockRow else None
+            if block is not None and block is not last:
+                last = block
+                for name, dtype in block.dtypes.items():
+                    self._dtypes.setdefault(name, dtype)
+        with gc_paused():
+            entries = [
+                Entry(i.uid, i.position, i.rows, i.finished_at, i.load_seconds) for i in items if i.rows
+            ]
+            rejected = self._store.put_many(entries)
+        for entry, exc in rejected:
+            self._runner.ledger.rejected(entry.uid, exc)
+        return len(entries) - len(rejected)
 
     def _note_throttle(self, room: int) -> None:
         """Log once per episode that live iterators pin the store's memory bound."""
@@ -638,7 +658,7 @@ class AsyncReservoir(Uncopyable):
             on_batch=self._count_batch,
             builder=self._builder,
             prefetch=self._prefetch,
-            convert=converter(self._options.batch_format),
+            convert=converter(self._options.batch_format, self._dtypes),
         )
         self._prepare_order(len(snapshot), epoch + 1)
         return it
@@ -846,7 +866,7 @@ class AsyncReservoir(Uncopyable):
             snapshot.release()
         if not rows:
             return pd.DataFrame({self._options.uid_column: [], "loaded_at": pd.to_datetime([], unit="s")})
-        frame = to_frame(collate_rows(rows, uid_column=self._options.uid_column))
+        frame = to_frame(collate_rows(rows, uid_column=self._options.uid_column), self._dtypes)
         frame["loaded_at"] = pd.to_datetime(np.asarray(stamps), unit="s")
         return frame
 
@@ -922,6 +942,7 @@ class AsyncReservoir(Uncopyable):
                 samplers=(sampler, self._given_samplers[1].subset(positions)),
                 handle=ClientHandle(self._handle.client, owned=False),
                 preload=sorted(preload, key=lambda e: e.loaded_at),
+                dtypes=self._dtypes,
             )
         except BaseException:
             if isinstance(source, DaskSource):

@@ -30,6 +30,7 @@ from typing import Any, cast
 from distributed import Client, Future
 
 from .checkpoint import ResumePoint
+from .chunks import ChunkLoaded, run_chunk, run_partition_chunk
 from .cluster import ClientHandle, importable_on
 from .collector import MAX_UNEXPECTED, Arrival, LossTracker, ResultCollector
 from .dask_source import DaskSource
@@ -352,8 +353,10 @@ class JobRunner:
         start = time.perf_counter()
         source = self._source
         payload = self._payload_future()
-        if isinstance(source, PandasSource):
-            args: tuple[Any, ...] = (
+        if isinstance(source, PandasSource) and self._spec.batched:
+            args: tuple[Any, ...] = (run_chunk, self._options, payload, source.chunk(positions), Opaque(uids))
+        elif isinstance(source, PandasSource):
+            args = (
                 run_rows,
                 self._options,
                 payload,
@@ -371,7 +374,8 @@ class JobRunner:
                 )
                 source.renew_partitions(gone)
             parts = {part: source.parts[part] for part in wanted}
-            args = (run_partition_rows, self._options, payload, parts, Opaque(refs), Opaque(uids))
+            run = run_partition_chunk if self._spec.batched else run_partition_rows
+            args = (run, self._options, payload, parts, Opaque(refs), Opaque(uids))
         future = self._client.submit(*args, key=key, retries=self._retries, pure=False)
         self.perf_sending.add(time.perf_counter() - start)
         self._in_flight[future.key] = (future, _Job(positions, time.monotonic(), self._spec.by_value))
@@ -390,7 +394,10 @@ class JobRunner:
                 now = time.monotonic()
                 self.perf_receiving.add(now - job.submitted_at)
                 self._losses.loaded(job.positions)
-                self.ledger.finished(job.positions, arrival.value, now=now)
+                if type(arrival.value) is ChunkLoaded:
+                    self.ledger.finished_chunk(job.positions, arrival.value, now=now)
+                else:
+                    self.ledger.finished(job.positions, arrival.value, now=now)
             elif arrival.kind == "error":
                 failed.append(future)
                 exc = cast(BaseException, arrival.error)  # always set for "error"
@@ -491,6 +498,7 @@ def runner_for(
             rows_per_job=options.rows_per_job or 0,
             timeout=options.job_timeout,
             by_value=by_value,
+            batched=options.batched,
         ),
         order=order,
         max_rows=options.max_jobs_at_once,

@@ -380,6 +380,43 @@ class SlotTable:
             self._written[slot] = True
             self.written += 1
 
+    def write_many(self, slots: np.ndarray, columns: dict[str, np.ndarray], rows: np.ndarray) -> None:
+        """Copy rows ``rows`` of ``columns`` (a block's arrays, matching the schema) into ``slots``.
+
+        One assignment per column, for entries of a vectorized job (see
+        :mod:`~dask_reservoir.chunks`); the caller checked :meth:`block_columns`.
+        """
+        for name, array in self.arrays.items():
+            array[slots] = columns[name][rows]
+        for key in self._is_str:
+            values = self.arrays[key][slots].tolist()
+            self._is_str[key][slots] = [type(v) is str for v in values]
+            self._mutable[key][slots] = [not is_immutable(v) for v in values]
+        self.written += int(np.count_nonzero(~self._written[slots]))
+        self._written[slots] = True
+
+    @staticmethod
+    def block_columns(columns: dict[str, np.ndarray]) -> dict[str, Column] | None:
+        """The schema a table needs for one row of each of ``columns`` (None: not slottable).
+
+        Examples
+        --------
+        >>> schema = SlotTable.block_columns({"x": np.zeros((4, 2), np.float32), "n": np.array(["a"] * 4)})
+        >>> [c.describe() for c in schema.values()]
+        ['float32 array of shape (2,)', 'object']
+        """
+        if not columns or not all(isinstance(k, str) for k in columns):
+            return None
+        schema = {}
+        for name, values in columns.items():
+            if values.dtype.kind in "OUSV":
+                schema[name] = Column(_OBJECT, np.dtype(object))
+            elif values.ndim == 1:
+                schema[name] = Column(_SCALAR, values.dtype)
+            else:
+                schema[name] = Column(_ARRAY, values.dtype, values.shape[1:])
+        return schema
+
     @property
     def has_objects(self) -> bool:
         """Whether some column holds Python objects (which :meth:`forget` drops)."""

@@ -300,6 +300,12 @@ class PandasSource(Source):
             [v[index] if isinstance(v, np.ndarray) else [v[p] for p in positions] for _, v in columns],
         )
 
+    def chunk(self, positions: Sequence[int]) -> Any:
+        """Rows ``positions`` as a pandas DataFrame (dtypes kept), wrapped for a task argument."""
+        from .tasks import Opaque
+
+        return Opaque(self.frame.iloc[np.asarray(positions, dtype=np.intp)])
+
     def subset(self, positions: Sequence[int]) -> PandasSource:
         """A source holding rows ``positions``, in that order."""
         positions = list(positions)

@@ -41,10 +41,11 @@ import warnings
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from .chunks import BlockRow
 from .collate import is_immutable, private_rows
 from .slots import SlotPool, SlotTable, StoreError
 
@@ -319,6 +320,8 @@ class ReservoirStore:
         """
         if not entry.rows:
             return []
+        if any(type(row) is BlockRow for row in entry.rows):
+            entry.rows = tuple(row.as_dict() if type(row) is BlockRow else row for row in entry.rows)
         for i, row in enumerate(entry.rows):
             if not isinstance(row, dict):
                 raise StoreError(
@@ -351,6 +354,74 @@ class ReservoirStore:
                     raise
             self._commit(entry, table)
             return self._make_room(entry)
+
+    def put_many(self, entries: list[Entry]) -> list[tuple[Entry, StoreError]]:
+        """:meth:`put` each entry in order; return those that could not be stored, with why.
+
+        Entries of a vectorized job whose one row each lives in the same
+        :class:`~dask_reservoir.chunks.ColumnBlock` are written to the table with
+        one assignment per column (at most ``capacity`` at a time, so that none
+        evicts another of the same write).  :class:`NoRoomError` and ``ValueError``
+        propagate as from :meth:`put`.
+        """
+        rejected: list[tuple[Entry, StoreError]] = []
+        i, n = 0, len(entries)
+        while i < n:
+            block = _single_block(entries[i])
+            j = i + 1
+            if block is not None:
+                while j < n and j - i < self.capacity and _single_block(entries[j]) is block:
+                    j += 1
+                if self._put_block(entries[i:j], block):
+                    i = j
+                    continue
+                j = i + 1
+            for entry in entries[i:j]:
+                try:
+                    self.put(entry)
+                except StoreError as exc:
+                    rejected.append((entry, exc))
+            i = j
+        return rejected
+
+    def _put_block(self, entries: list[Entry], block: Any) -> bool:
+        """Put entries whose row ``k`` is row ``entries[k].rows[0].index`` of ``block``; False: not here."""
+        if not self._columnar:
+            return False
+        schema = SlotTable.block_columns(block.columns)
+        if schema is None:
+            return False
+        for name, values in block.columns.items():
+            if values.dtype == object:
+                rows = np.fromiter(
+                    (cast(BlockRow, e.rows[0]).at for e in entries), np.intp, count=len(entries)
+                )
+                for value in values[rows].tolist():
+                    _check_servable(entries[0].uid, name, value)
+        with self._lock:
+            self._apply_releases()
+            table = self.table
+            if table is None:
+                table = SlotTable(schema, self.pool_size)
+            elif table.columns != schema:
+                return False  # put() one by one: it warns about the change
+            if self.room() < len(entries):
+                return False  # put() one by one: it raises NoRoomError where room runs out
+            for entry in entries:
+                present = self._at_position.get(entry.position)
+                if present is not None and present.uid != entry.uid:
+                    raise ValueError(
+                        f"entry positions must be unique: position {entry.position} holds UID "
+                        f"{present.uid!r}, got UID {entry.uid!r}"
+                    )
+            rows = np.fromiter((cast(BlockRow, e.rows[0]).at for e in entries), np.intp, count=len(entries))
+            handles = np.empty(len(entries), np.intp)
+            for k, entry in enumerate(entries):
+                self._commit(entry, table)
+                handles[k] = cast(int, entry.handle)
+                self._make_room(entry)
+            table.write_many(handles, block.columns, rows)
+            return True
 
     def _table_for(self, entry: Entry) -> SlotTable | None:
         """The table the entry's row goes in (a new one for the first row), or None."""
@@ -669,6 +740,12 @@ class ReservoirStore:
             f"<ReservoirStore: size={len(self)}/{self.capacity} ingested={self.ingested} "
             f"evicted={self.evicted} replaced={self.replaced}>"
         )
+
+
+def _single_block(entry: Entry) -> Any:
+    """The block holding the one row of ``entry``, or None."""
+    rows = entry.rows
+    return rows[0].block if len(rows) == 1 and type(rows[0]) is BlockRow else None
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -159,6 +159,7 @@ class JobSpec:
     timeout: float | None = None
     by_value: bool = True
     function: Callable[[dict[str, Any]], Any] | None = field(default=None, compare=False, repr=False)
+    batched: bool = False
 
     @classmethod
     def from_function(
@@ -170,19 +171,23 @@ class JobSpec:
         rows_per_job: int,
         timeout: float | None = None,
         by_value: bool = True,
+        batched: bool = False,
     ) -> JobSpec:
         """Pickle ``function`` (see :func:`~dask_reservoir.shipping.dumps_function`) and build the spec.
 
         ``rows_per_job`` 0 means "auto" (tasks of varying size: retries run in the task).
+        ``batched``: one call per chunk (:mod:`~dask_reservoir.chunks`), retried in the task.
         """
+        single = rows_per_job == 1 and not batched
         return cls(
             payload=dumps_function(function, by_value=by_value),
             uid_column=uid_column,
-            attempts=1 + retries if rows_per_job != 1 else 1,
-            reraise=rows_per_job == 1,
+            attempts=1 if single else 1 + retries,
+            reraise=single,
             timeout=timeout,
             by_value=by_value or function_package(function) is None,
             function=function,
+            batched=batched,
         )
 
     def options(self, *, check_uid: bool = False) -> TaskOptions:

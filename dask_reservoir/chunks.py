@@ -1,0 +1,425 @@
+"""Vectorized jobs (``batched=True``): one call of ``function_to_run`` per chunk of source rows.
+
+Runs on the workers.  The function receives a ``pandas.DataFrame`` of up to
+``rows_per_job`` source rows (the UID column included, dtypes as in the source)
+and returns a DataFrame, or a dict of equal-length arrays, of produced rows,
+each carrying in the UID column the source UID it belongs to (0..n rows per
+UID).  What it returned is checked once per chunk, vectorized, and travels back
+as one :class:`ColumnBlock`: one array per column, rows grouped by source UID in
+chunk order, and one count per source UID (:class:`ChunkLoaded`).  A chunk whose
+function raised (after ``retries``) or returned something wrong fails every UID
+of the chunk, with a :class:`~dask_reservoir.errors.JobError` naming the
+function, the chunk's UIDs and what was wrong.
+
+Pandas extension dtypes (categorical, string, nullable integers, time-zone aware
+datetimes) travel as numpy arrays plus the dtype, which
+:meth:`ColumnBlock.restore` applies again to a table of its rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import threading
+import time
+import traceback
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, NamedTuple, cast
+
+import numpy as np
+import pandas as pd
+
+from .errors import JobError
+from .outcomes import RowFailed
+from .shipping import _load
+from .source import same_uid
+from .timeouts import _call_with_timeout
+
+__all__ = [
+    "BlockRow",
+    "ChunkLoaded",
+    "ColumnBlock",
+    "compact",
+    "gc_paused",
+    "run_chunk",
+    "run_partition_chunk",
+    "to_block",
+]
+
+_SHOWN = 5
+
+
+_GC_LOCK = threading.Lock()
+_GC_HOLDERS = [0]  # threads inside gc_paused() that found the collector on
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a chunk's entries are created.
+
+    Creating one object per UID for a chunk of 100,000 rows triggers full
+    collections that scan every live object: measured, they doubled the client's
+    time per row.  Nothing is freed later than it would be; the collector is
+    turned back on when the last thread that paused it leaves, and left off when
+    it was off before.
+
+    Examples
+    --------
+    >>> with gc_paused():
+    ...     gc.isenabled()
+    False
+    >>> gc.isenabled()
+    True
+    """
+    with _GC_LOCK:
+        paused = gc.isenabled() or _GC_HOLDERS[0] > 0
+        if paused:
+            _GC_HOLDERS[0] += 1
+            gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            with _GC_LOCK:
+                _GC_HOLDERS[0] -= 1
+                if _GC_HOLDERS[0] == 0:
+                    gc.enable()
+
+
+def _shown(uids: Sequence[Hashable]) -> str:
+    more = f" (and {len(uids) - _SHOWN} more)" if len(uids) > _SHOWN else ""
+    return f"{list(uids[:_SHOWN])!r}{more}"
+
+
+def _numpy_column(series: pd.Series) -> tuple[np.ndarray, Any]:
+    """A column as a numpy array, and the pandas dtype to restore (None: the array's own)."""
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype):
+        return series.to_numpy(), None
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(), dtype
+    # categorical, string, nullable ints/floats/bools, ...: the values, missing as None
+    as_objects = series.astype(object)
+    values = np.asarray(as_objects.where(as_objects.notna(), None), dtype=object)
+    return values, dtype
+
+
+class ColumnBlock:
+    """Produced rows as columns: ``columns[name][i]`` is column ``name`` of row ``i``.
+
+    Parameters
+    ----------
+    columns : dict of str to numpy.ndarray
+        Equal-length arrays (their first axis is the row).
+    dtypes : dict of str to pandas dtype, optional
+        The pandas dtype of columns that numpy cannot hold (see :meth:`restore`).
+
+    Examples
+    --------
+    >>> block = ColumnBlock({"x": np.array([1.5, 2.5]), "uid": np.array([7, 8])})
+    >>> len(block), block.row(1)
+    (2, {'x': np.float64(2.5), 'uid': np.int64(8)})
+    >>> block.take(np.array([1])).columns["uid"].tolist()
+    [8]
+    """
+
+    __slots__ = ("columns", "dtypes")
+
+    def __init__(self, columns: dict[str, np.ndarray], dtypes: dict[str, Any] | None = None) -> None:
+        self.columns = columns
+        self.dtypes = dtypes or {}
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ColumnBlock, (self.columns, self.dtypes))
+
+    def nbytes(self) -> int:
+        """Bytes of the column arrays (object columns count their pointers)."""
+        return sum(v.nbytes for v in self.columns.values())
+
+    def row(self, index: int) -> dict[str, Any]:
+        """Row ``index`` as a dict (numpy scalars, arrays or objects)."""
+        return {name: values[index] for name, values in self.columns.items()}
+
+    def take(self, indices: np.ndarray) -> ColumnBlock:
+        """A new block of rows ``indices``."""
+        return ColumnBlock({k: v[indices] for k, v in self.columns.items()}, self.dtypes)
+
+    @staticmethod
+    def restore(frame: pd.DataFrame, dtypes: dict[str, Any]) -> pd.DataFrame:
+        """Give ``frame``'s columns their pandas ``dtypes`` back (in place; returns it)."""
+        for name, dtype in dtypes.items():
+            if name not in frame.columns:
+                continue
+            if isinstance(dtype, pd.DatetimeTZDtype):
+                frame[name] = pd.to_datetime(frame[name]).dt.tz_localize("UTC").dt.tz_convert(dtype.tz)
+            else:
+                frame[name] = frame[name].astype(dtype)
+        return frame
+
+
+class BlockRow(NamedTuple):
+    """One produced row kept in a :class:`ColumnBlock` (what an entry holds instead of a dict).
+
+    Examples
+    --------
+    >>> BlockRow(ColumnBlock({"x": np.array([3, 4])}), 1).as_dict()
+    {'x': np.int64(4)}
+    """
+
+    block: ColumnBlock
+    at: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as a dict."""
+        return self.block.row(self.at)
+
+
+class ChunkLoaded(NamedTuple):
+    """What a vectorized task returns when the chunk loaded.
+
+    ``uids`` are the chunk's source UIDs in order (as read on the worker);
+    ``counts[i]`` rows of ``block`` belong to ``uids[i]``, the rows of each UID
+    following those of the UIDs before it.
+    """
+
+    uids: list[Hashable]
+    counts: np.ndarray
+    block: ColumnBlock
+    seconds: float
+
+
+def compact(items: list[Any]) -> list[Any]:
+    """Point the rows of ``items`` (finished entries) at blocks holding only their rows.
+
+    The loader process ships a few hundred entries at a time: each shipment must
+    carry the rows it ships, not every block they came from in full.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> block = ColumnBlock({"x": np.arange(10)})
+    >>> items = [SimpleNamespace(rows=(BlockRow(block, 7),))]
+    >>> [len(r.block) for i in compact(items) for r in i.rows], items[0].rows[0].as_dict()
+    ([1], {'x': np.int64(7)})
+    """
+    wanted: dict[int, tuple[ColumnBlock, list[int]]] = {}
+    for item in items:
+        for row in item.rows:
+            if type(row) is BlockRow:
+                wanted.setdefault(id(row.block), (row.block, []))[1].append(row.at)
+    moved: dict[int, tuple[ColumnBlock, dict[int, int]]] = {}
+    for key, (block, ats) in wanted.items():
+        if len(ats) < len(block):
+            moved[key] = (block.take(np.asarray(ats, dtype=np.intp)), {at: k for k, at in enumerate(ats)})
+    if moved:
+        for item in items:
+            if any(type(r) is BlockRow and id(r.block) in moved for r in item.rows):
+                item.rows = tuple(
+                    BlockRow(moved[id(r.block)][0], moved[id(r.block)][1][r.at])
+                    if type(r) is BlockRow and id(r.block) in moved
+                    else r
+                    for r in item.rows
+                )
+    return items
+
+
+def _name(function: Callable[..., Any]) -> str:
+    return getattr(function, "__qualname__", None) or type(function).__name__
+
+
+def to_block(result: object, chunk_uids: pd.Index, uid_column: str) -> tuple[np.ndarray, ColumnBlock]:
+    """Check what a vectorized function returned; its rows per source UID and its block.
+
+    Raises ``ValueError`` saying what was wrong (the caller names the function and UIDs).
+
+    Examples
+    --------
+    >>> out = pd.DataFrame({"uid": ["b", "a", "b"], "y": [1, 2, 3]})
+    >>> counts, block = to_block(out, pd.Index(["a", "b", "c"]), "uid")
+    >>> counts.tolist(), block.columns["uid"].tolist(), block.columns["y"].tolist()
+    ([1, 2, 0], ['a', 'b', 'b'], [2, 1, 3])
+    >>> to_block([{"uid": "a"}], pd.Index(["a"]), "uid")
+    Traceback (most recent call last):
+    ...
+    ValueError: it must return a pandas DataFrame or a dict of equal-length arrays, got list
+    """
+    columns: dict[str, np.ndarray] = {}
+    dtypes: dict[str, Any] = {}
+    if isinstance(result, dict):
+        bad = [k for k in result if not isinstance(k, str)]
+        if bad:
+            raise ValueError(f"its column names must be str, got {bad[0]!r} ({type(bad[0]).__name__})")
+        for name, value in result.items():
+            if isinstance(value, pd.Series):
+                columns[name], dtype = _numpy_column(value.reset_index(drop=True))
+                if dtype is not None:
+                    dtypes[name] = dtype
+                continue
+            array = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if array.ndim == 0:
+                raise ValueError(
+                    f"column {name!r} is a scalar ({type(value).__name__}), not an array of rows"
+                )
+            columns[name] = array
+        lengths = {name: len(v) for name, v in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"its columns must have equal lengths, got {lengths}")
+    elif isinstance(result, pd.DataFrame):
+        names = list(result.columns)
+        duplicated = list(dict.fromkeys(pd.Index(names)[pd.Index(names).duplicated()].tolist()))
+        if duplicated:
+            raise ValueError(f"its DataFrame has duplicate columns {duplicated!r}")
+        bad = [k for k in names if not isinstance(k, str)]
+        if bad:
+            raise ValueError(f"its column names must be str, got {bad[0]!r} ({type(bad[0]).__name__})")
+        for name in names:
+            columns[name], dtype = _numpy_column(result[name])
+            if dtype is not None:
+                dtypes[name] = dtype
+    else:
+        raise ValueError(
+            f"it must return a pandas DataFrame or a dict of equal-length arrays, got {type(result).__name__}"
+        )
+    if uid_column not in columns:
+        raise ValueError(
+            f"its rows must carry their source UID in the UID column {uid_column!r}, "
+            f"which it did not return (columns: {list(columns)!r})"
+        )
+    owner = chunk_uids.get_indexer(pd.Index(columns[uid_column]))
+    foreign = np.flatnonzero(owner < 0)
+    if len(foreign):
+        found = columns[uid_column][foreign[:_SHOWN]].tolist()
+        raise ValueError(
+            f"{len(foreign)} of its rows carry UIDs that are not in the chunk, such as {found!r}"
+        )
+    order = np.argsort(owner, kind="stable")
+    counts = np.bincount(owner, minlength=len(chunk_uids)).astype(np.int64)
+    if not np.array_equal(order, np.arange(len(order))):
+        columns = {k: v[order] for k, v in columns.items()}
+    return counts, ColumnBlock(columns, dtypes)
+
+
+def _failed_chunk(uids: Sequence[Hashable], exc: BaseException, seconds: float) -> list[RowFailed]:
+    text = "".join(traceback.format_exception(exc))
+    exc.__traceback__ = None
+    return [RowFailed(uid, type(exc).__name__, str(exc), text, exc, seconds) for uid in uids]
+
+
+def _run(
+    options: Any, function: Callable[[pd.DataFrame], Any], chunk: pd.DataFrame, uids: list[Hashable]
+) -> ChunkLoaded | list[RowFailed]:
+    start = time.perf_counter()
+    index = pd.Index(uids)
+    error: BaseException = RuntimeError("function_to_run was not called")
+    for _ in range(max(1, options.attempts)):
+        try:
+            if options.timeout is None:
+                result = function(chunk.copy(deep=False))
+            else:
+                call = cast(Callable[[Any], Any], function)
+                result = _call_with_timeout(call, cast(Any, chunk.copy(deep=False)), uids[0], options.timeout)
+        except Exception as exc:
+            error = exc
+            continue
+        try:
+            counts, block = to_block(result, index, options.uid_column)
+        except ValueError as exc:
+            error = JobError(
+                f"function_to_run {_name(function)} (batched=True) returned a wrong result for the chunk "
+                f"of UIDs {_shown(uids)}: {exc}",
+                uid=uids[0],
+            )
+            continue
+        return ChunkLoaded(uids, counts, block, time.perf_counter() - start)
+    return _failed_chunk(uids, error, time.perf_counter() - start)
+
+
+def run_chunk(options: Any, payload: bytes, chunk: Any, uids: Any) -> ChunkLoaded | list[RowFailed]:
+    """Run the vectorized ``function_to_run`` once on ``chunk``, a pandas DataFrame of source rows.
+
+    Examples
+    --------
+    >>> from dask_reservoir.tasks import JobSpec
+    >>> spec = JobSpec.from_function(lambda df: df.assign(y=df.x * 2), uid_column="uid", retries=0, rows_per_job=2)
+    >>> out = run_chunk(spec.options(), spec.payload, pd.DataFrame({"uid": ["a", "b"], "x": [1, 2]}), ["a", "b"])
+    >>> out.counts.tolist(), out.block.columns["y"].tolist()
+    ([1, 1], [2, 4])
+    """
+    frame = chunk.value if hasattr(chunk, "value") else chunk
+    uid_list = uids.value if hasattr(uids, "value") else uids
+    return _run(options, cast(Callable[[pd.DataFrame], Any], _load(payload)), frame, list(uid_list))
+
+
+def run_partition_chunk(
+    options: Any, payload: bytes, parts: dict[int, pd.DataFrame], refs: Any, uids: Any
+) -> ChunkLoaded | list[Any]:
+    """Read rows ``refs`` (partition, offset) of a dask source on the worker, then run them as one chunk.
+
+    The chunk's rows are in the order of ``refs``.  With ``options.check_uid``, rows
+    whose UID column, as read here, is not the expected UID fail (naming both) and
+    the others run; the outcome is then one per row, in the order of ``refs``.
+
+    Examples
+    --------
+    >>> from dask_reservoir.tasks import JobSpec
+    >>> spec = JobSpec.from_function(lambda df: df, uid_column="uid", retries=0, rows_per_job=2)
+    >>> parts = {0: pd.DataFrame({"uid": ["a", "b"]}), 1: pd.DataFrame({"uid": ["c"]})}
+    >>> run_partition_chunk(spec.options(), spec.payload, parts, [(1, 0), (0, 1)], ["c", "b"]).uids
+    ['c', 'b']
+    """
+    ref_list: Sequence[tuple[int, int]] = refs.value if hasattr(refs, "value") else refs
+    uid_list: list[Hashable] = list(uids.value if hasattr(uids, "value") else uids)
+    function = cast(Callable[[pd.DataFrame], Any], _load(payload))
+    by_part: dict[int, tuple[list[int], list[int]]] = {}  # partition -> (indices into refs, offsets)
+    for i, (part, offset) in enumerate(ref_list):
+        indices, offsets = by_part.setdefault(part, ([], []))
+        indices.append(i)
+        offsets.append(offset)
+    pieces = [parts[part].iloc[offsets] for part, (_, offsets) in by_part.items()]
+    read_order = np.concatenate([np.asarray(indices) for indices, _ in by_part.values()])
+    chunk = pd.concat(pieces) if len(pieces) > 1 else pieces[0]
+    chunk = chunk.iloc[np.argsort(read_order, kind="stable")].reset_index(drop=True)  # as in refs
+    column = options.uid_column
+    wrong: list[int] = []
+    if options.check_uid and column in chunk.columns:
+        read = chunk[column].tolist()
+        wrong = [i for i, (a, b) in enumerate(zip(read, uid_list, strict=True)) if not same_uid(a, b)]
+    if not wrong:
+        cast(Any, chunk)[column] = uid_list
+        return _run(options, function, chunk, uid_list)
+    failed: dict[int, RowFailed] = {}
+    for i in wrong:
+        message = (
+            f"the dask source row read on the worker has UID {read[i]!r} in column {column!r}, "
+            f"expected UID {uid_list[i]!r} (the row order of the source changed between reads?)"
+        )
+        failed[i] = RowFailed(uid_list[i], "JobError", message, "", JobError(message, uid=uid_list[i]))
+    keep = np.flatnonzero(~np.isin(np.arange(len(uid_list)), wrong))
+    outcomes: list[Any] = [None] * len(uid_list)
+    for i, row in failed.items():
+        outcomes[i] = row
+    if len(keep):
+        kept_uids = [uid_list[i] for i in keep.tolist()]
+        rest = chunk.iloc[keep].reset_index(drop=True)
+        cast(Any, rest)[column] = kept_uids
+        for i, outcome in zip(keep.tolist(), _as_rows(_run(options, function, rest, kept_uids)), strict=True):
+            outcomes[i] = outcome
+    return outcomes
+
+
+def _as_rows(outcome: ChunkLoaded | list[RowFailed]) -> list[Any]:
+    """A chunk's outcome as one :class:`~dask_reservoir.outcomes.RowLoaded` or ``RowFailed`` per UID."""
+    from .outcomes import RowLoaded
+
+    if not isinstance(outcome, ChunkLoaded):
+        return outcome
+    out: list[Any] = []
+    start = 0
+    share = outcome.seconds / max(1, len(outcome.uids))
+    for uid, count in zip(outcome.uids, outcome.counts.tolist(), strict=True):
+        out.append(RowLoaded(uid, [outcome.block.row(i) for i in range(start, start + count)], share))
+        start += count
+    return out
