@@ -53,7 +53,8 @@ lint: install-dev
 # process, over the test modules that build such reservoirs.
 LOADER_TESTS := tests/test_loader.py tests/test_reservoir_processes.py tests/test_remote.py \
 	tests/test_cluster.py tests/test_reservoir_lifecycle.py tests/test_reservoir_values.py \
-	tests/test_reservoir.py tests/test_reservoir_sampling.py tests/test_examples.py
+	tests/test_reservoir.py tests/test_reservoir_sampling.py tests/test_examples.py \
+	tests/test_reservoir_batched.py
 
 test: install-dev lint
 	$(PY) -m pytest

@@ -91,11 +91,21 @@ def _shown(uids: Sequence[Hashable]) -> str:
     return f"{list(uids[:_SHOWN])!r}{more}"
 
 
+def _stacked(values: np.ndarray) -> np.ndarray:
+    """An object column of equal-shaped arrays of one dtype as one ``(n, *shape)`` array; else as is."""
+    if values.dtype != object or not len(values) or type(values[0]) is not np.ndarray:
+        return values
+    first = values[0]
+    if all(type(v) is np.ndarray and v.shape == first.shape and v.dtype == first.dtype for v in values):
+        return np.stack(values.tolist())
+    return values
+
+
 def _numpy_column(series: pd.Series) -> tuple[np.ndarray, Any]:
     """A column as a numpy array, and the pandas dtype to restore (None: the array's own)."""
     dtype = series.dtype
     if isinstance(dtype, np.dtype):
-        return series.to_numpy(), None
+        return _stacked(series.to_numpy()), None
     if isinstance(dtype, pd.DatetimeTZDtype):
         return series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(), dtype
     # categorical, string, nullable ints/floats/bools, ...: the values, missing as None
@@ -258,7 +268,7 @@ def to_block(result: object, chunk_uids: pd.Index, uid_column: str) -> tuple[np.
                 if dtype is not None:
                     dtypes[name] = dtype
                 continue
-            array = value if isinstance(value, np.ndarray) else np.asarray(value)
+            array = _stacked(value) if isinstance(value, np.ndarray) else np.asarray(value)
             if array.ndim == 0:
                 raise ValueError(
                     f"column {name!r} is a scalar ({type(value).__name__}), not an array of rows"

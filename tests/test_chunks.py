@@ -1,0 +1,262 @@
+"""Vectorized jobs without a cluster: what a batched function may return, and the blocks."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dask_reservoir.chunks import (
+    BlockRow,
+    ChunkLoaded,
+    ColumnBlock,
+    compact,
+    gc_paused,
+    run_chunk,
+    run_partition_chunk,
+    to_block,
+)
+from dask_reservoir.errors import JobError
+from dask_reservoir.outcomes import RowFailed, RowLoaded
+from dask_reservoir.slots import SlotTable
+from dask_reservoir.store import Entry, ReservoirStore
+from dask_reservoir.tasks import JobSpec
+
+CHUNK = pd.DataFrame({"uid": ["a", "b", "c"], "x": [1.0, 2.0, 3.0]})
+
+
+def spec_of(function: Any, *, retries: int = 0) -> JobSpec:
+    return JobSpec.from_function(function, uid_column="uid", retries=retries, rows_per_job=3, batched=True)
+
+
+def run(function: Any, *, retries: int = 0) -> Any:
+    spec = spec_of(function, retries=retries)
+    return run_chunk(spec.options(), spec.payload, CHUNK, list(CHUNK["uid"]))
+
+
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=20))
+@settings(max_examples=60, deadline=None)
+def test_rows_are_grouped_by_source_uid_in_chunk_order(owners: list[int]) -> None:
+    uids = pd.Index([f"u{i}" for i in range(6)])
+    rng = np.random.default_rng(len(owners))
+    produced = rng.permutation(len(owners))
+    out = pd.DataFrame({"uid": uids[np.asarray(owners)[produced]], "k": produced})
+    counts, block = to_block(out, uids, "uid")
+    assert counts.tolist() == np.bincount(owners, minlength=6).tolist()
+    assert len(block) == len(owners)
+    got = block.columns["uid"].tolist()
+    assert got == sorted(got, key=lambda u: uids.get_loc(u))  # grouped, in chunk order
+    # each UID keeps its rows in the order the function returned them (a stable grouping)
+    for uid in set(got):
+        mine = [k for u, k in zip(out["uid"], out["k"], strict=True) if u == uid]
+        assert [k for u, k in zip(got, block.columns["k"].tolist(), strict=True) if u == uid] == mine
+
+
+def test_a_dict_of_arrays_and_2d_columns() -> None:
+    out = run(lambda df: {"uid": df["uid"].to_numpy(), "img": np.ones((len(df), 2, 2), np.float32)})
+    assert isinstance(out, ChunkLoaded)
+    assert out.counts.tolist() == [1, 1, 1]
+    assert out.block.columns["img"].shape == (3, 2, 2)
+
+
+def test_zero_or_several_rows_per_uid() -> None:
+    out = run(lambda df: pd.DataFrame({"uid": ["c", "a", "c"], "y": [1, 2, 3]}))
+    assert out.uids == ["a", "b", "c"]
+    assert out.counts.tolist() == [1, 0, 2]
+    assert out.block.columns["y"].tolist() == [2, 1, 3]
+
+
+@pytest.mark.parametrize(
+    ("function", "words"),
+    [
+        (lambda df: 3.0, "got float"),
+        (lambda df: [{"uid": "a", "y": 1}], "got list"),
+        (lambda df: pd.DataFrame({"y": [1, 2, 3]}), "UID column 'uid', which it did not return"),
+        (lambda df: pd.DataFrame({"uid": ["a", "zz"], "y": [1, 2]}), "not in the chunk, such as ['zz']"),
+        (lambda df: {"uid": ["a", "b"], "y": [1, 2, 3]}, "equal lengths, got {'uid': 2, 'y': 3}"),
+        (lambda df: pd.DataFrame([[1, 2]], columns=["uid", "uid"]), "duplicate columns ['uid']"),
+        (lambda df: {"uid": ["a"], "y": 5}, "column 'y' is a scalar"),
+        (lambda df: {"uid": ["a"], 3: [1]}, "column names must be str, got 3"),
+    ],
+)
+def test_a_wrong_result_fails_every_uid_of_the_chunk_naming_function_and_uids(
+    function: Any, words: str
+) -> None:
+    out = run(function)
+    assert isinstance(out, list) and len(out) == 3
+    assert all(isinstance(o, RowFailed) for o in out)
+    assert [o.uid for o in out] == ["a", "b", "c"]
+    message = out[0].message
+    assert words in message, message
+    assert "<lambda>" in message and "['a', 'b', 'c']" in message and "batched=True" in message
+    assert isinstance(out[0].exception, JobError)
+
+
+def test_a_raising_function_is_retried_then_fails_the_chunk() -> None:
+    calls = []
+
+    def flaky(df: pd.DataFrame) -> pd.DataFrame:
+        calls.append(1)
+        if len(calls) < 2:
+            raise OSError("disk hiccup")
+        return df
+
+    assert isinstance(run(flaky, retries=1), ChunkLoaded)
+
+    def broken(df: pd.DataFrame) -> pd.DataFrame:
+        raise OSError("gone")
+
+    failed = run(broken, retries=2)
+    assert [o.exc_type for o in failed] == ["OSError"] * 3
+    assert "gone" in failed[0].message and "broken" in failed[0].traceback
+
+
+def test_the_function_gets_the_source_dtypes_and_cannot_change_the_source() -> None:
+    source = pd.DataFrame(
+        {"uid": ["a", "b"], "c": pd.Categorical(["x", "y"]), "n": pd.array([1, None], "Int64")}
+    )
+
+    def look(df: pd.DataFrame) -> pd.DataFrame:
+        kinds = ",".join(df.dtypes.astype(str).tolist())
+        df["n"] = 0  # changes its own copy
+        return pd.DataFrame({"uid": df["uid"], "kinds": [kinds] * len(df)})
+
+    spec = spec_of(look)
+    out = run_chunk(spec.options(), spec.payload, source, ["a", "b"])
+    assert out.block.columns["kinds"][0].split(",")[1:] == ["category", "Int64"]
+    assert source["n"].isna().tolist() == [False, True]
+
+
+def test_partition_chunks_keep_the_order_of_refs_and_check_uids() -> None:
+    parts = {0: pd.DataFrame({"uid": ["a", "b"], "x": [1, 2]}), 1: pd.DataFrame({"uid": ["c"], "x": [3]})}
+    spec = spec_of(lambda df: df.assign(y=df["x"] * 10))
+    out = run_partition_chunk(spec.options(check_uid=True), spec.payload, parts, [(1, 0), (0, 0)], ["c", "a"])
+    assert out.uids == ["c", "a"] and out.block.columns["y"].tolist() == [30, 10]
+    # the row read for "b" has another UID: that row fails, the others load, in refs' order
+    mixed = run_partition_chunk(
+        spec.options(check_uid=True), spec.payload, parts, [(0, 0), (0, 1), (1, 0)], ["a", "zz", "c"]
+    )
+    assert [type(o).__name__ for o in mixed] == ["RowLoaded", "RowFailed", "RowLoaded"]
+    assert "expected UID 'zz'" in mixed[1].message
+    assert mixed[2] == RowLoaded("c", [mixed[2].rows[0]], mixed[2].seconds) and mixed[2].rows[0]["y"] == 30
+
+
+def test_extension_dtypes_travel_as_numpy_and_come_back() -> None:
+    out = pd.DataFrame(
+        {
+            "uid": ["a", "b", "c"],
+            "cat": pd.Categorical(["p", "q", "p"], categories=["q", "p"], ordered=True),
+            "s": pd.array(["x", None, "z"], dtype="string"),
+            "t": pd.to_datetime([0, 1, 2], unit="D").tz_localize("Asia/Tokyo"),
+            "n": pd.array([1, None, 3], dtype="Int64"),
+        }
+    )
+    _, block = to_block(out, pd.Index(["a", "b", "c"]), "uid")
+    back = pickle.loads(pickle.dumps(block))
+    assert all(v.dtype.kind in "OMf" for v in back.columns.values())  # plain numpy
+    frame = ColumnBlock.restore(pd.DataFrame(back.columns), back.dtypes)
+    pd.testing.assert_frame_equal(frame, out)
+
+
+def test_compact_ships_only_the_rows_it_ships() -> None:
+    block = ColumnBlock({"x": np.arange(100)})
+
+    class Item:
+        def __init__(self, rows: tuple[Any, ...]) -> None:
+            self.rows = rows
+
+    items = [Item((BlockRow(block, 90),)), Item((BlockRow(block, 3), BlockRow(block, 4))), Item(({"x": 1},))]
+    compact(items)
+    assert [[r.as_dict()["x"] if isinstance(r, BlockRow) else r["x"] for r in i.rows] for i in items] == [
+        [90],
+        [3, 4],
+        [1],
+    ]
+    assert len(items[0].rows[0].block) == 3 and items[0].rows[0].block is items[1].rows[0].block
+    assert len(pickle.dumps(items[0].rows[0].block)) < len(pickle.dumps(block))
+
+
+def test_gc_paused_nests_and_respects_a_disabled_collector() -> None:
+    with gc_paused():
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # it was off: left off
+    finally:
+        gc.enable()
+
+
+def test_the_store_writes_a_block_with_one_assignment_per_column_and_evicts_as_put() -> None:
+    n = 50
+    block = ColumnBlock(
+        {"uid": np.arange(n), "v": np.arange(n) * 2.0, "name": np.array([f"n{i}" for i in range(n)])}
+    )
+    store = ReservoirStore(20)
+    entries = [Entry(i, i, (BlockRow(block, i),)) for i in range(n)]
+    for start in range(0, 30, 10):
+        assert store.put_many(entries[start : start + 10]) == []
+    snap = store.snapshot()  # pins the 20 entries: the next puts must not write their slots
+    pinned = [snap.rows_at(i) for i in range(len(snap))]
+    assert store.put_many(entries[30:40]) == []
+    assert [snap.rows_at(i) for i in range(len(snap))] == pinned
+    assert store.pinned_retired == 10
+    snap.release()
+    assert store.put_many(entries[40:]) == []
+    assert store.uids() == list(range(30, 50))
+    assert [store.rows_of(store.get(u))[0]["v"] for u in (30, 49)] == [60.0, 98.0]
+    assert store.rows_of(store.get(31))[0]["name"] == "n31"
+    batch = store.table.gather(store.snapshot().handles)  # type: ignore[union-attr]
+    assert batch["uid"].tolist() == list(range(30, 50)) and batch["name"].dtype.kind == "U"
+    assert batch["v"].tolist() == [2.0 * u for u in range(30, 50)]
+    assert store.evicted == 30 and store.ingested == 50
+
+
+def test_a_block_unlike_the_table_is_put_row_by_row_with_the_warning() -> None:
+    store = ReservoirStore(4)
+    store.put(Entry("first", 0, ({"v": np.float32(1)},)))
+    block = ColumnBlock({"v": np.array([2.0, 3.0])})  # float64, the table holds float32
+    with pytest.warns(UserWarning, match="column 'v' changed"):
+        assert (
+            store.put_many([Entry("a", 1, (BlockRow(block, 0),)), Entry("b", 2, (BlockRow(block, 1),))]) == []
+        )
+    assert store.rows_of(store.get("b"))[0]["v"] == 3.0
+
+
+def test_block_schema() -> None:
+    schema = SlotTable.block_columns(
+        {"a": np.zeros(3), "b": np.zeros((3, 4), np.int8), "c": np.array([None] * 3)}
+    )
+    assert schema is not None
+    assert [c.describe() for c in schema.values()] == [
+        "float64 numpy scalar",
+        "int8 array of shape (4,)",
+        "object",
+    ]
+    assert SlotTable.block_columns({}) is None
+
+
+def test_a_block_larger_than_the_room_stores_what_fits_then_raises() -> None:
+    from dask_reservoir.store import NoRoomError
+
+    block = ColumnBlock({"v": np.arange(8) * 1.0})
+    entries = [Entry(i, i, (BlockRow(block, i),)) for i in range(8)]
+    store = ReservoirStore(4)  # 4 + 2 slots
+    store.put_many(entries[:4])
+    snap = store.snapshot()  # pins the 4: 2 puts fit
+    with pytest.raises(NoRoomError):
+        store.put_many(entries[4:])
+    assert store.uids() == [2, 3, 4, 5]
+    assert [store.rows_of(store.get(u))[0]["v"] for u in (4, 5)] == [4.0, 5.0]
+    assert [snap.rows_at(i)[0]["v"] for i in range(4)] == [0.0, 1.0, 2.0, 3.0]
+    snap.release()
