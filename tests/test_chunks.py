@@ -51,7 +51,7 @@ def test_rows_are_grouped_by_source_uid_in_chunk_order(owners: list[int]) -> Non
     assert counts.tolist() == np.bincount(owners, minlength=6).tolist()
     assert len(block) == len(owners)
     got = block.columns["uid"].tolist()
-    assert got == sorted(got, key=lambda u: uids.get_loc(u))  # grouped, in chunk order
+    assert got == sorted(got, key=uids.get_loc)  # grouped, in chunk order
     # each UID keeps its rows in the order the function returned them (a stable grouping)
     for uid in set(got):
         mine = [k for u, k in zip(out["uid"], out["k"], strict=True) if u == uid]
