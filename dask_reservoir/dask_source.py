@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .source import Source, _check_columns, _validate_uids
+from .source import Source, _check_columns
+from .uid_index import validate_uids
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -147,7 +148,7 @@ def _dask_source(ddf: dd.DataFrame, uid_column: str, scheduler: Any) -> DaskSour
             uid_list = [u for _, part_uids in described for u in part_uids or ()]
         else:
             uid_list = list(range(sum(lengths)))
-        uids = _validate_uids(uid_list, uid_column)
+        uids = validate_uids(uid_list, uid_column)
     except BaseException:
         for future in parts:
             future.release()

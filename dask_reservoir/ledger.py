@@ -186,7 +186,7 @@ class Ledger:
 
     def __init__(
         self,
-        uids: list[Hashable],
+        uids: Sequence[Hashable],
         order: Sampler,
         *,
         max_rows: int | None,

@@ -61,7 +61,7 @@ class Sampler:
 class SourceColumns(Protocol):
     """What a sampler may read of a reservoir's source: its length, columns and UIDs."""
 
-    uids: list[Any]
+    uids: Sequence[Any]
 
     def __len__(self) -> int: ...
 

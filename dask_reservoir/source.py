@@ -9,15 +9,15 @@ never collected to the client, and its rows are read on the workers by
 
 from __future__ import annotations
 
-import math
-import pickle
 import sys
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+
+from .uid_index import UidIndex, validate_uids
 
 __all__ = ["PandasSource", "RowColumns", "Source", "make_source", "partition_records", "same_uid"]
 
@@ -110,56 +110,6 @@ def same_uid(a: object, b: object) -> bool:
         return False
 
 
-def _check_round_trip(uids: list[Hashable], uid_column: str) -> None:
-    """Refuse UIDs that do not survive the trip to a worker and back (``("A", nan)``, say)."""
-    try:
-        back = pickle.loads(pickle.dumps(uids, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception as exc:
-        raise TypeError(f"UID column {uid_column!r} must hold picklable values: {exc}") from None
-    if back == uids and list(map(hash, back)) == list(map(hash, uids)):
-        return
-    for i, (u, v) in enumerate(zip(uids, back, strict=True)):
-        if not same_uid(u, v):
-            raise ValueError(
-                f"UID column {uid_column!r} must hold values equal to themselves after a pickle round "
-                f"trip (a NaN inside, say), got {type(u).__name__} {u!r} at row position {i}"
-            )
-
-
-def _validate_uids(values: Sequence[Any], uid_column: str) -> list[Hashable]:
-    uids = list(values)
-    missing = [
-        i
-        for i, u in enumerate(uids)
-        if u is None or (isinstance(u, float) and math.isnan(u)) or u is pd.NA or u is pd.NaT
-    ]
-    if missing:
-        raise ValueError(
-            f"UID column {uid_column!r} must not hold missing values (None/NaN/NA), "
-            f"found them at row positions {_first(missing)}"
-        )
-    for i, u in enumerate(uids):
-        try:
-            hash(u)
-        except TypeError:
-            raise TypeError(
-                f"UID column {uid_column!r} must hold hashable values, got "
-                f"{type(u).__name__} {u!r} at row position {i}"
-            ) from None
-    seen: dict[Hashable, int] = {}
-    duplicates: list[Hashable] = []
-    for u in uids:
-        seen[u] = seen.get(u, 0) + 1
-        if seen[u] == 2:
-            duplicates.append(u)
-    if duplicates:
-        raise ValueError(
-            f"UID column {uid_column!r} must hold unique values, got duplicate UIDs {_first(duplicates)}"
-        )
-    _check_round_trip(uids, uid_column)
-    return uids
-
-
 @dataclass
 class Source:
     """Rows of a source, in order: ``uids[i]`` names row ``i``.
@@ -172,25 +122,27 @@ class Source:
         Name of the UID column.
     """
 
-    uids: list[Hashable]
+    uids: Sequence[Hashable]
     uid_column: str
 
     def __post_init__(self) -> None:
-        self._position: dict[Hashable, int] = {u: i for i, u in enumerate(self.uids)}
+        self.uids = UidIndex(self.uids)
+
+    @property
+    def uid_index(self) -> UidIndex:
+        """The UIDs as a :class:`~dask_reservoir.uid_index.UidIndex`."""
+        return cast(UidIndex, self.uids)
 
     def __len__(self) -> int:
         return len(self.uids)
 
     def position(self, uid: Hashable) -> int:
         """Row position of ``uid`` (``KeyError`` when absent)."""
-        return self._position[uid]
+        return self.uid_index.position(uid)
 
     def has(self, uid: Hashable) -> bool:
         """Whether ``uid`` names a row of this source."""
-        try:
-            return uid in self._position
-        except TypeError:
-            return False
+        return self.uid_index.has(uid)
 
     def subset(self, positions: Sequence[int]) -> Source:  # pragma: no cover - abstract
         """A source holding rows ``positions``, in that order."""
@@ -310,7 +262,7 @@ class PandasSource(Source):
         """A source holding rows ``positions``, in that order."""
         positions = list(positions)
         return PandasSource(
-            uids=[self.uids[p] for p in positions],
+            uids=UidIndex(self.uid_index.values[np.asarray(positions, dtype=np.intp)]),
             uid_column=self.uid_column,
             frame=self.frame.iloc[positions],
         )
@@ -356,10 +308,11 @@ def make_source(source: object, uid_column: str, *, scheduler: Any = None) -> So
         frame = source
         _check_columns(list(frame.columns))
         if uid_column in frame.columns:
-            uids = _validate_uids(frame[uid_column].tolist(), uid_column)
+            uids = validate_uids(frame[uid_column], uid_column)
         else:
-            uids = list(range(len(frame)))
-            frame = frame.assign(**{uid_column: uids})  # type: ignore[arg-type]
+            positions = np.arange(len(frame), dtype=np.int64)
+            uids = UidIndex(positions)
+            frame = frame.assign(**{uid_column: positions})
         return PandasSource(uids=uids, uid_column=uid_column, frame=frame)
     if is_dask_frame(source):
         from .dask_source import _dask_source  # it imports this module

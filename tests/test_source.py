@@ -101,13 +101,19 @@ def test_records_match_to_dict_for_many_dtypes() -> None:
     "bad, shown",
     [
         (("A", float("nan")), r"tuple \('A', nan\)"),
-        (np.float32("nan"), r"float32 np.float32\(nan\)"),
-        (Decimal("NaN"), r"Decimal Decimal\('NaN'\)"),
+        # NaN scalars of other types are missing values for pandas: refused as such
+        (np.float32("nan"), None),
+        (Decimal("NaN"), None),
     ],
 )
-def test_uids_that_do_not_survive_a_round_trip_are_refused(bad: object, shown: str) -> None:
+def test_uids_that_do_not_survive_a_round_trip_are_refused(bad: object, shown: str | None) -> None:
     source = pd.DataFrame({"uid": pd.Series([("A", 1.0), bad, 3], dtype=object)})
-    with pytest.raises(ValueError, match=rf"pickle round trip.*got {shown} at row position 1"):
+    expected = (
+        r"missing values.*positions \[1\]"
+        if shown is None
+        else rf"pickle round trip.*got {shown} at row position 1"
+    )
+    with pytest.raises(ValueError, match=expected):
         make_source(source, "uid")
 
 

@@ -1,0 +1,199 @@
+"""The source's UIDs as arrays: row position -> UID, and UID -> row position, for any source size.
+
+A source of 10 million rows must not cost a Python list and a dict of 10
+million entries on the client.  :class:`UidIndex` keeps the UIDs in one numpy
+array (numbers as a numeric array, other values as an object array) and looks
+positions up through a ``pandas.Index`` hash table built on first use.  It
+reads like the list it replaces: ``uids[i]`` is a Python value, ``len(uids)``,
+iteration.  :func:`validate_uids` checks a UID column vectorized: no missing
+value, hashable, unique, and unchanged by a pickle round trip.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Any, overload
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["UidIndex", "validate_uids"]
+
+_SHOWN = 5
+
+
+def _first(values: Sequence[Any]) -> str:
+    shown = list(values[:_SHOWN])
+    more = f" (and {len(values) - _SHOWN} more)" if len(values) > _SHOWN else ""
+    return f"{shown!r}{more}"
+
+
+class UidIndex(Sequence[Hashable]):
+    """UIDs in source order, kept as one array.
+
+    Examples
+    --------
+    >>> uids = UidIndex(np.array([10, 20, 30]))
+    >>> uids[1], type(uids[1]).__name__, len(uids), list(uids)
+    (20, 'int', 3, [10, 20, 30])
+    >>> uids.position(30), uids.has(30.0), uids.has("x"), uids.take([2, 0])
+    (2, True, False, [30, 10])
+    """
+
+    __slots__ = ("_index", "values")
+
+    def __init__(self, values: np.ndarray | Sequence[Hashable]) -> None:
+        if isinstance(values, UidIndex):
+            values = values.values
+        self.values: np.ndarray = values if isinstance(values, np.ndarray) else _as_array(list(values))
+        self._index: pd.Index | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @overload
+    def __getitem__(self, i: int) -> Hashable: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Hashable]: ...
+
+    def __getitem__(self, i: int | slice) -> Hashable | list[Hashable]:
+        if isinstance(i, slice):
+            return list(self.values[i].tolist())
+        value = self.values[i]
+        return value.item() if isinstance(value, np.generic) else value
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self.values.tolist())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, UidIndex):
+            other = other.values.tolist()
+        return isinstance(other, (list, tuple)) and self.values.tolist() == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def take(self, positions: Sequence[int] | np.ndarray) -> list[Hashable]:
+        """The UIDs at ``positions`` (Python values)."""
+        return list(self.values[np.asarray(positions, dtype=np.intp)].tolist())
+
+    @property
+    def lookup(self) -> pd.Index:
+        """The ``pandas.Index`` of the UIDs (built once, on first use)."""
+        if self._index is None:
+            self._index = pd.Index(self.values, copy=False)
+        return self._index
+
+    def position(self, uid: Hashable) -> int:
+        """Row position of ``uid`` (``KeyError`` when absent)."""
+        try:
+            found = self.lookup.get_loc(uid)
+        except (TypeError, ValueError, pd.errors.InvalidIndexError):
+            raise KeyError(uid) from None
+        if not isinstance(found, (int, np.integer)):  # pragma: no cover - UIDs are unique
+            raise KeyError(uid)
+        return int(found)
+
+    def has(self, uid: Hashable) -> bool:
+        """Whether ``uid`` names a row."""
+        try:
+            self.position(uid)
+        except KeyError:
+            return False
+        return True
+
+    def positions(self, uids: Sequence[Hashable]) -> np.ndarray:
+        """Row positions of ``uids``, -1 for those absent (vectorized)."""
+        return np.asarray(self.lookup.get_indexer(pd.Index(_as_array(list(uids)))), dtype=np.int64)
+
+    def nbytes(self) -> int:
+        """Bytes of the array and, once built, the lookup table (object values not counted)."""
+        table = 0 if self._index is None else int(self._index.memory_usage(deep=False))
+        return int(self.values.nbytes) + table
+
+
+def _as_array(values: list[Any]) -> np.ndarray:
+    """Numbers (not bools) as a numeric array; anything else as an object array, values unchanged."""
+    if values and all(type(v) is int for v in values[:64]):
+        try:
+            array = np.asarray(values, dtype=np.int64)
+        except (OverflowError, TypeError, ValueError):
+            array = None
+        if array is not None and array.dtype.kind == "i":
+            return array
+    return np.fromiter(values, dtype=object, count=len(values))  # never unpacks a sequence value
+
+
+def validate_uids(values: Any, uid_column: str) -> UidIndex:
+    """Check a UID column (a ``pandas.Series`` or a list) and index it.
+
+    Raises
+    ------
+    ValueError
+        For missing, duplicate, or pickle-unstable UIDs (``("A", nan)``), naming
+        the column and the first offenders.
+    TypeError
+        For unhashable UIDs.
+
+    Examples
+    --------
+    >>> validate_uids(pd.Series([3, 1, 2]), "uid")[0]
+    3
+    >>> validate_uids(pd.Series(["a", "b", "a"]), "uid")
+    Traceback (most recent call last):
+    ...
+    ValueError: UID column 'uid' must hold unique values, got duplicate UIDs ['a']
+    """
+    series = values if isinstance(values, pd.Series) else pd.Series(_as_array(list(values)), dtype=object)
+    if series.dtype.kind in "iu" and isinstance(series.dtype, np.dtype):
+        array = series.to_numpy(dtype=np.int64) if series.dtype.kind == "i" else series.to_numpy()
+    else:
+        array = _as_array(series.tolist())
+    if array.dtype == object:
+        missing = np.flatnonzero(pd.isna(array))
+        if len(missing):
+            raise ValueError(
+                f"UID column {uid_column!r} must not hold missing values (None/NaN/NA), "
+                f"found them at row positions {_first(missing.tolist())}"
+            )
+    if array.dtype == object:
+        try:
+            list(map(hash, array.tolist()))
+        except TypeError:
+            for i, u in enumerate(array.tolist()):
+                try:
+                    hash(u)
+                except TypeError:
+                    raise TypeError(
+                        f"UID column {uid_column!r} must hold hashable values, got "
+                        f"{type(u).__name__} {u!r} at row position {i}"
+                    ) from None
+    index = UidIndex(array)
+    duplicated = index.lookup.duplicated()
+    if duplicated.any():
+        dupes = list(dict.fromkeys(array[duplicated].tolist()))
+        raise ValueError(
+            f"UID column {uid_column!r} must hold unique values, got duplicate UIDs {_first(dupes)}"
+        )
+    if array.dtype == object:
+        _check_round_trip(array.tolist(), uid_column)
+    return index
+
+
+def _check_round_trip(uids: list[Hashable], uid_column: str) -> None:
+    """Refuse UIDs that do not survive the trip to a worker and back (``("A", nan)``, say)."""
+    try:
+        back = pickle.loads(pickle.dumps(uids, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as exc:
+        raise TypeError(f"UID column {uid_column!r} must hold picklable values: {exc}") from None
+    if back == uids and list(map(hash, back)) == list(map(hash, uids)):
+        return
+    from .source import same_uid
+
+    for i, (u, v) in enumerate(zip(uids, back, strict=True)):
+        if not same_uid(u, v):
+            raise ValueError(
+                f"UID column {uid_column!r} must hold values equal to themselves after a pickle round "
+                f"trip (a NaN inside, say), got {type(u).__name__} {u!r} at row position {i}"
+            )
