@@ -81,6 +81,20 @@ def test_resume() -> None:
     assert "epochs served before and after the kill are identical: True" in out
 
 
+def test_tabular_features() -> None:
+    out = run_example("tabular_features.py")  # the million rows of the example, as documented
+    assert "epoch: 1000000 rows in" in out
+    assert "'band': 'category'" in out and "'cents': 'Int64'" in out and "'log_amount': 'float32'" in out
+    lines = out.splitlines()
+    table = lines[
+        lines.index(
+            next(line for line in lines if line.split() == ["sample_uid", "log_amount", "band", "cents"])
+        ) :
+    ][1:4]
+    assert [line.split()[0] for line in table] == ["3", "97", "42"]
+    assert table[1].split()[2:] == ["small", "<NA>"]  # amount 0: the nullable int is missing
+
+
 def test_remote_scheduler_requires_an_address() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "remote_scheduler.py")],
