@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import targets, workloads
+from benchmarks import fill, targets, workloads
 from benchmarks.common import cpu_count, median, with_ratios
 
 W1_VARIANTS: dict[str, dict[str, Any]] = {
@@ -63,7 +63,14 @@ FULL: dict[str, dict[str, Any]] = {
     },
     "W4": {"sizes": [1_000, 10_000, 100_000], "batches": 3000},
     "W5": {"entries": 100_000},
-    "W6": {"sizes": [1_000, 10_000, 100_000], "calls": 200},
+    "W6": {
+        "sizes": [1_000, 10_000, 100_000],
+        "calls": 200,
+        "fill_rows": 1_000_000,
+        "row_by_row_rows": 100_000,
+        "chunk": 50_000,
+        "index_sizes": [100_000, 1_000_000, 10_000_000],
+    },
     "W7": {"rows": 2000, "delay": 0.02, "workers": 2, "reservoir": 256, "minimum": 64, "epochs": 20},
 }
 QUICK: dict[str, dict[str, Any]] = {
@@ -79,7 +86,14 @@ QUICK: dict[str, dict[str, Any]] = {
     },
     "W4": {"sizes": [100, 1000], "batches": 50},
     "W5": {"entries": 2000},
-    "W6": {"sizes": [100, 1000], "calls": 20},
+    "W6": {
+        "sizes": [100, 1000],
+        "calls": 20,
+        "fill_rows": 20_000,
+        "row_by_row_rows": 2_000,
+        "chunk": 5_000,
+        "index_sizes": [1000],
+    },
     "W7": {"rows": 200, "delay": 0.005, "workers": 2, "reservoir": 32, "minimum": 8, "epochs": 3},
 }
 RUNNERS = {
@@ -88,7 +102,7 @@ RUNNERS = {
     "W3": workloads.w3,
     "W4": workloads.w4,
     "W5": workloads.w5,
-    "W6": workloads.w6,
+    "W6": lambda cfg, scheduler: workloads.w6(cfg, scheduler) + fill.w6_fill(cfg, scheduler),
     "W7": workloads.w7,
 }
 

@@ -64,6 +64,22 @@ TARGETS = (
         1000.0,
     ),
     Target(
+        "W6 vectorized fill, batched=True / map_partitions (issue 11)",
+        "W6",
+        ("vectorized fill: batched=True",),
+        "x_map_partitions",
+        ">=",
+        0.5,
+    ),
+    Target(
+        "W6 vectorized fill, batched=True rows/s (issue 11)",
+        "W6",
+        ("vectorized fill: batched=True",),
+        "rows_per_s",
+        ">=",
+        1_000_000.0,
+    ),
+    Target(
         "W3 tiny rows packed / MONAI CacheDataset 2 threads",
         "W3",
         ("dask_reservoir packed*, tiny rows",),

@@ -108,7 +108,13 @@ def test_new_ratio_columns_are_finite(quick_run: tuple[str, dict[str, Any]]) -> 
         packed = next(r for s, r in w3.items() if s.startswith("dask_reservoir packed") and "tiny" in s)
         assert _finite(packed, "ratio_to_monai")
     for row in results["W6"]:
-        assert all(_finite(row, k) for k in ("iter_us_median", "iter_us_p90", "epoch_end_us_median"))
+        if row["system"].startswith("dask_reservoir"):
+            assert all(_finite(row, k) for k in ("iter_us_median", "iter_us_p90", "epoch_end_us_median"))
+    fills = {r["system"]: r for r in results["W6"] if r["system"].startswith("vectorized fill")}
+    assert len(fills) == 4 and all(_finite(r, "rows_per_s") and r["rows_per_s"] > 0 for r in fills.values())
+    assert _finite(fills["vectorized fill: batched=True"], "x_map_partitions")
+    index = [r for r in results["W6"] if r["system"].startswith("source UID index")]
+    assert index and all(_finite(r, "ns_per_uid") for r in index)
 
 
 def test_targets_block_lists_every_target(quick_run: tuple[str, dict[str, Any]]) -> None:
