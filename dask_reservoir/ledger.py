@@ -113,6 +113,12 @@ class RunnerCounters:
     status: str = "running"
 
 
+def _take(uids: Sequence[Hashable], positions: Sequence[int]) -> list[Hashable]:
+    """``[uids[p] for p in positions]``, with one numpy take when ``uids`` is a UidIndex."""
+    take = getattr(uids, "take", None)
+    return take(positions) if take is not None else [uids[p] for p in positions]
+
+
 def _chunk_items(
     uids: list[Hashable], positions: Sequence[int], counts: list[int], block: Any, *, share: float, now: float
 ) -> list[Completed]:
@@ -434,23 +440,28 @@ class Ledger:
                 self._cursor = 0
                 if not self._order:
                     break
-            pos = self._order[self._cursor]
-            self._cursor += 1
-            scanned += 1
-            uid = uids[pos]
-            if uid in self._quarantined:
-                continue
-            if uid in self._outstanding:
-                if self._deterministic:  # wait for it rather than skip it: skipping depends on timing
-                    self._cursor -= 1
-                    break
-                continue
-            if self._pass == 1 and uid in self._skip_first_pass:
-                self._tried.add(uid)
-                self._loaded.add(uid)
-                continue
-            out.append(pos)
-            self._outstanding.add(uid)
+            # the UIDs of the next candidates at once (one numpy take, not one lookup per row)
+            window = self._order[self._cursor : self._cursor + min(limit - len(out), n - scanned)]
+            waiting = False
+            for pos, uid in zip(window, _take(uids, window), strict=True):
+                self._cursor += 1
+                scanned += 1
+                if uid in self._quarantined:
+                    continue
+                if uid in self._outstanding:
+                    if self._deterministic:  # wait for it rather than skip it: skipping depends on timing
+                        self._cursor -= 1
+                        waiting = True
+                        break
+                    continue
+                if self._pass == 1 and uid in self._skip_first_pass:
+                    self._tried.add(uid)
+                    self._loaded.add(uid)
+                    continue
+                out.append(pos)
+                self._outstanding.add(uid)
+            if waiting:
+                break
         return out
 
     def _pass_order(self, pass_number: int) -> list[int]:
@@ -499,8 +510,8 @@ class Ledger:
     def submitted(self, positions: Sequence[int]) -> None:
         """A job of ``positions`` was submitted."""
         with self.cond:
-            for position in positions:
-                self._seq_of[self._uids[position]] = self._seq
+            for uid in _take(self._uids, positions):
+                self._seq_of[uid] = self._seq
                 self._seq += 1
             if len(self._seq_of) > 4 * (len(self._outstanding) + 16):  # forget rows long gone
                 self._seq_of = {u: self._seq_of[u] for u in self._outstanding if u in self._seq_of}
@@ -515,7 +526,7 @@ class Ledger:
 
     def finished(self, positions: Sequence[int], outcomes: Sequence[Outcome], *, now: float) -> None:
         """A job returned one outcome per row (see :mod:`dask_reservoir.tasks`)."""
-        uids = self._uids
+        uids = _take(self._uids, positions)
         loaded_seconds: list[float] = []
         loaded_rows: list[list[dict[str, Any]]] = []
         with self.cond:
@@ -527,8 +538,7 @@ class Ledger:
                 self._empty,
                 self._failures,
             )
-            for position, outcome in zip(positions, outcomes, strict=True):
-                uid = uids[position]
+            for position, uid, outcome in zip(positions, uids, outcomes, strict=True):
                 tried.add(uid)
                 reported = outcome.uid
                 if reported is not uid and not same_uid(reported, uid):
@@ -584,7 +594,7 @@ class Ledger:
         Each UID's entry refers to its rows in the block (:class:`~dask_reservoir.chunks.BlockRow`),
         whose columns the store writes with one assignment per column.
         """
-        uids = [self._uids[p] for p in positions]
+        uids = _take(self._uids, positions)
         reported = chunk.uids
         if len(reported) != len(uids) or any(
             r is not u and not same_uid(r, u) for r, u in zip(reported, uids, strict=True)

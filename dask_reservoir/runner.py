@@ -348,7 +348,7 @@ class JobRunner:
             self._submit(positions)
 
     def _submit(self, positions: list[int]) -> None:
-        uids = [self._source.uids[p] for p in positions]
+        uids = self._source.uid_index.take(positions)
         key = f"dask_reservoir-load-{_key_part(uids[0])}-{uuid.uuid4().hex}"
         start = time.perf_counter()
         source = self._source
