@@ -1,0 +1,82 @@
+"""The source's UID index: reads like the list it replaces, validates vectorized, stays an array."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dask_reservoir.source import make_source
+from dask_reservoir.uid_index import UidIndex, validate_uids
+
+UIDS = st.one_of(
+    st.lists(st.integers(-(2**40), 2**40), unique=True, min_size=1, max_size=40),
+    st.lists(st.text(max_size=6), unique=True, min_size=1, max_size=40),
+    st.lists(st.tuples(st.integers(0, 5), st.text(max_size=2)), unique=True, min_size=1, max_size=20),
+)
+
+
+@given(UIDS, st.data())
+@settings(max_examples=80, deadline=None)
+def test_it_behaves_like_the_list_and_dict_it_replaces(uids: list[Any], data: st.DataObject) -> None:
+    index = validate_uids(
+        pd.Series(uids, dtype=object) if isinstance(uids[0], tuple) else pd.Series(uids), "uid"
+    )
+    assert len(index) == len(uids) and list(index) == uids
+    assert [index[i] for i in range(len(uids))] == uids
+    assert all(type(a) is type(b) for a, b in zip(index, uids, strict=True))  # Python values, not numpy
+    positions = data.draw(st.lists(st.integers(0, len(uids) - 1), max_size=10))
+    assert index.take(positions) == [uids[p] for p in positions]
+    for p, uid in enumerate(uids):
+        assert index.position(uid) == p and index.has(uid)
+    assert index.positions([uids[-1], "absent-uid", uids[0]]).tolist() == [len(uids) - 1, -1, 0]
+    assert not index.has(("absent", "uid", 1))
+    with pytest.raises(KeyError):
+        index.position(["unhashable"])  # type: ignore[arg-type]
+
+
+def test_integer_uids_stay_one_numpy_array() -> None:
+    n = 1_000_000
+    frame = pd.DataFrame({"uid": np.arange(n, dtype=np.int64)[::-1].copy()})
+    source = make_source(frame, "uid")
+    assert isinstance(source.uids, UidIndex)
+    assert source.uid_index.values.dtype == np.int64 and source.uid_index.values.shape == (n,)
+    assert source.position(0) == n - 1 and source.uids[0] == n - 1 and type(source.uids[0]) is int
+    # the array and the lookup table: bytes per UID, not a Python object per UID
+    assert source.uid_index.nbytes() < 64 * n  # a list and a dict of Python ints: about 140 B per UID
+
+
+def test_equal_numbers_are_the_same_uid() -> None:
+    index = validate_uids(pd.Series([1, 2, 3]), "uid")
+    assert index.position(3.0) == 2 and index.has(np.int64(2)) and not index.has("3")
+
+
+@pytest.mark.parametrize(
+    ("values", "error", "words"),
+    [
+        ([1, 2, 1, 3, 3], ValueError, r"duplicate UIDs \[1, 3\]"),
+        (["a", None, "b"], ValueError, r"missing values.*positions \[1\]"),
+        ([1.5, float("nan")], ValueError, r"missing values.*positions \[1\]"),
+        ([[1], [2]], TypeError, r"hashable values, got list \[1\] at row position 0"),
+        ([("A", 1.0), ("A", float("nan"))], ValueError, r"pickle round trip.*at row position 1"),
+        (["x", Decimal("NaN")], ValueError, r"missing values.*positions \[1\]"),
+    ],
+)
+def test_bad_uids_are_refused_naming_the_column_and_the_values(
+    values: list[Any], error: type, words: str
+) -> None:
+    with pytest.raises(error, match=r"UID column 'uid'.*" + words):
+        validate_uids(
+            pd.Series(values, dtype=object) if isinstance(values[0], (list, tuple)) else values, "uid"
+        )
+
+
+def test_a_subset_keeps_the_array() -> None:
+    source = make_source(pd.DataFrame({"uid": ["a", "b", "c", "d"]}), "uid")
+    sub = source.subset([3, 1])  # type: ignore[attr-defined]
+    assert list(sub.uids) == ["d", "b"] and sub.position("b") == 1 and not sub.has("a")
