@@ -80,7 +80,9 @@ def main() -> None:
                 for batch in reservoir:
                     rows += len(batch)
                 seconds = time.perf_counter() - start
-                print(f"epoch: {rows} rows in {seconds:.1f} s ({rows / seconds:,.0f} rows/s, loading included)")
+                print(
+                    f"epoch: {rows} rows in {seconds:.1f} s ({rows / seconds:,.0f} rows/s, loading included)"
+                )
                 print(f"batch dtypes: {dict(batch.dtypes.astype(str))}")
                 table = reservoir.to_pandas([3, 97, 42])
                 print(table.drop(columns="loaded_at").to_string(index=False))
