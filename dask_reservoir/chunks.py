@@ -41,6 +41,7 @@ __all__ = [
     "ColumnBlock",
     "compact",
     "gc_paused",
+    "merge_dtypes",
     "run_chunk",
     "run_partition_chunk",
     "to_block",
@@ -159,14 +160,28 @@ class ColumnBlock:
 
     @staticmethod
     def restore(frame: pd.DataFrame, dtypes: dict[str, Any]) -> pd.DataFrame:
-        """Give ``frame``'s columns their pandas ``dtypes`` back (in place; returns it)."""
-        for name, dtype in dtypes.items():
-            if name not in frame.columns:
+        """Give ``frame``'s columns their pandas ``dtypes`` back (in place; returns it).
+
+        A categorical gains the values it does not list (no value becomes missing);
+        a column that cannot take its dtype (another chunk returned other values) is
+        left as it is.
+        """
+        for name, recorded in dtypes.items():
+            if name not in frame.columns or recorded is None:
                 continue
-            if isinstance(dtype, pd.DatetimeTZDtype):
-                frame[name] = pd.to_datetime(frame[name]).dt.tz_localize("UTC").dt.tz_convert(dtype.tz)
-            else:
-                frame[name] = frame[name].astype(dtype)
+            column, dtype = frame[name], recorded
+            try:
+                if isinstance(dtype, pd.DatetimeTZDtype):
+                    frame[name] = pd.to_datetime(column).dt.tz_localize("UTC").dt.tz_convert(dtype.tz)
+                    continue
+                if isinstance(dtype, pd.CategoricalDtype):
+                    known = column.isin(dtype.categories) | column.isna()
+                    if not known.all():
+                        extra = pd.unique(column[~known].to_numpy())
+                        dtype = pd.CategoricalDtype([*dtype.categories, *extra], ordered=dtype.ordered)
+                frame[name] = column.astype(dtype)
+            except (TypeError, ValueError):
+                continue
         return frame
 
 
@@ -199,6 +214,31 @@ class ChunkLoaded(NamedTuple):
     counts: np.ndarray
     block: ColumnBlock
     seconds: float
+
+
+def merge_dtypes(known: dict[str, Any], new: dict[str, Any]) -> None:
+    """Record the pandas dtypes of a new block in ``known`` (in place).
+
+    Categoricals of different chunks merge their categories (the first chunk's
+    first); a column given two other dtypes is not restored (None).
+
+    Examples
+    --------
+    >>> known = {}
+    >>> merge_dtypes(known, {"c": pd.CategoricalDtype(["low"])})
+    >>> merge_dtypes(known, {"c": pd.CategoricalDtype(["high", "low"])})
+    >>> list(known["c"].categories)
+    ['low', 'high']
+    """
+    for name, dtype in new.items():
+        old = known.get(name, dtype)
+        if name not in known or old == dtype:
+            known[name] = dtype
+        elif isinstance(old, pd.CategoricalDtype) and isinstance(dtype, pd.CategoricalDtype):
+            extra = [c for c in dtype.categories if c not in set(old.categories)]
+            known[name] = pd.CategoricalDtype([*old.categories, *extra], ordered=old.ordered)
+        else:
+            known[name] = None
 
 
 def compact(items: list[Any]) -> list[Any]:
@@ -312,10 +352,18 @@ def to_block(result: object, chunk_uids: pd.Index, uid_column: str) -> tuple[np.
     return counts, ColumnBlock(columns, dtypes)
 
 
-def _failed_chunk(uids: Sequence[Hashable], exc: BaseException, seconds: float) -> list[RowFailed]:
+def _failed_chunk(
+    uids: Sequence[Hashable], exc: BaseException, seconds: float, function: Callable[..., Any]
+) -> list[RowFailed]:
+    """Every UID of the chunk failed with ``exc`` (kept only if it can travel back)."""
+    from .tasks import _picklable
+
     text = "".join(traceback.format_exception(exc))
-    exc.__traceback__ = None
-    return [RowFailed(uid, type(exc).__name__, str(exc), text, exc, seconds) for uid in uids]
+    message = str(exc)
+    if not isinstance(exc, JobError):  # it raised: say where, as a wrong result does
+        message = f"{message} (raised by function_to_run {_name(function)}, batched=True, for the chunk of UIDs {_shown(uids)})"
+    kept = _picklable(exc)
+    return [RowFailed(uid, type(exc).__name__, message, text, kept, seconds) for uid in uids]
 
 
 def _run(
@@ -344,7 +392,7 @@ def _run(
             )
             continue
         return ChunkLoaded(uids, counts, block, time.perf_counter() - start)
-    return _failed_chunk(uids, error, time.perf_counter() - start)
+    return _failed_chunk(uids, error, time.perf_counter() - start, function)
 
 
 def run_chunk(options: Any, payload: bytes, chunk: Any, uids: Any) -> ChunkLoaded | list[RowFailed]:

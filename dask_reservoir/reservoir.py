@@ -34,7 +34,7 @@ from .checkpoint import (
     uids_digest,
     write_state,
 )
-from .chunks import BlockRow, gc_paused
+from .chunks import BlockRow, gc_paused, merge_dtypes
 from .cluster import ClientHandle, resolve_client
 from .collate import collate_rows
 from .dask_source import DaskSource
@@ -488,8 +488,7 @@ class AsyncReservoir(Uncopyable):
             block = item.rows[0].block if item.rows and type(item.rows[0]) is BlockRow else None
             if block is not None and block is not last:
                 last = block
-                for name, dtype in block.dtypes.items():
-                    self._dtypes.setdefault(name, dtype)
+                merge_dtypes(self._dtypes, block.dtypes)
         with gc_paused():
             entries = [
                 Entry(i.uid, i.position, i.rows, i.finished_at, i.load_seconds) for i in items if i.rows

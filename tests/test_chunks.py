@@ -260,3 +260,32 @@ def test_a_block_larger_than_the_room_stores_what_fits_then_raises() -> None:
     assert [store.rows_of(store.get(u))[0]["v"] for u in (4, 5)] == [4.0, 5.0]
     assert [snap.rows_at(i)[0]["v"] for i in range(4)] == [0.0, 1.0, 2.0, 3.0]
     snap.release()
+
+
+def test_categories_of_different_chunks_merge_and_no_value_becomes_missing() -> None:
+    from dask_reservoir.chunks import merge_dtypes
+
+    known: dict[str, Any] = {}
+    merge_dtypes(known, {"c": pd.CategoricalDtype(["low"]), "n": pd.Int64Dtype()})
+    merge_dtypes(known, {"c": pd.CategoricalDtype(["high"]), "n": pd.StringDtype()})
+    assert list(known["c"].categories) == ["low", "high"]
+    assert known["n"] is None  # two other dtypes: left as it comes
+    frame = ColumnBlock.restore(
+        pd.DataFrame({"c": ["low", "high", "new", None], "n": ["1", "x", None, "2"]}), known
+    )
+    assert frame["c"].tolist()[:3] == ["low", "high", "new"] and pd.isna(frame["c"].iloc[3])
+    assert list(frame["c"].cat.categories) == ["low", "high", "new"]
+    assert frame["n"].isna().tolist() == [False, False, True, False] and frame["n"].iloc[1] == "x"
+
+
+def test_a_raising_chunk_names_the_function_and_uids_and_keeps_only_exceptions_that_travel() -> None:
+    import threading
+
+    def featurize(df: pd.DataFrame) -> pd.DataFrame:
+        raise ValueError("cannot open", threading.Lock())
+
+    failed = run(featurize)
+    assert [o.exc_type for o in failed] == ["ValueError"] * 3
+    assert "featurize" in failed[0].message and "['a', 'b', 'c']" in failed[0].message
+    assert failed[0].exception is None  # a lock inside: it could not cross a process boundary
+    pickle.loads(pickle.dumps(failed))  # what the task returns travels

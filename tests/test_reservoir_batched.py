@@ -264,3 +264,63 @@ def test_a_small_reservoir_replaces_entries_from_chunks(process_client: Client) 
                 seen.update(batch["uid"].tolist())
         stats = r.stats()
     assert stats.entries_evicted >= 22 and len(seen) >= 30
+
+
+def label(df: pd.DataFrame) -> pd.DataFrame:
+    """A categorical whose categories are the labels present in this chunk only."""
+    return pd.DataFrame(
+        {"uid": df["uid"], "label": pd.Categorical(np.where(df["v"] % 20 < 10, "low", "high"))}
+    )
+
+
+def test_categoricals_of_chunks_with_other_categories_keep_every_value(client: Client) -> None:
+    with AsyncReservoir(
+        source(),
+        label,
+        N,
+        min_reservoir_samples=N,
+        uid_column="uid",
+        client=client,
+        batched=True,
+        rows_per_job=10,  # chunks of 10 consecutive rows: "low" only or "high" only
+        source_sampler=SequentialSampler(),
+        batch_size=N,
+        batch_format="pandas",
+    ) as r:
+        frame = next(iter(r))
+        table = r.to_pandas()
+    for got in (frame, table):
+        v = got["uid"].str[1:].astype(int)
+        assert got["label"].notna().all()
+        assert (got["label"].astype(str) == np.where(v % 20 < 10, "low", "high")).all()
+        assert set(got["label"].cat.categories) == {"low", "high"}
+
+
+def raises_unpicklable(df: pd.DataFrame) -> pd.DataFrame:
+    import threading
+
+    raise ValueError("cannot open", threading.Lock())
+
+
+def test_an_exception_that_cannot_travel_fails_the_chunk_once_naming_the_function(
+    process_client: Client,
+) -> None:
+    with AsyncReservoir(
+        source(12),
+        raises_unpicklable,
+        12,
+        min_reservoir_samples=1,
+        uid_column="uid",
+        client=process_client,
+        batched=True,
+        rows_per_job=4,
+        max_failures_per_uid=1,
+        source_sampler=SequentialSampler(),
+        timeout=60,
+    ) as r:
+        with pytest.raises(JobError, match="can still give an entry"):
+            iter(r)
+        stats = r.stats()
+    assert stats.rows_failed == 12 and stats.jobs_failed == 0  # the task itself did not fail
+    assert {f.exc_type for f in stats.failures} == {"ValueError"}
+    assert all("raises_unpicklable" in f.message and "cannot open" in f.message for f in stats.failures)
