@@ -293,7 +293,7 @@ def make_source(source: object, uid_column: str, *, scheduler: Any = None) -> So
     --------
     >>> import pandas as pd
     >>> src = make_source(pd.DataFrame({"path": ["a", "b"]}), "sample_uid")
-    >>> src.uids, src.records([1])
+    >>> list(src.uids), src.records([1])
     ([0, 1], [{'path': 'b', 'sample_uid': 1}])
     >>> make_source(pd.DataFrame({"sample_uid": [1, 1]}), "sample_uid")
     Traceback (most recent call last):

@@ -76,6 +76,11 @@ class UidIndex(Sequence[Hashable]):
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __repr__(self) -> str:
+        shown = self.values[:_SHOWN].tolist()
+        more = f", ... ({len(self)} UIDs)" if len(self) > _SHOWN else ""
+        return f"UidIndex({shown!r}{more}, dtype={self.values.dtype})"
+
     def take(self, positions: Sequence[int] | np.ndarray) -> list[Hashable]:
         """The UIDs at ``positions`` (Python values)."""
         return list(self.values[np.asarray(positions, dtype=np.intp)].tolist())

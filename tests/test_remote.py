@@ -140,7 +140,15 @@ def test_job_that_kills_its_worker_ends_as_killed_worker_failure(remote: CliClus
         assert failures[0].exc_type == "KilledWorker" and failures[0].count == 2
         assert "all those workers died" in failures[0].message
         c.wait_for_workers(2, timeout=60)
-        iterate_until(r, lambda: r.reservoir_size() == 9)  # every other UID loads in the end
+
+        def others_loaded() -> bool:
+            # under load, a task queued on a dying worker can be blamed twice and quarantined with
+            # UID 0 (dask counts it as suspicious): give those back, never UID 0
+            r.release_quarantine([u for u in r.stats().quarantined if u != 0])
+            return r.reservoir_size() == 9
+
+        iterate_until(r, others_loaded)  # every other UID loads in the end
+        assert 0 in r.stats().quarantined
         labels = sorted(int(b["label"][0]) for b in r)
         assert labels == list(range(1, 10))
         assert r.stats().status == "running"
