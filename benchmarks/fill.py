@@ -15,6 +15,7 @@ Then ``make_source`` (validation and UID index) on 1e5, 1e6 and 1e7 integer UIDs
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,9 @@ def w6_fill(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
             }
         )
         parts = dd.from_pandas(frame, npartitions=max(2, rows // cfg["chunk"]))
-        parts = client.persist(parts)  # read once, as the reservoir's source is in memory
+        with warnings.catch_warnings():  # dask warns that the frame travels in the graph: it does, once
+            warnings.simplefilter("ignore", UserWarning)
+            parts = client.persist(parts)  # in the workers' memory, as the reservoir's source is
         start = time.perf_counter()
         parts.map_partitions(cheap, meta={"uid": "i8", "y": "f8"}).compute(scheduler=client)
         seconds = time.perf_counter() - start

@@ -45,10 +45,13 @@ class UidIndex(Sequence[Hashable]):
 
     __slots__ = ("_index", "values")
 
-    def __init__(self, values: np.ndarray | Sequence[Hashable]) -> None:
+    def __init__(self, values: np.ndarray | pd.api.extensions.ExtensionArray | Sequence[Hashable]) -> None:
         if isinstance(values, UidIndex):
             values = values.values
-        self.values: np.ndarray = values if isinstance(values, np.ndarray) else _as_array(list(values))
+        if not isinstance(values, (np.ndarray, pd.api.extensions.ExtensionArray)):
+            values = _as_array(list(values))
+        # numbers: a numeric array; pandas strings: their (Arrow) string array; else objects
+        self.values: Any = values
         self._index: pd.Index | None = None
 
     def __len__(self) -> int:
@@ -77,13 +80,13 @@ class UidIndex(Sequence[Hashable]):
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        shown = self.values[:_SHOWN].tolist()
+        shown = list(self.values[:_SHOWN].tolist())
         more = f", ... ({len(self)} UIDs)" if len(self) > _SHOWN else ""
         return f"UidIndex({shown!r}{more}, dtype={self.values.dtype})"
 
     def take(self, positions: Sequence[int] | np.ndarray) -> list[Hashable]:
         """The UIDs at ``positions`` (Python values)."""
-        return list(self.values[np.asarray(positions, dtype=np.intp)].tolist())
+        return list(self.values.take(np.asarray(positions, dtype=np.intp)).tolist())
 
     @property
     def lookup(self) -> pd.Index:
@@ -153,6 +156,21 @@ def validate_uids(values: Any, uid_column: str) -> UidIndex:
     ValueError: UID column 'uid' must hold unique values, got duplicate UIDs ['a']
     """
     series = values if isinstance(values, pd.Series) else pd.Series(_as_array(list(values)), dtype=object)
+    if isinstance(series.dtype, pd.StringDtype):  # kept as the string array: no Python str per UID
+        missing = np.flatnonzero(series.isna().to_numpy())
+        if len(missing):
+            raise ValueError(
+                f"UID column {uid_column!r} must not hold missing values (None/NaN/NA), "
+                f"found them at row positions {_first(missing.tolist())}"
+            )
+        index = UidIndex(series.array)
+        duplicated = index.lookup.duplicated()
+        if duplicated.any():
+            dupes = list(dict.fromkeys(series[duplicated].tolist()))
+            raise ValueError(
+                f"UID column {uid_column!r} must hold unique values, got duplicate UIDs {_first(dupes)}"
+            )
+        return index
     if series.dtype.kind in "iu" and isinstance(series.dtype, np.dtype):
         array = series.to_numpy(dtype=np.int64) if series.dtype.kind == "i" else series.to_numpy()
     else:
