@@ -14,6 +14,8 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
+import numpy as np
+
 from .batches import epoch_order
 from .chunks import BlockRow, ChunkLoaded, _as_rows, gc_paused
 from .errors import JobError
@@ -234,7 +236,7 @@ class Ledger:
         self._loaded: set[Hashable] = set()
         self._empty: set[Hashable] = set()  # last result had no rows
         self._rejected: set[Hashable] = set()  # a result was loaded but could not be stored
-        self._order: list[int] = []
+        self._order: np.ndarray = np.empty(0, np.int64)
         self._cursor = 0
         self._pass = 0
         self.jobs_in_flight = 0
@@ -438,10 +440,10 @@ class Ledger:
                 self._order = self._pass_order(self._pass)
                 self._pass += 1
                 self._cursor = 0
-                if not self._order:
+                if not len(self._order):
                     break
             # the UIDs of the next candidates at once (one numpy take, not one lookup per row)
-            window = self._order[self._cursor : self._cursor + min(limit - len(out), n - scanned)]
+            window = self._order[self._cursor : self._cursor + min(limit - len(out), n - scanned)].tolist()
             waiting = False
             for pos, uid in zip(window, _take(uids, window), strict=True):
                 self._cursor += 1
@@ -464,13 +466,13 @@ class Ledger:
                 break
         return out
 
-    def _pass_order(self, pass_number: int) -> list[int]:
+    def _pass_order(self, pass_number: int) -> np.ndarray:
         """Source positions of pass ``pass_number``, in the source sampler's order (this rank's shard)."""
         n = len(self._uids)
         order = epoch_order(self._order_sampler, n, pass_number, name="source_sampler", of="source rows")
         if self._world_size > 1:  # this rank's shard of this pass, in the sampler's order
             order = order[shard_mask(n, pass_number, self._rank, self._world_size)[order]]
-        return cast(list[int], order.tolist())
+        return np.asarray(order, dtype=np.int64)  # an array: 8 bytes per row, not a Python int
 
     def source_position(self) -> tuple[int, int, tuple[Hashable, ...]]:
         """``(pass, cursor, pending UIDs)`` for a checkpoint.
