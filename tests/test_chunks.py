@@ -289,3 +289,79 @@ def test_a_raising_chunk_names_the_function_and_uids_and_keeps_only_exceptions_t
     assert "featurize" in failed[0].message and "['a', 'b', 'c']" in failed[0].message
     assert failed[0].exception is None  # a lock inside: it could not cross a process boundary
     pickle.loads(pickle.dumps(failed))  # what the task returns travels
+
+
+def test_object_columns_of_equal_arrays_are_stacked_and_others_kept() -> None:
+    from dask_reservoir.chunks import _stacked
+
+    same = np.empty(3, dtype=object)
+    same[:] = [np.full((2,), i, np.float32) for i in range(3)]
+    stacked = _stacked(same)
+    assert stacked.shape == (3, 2) and stacked.dtype == np.float32 and stacked[2].tolist() == [2.0, 2.0]
+    for odd in (
+        [np.zeros(2), np.zeros(3)],
+        [np.zeros(2, np.float32), np.zeros(2, np.float64)],
+        [np.zeros(2), "x"],
+    ):
+        column = np.empty(len(odd), dtype=object)
+        column[:] = odd
+        assert _stacked(column) is column
+    assert _stacked(np.empty(0, dtype=object)).shape == (0,)
+    strings = np.array(["a", "b"], dtype=object)
+    assert _stacked(strings) is strings
+    assert _stacked(np.arange(3)).dtype == np.int64
+
+
+def test_a_dict_with_series_keeps_their_dtypes_whatever_their_index() -> None:
+    chunk_uids = pd.Index(["a", "b"])
+    series = pd.Series(pd.Categorical(["x", "y"]), index=[10, 20])
+    counts, block = to_block({"uid": pd.Series(["b", "a"], index=[5, 6]), "c": series}, chunk_uids, "uid")
+    assert counts.tolist() == [1, 1]
+    assert block.columns["uid"].tolist() == ["a", "b"] and block.columns["c"].tolist() == ["y", "x"]
+    assert str(block.dtypes["c"]) == "category" and "uid" in block.dtypes  # the str dtype of pandas 3
+    with pytest.raises(ValueError, match=r"column names must be str, got 3 \(int\)"):
+        to_block({"uid": ["a"], 3: [1]}, chunk_uids, "uid")
+
+
+def test_tasks_receive_their_arguments_wrapped_as_the_runner_sends_them() -> None:
+    from dask_reservoir.tasks import Opaque
+
+    spec = spec_of(lambda df: df.assign(y=df["x"] + 1))
+    out = run_chunk(spec.options(), spec.payload, Opaque(CHUNK), Opaque(["a", "b", "c"]))
+    assert out.uids == ["a", "b", "c"] and out.block.columns["y"].tolist() == [2.0, 3.0, 4.0]
+    parts = {0: pd.DataFrame({"uid": ["a", "b"], "x": [1, 2]})}
+    out = run_partition_chunk(
+        spec.options(check_uid=True), spec.payload, parts, Opaque([(0, 1), (0, 0)]), Opaque(["b", "a"])
+    )
+    assert out.uids == ["b", "a"] and out.block.columns["y"].tolist() == [3, 2]
+
+
+def test_retries_zero_is_one_call_and_job_timeout_applies_to_the_chunk() -> None:
+    import time as time_module
+
+    def second_call_works(df: pd.DataFrame, calls: list[int] = []) -> pd.DataFrame:  # noqa: B006 - a counter
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("first call fails")
+        return df.assign(calls=len(calls))
+
+    assert isinstance(run(second_call_works, retries=0), list)  # one call: it failed
+    loaded = run(second_call_works, retries=1)
+    assert loaded.block.columns["calls"].tolist() == [2, 2, 2]
+
+    def quick(df: pd.DataFrame) -> pd.DataFrame:
+        return df.assign(y=1)
+
+    def slow(df: pd.DataFrame) -> pd.DataFrame:
+        time_module.sleep(2)
+        return df
+
+    fast = JobSpec.from_function(quick, uid_column="uid", retries=0, rows_per_job=3, batched=True, timeout=30)
+    assert run_chunk(fast.options(), fast.payload, CHUNK, ["a", "b", "c"]).block.columns["y"].tolist() == [
+        1,
+        1,
+        1,
+    ]
+    late = JobSpec.from_function(slow, uid_column="uid", retries=0, rows_per_job=3, batched=True, timeout=0.2)
+    failed = run_chunk(late.options(), late.payload, CHUNK, ["a", "b", "c"])
+    assert [f.exc_type for f in failed] == ["JobTimeoutError"] * 3

@@ -80,3 +80,24 @@ def test_a_subset_keeps_the_array() -> None:
     source = make_source(pd.DataFrame({"uid": ["a", "b", "c", "d"]}), "uid")
     sub = source.subset([3, 1])  # type: ignore[attr-defined]
     assert list(sub.uids) == ["d", "b"] and sub.position("b") == 1 and not sub.has("a")
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        (pd.Series([3, 1, 2]), "int64"),
+        (pd.Series(np.array([3, 1], np.uint32)), "uint32"),
+        ([5, 7, 9], "int64"),  # a dask source's UIDs arrive as a list
+        ([2**70, 1], "object"),  # beyond int64: kept as Python ints
+        ([1, "a"], "object"),
+        ([True, False], "object"),  # bools are not numbers here
+        (pd.Series(["a", "b"], dtype="str"), "str"),  # the string array itself
+        (pd.Series([1.5, 2.5]), "object"),
+    ],
+)
+def test_uids_are_stored_as_the_narrowest_faithful_array(values: Any, kind: str) -> None:
+    index = validate_uids(values, "uid")
+    assert str(index.values.dtype) == kind
+    expected = values.tolist() if isinstance(values, pd.Series) else list(values)
+    assert list(index) == expected and [type(u) for u in index] == [type(u) for u in expected]
+    assert index.position(expected[-1]) == len(expected) - 1
