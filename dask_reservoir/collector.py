@@ -18,7 +18,7 @@ import logging
 import threading
 import traceback as tb_module
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 from distributed import Client, Future
@@ -123,22 +123,30 @@ class ResultCollector:
             self._watchers.pop(future.key, None)
         return taken
 
-    def abandon(self, *, transfer_timeout: float = TRANSFER_SETTLE_SECONDS) -> None:
-        """Stop awaiting every future and drop what arrived (at close).
+    def abandon(
+        self,
+        cancel: Callable[[list[Future]], None],
+        futures: list[Future],
+        *,
+        transfer_timeout: float = TRANSFER_SETTLE_SECONDS,
+    ) -> None:
+        """Drop what arrived, ``cancel(futures)``, and stop awaiting them (at close).
 
-        Results already being fetched get up to ``transfer_timeout`` seconds to
-        arrive first: a fetch cut off mid-transfer makes the worker log a
-        ``CommClosedError`` traceback ("failed during get data").
+        The futures are cancelled first (their watchers end as soon as the client
+        knows); results already being fetched get up to ``transfer_timeout`` seconds
+        to arrive; only the watchers still running then are cut off.  A fetch cut
+        off mid-transfer makes the worker log a ``CommClosedError`` traceback
+        ("failed during get data"), so it is the last resort.
         """
-        fetching = [w for f, w in list(self._watchers.values()) if f.status == "finished" and not w.done()]
-        if fetching:
-            concurrent.futures.wait(fetching, timeout=transfer_timeout)
         with self.cond:
             self._closed = True
             self._arrived.clear()
-        watchers = list(self._watchers.values())
+        watchers = [watcher for _, watcher in self._watchers.values()]
         self._watchers.clear()
-        for _, watcher in watchers:
+        cancel(futures)
+        if watchers:
+            concurrent.futures.wait(watchers, timeout=transfer_timeout)
+        for watcher in watchers:
             watcher.cancel()
 
 

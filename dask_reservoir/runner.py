@@ -32,7 +32,7 @@ from distributed import Client, Future
 from .checkpoint import ResumePoint
 from .chunks import ChunkLoaded, run_chunk, run_partition_chunk
 from .cluster import ClientHandle, importable_on
-from .collector import MAX_UNEXPECTED, Arrival, LossTracker, ResultCollector
+from .collector import MAX_UNEXPECTED, TRANSFER_SETTLE_SECONDS, Arrival, LossTracker, ResultCollector
 from .dask_source import DaskSource
 from .errors import ClusterLostError, JobError
 from .ledger import Completed, Ledger, RunnerCounters
@@ -447,9 +447,12 @@ class JobRunner:
         if self._payload is not None:
             futures.append(self._payload)
             self._payload = None
-        self._collector.abandon()  # first: it lets results being fetched arrive
-        self._cancel(futures)
-        del futures
+        # the futures are cancelled, then results being fetched may arrive, then watchers stop
+        running = self._client.status == "running"  # else nothing can arrive: do not wait
+        self._collector.abandon(
+            self._cancel, futures, transfer_timeout=TRANSFER_SETTLE_SECONDS if running else 0.0
+        )
+        futures.clear()
         for _, job in jobs:
             self.ledger.cancelled(job.positions)
         for positions in self._losses.drain():
