@@ -336,17 +336,22 @@ def test_tasks_receive_their_arguments_wrapped_as_the_runner_sends_them() -> Non
     assert out.uids == ["b", "a"] and out.block.columns["y"].tolist() == [3, 2]
 
 
-def test_retries_zero_is_one_call_and_job_timeout_applies_to_the_chunk() -> None:
+def test_retries_zero_is_one_call_and_job_timeout_applies_to_the_chunk(tmp_path: Any) -> None:
     import time as time_module
 
-    def second_call_works(df: pd.DataFrame, calls: list[int] = []) -> pd.DataFrame:  # noqa: B006 - a counter
-        calls.append(1)
-        if len(calls) == 1:
-            raise OSError("first call fails")
-        return df.assign(calls=len(calls))
+    def calls_in(path: Any) -> Any:
+        def second_call_works(df: pd.DataFrame) -> pd.DataFrame:  # counts its calls in a file
+            calls = int(path.read_text() or 0) + 1 if path.exists() else 1
+            path.write_text(str(calls))
+            if calls == 1:
+                raise OSError("first call fails")
+            return df.assign(calls=calls)
 
-    assert isinstance(run(second_call_works, retries=0), list)  # one call: it failed
-    loaded = run(second_call_works, retries=1)
+        return second_call_works
+
+    assert isinstance(run(calls_in(tmp_path / "once"), retries=0), list)  # one call: it failed
+    assert (tmp_path / "once").read_text() == "1"
+    loaded = run(calls_in(tmp_path / "twice"), retries=1)
     assert loaded.block.columns["calls"].tolist() == [2, 2, 2]
 
     def quick(df: pd.DataFrame) -> pd.DataFrame:
