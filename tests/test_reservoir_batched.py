@@ -12,6 +12,7 @@ import pytest
 from distributed import Client
 
 from dask_reservoir import AsyncReservoir, JobError, SequentialSampler
+from tests.utils import iterate_until
 
 N = 60
 
@@ -192,6 +193,9 @@ def test_a_wrong_result_fails_its_chunk_and_the_run_goes_on(client: Client) -> N
         max_failures_per_uid=1,
         source_sampler=SequentialSampler(),  # chunks of 10 consecutive rows
     ) as r:
+        # the minimum can be reached before a failing chunk has come back: wait for both, and
+        # for every other row, with a deadline
+        iterate_until(r, lambda: len(r.stats().failures) == 20 and r.reservoir_size() == N - 20)
         got = collect(r)
         stats = r.stats()
     failed = {f.uid for f in stats.failures}
