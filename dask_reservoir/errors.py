@@ -6,9 +6,25 @@ failures carry the UID of the source row that failed.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
+from typing import Any
 
-__all__ = ["ClusterLostError", "JobError", "JobTimeoutError", "ReservoirClosedError"]
+__all__ = ["ClusterLostError", "JobError", "JobTimeoutError", "ReservoirClosedError", "first_values"]
+
+SHOWN = 5
+"""Values quoted in an error message, at most."""
+
+
+def first_values(values: Sequence[Any]) -> str:
+    """The first :data:`SHOWN` of ``values`` for a message, and how many more.
+
+    Examples
+    --------
+    >>> first_values([1, 2]), first_values(list(range(7)))
+    ('[1, 2]', '[0, 1, 2, 3, 4] (and 2 more)')
+    """
+    more = f" (and {len(values) - SHOWN} more)" if len(values) > SHOWN else ""
+    return f"{list(values[:SHOWN])!r}{more}"
 
 
 class JobError(RuntimeError):

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .blocks import ColumnBlock
+
 __all__ = ["BATCH_FORMATS", "check_batch_format", "converter", "to_frame"]
 
 BATCH_FORMATS = ("numpy", "pandas", "torch")
@@ -43,8 +45,6 @@ def to_frame(batch: dict[str, np.ndarray], dtypes: dict[str, Any] | None = None)
             columns[name] = values
     frame = pd.DataFrame(columns, copy=False)
     if dtypes:
-        from .chunks import ColumnBlock
-
         ColumnBlock.restore(frame, dtypes)
     return frame
 

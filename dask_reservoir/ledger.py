@@ -17,7 +17,8 @@ from typing import Any, cast
 import numpy as np
 
 from .batches import epoch_order
-from .chunks import BlockRow, ChunkLoaded, _as_rows, gc_paused
+from .blocks import BlockRow, ChunkLoaded, gc_paused
+from .chunks import _as_rows
 from .errors import JobError
 from .outcomes import Outcome, RowFailed, RowLoaded
 from .samplers import Sampler

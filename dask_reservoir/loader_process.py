@@ -24,7 +24,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .chunks import compact
+from .blocks import compact
 from .errors import JobError
 from .mirror import LoaderState
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .batches import BatchIterator, epoch_order
+from .blocks import BlockRow, gc_paused, merge_dtypes
 from .checkpoint import (
     STATE_FORMAT,
     STATE_VERSION,
@@ -34,7 +35,6 @@ from .checkpoint import (
     uids_digest,
     write_state,
 )
-from .chunks import BlockRow, gc_paused, merge_dtypes
 from .cluster import ClientHandle, resolve_client
 from .collate import collate_rows
 from .dask_source import DaskSource

@@ -29,8 +29,9 @@ from typing import Any, cast
 
 from distributed import Client, Future
 
+from .blocks import ChunkLoaded
 from .checkpoint import ResumePoint
-from .chunks import ChunkLoaded, run_chunk, run_partition_chunk
+from .chunks import run_chunk, run_partition_chunk
 from .cluster import ClientHandle, importable_on
 from .collector import MAX_UNEXPECTED, TRANSFER_SETTLE_SECONDS, Arrival, LossTracker, ResultCollector
 from .dask_source import DaskSource

@@ -17,17 +17,10 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from .errors import first_values
 from .uid_index import UidIndex, validate_uids
 
 __all__ = ["PandasSource", "RowColumns", "Source", "make_source", "partition_records", "same_uid"]
-
-_MAX_SHOWN = 5
-
-
-def _first(values: Sequence[Any]) -> str:
-    shown = list(values[:_MAX_SHOWN])
-    more = f" (and {len(values) - _MAX_SHOWN} more)" if len(values) > _MAX_SHOWN else ""
-    return f"{shown!r}{more}"
 
 
 def is_dask_frame(obj: object) -> bool:
@@ -93,7 +86,9 @@ def _check_columns(columns: Sequence[Any]) -> None:
     index = pd.Index(columns)
     duplicated = list(dict.fromkeys(index[index.duplicated()].tolist()))
     if duplicated:
-        raise ValueError(f"source column names must be unique, got duplicated columns {_first(duplicated)}")
+        raise ValueError(
+            f"source column names must be unique, got duplicated columns {first_values(duplicated)}"
+        )
 
 
 def same_uid(a: object, b: object) -> bool:

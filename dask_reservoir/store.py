@@ -45,7 +45,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from .chunks import BlockRow
+from .blocks import BlockRow
 from .collate import is_immutable, private_rows
 from .slots import SlotPool, SlotTable, StoreError
 
@@ -385,19 +385,17 @@ class ReservoirStore:
         return rejected
 
     def _put_block(self, entries: list[Entry], block: Any) -> bool:
-        """Put entries whose row ``k`` is row ``entries[k].rows[0].index`` of ``block``; False: not here."""
+        """Put entries whose row ``k`` is row ``entries[k].rows[0].at`` of ``block``; False: not here."""
         if not self._columnar:
             return False
         schema = SlotTable.block_columns(block.columns)
         if schema is None:
             return False
+        rows = np.fromiter((cast(BlockRow, e.rows[0]).at for e in entries), np.intp, count=len(entries))
         for name, values in block.columns.items():
             if values.dtype == object:
-                rows = np.fromiter(
-                    (cast(BlockRow, e.rows[0]).at for e in entries), np.intp, count=len(entries)
-                )
-                for value in values[rows].tolist():
-                    _check_servable(entries[0].uid, name, value)
+                for entry, value in zip(entries, values[rows].tolist(), strict=True):
+                    _check_servable(entry.uid, name, value)
         with self._lock:
             self._apply_releases()
             table = self.table
@@ -414,7 +412,6 @@ class ReservoirStore:
                         f"entry positions must be unique: position {entry.position} holds UID "
                         f"{present.uid!r}, got UID {entry.uid!r}"
                     )
-            rows = np.fromiter((cast(BlockRow, e.rows[0]).at for e in entries), np.intp, count=len(entries))
             handles = np.empty(len(entries), np.intp)
             for k, entry in enumerate(entries):
                 self._commit(entry, table)

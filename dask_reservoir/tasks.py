@@ -24,7 +24,7 @@ import time
 import traceback
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -243,6 +243,15 @@ def _failed(uid: Hashable, exc: BaseException, seconds: float) -> RowFailed:
     return RowFailed(uid, type(exc).__name__, str(exc), text, _picklable(exc), seconds)
 
 
+def misread(read: Hashable, expected: Hashable, column: str) -> RowFailed:
+    """The failure of a dask source row whose UID, as read on the worker, is not the expected one."""
+    message = (
+        f"the dask source row read on the worker has UID {read!r} in column {column!r}, "
+        f"expected UID {expected!r} (the row order of the source changed between reads?)"
+    )
+    return RowFailed(expected, "JobError", message, "", JobError(message, uid=expected), 0.0)
+
+
 def run_rows(
     options: TaskOptions,
     payload: bytes,
@@ -310,14 +319,10 @@ def run_partition_rows(
     for record, uid in zip(records, uid_list, strict=True):
         column = options.uid_column
         if options.check_uid and column in record and not same_uid(record[column], uid):
-            message = (
-                f"the dask source row read on the worker has UID {record[column]!r} in column "
-                f"{column!r}, expected UID {uid!r} (the row order of the source changed between reads?)"
-            )
-            exc = JobError(message, uid=uid)
+            failed = misread(record[column], uid, column)
             if options.reraise:
-                raise exc
-            outcomes.append(RowFailed(uid, "JobError", message, "", exc, 0.0))
+                raise cast(JobError, failed.exception)
+            outcomes.append(failed)
             continue
         record[column] = uid
         outcomes.append(_run_one(options, function, record, uid))

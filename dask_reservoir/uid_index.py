@@ -18,17 +18,12 @@ from typing import Any, overload
 import numpy as np
 import pandas as pd
 
+from .errors import SHOWN, first_values
+
 __all__ = ["UidIndex", "validate_uids"]
 
-_SHOWN = 5
 _STABLE = frozenset({str, int, bytes})
 """Types whose values always come back equal, with equal hashes, from a pickle round trip."""
-
-
-def _first(values: Sequence[Any]) -> str:
-    shown = list(values[:_SHOWN])
-    more = f" (and {len(values) - _SHOWN} more)" if len(values) > _SHOWN else ""
-    return f"{shown!r}{more}"
 
 
 class UidIndex(Sequence[Hashable]):
@@ -80,8 +75,8 @@ class UidIndex(Sequence[Hashable]):
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        shown = list(self.values[:_SHOWN].tolist())
-        more = f", ... ({len(self)} UIDs)" if len(self) > _SHOWN else ""
+        shown = list(self.values[:SHOWN].tolist())
+        more = f", ... ({len(self)} UIDs)" if len(self) > SHOWN else ""
         return f"UidIndex({shown!r}{more}, dtype={self.values.dtype})"
 
     def take(self, positions: Sequence[int] | np.ndarray) -> list[Hashable]:
@@ -157,55 +152,47 @@ def validate_uids(values: Any, uid_column: str) -> UidIndex:
     """
     series = values if isinstance(values, pd.Series) else pd.Series(_as_array(list(values)), dtype=object)
     if isinstance(series.dtype, pd.StringDtype):  # kept as the string array: no Python str per UID
-        missing = np.flatnonzero(series.isna().to_numpy())
-        if len(missing):
-            raise ValueError(
-                f"UID column {uid_column!r} must not hold missing values (None/NaN/NA), "
-                f"found them at row positions {_first(missing.tolist())}"
-            )
-        index = UidIndex(series.array)
-        duplicated = index.lookup.duplicated()
-        if duplicated.any():
-            dupes = list(dict.fromkeys(series[duplicated].tolist()))
-            raise ValueError(
-                f"UID column {uid_column!r} must hold unique values, got duplicate UIDs {_first(dupes)}"
-            )
-        return index
-    if series.dtype.kind in "iu" and isinstance(series.dtype, np.dtype):
+        array: Any = series.array
+    elif series.dtype.kind in "iu" and isinstance(series.dtype, np.dtype):
         array = series.to_numpy(dtype=np.int64) if series.dtype.kind == "i" else series.to_numpy()
     else:
         array = _as_array(series.tolist())
-    if array.dtype == object:
+    python_objects = isinstance(array, np.ndarray) and array.dtype == object
+    if python_objects or isinstance(array, pd.api.extensions.ExtensionArray):
         missing = np.flatnonzero(pd.isna(array))
         if len(missing):
             raise ValueError(
                 f"UID column {uid_column!r} must not hold missing values (None/NaN/NA), "
-                f"found them at row positions {_first(missing.tolist())}"
+                f"found them at row positions {first_values(missing.tolist())}"
             )
-    if array.dtype == object:
-        try:
-            list(map(hash, array.tolist()))
-        except TypeError:
-            for i, u in enumerate(array.tolist()):
-                try:
-                    hash(u)
-                except TypeError:
-                    raise TypeError(
-                        f"UID column {uid_column!r} must hold hashable values, got "
-                        f"{type(u).__name__} {u!r} at row position {i}"
-                    ) from None
+    if python_objects:
+        _check_hashable(array.tolist(), uid_column)
     index = UidIndex(array)
     duplicated = index.lookup.duplicated()
     if duplicated.any():
         dupes = list(dict.fromkeys(array[duplicated].tolist()))
         raise ValueError(
-            f"UID column {uid_column!r} must hold unique values, got duplicate UIDs {_first(dupes)}"
+            f"UID column {uid_column!r} must hold unique values, got duplicate UIDs {first_values(dupes)}"
         )
-    if array.dtype == object:
-        values = array.tolist()
-        if not all(type(v) in _STABLE for v in values):  # str and int always come back equal
-            _check_round_trip(values, uid_column)
+    if python_objects:
+        objects = array.tolist()
+        if not all(type(v) in _STABLE for v in objects):  # str and int always come back equal
+            _check_round_trip(objects, uid_column)
     return index
+
+
+def _check_hashable(uids: list[Any], uid_column: str) -> None:
+    try:
+        list(map(hash, uids))
+    except TypeError:
+        for i, u in enumerate(uids):
+            try:
+                hash(u)
+            except TypeError:
+                raise TypeError(
+                    f"UID column {uid_column!r} must hold hashable values, got "
+                    f"{type(u).__name__} {u!r} at row position {i}"
+                ) from None
 
 
 def _check_round_trip(uids: list[Hashable], uid_column: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import pickle
 from typing import Any
 
@@ -12,16 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_reservoir.chunks import (
-    BlockRow,
-    ChunkLoaded,
-    ColumnBlock,
-    compact,
-    gc_paused,
-    run_chunk,
-    run_partition_chunk,
-    to_block,
-)
+from dask_reservoir.blocks import BlockRow, ChunkLoaded, ColumnBlock
+from dask_reservoir.chunks import run_chunk, run_partition_chunk, to_block
 from dask_reservoir.errors import JobError
 from dask_reservoir.outcomes import RowFailed, RowLoaded
 from dask_reservoir.slots import SlotTable
@@ -147,56 +138,6 @@ def test_partition_chunks_keep_the_order_of_refs_and_check_uids() -> None:
     assert mixed[2] == RowLoaded("c", [mixed[2].rows[0]], mixed[2].seconds) and mixed[2].rows[0]["y"] == 30
 
 
-def test_extension_dtypes_travel_as_numpy_and_come_back() -> None:
-    out = pd.DataFrame(
-        {
-            "uid": ["a", "b", "c"],
-            "cat": pd.Categorical(["p", "q", "p"], categories=["q", "p"], ordered=True),
-            "s": pd.array(["x", None, "z"], dtype="string"),
-            "t": pd.to_datetime([0, 1, 2], unit="D").tz_localize("Asia/Tokyo"),
-            "n": pd.array([1, None, 3], dtype="Int64"),
-        }
-    )
-    _, block = to_block(out, pd.Index(["a", "b", "c"]), "uid")
-    back = pickle.loads(pickle.dumps(block))
-    assert all(v.dtype.kind in "OMf" for v in back.columns.values())  # plain numpy
-    frame = ColumnBlock.restore(pd.DataFrame(back.columns), back.dtypes)
-    pd.testing.assert_frame_equal(frame, out)
-
-
-def test_compact_ships_only_the_rows_it_ships() -> None:
-    block = ColumnBlock({"x": np.arange(100)})
-
-    class Item:
-        def __init__(self, rows: tuple[Any, ...]) -> None:
-            self.rows = rows
-
-    items = [Item((BlockRow(block, 90),)), Item((BlockRow(block, 3), BlockRow(block, 4))), Item(({"x": 1},))]
-    compact(items)
-    assert [[r.as_dict()["x"] if isinstance(r, BlockRow) else r["x"] for r in i.rows] for i in items] == [
-        [90],
-        [3, 4],
-        [1],
-    ]
-    assert len(items[0].rows[0].block) == 3 and items[0].rows[0].block is items[1].rows[0].block
-    assert len(pickle.dumps(items[0].rows[0].block)) < len(pickle.dumps(block))
-
-
-def test_gc_paused_nests_and_respects_a_disabled_collector() -> None:
-    with gc_paused():
-        with gc_paused():
-            assert not gc.isenabled()
-        assert not gc.isenabled()
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with gc_paused():
-            pass
-        assert not gc.isenabled()  # it was off: left off
-    finally:
-        gc.enable()
-
-
 def test_the_store_writes_a_block_with_one_assignment_per_column_and_evicts_as_put() -> None:
     n = 50
     block = ColumnBlock(
@@ -260,22 +201,6 @@ def test_a_block_larger_than_the_room_stores_what_fits_then_raises() -> None:
     assert [store.rows_of(store.get(u))[0]["v"] for u in (4, 5)] == [4.0, 5.0]
     assert [snap.rows_at(i)[0]["v"] for i in range(4)] == [0.0, 1.0, 2.0, 3.0]
     snap.release()
-
-
-def test_categories_of_different_chunks_merge_and_no_value_becomes_missing() -> None:
-    from dask_reservoir.chunks import merge_dtypes
-
-    known: dict[str, Any] = {}
-    merge_dtypes(known, {"c": pd.CategoricalDtype(["low"]), "n": pd.Int64Dtype()})
-    merge_dtypes(known, {"c": pd.CategoricalDtype(["high"]), "n": pd.StringDtype()})
-    assert list(known["c"].categories) == ["low", "high"]
-    assert known["n"] is None  # two other dtypes: left as it comes
-    frame = ColumnBlock.restore(
-        pd.DataFrame({"c": ["low", "high", "new", None], "n": ["1", "x", None, "2"]}), known
-    )
-    assert frame["c"].tolist()[:3] == ["low", "high", "new"] and pd.isna(frame["c"].iloc[3])
-    assert list(frame["c"].cat.categories) == ["low", "high", "new"]
-    assert frame["n"].isna().tolist() == [False, False, True, False] and frame["n"].iloc[1] == "x"
 
 
 def test_a_raising_chunk_names_the_function_and_uids_and_keeps_only_exceptions_that_travel() -> None:

@@ -1,0 +1,77 @@
+"""Column blocks without a cluster: dtypes that travel, shipments, merged dtypes, the paused GC."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dask_reservoir.blocks import BlockRow, ColumnBlock, compact, gc_paused, merge_dtypes
+from dask_reservoir.chunks import to_block
+
+
+def test_extension_dtypes_travel_as_numpy_and_come_back() -> None:
+    out = pd.DataFrame(
+        {
+            "uid": ["a", "b", "c"],
+            "cat": pd.Categorical(["p", "q", "p"], categories=["q", "p"], ordered=True),
+            "s": pd.array(["x", None, "z"], dtype="string"),
+            "t": pd.to_datetime([0, 1, 2], unit="D").tz_localize("Asia/Tokyo"),
+            "n": pd.array([1, None, 3], dtype="Int64"),
+        }
+    )
+    _, block = to_block(out, pd.Index(["a", "b", "c"]), "uid")
+    back = pickle.loads(pickle.dumps(block))
+    assert all(v.dtype.kind in "OMf" for v in back.columns.values())  # plain numpy
+    frame = ColumnBlock.restore(pd.DataFrame(back.columns), back.dtypes)
+    pd.testing.assert_frame_equal(frame, out)
+
+
+def test_compact_ships_only_the_rows_it_ships() -> None:
+    block = ColumnBlock({"x": np.arange(100)})
+
+    class Item:
+        def __init__(self, rows: tuple[Any, ...]) -> None:
+            self.rows = rows
+
+    items = [Item((BlockRow(block, 90),)), Item((BlockRow(block, 3), BlockRow(block, 4))), Item(({"x": 1},))]
+    compact(items)
+    assert [[r.as_dict()["x"] if isinstance(r, BlockRow) else r["x"] for r in i.rows] for i in items] == [
+        [90],
+        [3, 4],
+        [1],
+    ]
+    assert len(items[0].rows[0].block) == 3 and items[0].rows[0].block is items[1].rows[0].block
+    assert len(pickle.dumps(items[0].rows[0].block)) < len(pickle.dumps(block))
+
+
+def test_gc_paused_nests_and_respects_a_disabled_collector() -> None:
+    with gc_paused():
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # it was off: left off
+    finally:
+        gc.enable()
+
+
+def test_categories_of_different_chunks_merge_and_no_value_becomes_missing() -> None:
+    known: dict[str, Any] = {}
+    merge_dtypes(known, {"c": pd.CategoricalDtype(["low"]), "n": pd.Int64Dtype()})
+    merge_dtypes(known, {"c": pd.CategoricalDtype(["high"]), "n": pd.StringDtype()})
+    assert list(known["c"].categories) == ["low", "high"]
+    assert known["n"] is None  # two other dtypes: left as it comes
+    frame = ColumnBlock.restore(
+        pd.DataFrame({"c": ["low", "high", "new", None], "n": ["1", "x", None, "2"]}), known
+    )
+    assert frame["c"].tolist()[:3] == ["low", "high", "new"] and pd.isna(frame["c"].iloc[3])
+    assert list(frame["c"].cat.categories) == ["low", "high", "new"]
+    assert frame["n"].isna().tolist() == [False, False, True, False] and frame["n"].iloc[1] == "x"
