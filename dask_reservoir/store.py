@@ -394,8 +394,11 @@ class ReservoirStore:
         rows = np.fromiter((cast(BlockRow, e.rows[0]).at for e in entries), np.intp, count=len(entries))
         for name, values in block.columns.items():
             if values.dtype == object:
-                for entry, value in zip(entries, values[rows].tolist(), strict=True):
-                    _check_servable(entry.uid, name, value)
+                try:
+                    for entry, value in zip(entries, values[rows].tolist(), strict=True):
+                        _check_servable(entry.uid, name, value)
+                except StoreError:
+                    return False  # put() one by one: only the entries that cannot be stored fail
         with self._lock:
             self._apply_releases()
             table = self.table

@@ -295,3 +295,15 @@ def test_retries_zero_is_one_call_and_job_timeout_applies_to_the_chunk(tmp_path:
     late = JobSpec.from_function(slow, uid_column="uid", retries=0, rows_per_job=3, batched=True, timeout=0.2)
     failed = run_chunk(late.options(), late.payload, CHUNK, ["a", "b", "c"])
     assert [f.exc_type for f in failed] == ["JobTimeoutError"] * 3
+
+
+def test_a_value_that_cannot_be_served_rejects_only_its_own_entry() -> None:
+    import threading
+
+    names = np.empty(3, dtype=object)
+    names[:] = ["a", threading.Lock(), "c"]  # a lock cannot be copied into batches
+    block = ColumnBlock({"name": names})
+    store = ReservoirStore(4)
+    rejected = store.put_many([Entry(u, i, (BlockRow(block, i),)) for i, u in enumerate("xyz")])
+    assert [(entry.uid, exc.uid, exc.column) for entry, exc in rejected] == [("y", "y", "name")]
+    assert store.uids() == ["x", "z"]
