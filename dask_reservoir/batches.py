@@ -219,8 +219,9 @@ class BatchIterator(Iterator[Any]):
         ends: its snapshot is released).
     on_batch : callable, optional
         Called after each ``next()`` with the number of rows of the batch yielded
-        (0 for the one that ends the epoch) and the seconds it took (plus those given
-        to :meth:`carry_seconds`).
+        (0 for the one that ends the epoch), the seconds it took, and the seconds given
+        to :meth:`carry_seconds` since the last call (the epoch's start: part of the
+        first batch's wait, but not of this call's time).
     builder : BatchBuilder, optional
         Builds the next ``prefetch`` batches ahead of ``next()``, in its thread.
         None: each batch is built inside ``next()``.
@@ -256,7 +257,7 @@ class BatchIterator(Iterator[Any]):
         uid_column: str = "sample_uid",
         max_samples: int | None = None,
         check: Callable[[], None] | None = None,
-        on_batch: Callable[[int, float], None] | None = None,
+        on_batch: Callable[[int, float, float], None] | None = None,
         builder: BatchBuilder | None = None,
         prefetch: int = 0,
         convert: Callable[[dict[str, np.ndarray]], Any] | None = None,
@@ -282,7 +283,7 @@ class BatchIterator(Iterator[Any]):
         self._pending: deque[Future[Built | None]] = deque()
         self._served = 0
         self.inline_builds = 0  # batches built in next() because their build had not started
-        self._carry = 0.0  # seconds added to the next next()'s reported time
+        self._carry = 0.0  # seconds reported with the next next()'s time (counted by who gave them)
         self._done = False
         self._lock = threading.Lock()
         self._served_counts = np.zeros(len(snapshot), dtype=np.int64)
@@ -300,7 +301,7 @@ class BatchIterator(Iterator[Any]):
         return n // self._batch_size if self._drop_last else -(-n // self._batch_size)
 
     def carry_seconds(self, seconds: float) -> None:
-        """Report ``seconds`` (the epoch's start) with the next ``next()``'s time to ``on_batch``."""
+        """Report ``seconds`` (the epoch's start) to ``on_batch`` with the next ``next()``, apart from its time."""
         self._carry += seconds
 
     def _fill(self) -> None:
@@ -386,8 +387,8 @@ class BatchIterator(Iterator[Any]):
 
     def _report(self, rows: int, t0: float) -> None:
         if self._on_batch is not None:
-            seconds, self._carry = time.perf_counter() - t0 + self._carry, 0.0
-            self._on_batch(rows, seconds)
+            carried, self._carry = self._carry, 0.0
+            self._on_batch(rows, time.perf_counter() - t0, carried)
 
     def __repr__(self) -> str:
         return (

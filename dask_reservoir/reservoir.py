@@ -615,7 +615,7 @@ class AsyncReservoir(Uncopyable):
             took = time.perf_counter() - t0
             with self._counter_lock:
                 self._wait_seconds += took
-        it.carry_seconds(took)  # the first batch's stall includes the epoch start
+        it.carry_seconds(took)  # the first batch's stall includes the epoch start (counted once, here)
         return it
 
     def _start_epoch(self) -> BatchIterator:
@@ -682,14 +682,18 @@ class AsyncReservoir(Uncopyable):
             sampler = self._reservoir_sampler
             self._next_order = (epoch, n, self._builder.submit(lambda: epoch_order(sampler, n, epoch)))
 
-    def _count_batch(self, rows: int, seconds: float) -> None:
-        """A ``next()`` call took ``seconds`` and yielded ``rows`` rows (0: the epoch's end)."""
+    def _count_batch(self, rows: int, seconds: float, carried: float) -> None:
+        """A ``next()`` call took ``seconds`` and yielded ``rows`` rows (0: the epoch's end).
+
+        ``carried`` is the epoch's start, already counted as time in ``iter()`` by
+        :meth:`__iter__`: part of the first batch's stall, not counted again.
+        """
         with self._counter_lock:
             self._wait_seconds += seconds
             if rows:
                 self._batches_served += 1
                 self._samples_served += rows
-                self._stalls.append(seconds)
+                self._stalls.append(seconds + carried)
 
     def set_epoch(self, epoch: int) -> None:
         """Number the next epoch ``epoch`` (the ones after follow on), as frameworks expect.

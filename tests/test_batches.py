@@ -77,13 +77,30 @@ def test_check_runs_before_each_batch_and_on_batch_counts() -> None:
         batch_size=1,
         drop_last=False,
         check=check,
-        on_batch=lambda rows, took: (calls.append(rows), seconds.append(took)),
+        on_batch=lambda rows, took, carried: (calls.append(rows), seconds.append(took)),
     )
     next(it)
     state["closed"] = True
     with pytest.raises(RuntimeError, match="closed"):
         next(it)
     assert calls == [1] and len(seconds) == 1 and seconds[0] >= 0
+
+
+def test_carried_seconds_come_apart_from_the_next_call_and_once() -> None:
+    # the epoch's start is reported with the first batch, apart from next()'s own time: the
+    # reservoir counts it in the first batch's stall but has already counted it as time in iter()
+    reports: list[tuple[int, float, float]] = []
+    it = BatchIterator(
+        snapshot_of(entries(2)),
+        range(2),
+        batch_size=1,
+        drop_last=False,
+        on_batch=lambda rows, took, carried: reports.append((rows, took, carried)),
+    )
+    it.carry_seconds(1000.0)
+    assert len(list(it)) == 2 and [r[0] for r in reports] == [1, 1]
+    assert [r[2] for r in reports] == [1000.0, 0.0]
+    assert all(0 <= r[1] < 1000.0 for r in reports)
 
 
 class _Bad(Sampler):

@@ -714,6 +714,46 @@ def test_wait_seconds_accumulate_only_while_blocked(client: Client) -> None:
         utils.GATE.set()
 
 
+def test_each_second_in_iter_and_next_counts_once(client: Client) -> None:
+    """consumer_wait_seconds is the time inside iter()/next(), each second once (issue 16, point 9).
+
+    The library measures inside the calls this test brackets, so its figure can never exceed
+    the test's sum; it used to add iter()'s time twice (directly and with the first batch).
+    """
+    utils.GATE.clear()
+    try:
+        with AsyncReservoir(
+            frame(5), utils.gated_load, 5, min_reservoir_samples=5, batch_size=5, client=client
+        ) as r:
+            opener = threading.Thread(
+                target=lambda: (
+                    poll_for(lambda: r.stats().rows_in_flight == 5, what="every row in flight"),
+                    utils.GATE.set(),
+                )
+            )
+            opener.start()
+            inside = 0.0  # seconds the test saw inside iter() and next()
+            t0 = time.perf_counter()
+            it = iter(r)  # waits for the minimum, until the gate opens
+            inside += time.perf_counter() - t0
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    next(it)
+                except StopIteration:
+                    break
+                finally:
+                    inside += time.perf_counter() - t0
+            opener.join()
+            s = r.stats()
+            assert s.batches_served == 1 and s.minimum_wait_seconds > 0
+            assert s.minimum_wait_seconds <= s.consumer_wait_seconds <= inside
+            # the one batch's stall: the epoch's start (iter()) plus its next()
+            assert s.minimum_wait_seconds <= s.stall_seconds_p50 <= s.consumer_wait_seconds
+    finally:
+        utils.GATE.set()
+
+
 def slow_on_zero(row: dict[str, Any]) -> dict[str, Any]:
     if int(row["value"]) == 0:
         utils.GATE.wait(30)  # a straggler, released at the end of the test
