@@ -271,15 +271,17 @@ class WeightedSampler(_SeededSampler):
         w = self._bound(self._weights, n, positions)
         if n == 0:
             return np.empty(0, np.int64)
-        total = float(w.sum())
-        if total <= 0:
+        top = float(w.max())
+        if top <= 0:
             raise ValueError(f"all {n} entries ordered by {self!r} have weight 0: nothing can be drawn")
+        p = w / top  # in [0, 1] first: a sum of weights near the float maximum would overflow
+        p /= p.sum()
         count = n if self.num_samples is None else self.num_samples
         rng = self._rng(epoch)
         if self.replacement:
-            return rng.choice(n, size=count, p=w / total)
+            return rng.choice(n, size=count, p=p)
         count = min(count, int(np.count_nonzero(w)))
-        return rng.choice(n, size=count, replace=False, p=w / total)
+        return rng.choice(n, size=count, replace=False, p=p)
 
     def __repr__(self) -> str:
         what = (
@@ -321,6 +323,8 @@ class BalancedSampler(_SeededSampler):
     ordered), split as evenly as possible among the classes present among the
     entries; within a class, entries are taken in a random order, repeated when
     the class has fewer entries than its share.  The draws are then shuffled.
+    With fewer draws than classes, each epoch draws one entry from each of
+    ``num_samples`` classes chosen at random (different classes in other epochs).
 
     Parameters
     ----------
@@ -376,6 +380,8 @@ class BalancedSampler(_SeededSampler):
         shares[rng.permutation(len(present))[: count % len(present)]] += 1
         out = []
         for k, share in enumerate(shares.tolist()):
+            if share == 0:  # fewer draws than classes: this class gets none this epoch
+                continue
             members = np.flatnonzero(inverse == k)
             reps = -(-share // len(members))
             out.append(np.concatenate([rng.permutation(members) for _ in range(reps)])[:share])

@@ -264,3 +264,25 @@ def test_balanced_refuses_missing_classes_naming_uids(missing: object) -> None:
         BalancedSampler("nope").bind(FakeSource(label=["x"]))
     with pytest.raises(TypeError, match="column must be a non-empty str"):
         BalancedSampler("")
+
+
+def test_weights_near_the_float_maximum_draw_like_equal_weights() -> None:
+    """Weights of 1e308 summed to inf: numpy's "probabilities do not sum to 1" at every epoch."""
+    huge = [1e308, 1e308, 1e308, 0.0]
+    for replacement in (True, False):
+        sampler = WeightedSampler(huge, replacement=replacement, num_samples=3, seed=0)
+        drawn = sampler.bind(FakeSource(w=huge)).indices(4, epoch=0, positions=np.arange(4))
+        assert len(drawn) == 3 and set(drawn.tolist()) <= {0, 1, 2}
+    mixed = WeightedSampler([1e308, 1e-300], num_samples=1000, seed=0).bind(FakeSource(w=[0, 0]))
+    assert mixed.indices(2, epoch=0, positions=np.arange(2)).tolist() == [0] * 1000
+
+
+def test_balanced_with_fewer_draws_than_classes() -> None:
+    """num_samples=10 over 20 classes failed with numpy's "need at least one array to concatenate"."""
+    sampler = BalancedSampler("label", num_samples=10, seed=0).bind(FakeSource(label=list(range(20))))
+    picked = []
+    for epoch in range(3):
+        order = sampler.indices(20, epoch=epoch, positions=np.arange(20))
+        assert len(order) == 10 and len(set(order.tolist())) == 10  # one draw from each of 10 classes
+        picked.append(sorted(order.tolist()))
+    assert picked[0] != picked[1] or picked[1] != picked[2]  # other classes in other epochs
