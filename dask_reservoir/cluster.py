@@ -26,6 +26,10 @@ MAX_CONNECT_TIMEOUT = 10.0
 """Longest wait (seconds) for a scheduler address to answer; dask's own default is 30 s."""
 
 
+EMBEDDED_HTTP_ADDRESS = "127.0.0.1:0"
+"""Where the embedded cluster's scheduler serves HTTP (no dashboard): any free loopback port."""
+
+
 def connect_timeout() -> float:
     """Seconds to wait for a scheduler: ``distributed.comm.timeouts.connect``, at most 10 s."""
     configured = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="seconds")
@@ -131,13 +135,19 @@ def _embedded_cluster(nb_workers: int | None) -> ClientHandle:
     its first jobs at once and they run as soon as the first worker is up.
     The client fetches results from the workers directly (one hop instead of two
     through the scheduler, which runs in this process).
+
+    No dashboard: ``dashboard_address=None`` turns the dashboard off, but the
+    scheduler still serves its HTTP routes (health, metrics) on a port, and with no
+    address it asks for 8787, warning "Port 8787 is already in use" whenever another
+    cluster holds it.  So the scheduler is given port 0 on the loopback (any free port).
     """
     n = max(1, CPU_COUNT) if nb_workers is None else nb_workers
     cluster = LocalCluster(
         n_workers=0,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=None,  # dashboard=False for the scheduler
+        scheduler_kwargs={"dashboard_address": EMBEDDED_HTTP_ADDRESS},
         silence_logs=logging.ERROR,
     )
     try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import warnings
 
 import dask
 import pytest
@@ -64,6 +66,29 @@ def test_embedded_cluster_closes_while_its_workers_start() -> None:
     handle = resolve_client(None, 1)
     handle.close()  # at once: the worker process may not be up yet
     assert handle.client.status == "closed" and handle.cluster.status.name == "closed"
+
+
+def test_embedded_cluster_does_not_ask_for_port_8787() -> None:
+    """Its scheduler asked for 8787 (HTTP routes, dashboard off): a warning when another cluster held it."""
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 8787))  # another cluster's dashboard (unless something holds it already)
+        holder.listen()
+    except OSError:
+        pass  # already held: the embedded cluster cannot have it either
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            handle = resolve_client(None, 1)
+            try:
+                assert handle.cluster is not None
+                http = handle.cluster.scheduler.http_server
+                assert http.port not in (0, 8787)
+            finally:
+                handle.close()
+    finally:
+        holder.close()
+    assert not [w for w in caught if "already in use" in str(w.message)], [str(w.message) for w in caught]
 
 
 def test_address_string_is_owned(process_cluster: LocalCluster) -> None:
