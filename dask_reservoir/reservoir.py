@@ -828,20 +828,40 @@ class AsyncReservoir(Uncopyable):
             raise
         return reservoir
 
-    def to_pandas(self, uids: Iterable[Hashable] | None = None) -> pd.DataFrame:
+    def to_pandas(
+        self, uids: Iterable[Hashable] | None = None, *, loaded_at: bool | str = True
+    ) -> pd.DataFrame:
         """The loaded entries as one DataFrame, now, without waiting for loading.
 
         One row per produced row: the entries of all loaded UIDs in source order, or of
         ``uids`` in their order (those not loaded now are absent: compare with the UID
-        column).  Columns as in a ``batch_format="pandas"`` batch, plus ``loaded_at``
-        (a ``Timestamp``: when the entry's job finished).  The reservoir is not changed.
+        column).  Columns as in a ``batch_format="pandas"`` batch (the UID column with the
+        source UID column's dtype), plus one column of ``Timestamp`` saying when each
+        entry's job finished, named ``"loaded_at"`` by default.  The reservoir is not changed.
+
+        Parameters
+        ----------
+        uids : iterable, optional
+            UIDs to return, in this order; default all loaded entries.
+        loaded_at : bool or str, keyword-only
+            The name of the load-time column (True: ``"loaded_at"``), or False for none.
+            Like ``indicator=`` of :func:`pandas.merge`, it never replaces a column of
+            yours: when ``function_to_run`` produces a column of that name, pass another
+            name or False.
 
         Raises
         ------
         KeyError
             When some of ``uids`` are not UIDs of the source (naming them).
+        ValueError
+            When the load-time column's name is the UID column or a column the entries
+            hold (naming it).
+        TypeError
+            When ``loaded_at`` is not a bool or a non-empty str.
         """
         self._check_open()
+        uid_column = self._options.uid_column
+        stamp_column = _load_time_column(loaded_at, uid_column)
         wall_minus_monotonic = time.time() - time.monotonic()
         with self._lock:
             snapshot = self._store.snapshot()
@@ -867,10 +887,18 @@ class AsyncReservoir(Uncopyable):
                 stamps.extend([snapshot.entry(index).loaded_at + wall_minus_monotonic] * len(entry_rows))
         finally:
             snapshot.release()
-        if not rows:
-            return pd.DataFrame({self._options.uid_column: [], "loaded_at": pd.to_datetime([], unit="s")})
-        frame = to_frame(collate_rows(rows, uid_column=self._options.uid_column), self._dtypes)
-        frame["loaded_at"] = pd.to_datetime(np.asarray(stamps), unit="s")
+        if rows:
+            frame = to_frame(collate_rows(rows, uid_column=uid_column), self._dtypes)
+        else:
+            frame = pd.DataFrame({uid_column: self._source.uid_index.values[:0]})
+        if stamp_column is not None:
+            if stamp_column in frame.columns:
+                raise ValueError(
+                    f"to_pandas() cannot add its load-time column {stamp_column!r}: function_to_run "
+                    f"produces a column named {stamp_column!r}; pass loaded_at='<another name>', or "
+                    "loaded_at=False for no load-time column"
+                )
+            frame[stamp_column] = pd.to_datetime(np.asarray(stamps, dtype=np.float64), unit="s")
         return frame
 
     def reservoir_size(self) -> int:
@@ -1082,3 +1110,28 @@ class AsyncReservoir(Uncopyable):
 
 SequenceAsyncReservoir = AsyncReservoir
 """Alias of :class:`AsyncReservoir`, the name trw users know."""
+
+
+def _load_time_column(loaded_at: object, uid_column: str) -> str | None:
+    """The name ``to_pandas(loaded_at=...)`` asks for (None: no column), checked.
+
+    Examples
+    --------
+    >>> _load_time_column(True, "uid"), _load_time_column("t", "uid"), _load_time_column(False, "uid")
+    ('loaded_at', 't', None)
+    """
+    if loaded_at is False:
+        return None
+    if loaded_at is True:
+        loaded_at = "loaded_at"
+    if not isinstance(loaded_at, str) or not loaded_at:
+        raise TypeError(
+            f"loaded_at must be a bool or a non-empty str (the column name), got "
+            f"{type(loaded_at).__name__}: {loaded_at!r}"
+        )
+    if loaded_at == uid_column:
+        raise ValueError(
+            f"to_pandas() cannot name its load-time column {loaded_at!r}: that is the UID column; "
+            "pass loaded_at='<another name>', or loaded_at=False for no load-time column"
+        )
+    return loaded_at

@@ -124,3 +124,26 @@ def test_to_pandas_before_anything_loaded_is_empty(client: Client) -> None:
             GATE.set()
     finally:
         GATE.set()
+
+
+def own_loaded_at(row: dict[str, Any]) -> dict[str, Any]:
+    return {"loaded_at": f"disk-{row['value']}", "label": int(row["value"])}
+
+
+def test_to_pandas_never_overwrites_a_column_of_yours(client: Client) -> None:
+    """A produced column named loaded_at came back from to_pandas() as the library's Timestamps."""
+    with AsyncReservoir(
+        frame(4), own_loaded_at, 4, min_reservoir_samples=4, client=client, batch_size=4
+    ) as r:
+        assert next(iter(r))["loaded_at"].tolist() == [f"disk-{i}" for i in range(4)]
+        with pytest.raises(ValueError, match=r"function_to_run produces a column named 'loaded_at'; pass"):
+            r.to_pandas()
+        mine = r.to_pandas(loaded_at=False)
+        assert list(mine.columns) == ["loaded_at", "label", "sample_uid"]
+        assert mine["loaded_at"].tolist() == [f"disk-{i}" for i in range(4)]
+        both = r.to_pandas([2, 0], loaded_at="finished_at")
+        assert both["loaded_at"].tolist() == ["disk-2", "disk-0"] and both["finished_at"].dtype.kind == "M"
+        with pytest.raises(ValueError, match=r"load-time column 'sample_uid': that is the UID column"):
+            r.to_pandas(loaded_at="sample_uid")
+        with pytest.raises(TypeError, match=r"loaded_at must be a bool or a non-empty str .*got int: 1"):
+            r.to_pandas(loaded_at=1)  # type: ignore[arg-type]
