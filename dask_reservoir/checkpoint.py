@@ -5,6 +5,16 @@ and returns a :class:`ResumePoint` for the ledger (where the source order goes o
 which rows to submit first) and the reservoir (the epoch number).  The format is
 versioned (:data:`STATE_FORMAT`, :data:`STATE_VERSION`); entries themselves are not in
 the state: a resumed reservoir loads its former members again, first.
+
+Version 2 adds what makes the orders recoverable: the entropy of unseeded samplers
+(their orders are functions of it, as a seeded sampler's are of its seed), the SHA-256
+of the interrupted pass's order (checked against the order the resumed run computes,
+so that a sampler drawing another order is refused instead of skipping rows), and,
+with ``deterministic=True``, how many entries the next ``iter()`` ingests.  Version 1
+states are still read: their orders come from the samplers as given (exact for seeded
+and sequential samplers); with an unseeded ``source_sampler`` the rest of the
+interrupted pass cannot be known, so the resumed run starts the next pass after the
+former members and the rows that were out (logged).
 """
 
 from __future__ import annotations
@@ -26,13 +36,16 @@ __all__ = [
     "ResumePoint",
     "check_state",
     "jsonable_uid",
+    "order_digest",
     "read_state",
     "uids_digest",
     "write_state",
 ]
 
 STATE_FORMAT = "dask_reservoir.state"
-STATE_VERSION = 1
+STATE_VERSION = 2
+READ_VERSIONS = (1, 2)
+"""State versions :func:`check_state` reads (see the module docstring for version 1)."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +61,20 @@ class ResumePoint:
     epoch: int
     members: int
     """How many of ``first`` are former members (the rest were out)."""
+    epochs: int
     source_pass: int
     source_cursor: int
     first: tuple[int, ...]
     quarantined: tuple[Hashable, ...]
+    version: int = STATE_VERSION
+    source_entropy: int | None = None
+    """The entropy of the saving run's unseeded ``source_sampler`` (None: it had a seed, or version 1)."""
+    reservoir_entropy: int | None = None
+    """The same for ``reservoir_sampler``."""
+    source_order_sha256: str | None = None
+    """:func:`order_digest` of the order of pass ``source_pass - 1`` (None before the first pass)."""
+    next_fill: int | None = None
+    """``deterministic=True``: entries the saving run's next ``iter()`` would ingest (None: not saved)."""
 
 
 def jsonable_uid(uid: Hashable) -> int | float | str | bool:
@@ -85,6 +108,30 @@ def uids_digest(uids: Sequence[Hashable]) -> str:
     return h.hexdigest()
 
 
+def order_digest(order: np.ndarray) -> str:
+    """SHA-256 of a pass order (source positions as little-endian int64).
+
+    Examples
+    --------
+    >>> order_digest(np.array([2, 0, 1])) == order_digest([2, 0, 1]), order_digest([0, 1]) == order_digest([1, 0])
+    (True, False)
+    """
+    return hashlib.sha256(np.ascontiguousarray(order, dtype="<i8").tobytes()).hexdigest()
+
+
+def _entropy(value: Any, key: str) -> int | None:
+    """An entropy as saved (a decimal string, JSON keeps its 128 bits), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.isdigit():
+        raise ValueError(f"state[{key!r}] must be a decimal string or None, got {value!r}")
+    return int(value)
+
+
+def _optional_int(state: dict[str, Any], key: str) -> int | None:
+    return None if state.get(key) is None else _int(state, key)
+
+
 def _int(state: dict[str, Any], key: str) -> int:
     value = state.get(key)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
@@ -111,10 +158,11 @@ def check_state(
         raise TypeError(f"state must be a dict from state_dict(), got {type(state).__name__}")
     if state.get("format") != STATE_FORMAT:
         raise ValueError(f"state['format'] must be {STATE_FORMAT!r}, got {state.get('format')!r}")
-    if state.get("version") != STATE_VERSION:
+    version = state.get("version")
+    if isinstance(version, bool) or version not in READ_VERSIONS:
         raise ValueError(
-            f"state['version'] {state.get('version')!r} is not supported (this dask_reservoir reads version "
-            f"{STATE_VERSION})"
+            f"state['version'] {version!r} is not supported (this dask_reservoir reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))})"
         )
     source = state.get("source")
     if not isinstance(source, dict):
@@ -150,13 +198,25 @@ def check_state(
             raise ValueError(f"state names UID {uid!r}, which is not in this source") from None
         if len(first) < len(members) + len(pending):
             first.append(where)
+    samplers = state.get("samplers", {}) if version >= 2 else {}
+    if not isinstance(samplers, dict):
+        raise ValueError(f"state['samplers'] must be a dict, got {samplers!r}")
+    digest = state.get("source_order_sha256") if version >= 2 else None
+    if digest is not None and not isinstance(digest, str):
+        raise ValueError(f"state['source_order_sha256'] must be a str or None, got {digest!r}")
     return ResumePoint(
         epoch=_int(state, "epoch"),
         members=len(members),
+        epochs=_int(state, "epochs") if "epochs" in state else 0,
         source_pass=_int(state, "source_pass"),
         source_cursor=_int(state, "source_cursor"),
         first=tuple(first),
         quarantined=tuple(quarantined),
+        version=int(version),
+        source_entropy=_entropy(samplers.get("source_entropy"), "samplers.source_entropy"),
+        reservoir_entropy=_entropy(samplers.get("reservoir_entropy"), "samplers.reservoir_entropy"),
+        source_order_sha256=digest,
+        next_fill=_optional_int(state, "next_fill") if version >= 2 else None,
     )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from .batches import epoch_order
 from .blocks import BlockRow, ChunkLoaded, gc_paused
+from .checkpoint import order_digest
 from .chunks import _as_rows
 from .errors import JobError
 from .outcomes import Outcome, RowFailed, RowLoaded
@@ -27,7 +28,15 @@ from .sizing import ROW_OVERHEAD_BYTES, TaskSizer, mean_row_bytes
 from .source import same_uid
 from .stats import FailureRecord
 
-__all__ = ["MIN_TASKS_IN_FLIGHT", "Completed", "Ledger", "RunnerCounters", "default_bound", "tasks_in_flight"]
+__all__ = [
+    "MIN_TASKS_IN_FLIGHT",
+    "Completed",
+    "Ledger",
+    "RunnerCounters",
+    "default_bound",
+    "pass_order",
+    "tasks_in_flight",
+]
 
 logger = logging.getLogger("dask_reservoir")
 
@@ -114,6 +123,21 @@ class RunnerCounters:
     unloadable: frozenset[Hashable] = frozenset()
     """UIDs that cannot give an entry now: quarantined, or their last result was empty."""
     status: str = "running"
+
+
+def pass_order(sampler: Sampler, n: int, pass_number: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """Source positions of pass ``pass_number`` over ``n`` rows in ``sampler``'s order, rank ``rank``'s shard.
+
+    Examples
+    --------
+    >>> from dask_reservoir import SequentialSampler
+    >>> pass_order(SequentialSampler(), 6, 0).tolist(), pass_order(SequentialSampler(), 6, 0, 1, 2).tolist()
+    ([0, 1, 2, 3, 4, 5], [0, 2, 5])
+    """
+    order = epoch_order(sampler, n, pass_number, name="source_sampler", of="source rows")
+    if world_size > 1:  # this rank's shard of this pass, in the sampler's order
+        order = order[shard_mask(n, pass_number, rank, world_size)[order]]
+    return np.asarray(order, dtype=np.int64)  # an array: 8 bytes per row, not a Python int
 
 
 def _take(uids: Sequence[Hashable], positions: Sequence[int]) -> list[Hashable]:
@@ -238,6 +262,7 @@ class Ledger:
         self._empty: set[Hashable] = set()  # last result had no rows
         self._rejected: set[Hashable] = set()  # a result was loaded but could not be stored
         self._order: np.ndarray = np.empty(0, np.int64)
+        self._order_digest: tuple[int, str] | None = None  # (pass, digest of its order), for checkpoints
         self._cursor = 0
         self._pass = 0
         self.jobs_in_flight = 0
@@ -469,11 +494,21 @@ class Ledger:
 
     def _pass_order(self, pass_number: int) -> np.ndarray:
         """Source positions of pass ``pass_number``, in the source sampler's order (this rank's shard)."""
-        n = len(self._uids)
-        order = epoch_order(self._order_sampler, n, pass_number, name="source_sampler", of="source rows")
-        if self._world_size > 1:  # this rank's shard of this pass, in the sampler's order
-            order = order[shard_mask(n, pass_number, self._rank, self._world_size)[order]]
-        return np.asarray(order, dtype=np.int64)  # an array: 8 bytes per row, not a Python int
+        return pass_order(self._order_sampler, len(self._uids), pass_number, self._rank, self._world_size)
+
+    def checkpoint(self) -> tuple[int, int, tuple[Hashable, ...], str | None]:
+        """:meth:`source_position` and the :func:`~dask_reservoir.checkpoint.order_digest` of the pass, at once.
+
+        The digest is of the order of pass ``pass - 1`` (the one the cursor is in), None
+        before the first pass; computed once per pass.
+        """
+        with self.cond:
+            source_pass, cursor, pending = self.source_position()
+            if source_pass == 0:
+                return source_pass, cursor, pending, None
+            if self._order_digest is None or self._order_digest[0] != source_pass:
+                self._order_digest = (source_pass, order_digest(self._order))
+            return source_pass, cursor, pending, self._order_digest[1]
 
     def source_position(self) -> tuple[int, int, tuple[Hashable, ...]]:
         """``(pass, cursor, pending UIDs)`` for a checkpoint.

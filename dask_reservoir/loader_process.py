@@ -194,6 +194,8 @@ class Loop:
                     self._runner.poke()
             elif what == "position":
                 answer = self._ledger.source_position()
+            elif what == "checkpoint":
+                answer = self._ledger.checkpoint()
             self.send(("answer", number, answer))
         elif kind == "stop":
             self._stop.set()

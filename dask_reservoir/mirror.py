@@ -177,6 +177,11 @@ class LedgerMirror:
         source_pass, cursor, pending = self.ask("position", None)
         return int(source_pass), int(cursor), tuple(pending)
 
+    def checkpoint(self) -> tuple[int, int, tuple[Hashable, ...], str | None]:
+        """The loader's :meth:`~dask_reservoir.ledger.Ledger.checkpoint` now (asked, like :meth:`source_position`)."""
+        source_pass, cursor, pending, digest = self.ask("checkpoint", None)
+        return int(source_pass), int(cursor), tuple(pending), digest
+
     def rejected(self, uid: Hashable, exc: BaseException) -> None:
         """A shipped entry could not be stored: the loader records it as that UID's failure."""
         self.send(("rejected", uid, f"{type(exc).__name__}: {exc}"))

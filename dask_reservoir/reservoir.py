@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
@@ -31,6 +32,7 @@ from .checkpoint import (
     ResumePoint,
     check_state,
     jsonable_uid,
+    order_digest,
     read_state,
     uids_digest,
     write_state,
@@ -41,6 +43,7 @@ from .dask_source import DaskSource
 from .errors import ClusterLostError, ReservoirClosedError
 from .formats import converter, to_frame
 from .ingest import minimum_error, single_take, take_limit
+from .ledger import pass_order
 from .lifecycle import Uncopyable, close_in_background, track, untrack
 from .loader import LoaderProcess, choose_loader
 from .options import ReservoirOptions, validate_options
@@ -361,7 +364,11 @@ class AsyncReservoir(Uncopyable):
         self.initializer()
 
     def _make_runner(
-        self, *, skip_first_pass: Sequence[Hashable] = (), resume: ResumePoint | None = None
+        self,
+        *,
+        skip_first_pass: Sequence[Hashable] = (),
+        resume: ResumePoint | None = None,
+        order: Sampler | None = None,
     ) -> JobRunner | LoaderProcess:
         make_runner = LoaderProcess if self._loader == "process" else runner_for
         return make_runner(
@@ -369,7 +376,7 @@ class AsyncReservoir(Uncopyable):
             self._source,
             self._function,
             self._options,
-            self._source_sampler,
+            self._source_sampler if order is None else order,
             skip_first_pass=skip_first_pass,
             perf_sending=self.perf_sending,
             perf_receiving=self.perf_receiving,
@@ -723,18 +730,21 @@ class AsyncReservoir(Uncopyable):
         UIDs submitted but not yet ingested, the reservoir's members in ingestion order
         (the order of eviction) with their age and use count, the quarantined UIDs and some counters; not the
         entries' data.  The samplers' orders are functions of ``(seed, epoch)`` and of
-        the pass number, so the numbers are their state.
+        the pass number, so the numbers are their state, with the entropy an unseeded
+        sampler drew (its seed) and the SHA-256 of the current pass's order, checked
+        when the state is loaded.  With ``deterministic=True`` it holds how many entries
+        the next ``iter()`` ingests.
 
         Examples
         --------
         >>> from dask_reservoir.checkpoint import STATE_FORMAT, STATE_VERSION
         >>> (STATE_FORMAT, STATE_VERSION)
-        ('dask_reservoir.state', 1)
+        ('dask_reservoir.state', 2)
         """
         self._check_open()
         ledger = self._runner.ledger
         with self._lock:
-            source_pass, cursor, pending = ledger.source_position()
+            source_pass, cursor, pending, order_sha256 = ledger.checkpoint()
             c = ledger.counters()
             now = time.monotonic()
             entries = list(self._store)  # in ingestion order: the order of eviction
@@ -758,6 +768,12 @@ class AsyncReservoir(Uncopyable):
                 "epochs": self._epochs,
                 "source_pass": source_pass,
                 "source_cursor": cursor,
+                "source_order_sha256": order_sha256,
+                "samplers": {
+                    "source_entropy": _saved_entropy(self._source_sampler),
+                    "reservoir_entropy": _saved_entropy(self._reservoir_sampler),
+                },
+                "next_fill": self._next_fill() if self._options.deterministic else None,
                 "pending_uids": [jsonable_uid(u) for u in pending],
                 "members": members,
                 "quarantined": [jsonable_uid(u) for u in c.quarantined],
@@ -794,14 +810,60 @@ class AsyncReservoir(Uncopyable):
                 world_size=self._options.world_size,
                 position=self._source.position,
             )
-            runner = self._make_runner(resume=point)  # built first: a failure leaves this reservoir as it was
+            source_sampler, reservoir_sampler, point = self._resumed_orders(point)
+            # built first: a failure leaves this reservoir as it was
+            runner = self._make_runner(resume=point, order=source_sampler)
             self._runner.close()
             self._store.clear()
             self._runner = runner
+            self._source_sampler, self._reservoir_sampler = source_sampler, reservoir_sampler
             self._epoch_number = point.epoch
-            if self._options.deterministic:  # the members again, then the epoch's own entries
-                self._exact_fill = point.members + cast(int, self._options.max_reservoir_replacement_size)
+            if self._options.deterministic:  # the members again, then what the saving run ingested next
+                cap = cast(int, self._options.max_reservoir_replacement_size)
+                fill = point.next_fill  # version 1: the cap after an epoch, else the minimum
+                self._exact_fill = point.members + (
+                    fill if fill is not None else (cap if point.epochs else self._required())
+                )
             self._runner.start()
+
+    def _next_fill(self) -> int:
+        """``deterministic=True``: entries the next ``iter()`` ingests."""
+        if self._exact_fill is not None:
+            return self._exact_fill
+        return cast(int, self._options.max_reservoir_replacement_size) if self._epochs else self._required()
+
+    def _resumed_orders(self, point: ResumePoint) -> tuple[Sampler, Sampler, ResumePoint]:
+        """The source and reservoir samplers, and the point, that give the saving run's orders.
+
+        Unseeded samplers take the saved entropy; the order of the interrupted pass must
+        have the saved SHA-256 (``ValueError`` otherwise: rows would be skipped or loaded
+        twice).  A version 1 state saved no entropy: with an unseeded source sampler the
+        rest of its pass is unknown, so the resumed run starts the next pass (logged).
+        """
+        source = _with_entropy(self._source_sampler, point.source_entropy)
+        reservoir = _with_entropy(self._reservoir_sampler, point.reservoir_entropy)
+        if point.source_pass == 0:
+            return source, reservoir, point
+        if point.source_order_sha256 is not None:
+            n, rank, world_size = len(self._source), self._options.rank, self._options.world_size
+            order = pass_order(source, n, point.source_pass - 1, rank, world_size)
+            if order_digest(order) != point.source_order_sha256:
+                raise ValueError(
+                    f"source_sampler={source!r} orders pass {point.source_pass - 1} differently from the run "
+                    "that saved the state (the SHA-256 of the pass order differs): where the pass stopped "
+                    "cannot be found, and rows would be skipped or loaded twice; resume with that run's "
+                    "source_sampler (the same seed, or none if it had none)"
+                )
+        elif getattr(source, "entropy", None) is not None:
+            logger.warning(
+                "dask_reservoir: the state (version %d) holds no entropy of the unseeded source_sampler, so "
+                "the order of its pass %d is unknown: the former members and the rows that were out are "
+                "loaded again, then the next pass starts (rows of that pass not loaded yet wait for it)",
+                point.version,
+                point.source_pass - 1,
+            )
+            point = replace(point, source_cursor=sys.maxsize)
+        return source, reservoir, point
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`state_dict` as JSON to ``path``, atomically; return the path."""
@@ -1106,6 +1168,19 @@ class AsyncReservoir(Uncopyable):
             f"failed={s.jobs_failed + s.rows_failed} quarantined={len(s.quarantined)} "
             f"epochs={s.epochs} status={s.status} address={s.address!r}>"
         )
+
+
+def _saved_entropy(sampler: Sampler) -> str | None:
+    """The entropy of an unseeded built-in sampler, as a state holds it (a decimal string), else None."""
+    entropy = getattr(sampler, "entropy", None)
+    return None if entropy is None else str(int(entropy))
+
+
+def _with_entropy(sampler: Sampler, entropy: int | None) -> Sampler:
+    """``sampler`` drawing with a saved ``entropy``, when both are unseeded (else ``sampler`` as is)."""
+    if entropy is None or getattr(sampler, "entropy", None) is None:
+        return sampler
+    return cast(Sampler, sampler.with_entropy(entropy))  # type: ignore[attr-defined]
 
 
 SequenceAsyncReservoir = AsyncReservoir

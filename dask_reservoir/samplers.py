@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, Self, cast
 
 import numpy as np
 import pandas as pd
@@ -118,6 +118,31 @@ class _SeededSampler(Sampler):
     def _rng(self, epoch: int) -> np.random.Generator:
         base: Any = self.seed if self.seed is not None else self._entropy
         return np.random.default_rng([base, epoch])
+
+    @property
+    def entropy(self) -> int | None:
+        """The entropy an unseeded sampler drew at creation (None with a ``seed``).
+
+        It plays the seed's part: :meth:`~dask_reservoir.AsyncReservoir.state_dict` saves
+        it, so that a resumed run draws the same orders (:meth:`with_entropy`).
+        """
+        return cast(int | None, self._entropy)
+
+    def with_entropy(self, entropy: int) -> Self:
+        """A copy of this unseeded sampler drawing the orders of the one whose :attr:`entropy` this was.
+
+        Raises
+        ------
+        ValueError
+            When this sampler has a ``seed`` (its orders are fixed by it), or ``entropy`` is not an int >= 0.
+        """
+        if self.seed is not None:
+            raise ValueError(f"{self!r} has a seed: its orders cannot take another entropy")
+        if isinstance(entropy, bool) or not isinstance(entropy, (int, np.integer)) or entropy < 0:
+            raise ValueError(f"entropy must be an int >= 0, got {entropy!r}")
+        twin = copy.copy(self)
+        twin._entropy = int(entropy)
+        return twin
 
     def _bound(self, values: np.ndarray | None, n: int, positions: np.ndarray | None) -> np.ndarray:
         """``values`` (per source row, from :meth:`bind`) of the ``n`` entries at ``positions``."""

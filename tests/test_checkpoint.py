@@ -148,8 +148,21 @@ def test_a_state_at_the_very_start_and_without_optional_lists_is_accepted() -> N
         ({"source": "x"}, r"state\['source'\] must be a dict, got 'x'"),
         ({"pending_uids": "11"}, r"state\['pending_uids'\] and state\['quarantined'\] must be lists"),
         ({"epoch": True}, r"state\['epoch'\] must be an int >= 0, got True"),
+        ({"samplers": {"source_entropy": 5}}, r"state\['samplers.source_entropy'\] must be a decimal string"),
+        ({"next_fill": -1}, r"state\['next_fill'\] must be an int >= 0, got -1"),
+        ({"source_order_sha256": 3}, r"state\['source_order_sha256'\] must be a str or None, got 3"),
     ],
 )
 def test_malformed_fields_are_named(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         check(state(**changes))
+
+
+def test_version_2_carries_the_orders_and_version_1_is_still_read() -> None:
+    """Issue 16, points 3 and 4: the entropy of unseeded samplers, the pass order's digest, the next fill."""
+    saved = {"source_entropy": str(2**127 + 5), "reservoir_entropy": None}
+    point = check(state(samplers=saved, source_order_sha256="ab", next_fill=13, epochs=3))
+    assert (point.version, point.source_entropy, point.reservoir_entropy) == (2, 2**127 + 5, None)
+    assert (point.source_order_sha256, point.next_fill, point.epochs) == ("ab", 13, 3)
+    old = check(state(version=1, samplers=saved, source_order_sha256="ab", next_fill=13))
+    assert (old.version, old.source_entropy, old.source_order_sha256, old.next_fill) == (1, None, None, None)

@@ -131,3 +131,27 @@ def test_deterministic_honours_the_minimum_and_says_when_it_cannot_be_reached(cl
     ) as r:
         with pytest.raises(JobError, match="min_reservoir_samples"):
             iter(r)
+
+
+def test_a_resume_from_a_state_without_members_serves_the_same_epochs(client: Client) -> None:
+    """Issue 16, point 4: a state taken before the first iter(), or right after a restore, has no members."""
+    with make(client) as r:
+        whole = epochs(r, 4)
+    with make(client) as r:
+        before_any = r.state_dict()
+    assert before_any["members"] == []
+    with make(client) as r:
+        r.load_state_dict(before_any)
+        resumed = epochs(r, 4)
+    assert len({u for b in resumed[0] for u in b}) >= 10  # the minimum
+    assert resumed == whole
+    with make(client) as r:
+        head = epochs(r, 2)
+        saved = r.state_dict()
+    with make(client) as r:
+        r.load_state_dict(saved)
+        again = r.state_dict()  # restored, not iterated: its store is empty
+    assert again["members"] == []
+    with make(client) as r:
+        r.load_state_dict(again)
+        assert head + epochs(r, 2) == whole

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from dask_reservoir import AsyncReservoir, RandomSampler, SequentialSampler
-from tests.utils import frame, iterate_until, load_value
+from tests.utils import frame, iterate_until, load_value, poll_for
 
 
 def settings(client: Any, **kw: Any) -> dict[str, Any]:
@@ -80,8 +81,8 @@ def test_a_state_that_does_not_fit_changes_nothing(client: Client) -> None:
         with pytest.raises(ValueError, match=r"must come before the first iter\(\)"):
             r.load_state_dict(state)
     with AsyncReservoir(frame(100), load_value, 10, **settings(client)) as r:
-        with pytest.raises(ValueError, match=r"state\['version'\] 2 is not supported"):
-            r.load_state_dict({**state, "version": 2})
+        with pytest.raises(ValueError, match=r"state\['version'\] 3 is not supported"):
+            r.load_state_dict({**state, "version": 3})
 
 
 def test_save_and_restore_through_a_file(client: Client, tmp_path: Path) -> None:
@@ -176,3 +177,67 @@ def test_a_state_with_bad_quarantined_uids_leaves_the_reservoir_working(client: 
         with pytest.raises(ValueError, match="UIDs in a state are ints"):
             r.load_state_dict({**state, "quarantined": [[1, 2]]})
         assert len(list(r)) >= 1  # still loading and serving
+
+
+def recording(log: Path, tag: Path) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A loader writing ``<tag> <value>`` to ``log`` at each call (the tag read from the file ``tag``)."""
+
+    def load(row: dict[str, Any]) -> dict[str, Any]:
+        with log.open("a") as f:
+            f.write(f"{tag.read_text()} {int(row['value'])}\n")
+        return load_value(row)
+
+    return load
+
+
+def loads(log: Path, tag: str) -> list[int]:
+    return [int(line.split()[1]) for line in log.read_text().splitlines() if line.split()[0] == tag]
+
+
+def test_an_unseeded_source_order_resumes_its_pass_loading_every_row_once(
+    client: Client, tmp_path: Path
+) -> None:
+    """Issue 16, point 3: the pass order of an unseeded source_sampler is in the state.
+
+    One row out at a time (``max_jobs_at_once=1``), so the log of calls is the submission order.
+    """
+    n = 40
+    log, tag = tmp_path / "loads.txt", tmp_path / "tag.txt"
+    log.write_text("")
+    tag.write_text("a")
+    kw = {
+        **settings(client, min_reservoir_samples=4, batch_size=4, max_jobs_at_once=1),
+        "source_sampler": None,
+    }
+    with AsyncReservoir(frame(n), recording(log, tag), 4, **{**kw, "source_sampler": RandomSampler()}) as r:
+        iterate_until(r, lambda: r.stats().rows_loaded >= 15)
+        state = json.loads(json.dumps(r.state_dict()))
+    assert state["source_pass"] == 1 and 15 <= state["source_cursor"] < n
+    pending = [int(u) for u in state["pending_uids"]]
+    first = list(dict.fromkeys([m["uid"] for m in state["members"]] + pending))
+    done_before = set(loads(log, "a")) - set(pending)  # every call of the first run was in pass 0
+    tag.write_text("b0")
+    with AsyncReservoir(frame(n), recording(log, tag), 4, **{**kw, "source_sampler": RandomSampler()}) as r:
+        poll_for(
+            lambda: bool(loads(log, "b0")), what="the job started before load_state_dict"
+        )  # bound: 1 row
+        tag.write_text("b")
+        r.load_state_dict(state)
+        wanted = len(first) + n - state["source_cursor"]  # the refill, then the rest of the pass
+        iterate_until(r, lambda: len(loads(log, "b")) >= wanted)
+    resumed = loads(log, "b")
+    assert resumed[: len(first)] == first
+    rest = resumed[len(first) : wanted]
+    assert sorted([*done_before, *pending, *rest]) == list(range(n))  # each row of the pass once
+
+
+def test_a_sampler_ordering_the_pass_otherwise_is_refused(client: Client) -> None:
+    kw = settings(client, source_sampler=RandomSampler(seed=1))
+    with AsyncReservoir(frame(30), load_value, 10, **kw) as r:
+        list(r)
+        state = r.state_dict()
+    assert state["source_pass"] == 1 and state["samplers"]["source_entropy"] is None
+    with AsyncReservoir(frame(30), load_value, 10, **{**kw, "source_sampler": RandomSampler(seed=2)}) as r:
+        with pytest.raises(ValueError, match=r"orders pass 0 differently from the run that saved the state"):
+            r.load_state_dict(state)
+        assert len(list(r)) >= 1  # nothing applied: it runs on
