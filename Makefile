@@ -8,11 +8,12 @@ PIP    := $(PY) -m pip
 # torch tests then skip, nothing else depends on it.  `make test TORCH=` skips it.
 TORCH  ?= torch==2.13.0
 
-.PHONY: help venv install install-dev demo test lint bench bench-quick mutation clean
+.PHONY: help venv install install-dev demo test soak lint bench bench-quick mutation clean
 
 help:
 	@echo "make demo   - create $(VENV), install dask_reservoir, run the demo on an embedded LocalCluster"
 	@echo "make test   - create $(VENV), install with the test extra, run lint and the whole test suite"
+	@echo "make soak   - the model-based test of the public API with many random examples (about 30 min)"
 	@echo "make bench  - run the benchmark suite (prints a table, writes bench-results.json)"
 	@echo "make mutation - mutmut over the pure core, per-module scores (MUTATE='samplers options' for some)"
 
@@ -59,6 +60,14 @@ LOADER_TESTS := tests/test_loader.py tests/test_reservoir_processes.py tests/tes
 test: install-dev lint
 	$(PY) -m pytest
 	DASK_DASK_RESERVOIR__LOADER=auto $(PY) -m pytest $(LOADER_TESTS)
+
+# The model-based test (tests/test_model.py) runs a small fixed budget in `make test`; here, many
+# random examples.  SOAK_EXAMPLES / SOAK_STEPS size it; a failure prints the example to replay.
+SOAK_EXAMPLES ?= 150
+SOAK_STEPS    ?= 25
+soak: install-dev
+	DASK_RESERVOIR_MODEL_RANDOM=1 DASK_RESERVOIR_MODEL_EXAMPLES=$(SOAK_EXAMPLES) \
+		DASK_RESERVOIR_MODEL_STEPS=$(SOAK_STEPS) $(PY) -m pytest -p no:cacheprovider tests/test_model.py tests/test_soak.py
 
 bench: install-dev $(VENV)/.stamp-bench
 	$(PY) -m benchmarks.run

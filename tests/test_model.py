@@ -1,0 +1,649 @@
+"""Model-based test of the public API: a Hypothesis state machine over whole reservoirs.
+
+Each example draws a source (int64, uint64 >= 2**63 or str UIDs), the constructor's
+options (capacity and minimum, batch size and ``drop_last``, replacement size,
+``deterministic``, source and reservoir samplers including weighted, balanced and
+unseeded ones, rank/world_size, ``batched``, ``batch_format``) and a set of UIDs whose
+job misbehaves (raises, returns nothing, returns a value of another shape or dtype).
+Then it runs a drawn sequence of the operations users do: whole epochs, held and
+dropped iterators, exceptions inside an epoch, ``set_epoch``, ``state_dict`` then a
+restore into a new reservoir, ``subsample_uids``, ``to_pandas``,
+``release_quarantine``, ``close``.
+
+Every value is a function of its UID (:func:`code`), so every row served anywhere is
+checked against the UID it is served under.  The plain-Python model knows which UIDs
+can be stored, so ``iter()`` must raise :class:`JobError` exactly when the minimum is
+out of reach.  Every call runs under a deadline (a stall fails the test, with the
+threads' stacks), and after every step: the row counters balance, and nothing is pinned
+once every iterator is gone.  After a burst of epochs, ingestion must have gone on
+whatever iterators the consumer holds.
+
+``make test`` runs a small, fixed budget (``derandomize``); ``make soak`` runs many more
+random examples (``DASK_RESERVOIR_MODEL_EXAMPLES``, ``DASK_RESERVOIR_MODEL_STEPS``,
+``DASK_RESERVOIR_MODEL_RANDOM=1``; ``DASK_RESERVOIR_MODEL_SHRINK=1`` shrinks a failure).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import threading
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from dask_reservoir import (
+    AsyncReservoir,
+    BalancedSampler,
+    JobError,
+    RandomSampler,
+    ReservoirClosedError,
+    SequentialSampler,
+    WeightedSampler,
+)
+from tests.utils import poll_for, scheduler_task_count, threaded_cluster
+
+EXAMPLES = int(os.environ.get("DASK_RESERVOIR_MODEL_EXAMPLES", "12"))
+STEPS = int(os.environ.get("DASK_RESERVOIR_MODEL_STEPS", "14"))
+CALL_SECONDS = float(os.environ.get("DASK_RESERVOIR_MODEL_CALL_SECONDS", "60"))
+"""Longest one public call may take before the test calls it a stall."""
+
+pytestmark = pytest.mark.timeout(max(300, EXAMPLES * STEPS * 10))
+
+WIDTH = 3  # the length of a good value's "x"
+FAILURE_KINDS = ("raise", "empty", "shape", "dtype")
+
+
+# ---------------------------------------------------------------------------- values
+def code(uid: Any) -> int:
+    """The integer every value of ``uid`` is made of (a str UID ``"u<k>"`` gives ``k``)."""
+    if isinstance(uid, str):
+        return int(uid[1:])
+    return int(uid) % 1_000_003
+
+
+class RowLoader:
+    """``function_to_run`` of the model: a value made of the UID, or the UID's drawn failure."""
+
+    def __init__(self, failures: dict[Any, str]) -> None:
+        self.failures = failures
+
+    def __call__(self, row: dict[str, Any]) -> Any:
+        uid = row["uid"]
+        k = code(uid)
+        kind = self.failures.get(uid)
+        if kind == "raise":
+            raise ValueError(f"injected failure of UID {uid!r}")
+        if kind == "empty":
+            return []
+        if kind == "shape":
+            return {"x": np.full(WIDTH + 1, k, dtype=np.float64), "label": k}
+        if kind == "dtype":
+            return {"x": np.array([str(k)] * WIDTH), "label": k}
+        return {"x": np.full(WIDTH, k, dtype=np.float64), "label": k}
+
+
+class ChunkLoader:
+    """``function_to_run`` with ``batched=True``: one produced row per UID, none for "empty" UIDs."""
+
+    def __init__(self, failures: dict[Any, str]) -> None:
+        self.failures = failures
+
+    def __call__(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        uids = chunk["uid"].tolist()
+        if any(self.failures.get(u) == "raise" for u in uids):
+            raise ValueError(f"injected failure in a chunk of UIDs {uids!r}")
+        kept = [u for u in uids if self.failures.get(u) != "empty"]
+        codes = [code(u) for u in kept]
+        return pd.DataFrame(
+            {
+                "uid": chunk["uid"].iloc[[uids.index(u) for u in kept]].to_numpy(),
+                "x": np.asarray(codes, dtype=np.float64),
+                "label": np.asarray(codes, dtype=np.int64),
+            }
+        )
+
+
+# ---------------------------------------------------------------------------- calls under a deadline
+def _stacks() -> str:
+    frames = sys._current_frames()
+    return "\n".join(
+        f"--- {t.name}\n" + "".join(traceback.format_stack(frames[t.ident]))
+        for t in threading.enumerate()
+        if t.ident in frames
+    )
+
+
+def call(what: str, fn: Callable[[], Any], seconds: float = CALL_SECONDS) -> Any:
+    """``fn()`` in a helper thread; a call that outlives ``seconds`` is a stall (test failure)."""
+    done: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(fn())
+        except BaseException as exc:  # handed to the test thread
+            done.set_exception(exc)
+
+    thread = threading.Thread(target=run, name=f"model-call-{what}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise AssertionError(f"stall: {what} did not return within {seconds:g} s\n{_stacks()}")
+    return done.result()
+
+
+class Boom(Exception):
+    """Raised by the consumer inside an epoch."""
+
+
+# ---------------------------------------------------------------------------- the model
+@dataclass
+class Model:
+    """What may be served: UIDs, their failures, and which can be stored."""
+
+    uids: list[Any]
+    failures: dict[Any, str]
+    weights: np.ndarray
+    uid_dtype: np.dtype[Any]
+    required: int
+    capacity: int
+    odd_possible: bool  # "shape"/"dtype" UIDs: rejected, or they make the others rejected
+    held: list[Iterator[Any]] = field(default_factory=list)
+    closed: bool = False
+
+    def drawable(self, source_weighted: bool) -> list[Any]:
+        if not source_weighted:
+            return list(self.uids)
+        return [u for u, w in zip(self.uids, self.weights, strict=True) if w > 0]
+
+    def storable(self, source_weighted: bool) -> tuple[int, int]:
+        """Fewest and most UIDs that can end up in the store."""
+        drawable = self.drawable(source_weighted)
+        hard = [u for u in drawable if self.failures.get(u) in ("raise", "empty")]
+        odd = [u for u in drawable if self.failures.get(u) in ("shape", "dtype")]
+        return len(drawable) - len(hard) - len(odd), len(drawable) - len(hard)
+
+
+def check_uid_array(model: Model, uids: Any, where: str) -> list[Any]:
+    """Served UIDs: the source's dtype, each one a UID of the source."""
+    array = np.asarray(uids)
+    if model.uid_dtype.kind in "iu":
+        assert array.dtype == model.uid_dtype, f"{where}: UIDs served as {array.dtype}, source has {model.uid_dtype}"
+    values = array.tolist()
+    known = set(model.uids)
+    strangers = [u for u in values if u not in known]
+    assert not strangers, f"{where}: served UIDs not in the source: {strangers[:5]!r}"
+    return values
+
+
+def check_values(model: Model, uids: list[Any], xs: Any, labels: Any, where: str) -> None:
+    for i, uid in enumerate(uids):
+        k = code(uid)
+        x = np.asarray(xs[i])
+        assert np.asarray(labels[i]).tolist() == k, f"{where}: UID {uid!r} served label {labels[i]!r}, not {k}"
+        if x.dtype.kind in "US":
+            assert model.failures.get(uid) == "dtype", f"{where}: UID {uid!r} served str values {x!r}"
+            assert x.tolist() == [str(k)] * WIDTH, f"{where}: UID {uid!r} served {x!r}"
+        else:
+            assert np.all(x == k), f"{where}: UID {uid!r} served x={x!r}, not all {k}"
+
+
+def check_batch(model: Model, batch: Any, where: str, *, batched: bool) -> list[Any]:
+    if isinstance(batch, pd.DataFrame):
+        uids = check_uid_array(model, batch["uid"].to_numpy(), where)
+        xs, labels = list(batch["x"]), list(batch["label"])
+    else:
+        assert isinstance(batch, dict), f"{where}: a batch is {type(batch).__name__}"
+        uids = check_uid_array(model, batch["uid"], where)
+        xs, labels = batch["x"], batch["label"]
+    if batched:
+        xs = [np.full(WIDTH, x) for x in np.asarray(xs).tolist()]
+    check_values(model, uids, xs, labels, where)
+    bad = [u for u in uids if model.failures.get(u) in ("raise", "empty")]
+    assert not bad, f"{where}: served UIDs whose job never gives a value: {bad!r}"
+    return uids
+
+
+# ---------------------------------------------------------------------------- the machine
+class ReservoirMachine(RuleBasedStateMachine):
+    """Operations users do on one reservoir (and the ones restored from it)."""
+
+    client: Client
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reservoir: AsyncReservoir | None = None
+        self.model: Model | None = None
+        self.kwargs: dict[str, Any] = {}
+        self.source: pd.DataFrame | None = None
+        self.loader: Any = None
+        self.expect_job_error: bool | None = None  # None: either outcome fits the model
+        self.epochs_run = 0
+
+    # ------------------------------------------------------------------ construction
+    @initialize(data=st.data())
+    def build(self, data: st.DataObject) -> None:
+        draw = data.draw
+        n = draw(st.integers(6, 24), label="rows")
+        kind = draw(st.sampled_from(["int64", "uint64", "str"]), label="uid kind")
+        if kind == "int64":
+            uids: list[Any] = draw(st.lists(st.integers(-(2**40), 2**40), min_size=n, max_size=n, unique=True))
+            column = pd.Series(uids, dtype=np.int64)
+        elif kind == "uint64":
+            small = draw(st.integers(0, n), label="small uint64 UIDs")
+            uids = [2**63 + i for i in range(n - small)] + [5 + i for i in range(small)]
+            column = pd.Series(np.asarray(uids, dtype=np.uint64))
+        else:
+            uids = [f"u{i * 7 + 1}" for i in range(n)]
+            column = pd.Series(uids)
+        weights = np.asarray(draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 3.0]), min_size=n, max_size=n)))
+        if not weights.any():
+            weights[0] = 1.0
+        classes = np.asarray(draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)))
+        self.source = pd.DataFrame({"uid": column, "w": weights, "cls": classes})
+
+        batched = draw(st.booleans(), label="batched")
+        kinds = ("raise", "empty") if batched else FAILURE_KINDS
+        failing = draw(st.lists(st.sampled_from(uids), max_size=max(1, n // 3), unique=True), label="failing")
+        failures = {u: draw(st.sampled_from(kinds)) for u in failing}
+        capacity = draw(st.integers(2, n + 4), label="capacity")
+        minimum = draw(st.integers(1, capacity), label="minimum")
+        deterministic = draw(st.booleans(), label="deterministic")
+        replacement = (
+            draw(st.integers(1, capacity))
+            if deterministic
+            else draw(st.one_of(st.none(), st.integers(1, capacity)), label="replacement")
+        )
+        world_size = draw(st.sampled_from([1, 1, 2, 3]), label="world_size")
+        rank = draw(st.integers(0, world_size - 1), label="rank")
+
+        def sampler(label: str) -> Any:
+            choice = draw(
+                st.sampled_from(["none", "sequential", "random", "random-unseeded", "weighted", "balanced"]),
+                label=label,
+            )
+            seed = draw(st.integers(0, 3))
+            return {
+                "none": None,
+                "sequential": SequentialSampler(),
+                "random": RandomSampler(seed=seed),
+                "random-unseeded": RandomSampler(),
+                "weighted": WeightedSampler("w", seed=seed),
+                "balanced": BalancedSampler("cls", seed=seed),
+            }[choice]
+
+        source_sampler = sampler("source sampler")
+        reservoir_sampler = sampler("reservoir sampler")
+        if batched and any(v == "raise" for v in failures.values()):
+            rows_per_job: Any = 1  # a raising chunk fails all its UIDs: keep one UID per chunk
+        else:
+            rows_per_job = draw(st.sampled_from(["auto", 1, 3]), label="rows_per_job")
+        self.kwargs = dict(
+            min_reservoir_samples=minimum,
+            client=self.client,
+            uid_column="uid",
+            batch_size=draw(st.integers(1, 5), label="batch_size"),
+            drop_last=draw(st.booleans(), label="drop_last"),
+            max_reservoir_replacement_size=replacement,
+            maximum_number_of_samples_per_epoch=draw(st.one_of(st.none(), st.integers(1, 2 * n))),
+            deterministic=deterministic,
+            source_sampler=source_sampler,
+            reservoir_sampler=reservoir_sampler,
+            rank=rank,
+            world_size=world_size,
+            batched=batched,
+            batch_format=draw(st.sampled_from(["numpy", "pandas"]), label="batch_format"),
+            rows_per_job=rows_per_job,
+            prefetch_batches=draw(st.sampled_from([0, 2]), label="prefetch_batches"),
+            max_failures_per_uid=2,
+        )
+        self.loader = ChunkLoader(failures) if batched else RowLoader(failures)
+        self.capacity = capacity
+        weighted_source = isinstance(source_sampler, WeightedSampler)
+        self.model = Model(
+            uids=uids,
+            failures=failures,
+            weights=weights,
+            uid_dtype=column.to_numpy().dtype,
+            required=0,
+            capacity=capacity,
+            odd_possible=any(v in ("shape", "dtype") for v in failures.values()),
+        )
+        self.weighted_source = weighted_source
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. drop_last with a batch larger than an epoch
+            try:
+                self.reservoir = call("AsyncReservoir()", self._new_reservoir)
+            except ValueError as exc:
+                # refused at construction: only for a minimum the source sampler cannot reach
+                lowest, highest = self.model.storable(weighted_source)
+                assert weighted_source and len(self.model.drawable(True)) < minimum, (
+                    f"construction refused: {exc}"
+                )
+                self.model.closed = True
+                return
+        required = min(minimum, n)
+        if world_size > 1:
+            per_epoch = self.kwargs["maximum_number_of_samples_per_epoch"] or minimum
+            required = max(required, min(per_epoch, n, capacity))
+        self.model.required = required
+        lowest, highest = self.model.storable(weighted_source)
+        if lowest >= required:
+            self.expect_job_error = False
+        elif highest < required:
+            self.expect_job_error = True
+        else:
+            self.expect_job_error = None
+
+    def _new_reservoir(self) -> AsyncReservoir:
+        return AsyncReservoir(self.source, self.loader, self.capacity, **self.kwargs)
+
+    @property
+    def r(self) -> AsyncReservoir:
+        assert self.reservoir is not None
+        return self.reservoir
+
+    def open(self) -> bool:
+        return self.model is not None and not self.model.closed
+
+    # ------------------------------------------------------------------ epochs
+    def _epoch(self, what: str, *, stop_after: int | None = None) -> list[Any]:
+        """Run one epoch (or ``stop_after`` batches of it), checking every row; the UIDs served."""
+        model = self.model
+        assert model is not None
+        batched = self.kwargs["batched"]
+        batch_size = self.kwargs["batch_size"]
+
+        def run() -> list[Any]:
+            served: list[Any] = []
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                it = iter(self.r)
+            expected_batches = len(it)
+            batches = 0
+            for batch in it:
+                uids = check_batch(model, batch, what, batched=batched)
+                assert 1 <= len(uids) <= batch_size, f"{what}: a batch of {len(uids)} rows (batch_size={batch_size})"
+                if self.kwargs["drop_last"]:
+                    assert len(uids) == batch_size, f"{what}: a short batch of {len(uids)} with drop_last"
+                served.extend(uids)
+                batches += 1
+                if stop_after is not None and batches >= stop_after:
+                    return served
+            assert batches == expected_batches, f"{what}: {batches} batches, len(iter()) said {expected_batches}"
+            cap = self.kwargs["maximum_number_of_samples_per_epoch"]
+            if self.kwargs["world_size"] > 1:
+                assert len(served) <= model.required, f"{what}: {len(served)} rows, rank epochs serve {model.required}"
+            elif cap is not None:
+                assert len(served) <= cap, f"{what}: {len(served)} rows, maximum_number_of_samples_per_epoch={cap}"
+            return served
+
+        try:
+            served = call(what, run)
+        except JobError as exc:
+            assert self.expect_job_error is not False, f"{what}: JobError although the minimum is reachable: {exc}"
+            self.expect_job_error = True
+            return []
+        assert self.expect_job_error is not True, f"{what}: no JobError although the minimum is out of reach"
+        self.expect_job_error = False
+        self.epochs_run += 1
+        return served
+
+    @precondition(lambda self: self.open())
+    @rule()
+    def epoch(self) -> None:
+        self._epoch("epoch")
+
+    @precondition(lambda self: self.open())
+    @rule(batches=st.integers(1, 3))
+    def raise_inside_epoch(self, batches: int) -> None:
+        """The consumer raises in the middle of an epoch (and drops the iterator)."""
+
+        def run() -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                it = iter(self.r)
+            for i, batch in enumerate(it):
+                check_batch(self.model, batch, "raise_inside_epoch", batched=self.kwargs["batched"])  # type: ignore[arg-type]
+                if i + 1 >= batches:
+                    raise Boom
+
+        try:
+            call("raise inside an epoch", run)
+        except Boom:
+            pass
+        except JobError:
+            assert self.expect_job_error is not False, "JobError although the minimum is reachable"
+            self.expect_job_error = True
+
+    @precondition(lambda self: self.open() and len(self.model.held) < 4)  # type: ignore[union-attr]
+    @rule(advance=st.booleans())
+    def hold_iterator(self, advance: bool) -> None:
+        """Start an epoch and keep its iterator (a validation loop's reference, say)."""
+        model = self.model
+        assert model is not None
+
+        def run() -> Iterator[Any]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                it = iter(self.r)
+            if advance:
+                batch = next(it, None)
+                if batch is not None:
+                    check_batch(model, batch, "held iterator", batched=self.kwargs["batched"])
+            return it
+
+        try:
+            model.held.append(call("hold an iterator", run))
+        except JobError:
+            assert self.expect_job_error is not False, "JobError although the minimum is reachable"
+            self.expect_job_error = True
+
+    @precondition(lambda self: self.open() and bool(self.model.held))  # type: ignore[union-attr]
+    @rule(data=st.data())
+    def advance_held(self, data: st.DataObject) -> None:
+        """``next()`` on a held iterator: a batch of its own epoch, its end, or a clear expiry."""
+        model = self.model
+        assert model is not None
+        it = model.held[data.draw(st.integers(0, len(model.held) - 1))]
+
+        def run() -> None:
+            batch = next(it, None)
+            if batch is not None:
+                check_batch(model, batch, "advance a held iterator", batched=self.kwargs["batched"])
+
+        try:
+            call("next() on a held iterator", run)
+        except RuntimeError as exc:  # expired: behind too many newer epochs
+            if isinstance(exc, (JobError, ReservoirClosedError)):
+                raise
+            assert "behind" in str(exc) or "expired" in str(exc), f"next() on a held iterator: {exc!r}"
+
+    @precondition(lambda self: self.open() and bool(self.model.held))  # type: ignore[union-attr]
+    @rule(data=st.data())
+    def drop_held(self, data: st.DataObject) -> None:
+        model = self.model
+        assert model is not None
+        del model.held[data.draw(st.integers(0, len(model.held) - 1))]
+        gc.collect()
+
+    @precondition(lambda self: self.open())
+    @rule(epoch=st.integers(0, 50))
+    def set_epoch(self, epoch: int) -> None:
+        call("set_epoch", lambda: self.r.set_epoch(epoch))
+
+    # ------------------------------------------------------------------ refresh
+    @precondition(lambda self: self.open() and self.expect_job_error is False)
+    @rule()
+    def refresh_goes_on(self) -> None:
+        """Whatever the consumer holds, a few more epochs ingest fresh entries."""
+        before = self.r.stats().entries_ingested
+        for i in range(8):
+            self._epoch(f"refresh epoch {i}")
+            if self.r.stats().entries_ingested > before:
+                return
+            call("wait for a result", lambda: poll_for(lambda: self.r.stats().entries_waiting > 0, timeout=10, what="a finished job"))
+        s = self.r.stats()
+        raise AssertionError(
+            f"nothing ingested in 8 epochs while {len(self.model.held)} iterators are held: {s.summary()} "  # type: ignore[union-attr]
+            f"(live_iterators={s.live_iterators}, entries_pinned={s.entries_pinned})"
+        )
+
+    # ------------------------------------------------------------------ analysis
+    @precondition(lambda self: self.open())
+    @rule()
+    def to_pandas(self) -> None:
+        model = self.model
+        assert model is not None
+        frame = call("to_pandas", lambda: self.r.to_pandas())
+        uids = check_uid_array(model, frame["uid"].to_numpy(), "to_pandas")
+        xs = list(frame["x"]) if len(frame) else []
+        if self.kwargs["batched"]:
+            xs = [np.full(WIDTH, x) for x in xs]
+        check_values(model, uids, xs, list(frame["label"]) if len(frame) else [], "to_pandas")
+
+    @precondition(lambda self: self.open())
+    @rule(data=st.data())
+    def subsample_uids(self, data: st.DataObject) -> None:
+        model = self.model
+        assert model is not None
+        chosen = data.draw(st.lists(st.sampled_from(model.uids), min_size=1, max_size=6, unique=True))
+
+        def run() -> None:
+            child = self.r.subsample_uids(chosen)
+            try:
+                frame = child.to_pandas()
+                served = check_uid_array(model, frame["uid"].to_numpy(), "subsample_uids to_pandas")
+                assert set(served) <= set(chosen), f"a subset served UIDs it does not have: {set(served) - set(chosen)!r}"
+            finally:
+                child.close()
+
+        call("subsample_uids", run)
+
+    @precondition(lambda self: self.open())
+    @rule()
+    def release_quarantine(self) -> None:
+        model = self.model
+        assert model is not None
+        released = call("release_quarantine", lambda: self.r.release_quarantine())
+        bad = [u for u in released if u not in model.failures]
+        assert not bad, f"UIDs quarantined whose job never fails: {bad!r}"
+
+    # ------------------------------------------------------------------ resume
+    @precondition(lambda self: self.open() and not self.model.held)  # type: ignore[union-attr]
+    @rule()
+    def checkpoint_and_restore(self) -> None:
+        """``state_dict()`` (as JSON) then a new reservoir going on from it."""
+        state = json.loads(json.dumps(call("state_dict", lambda: self.r.state_dict())))
+        call("close", self.r.close)
+
+        def restore() -> AsyncReservoir:
+            fresh = self._new_reservoir()
+            try:
+                fresh.load_state_dict(state)
+            except BaseException:
+                fresh.close()
+                raise
+            return fresh
+
+        self.reservoir = call("restore", restore)
+
+    # ------------------------------------------------------------------ close
+    @precondition(lambda self: self.open())
+    @rule()
+    def close(self) -> None:
+        model = self.model
+        assert model is not None
+        call("close", self.r.close)
+        call("close again", self.r.close)
+        model.closed = True
+        model.held.clear()
+        with pytest.raises(ReservoirClosedError):
+            iter(self.r)
+
+    @precondition(lambda self: self.model is not None and self.model.closed)
+    @rule()
+    def use_after_close(self) -> None:
+        """A closed reservoir (or one refused at construction) says so, and closes again quietly."""
+        if self.reservoir is None:
+            return
+        with pytest.raises(ReservoirClosedError):
+            iter(self.r)
+        call("close once more", self.r.close)
+
+    # ------------------------------------------------------------------ invariants
+    @invariant()
+    def counters_balance(self) -> None:
+        if self.reservoir is None or not self.open():
+            return
+        s = self.r.stats()
+        accounted = s.rows_loaded + s.rows_failed + s.rows_in_flight + s.rows_requeued + s.rows_cancelled
+        assert s.rows_submitted == accounted, (
+            f"rows submitted {s.rows_submitted} != loaded {s.rows_loaded} + failed {s.rows_failed} + "
+            f"in flight {s.rows_in_flight} + requeued {s.rows_requeued} + cancelled {s.rows_cancelled}"
+        )
+        assert 0 <= s.reservoir_size <= self.capacity
+        assert s.entries_waiting >= 0 and s.rows_in_flight >= 0
+
+    @invariant()
+    def nothing_pinned_without_iterators(self) -> None:
+        if self.reservoir is None or not self.open() or self.model.held:  # type: ignore[union-attr]
+            return
+        gc.collect()
+        poll_for(
+            lambda: self.r.stats().live_iterators == 0 and self.r.stats().entries_pinned == 0,
+            timeout=10,
+            what="no live iterator and nothing pinned once every iterator is gone",
+        )
+
+    def teardown(self) -> None:
+        if self.model is not None:
+            self.model.held.clear()
+        if self.reservoir is not None:
+            call("close at teardown", self.reservoir.close)
+        gc.collect()
+
+
+@pytest.fixture(scope="module")
+def model_client() -> Iterator[Client]:
+    with threaded_cluster(2) as client:
+        yield client
+
+
+def test_reservoir_state_machine(model_client: Client) -> None:
+    """Drawn options, failures and operations: every row served matches its UID, nothing stalls."""
+    ReservoirMachine.client = model_client
+    options: dict[str, Any] = {
+        "max_examples": EXAMPLES,
+        "stateful_step_count": STEPS,
+        "deadline": None,
+        "suppress_health_check": list(HealthCheck),
+        "database": None,
+        "print_blob": True,
+    }
+    if not os.environ.get("DASK_RESERVOIR_MODEL_SHRINK"):  # shrinking over a cluster takes many minutes
+        options["phases"] = (Phase.explicit, Phase.reuse, Phase.generate)
+    options["derandomize"] = os.environ.get("DASK_RESERVOIR_MODEL_RANDOM", "") == ""
+    run_state_machine_as_test(ReservoirMachine, settings=settings(**options))
+    poll_for(lambda: len(model_client.futures) == 0, timeout=15, what="client futures to be released")
+    poll_for(lambda: scheduler_task_count(model_client) == 0, timeout=15, what="scheduler tasks to be released")
