@@ -9,7 +9,10 @@ applies them at each ``iter()``:
 - never more than the store has room for: while an old iterator pins entries,
   the store's memory bound holds and further results wait (loading pauses);
 - waiting for the minimum ends with an error when the scheduler is lost, when
-  the UIDs that can still load cannot reach it, or at the ``timeout``.
+  the UIDs that can still load (not quarantined, not empty, drawn by the source
+  sampler) cannot reach it, or at the ``timeout``;
+- ``deterministic=True`` waits for the next entries in submission order: that wait
+  ends with an error once no row can give an entry any more.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Collection, Hashable
 from .errors import ClusterLostError, JobError
 from .stats import FailureRecord
 
-__all__ = ["minimum_error", "single_take", "take_limit", "unreachable"]
+__all__ = ["minimum_error", "single_take", "supply_error", "take_limit", "unreachable"]
 
 SHOWN_FAILURES = 5
 """Failures quoted in the error raised when the minimum cannot be reached."""
@@ -75,11 +78,14 @@ def single_take(*, size: int, required: int, capped: bool, cap: int | None) -> b
     return size >= required and (not capped or cap is None)
 
 
-def unreachable(*, required: int, n_source: int, unloadable: Collection[Hashable], in_store: int) -> bool:
+def unreachable(
+    *, required: int, n_source: int, unloadable: Collection[Hashable], in_store: int, undrawable: int = 0
+) -> bool:
     """Whether the minimum can no longer be reached by the rows that can still load.
 
     ``unloadable`` are the UIDs that cannot give an entry now (quarantined, or their
-    last result was empty) and ``in_store`` how many of them still have one.  A UID
+    last result was empty), ``undrawable`` how many other rows the source sampler never
+    draws (a weight of 0), and ``in_store`` how many of both still have an entry.  A UID
     that failed but may succeed on a later pass is not unloadable.
 
     Examples
@@ -90,8 +96,28 @@ def unreachable(*, required: int, n_source: int, unloadable: Collection[Hashable
     True
     >>> unreachable(required=3, n_source=4, unloadable={"a", "b"}, in_store=1)  # "a" is loaded
     False
+    >>> unreachable(required=3, n_source=4, unloadable={"a"}, in_store=0, undrawable=1)
+    True
     """
-    return n_source - (len(unloadable) - in_store) < required
+    return n_source - undrawable - (len(unloadable) - in_store) < required
+
+
+def _blocked(
+    *,
+    n_source: int,
+    unloadable: Collection[Hashable],
+    quarantined: Collection[Hashable],
+    undrawable: int,
+    sampler: str,
+) -> str:
+    """Why rows cannot give an entry: ``"3 quarantined, 1 whose last result had no rows: [...]"``."""
+    empty = sorted((u for u in unloadable if u not in quarantined), key=repr)
+    detail = f"{len(unloadable) - len(empty)} quarantined, {len(empty)} whose last result had no rows"
+    if empty:
+        detail += f": {empty[:SHOWN_FAILURES]!r}" + (" ..." if len(empty) > SHOWN_FAILURES else "")
+    if undrawable:
+        detail += f", {undrawable} that source_sampler={sampler} never draws"
+    return detail
 
 
 def minimum_error(
@@ -105,8 +131,12 @@ def minimum_error(
     quarantined: Collection[Hashable] = (),
     status: str,
     address: str,
+    undrawable: int = 0,
+    sampler: str = "",
 ) -> BaseException | None:
     """The error that must end a wait for the minimum now, or None to keep waiting.
+
+    ``undrawable``: rows the source sampler (``sampler``, its repr) never draws, not among ``unloadable``.
 
     Examples
     --------
@@ -119,15 +149,59 @@ def minimum_error(
             f"lost the dask scheduler at {address!r} with {size} entries loaded, "
             f"fewer than the minimum {required}"
         )
-    if unreachable(required=required, n_source=n_source, unloadable=unloadable, in_store=in_store):
-        blocked = len(unloadable) - in_store
-        empty = sorted((u for u in unloadable if u not in quarantined), key=repr)
+    if unreachable(
+        required=required, n_source=n_source, unloadable=unloadable, in_store=in_store, undrawable=undrawable
+    ):
+        blocked = len(unloadable) + undrawable - in_store
         shown = "; ".join(f.describe() for f in failures[:SHOWN_FAILURES]) or "none recorded"
-        detail = f"{len(unloadable) - len(empty)} quarantined, {len(empty)} whose last result had no rows"
-        if empty:
-            detail += f": {empty[:SHOWN_FAILURES]!r}" + (" ..." if len(empty) > SHOWN_FAILURES else "")
+        detail = _blocked(
+            n_source=n_source,
+            unloadable=unloadable,
+            quarantined=quarantined,
+            undrawable=undrawable,
+            sampler=sampler,
+        )
         return JobError(
             f"only {n_source - blocked} of the {n_source} source rows can still give an entry "
             f"({detail}), fewer than the minimum {required} (min_reservoir_samples); failures: {shown}"
         )
     return None
+
+
+def supply_error(
+    *,
+    wanted: int,
+    got: int,
+    n_source: int,
+    unloadable: Collection[Hashable],
+    failures: tuple[FailureRecord, ...],
+    quarantined: Collection[Hashable] = (),
+    undrawable: int = 0,
+    sampler: str = "",
+) -> JobError | None:
+    """``deterministic=True``: the error ending a wait for the next entries once no row can give one.
+
+    The exact ingestion waits for ``wanted`` entries in submission order (``got`` so
+    far); while some row can still give an entry, one will come, whatever the pass.
+
+    Examples
+    --------
+    >>> supply_error(wanted=2, got=0, n_source=2, unloadable={"a", "b"}, failures=(), quarantined={"a", "b"})
+    JobError('iter() waits for the next 2 entries in submission order (deterministic=True) and got 0, but none of the 2 source rows can give an entry any more (2 quarantined, 0 whose last result had no rows); failures: none recorded')
+    >>> supply_error(wanted=2, got=0, n_source=3, unloadable={"a", "b"}, failures=()) is None
+    True
+    """
+    if n_source - undrawable - len(unloadable) > 0:
+        return None
+    shown = "; ".join(f.describe() for f in failures[:SHOWN_FAILURES]) or "none recorded"
+    detail = _blocked(
+        n_source=n_source,
+        unloadable=unloadable,
+        quarantined=quarantined,
+        undrawable=undrawable,
+        sampler=sampler,
+    )
+    return JobError(
+        f"iter() waits for the next {wanted} entries in submission order (deterministic=True) and got {got}, "
+        f"but none of the {n_source} source rows can give an entry any more ({detail}); failures: {shown}"
+    )

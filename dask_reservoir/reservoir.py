@@ -42,7 +42,7 @@ from .collate import collate_rows
 from .dask_source import DaskSource
 from .errors import ClusterLostError, ReservoirClosedError
 from .formats import converter, to_frame
-from .ingest import minimum_error, single_take, take_limit
+from .ingest import minimum_error, single_take, supply_error, take_limit
 from .ledger import pass_order
 from .lifecycle import Uncopyable, close_in_background, track, untrack
 from .loader import LoaderProcess, choose_loader
@@ -50,7 +50,7 @@ from .options import ReservoirOptions, validate_options
 from .prefetch import BatchBuilder
 from .progress import WaitProgress
 from .runner import WAIT_SLICE, JobRunner, runner_for
-from .samplers import RandomSampler, Sampler, check_sampler
+from .samplers import RandomSampler, Sampler, WeightedSampler, check_sampler
 from .shards import rows_per_rank_epoch, shard_positions
 from .source import Source, is_dask_frame, make_source
 from .stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
@@ -329,6 +329,7 @@ class AsyncReservoir(Uncopyable):
         self._options = options
         self._given_samplers = samplers  # as given: children bind them to their own source
         self._reservoir_sampler, self._source_sampler = (s.bind(source) for s in samplers)
+        self._drawable, self._undrawable = self._drawable_rows()
         self._handle = handle
         self._store = ReservoirStore(options.max_reservoir_samples)
         self._lock = threading.RLock()  # epochs; held by iter() while it waits
@@ -362,6 +363,39 @@ class AsyncReservoir(Uncopyable):
         self._closed = False
         track(self)
         self.initializer()
+
+    def _drawable_rows(self) -> tuple[np.ndarray | None, int]:
+        """Which source rows the source sampler can draw (None: all) and how many it never draws.
+
+        Raises
+        ------
+        ValueError
+            When the rows it can draw are fewer than the minimum ``iter()`` waits for.
+        """
+        sampler, n = self._source_sampler, len(self._source)
+        never_drawn = getattr(sampler, "never_drawn", None)
+        never = np.unique(np.asarray(never_drawn(n), dtype=np.int64)) if callable(never_drawn) else ()
+        if not len(never):
+            return None, 0
+        drawable = np.ones(n, dtype=bool)
+        drawable[never] = False
+        count, required = int(drawable.sum()), self._required()
+        if count < required:
+            column = getattr(sampler, "column", None)
+            which = (
+                "the others it never draws"
+                if not isinstance(sampler, WeightedSampler)
+                else (
+                    f"those of non-zero weight in column {column!r}" if column else "those of non-zero weight"
+                )
+            )
+            raise ValueError(
+                f"source_sampler={sampler!r} can draw only {count} of the {n} source rows ({which}), "
+                f"fewer than the minimum {required} that iter() waits for "
+                f"(min_reservoir_samples={self._options.min_reservoir_samples}): the minimum could never be "
+                "reached; give more rows a weight, or a smaller min_reservoir_samples"
+            )
+        return drawable, n - count
 
     def _make_runner(
         self,
@@ -530,6 +564,7 @@ class AsyncReservoir(Uncopyable):
         )
         timeout = self._options.timeout
         start = time.monotonic()
+        warned = start
         got = 0
         try:
             while got < wanted:
@@ -542,13 +577,26 @@ class AsyncReservoir(Uncopyable):
                 self._note_throttle(room)
                 if len(self._store) < self._required():
                     error = self._minimum_error(self._required())
-                    if error is not None:
-                        raise error
-                elapsed = time.monotonic() - start
+                else:  # the minimum is there: the next entries can still come from any row that loads
+                    error = self._supply_error(wanted, got)
+                if error is not None:
+                    raise error
+                now = time.monotonic()
+                elapsed = now - start
                 if timeout is not None and elapsed >= timeout:
                     raise TimeoutError(
                         f"iter() waited {timeout:g} s (timeout) for the next {wanted} entries in submission "
                         f"order (deterministic=True) and got {got}; {self.stats().summary()}"
+                    )
+                if now - warned >= WAIT_WARNING_SECONDS:
+                    warned = now
+                    logger.warning(
+                        "dask_reservoir: iter() has waited %.0f s for the next %d entries in submission order "
+                        "(deterministic=True) and got %d: %s",
+                        elapsed,
+                        wanted,
+                        got,
+                        self.stats().summary(),
                     )
                 self._runner.wait(WAIT_SLICE if timeout is None else min(WAIT_SLICE, timeout - elapsed))
         finally:
@@ -559,18 +607,44 @@ class AsyncReservoir(Uncopyable):
     def _minimum_error(self, required: int) -> BaseException | None:
         """The error to raise when the rows that can still load cannot reach ``required``."""
         counters = self._runner.ledger.counters()
-        in_store = sum(1 for uid in counters.unloadable if uid in self._store)
+        unloadable = self._drawn(counters.unloadable)
+        in_store = sum(1 for uid in unloadable if uid in self._store)
+        if self._drawable is not None:  # rows never drawn hold an entry only if it was there before
+            in_store += sum(1 for e in self._store if not self._drawable[e.position])
         return minimum_error(
             size=len(self._store),
             required=required,
             n_source=len(self._source),
-            unloadable=counters.unloadable,
+            unloadable=unloadable,
             in_store=in_store,
             failures=counters.failures,
             quarantined=counters.quarantined,
             status=counters.status,
             address=self._address,
+            undrawable=self._undrawable,
+            sampler=repr(self._source_sampler),
         )
+
+    def _supply_error(self, wanted: int, got: int) -> BaseException | None:
+        """``deterministic=True``: the error to raise when no row can give the entries waited for."""
+        counters = self._runner.ledger.counters()
+        return supply_error(
+            wanted=wanted,
+            got=got,
+            n_source=len(self._source),
+            unloadable=self._drawn(counters.unloadable),
+            failures=counters.failures,
+            quarantined=counters.quarantined,
+            undrawable=self._undrawable,
+            sampler=repr(self._source_sampler),
+        )
+
+    def _drawn(self, uids: frozenset[Hashable]) -> frozenset[Hashable]:
+        """Those of ``uids`` the source sampler draws (the others are counted apart)."""
+        if self._drawable is None:
+            return uids
+        drawable, position = self._drawable, self._source.position
+        return frozenset(u for u in uids if drawable[position(u)])
 
     def _wait_for_minimum(self) -> None:
         required = self._required()

@@ -57,6 +57,15 @@ class Sampler:
         """The sampler for a source made of rows ``positions`` of this one (itself by default)."""
         return self
 
+    def never_drawn(self, n: int) -> np.ndarray:
+        """Source positions among ``range(n)`` this (bound) sampler never draws, in any epoch.
+
+        Empty by default; a :class:`WeightedSampler` never draws the rows of weight 0.
+        As ``source_sampler``, those rows are never loaded: the reservoir refuses a
+        minimum they would be needed for.
+        """
+        return np.empty(0, np.int64)
+
 
 class SourceColumns(Protocol):
     """What a sampler may read of a reservoir's source: its length, columns and UIDs."""
@@ -290,6 +299,12 @@ class WeightedSampler(_SeededSampler):
         bound = copy.copy(self)
         bound._weights = weights
         return bound
+
+    def never_drawn(self, n: int) -> np.ndarray:
+        """Positions of the rows of weight 0 (bound): never drawn, in any epoch."""
+        if self._weights is None or len(self._weights) != n:
+            return np.empty(0, np.int64)
+        return np.flatnonzero(self._weights == 0).astype(np.int64)
 
     def indices(self, n: int, *, epoch: int, positions: np.ndarray | None = None) -> np.ndarray:
         """Weighted draws among ``n`` entries, at source ``positions`` (default ``0 .. n - 1``)."""

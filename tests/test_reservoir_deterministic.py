@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from distributed import Client
 
-from dask_reservoir import AsyncReservoir, RandomSampler, SequentialSampler
+from dask_reservoir import AsyncReservoir, JobError, RandomSampler, SequentialSampler
 from dask_reservoir.ledger import Ledger
 from dask_reservoir.outcomes import RowLoaded
-from tests.utils import frame, threaded_cluster
+from tests import utils
+from tests.utils import frame, gated_load, threaded_cluster
 
 
 def jittery(row: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +121,6 @@ def test_deterministic_honours_the_minimum_and_says_when_it_cannot_be_reached(cl
     ) as r:
         sizes = [len(next(iter(r))["x"]) for _ in range(3)]
         assert sizes[0] >= 6 and sizes == sorted(sizes)
-    from dask_reservoir import JobError
 
     with AsyncReservoir(
         frame(12),
@@ -155,3 +158,68 @@ def test_a_resume_from_a_state_without_members_serves_the_same_epochs(client: Cl
     with make(client) as r:
         r.load_state_dict(again)
         assert head + epochs(r, 2) == whole
+
+
+def failing_once(flag: Path) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Loads until the file ``flag`` exists, then every row fails."""
+
+    def load(row: dict[str, Any]) -> dict[str, Any]:
+        if flag.exists():
+            raise RuntimeError(f"row {int(row['value'])} is broken now")
+        return jittery(row)
+
+    return load
+
+
+def test_when_every_row_is_quarantined_the_exact_ingest_raises_job_error(
+    client: Client, tmp_path: Path
+) -> None:
+    """Issue 16, point 5a: above the minimum, the next entries can no longer come: JobError, not a stall."""
+    flag = tmp_path / "broken"
+    with AsyncReservoir(
+        frame(6),
+        failing_once(flag),
+        6,
+        min_reservoir_samples=3,
+        client=client,
+        max_reservoir_replacement_size=2,
+        deterministic=True,
+        max_failures_per_uid=1,
+        rows_per_job=1,
+        timeout=60,  # only a safety net: JobError is expected at once
+    ) as r:
+        list(r)
+        flag.touch()
+        with pytest.raises(
+            JobError, match=r"none of the 6 source rows can give an entry any more \(6 quarantined"
+        ):
+            for _ in range(10):  # the 6 rows fill the reservoir first, then loading stops
+                list(r)
+        assert "is broken now" in str(r.stats().failures)
+
+
+def test_the_exact_ingest_logs_while_it_waits(
+    client: Client, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, point 5a: the deterministic wait is never silent (like the wait for the minimum)."""
+    import dask_reservoir.reservoir as module
+
+    monkeypatch.setattr(module, "WAIT_WARNING_SECONDS", 0.0)
+    utils.GATE.clear()
+    try:
+        with AsyncReservoir(
+            frame(6),
+            gated_load,
+            6,
+            min_reservoir_samples=3,
+            client=client,
+            max_reservoir_replacement_size=2,
+            deterministic=True,
+            timeout=0.3,  # ends the wait: nothing loads while the gate is closed
+        ) as r:
+            with caplog.at_level(logging.WARNING, logger="dask_reservoir"), pytest.raises(TimeoutError):
+                iter(r)
+            utils.GATE.set()
+    finally:
+        utils.GATE.set()
+    assert "iter() has waited" in caplog.text and "in submission order (deterministic=True)" in caplog.text

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dask.dataframe as dd
 import numpy as np
 import pytest
 from distributed import Client
 
-from dask_reservoir import AsyncReservoir, BalancedSampler, WeightedSampler
+from dask_reservoir import AsyncReservoir, BalancedSampler, JobError, WeightedSampler
 from tests.utils import frame, iterate_until, load_value, poll_for
 
 
@@ -81,3 +83,54 @@ def test_bad_weights_fail_at_construction_naming_them(client: Client) -> None:
             client=client,
             reservoir_sampler=BalancedSampler("label"),
         )
+
+
+def test_a_minimum_the_weighted_source_sampler_cannot_reach_is_refused_at_construction(
+    client: Client,
+) -> None:
+    """Issue 16, point 6: 5 rows of non-zero weight can never give 8 entries."""
+    source = frame(20, w=[1.0] * 5 + [0.0] * 15)
+    with pytest.raises(
+        ValueError,
+        match=r"source_sampler=WeightedSampler\('w'.* can draw only 5 of the 20 source rows \(those of non-zero "
+        r"weight in column 'w'\), fewer than the minimum 8 .*min_reservoir_samples=8",
+    ):
+        AsyncReservoir(
+            source,
+            load_value,
+            10,
+            min_reservoir_samples=8,
+            client=client,
+            source_sampler=WeightedSampler("w"),
+        )
+    with AsyncReservoir(
+        source, load_value, 10, min_reservoir_samples=5, client=client, source_sampler=WeightedSampler("w")
+    ) as r:
+        assert len(next(iter(r))["label"]) == 1  # 5 rows are enough for a minimum of 5
+
+
+def failing_for_three(row: dict[str, Any]) -> dict[str, Any]:
+    if int(row["value"]) < 3:
+        raise RuntimeError(f"row {int(row['value'])} cannot load")
+    return load_value(row)
+
+
+def test_rows_never_drawn_count_against_the_minimum_at_iter(client: Client) -> None:
+    """Issue 16, point 6: 10 rows can be drawn, 3 of them are quarantined: 7 cannot reach 8."""
+    with AsyncReservoir(
+        frame(20, w=[1.0] * 10 + [0.0] * 10),
+        failing_for_three,
+        10,
+        min_reservoir_samples=8,
+        client=client,
+        source_sampler=WeightedSampler("w"),
+        max_failures_per_uid=1,
+        rows_per_job=1,
+        timeout=60,  # only a safety net: JobError is expected as soon as the 3 rows are quarantined
+    ) as r:
+        with pytest.raises(
+            JobError,
+            match=r"only 7 of the 20 source rows can still give an entry \(3 quarantined, 0 whose last result "
+            r"had no rows, 10 that source_sampler=WeightedSampler\('w'.* never draws\), fewer than the minimum 8",
+        ):
+            iter(r)
