@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -17,6 +18,9 @@ from .reservoir import AsyncReservoir
 from .samplers import RandomSampler
 
 __all__ = ["DemoResult", "run_demo", "slow_loader"]
+
+RATE_WINDOW = 1.0
+"""Seconds over which each epoch line's batches/s is measured (at least the last epoch)."""
 
 
 def slow_loader(row: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +94,7 @@ def run_demo(
     first_batch = None
     first_batch_at = waited_before = 0.0
     seen: set[int] = set()
+    marks: deque[tuple[float, int]] = deque()  # (time, batches) at the first batch and each epoch's end
     with AsyncReservoir(
         source,
         slow_loader,
@@ -107,17 +112,22 @@ def run_demo(
                     first_batch_at = time.perf_counter()
                     first_batch = first_batch_at - start
                     waited_before = r.stats().consumer_wait_seconds
+                    marks.append((first_batch_at, 1))  # the rate counts the batches after the first
                 time.sleep(step)  # the training step
                 batches += 1
                 samples += len(batch["label"])
                 seen.update(int(u) for u in batch["sample_uid"])
             s = r.stats()
-            elapsed = time.perf_counter() - start
+            now = time.perf_counter()
+            rate = _recent_rate(marks, now, batches)
+            marks.append((now, batches))
             line = (
-                f"epoch {epoch + 1:>3}/{epochs}  {batches / elapsed:7.1f} batches/s  "
-                f"reservoir {s.reservoir_size}/{s.max_reservoir_samples}  loaded {s.jobs_completed}  "
-                f"distinct served {len(seen)}  waited {s.consumer_wait_seconds:.2f} s"
+                f"epoch {epoch + 1:>3}/{epochs}  {rate:7.1f} batches/s  "
+                f"reservoir {s.reservoir_size}/{s.max_reservoir_samples}  loaded {s.rows_loaded} rows  "
+                f"distinct served {len(seen)}  waited {s.consumer_wait_seconds:.2f} s  workers {s.workers}"
             )
+            if s.rows_failed or s.workers_lost:
+                line += f"  failed {s.rows_failed} rows  workers lost {s.workers_lost}"
             line_end = "\r" if out.isatty() and epoch + 1 < epochs else "\n"
             print(line, file=out, end=line_end, flush=True)
         stats = r.stats()
@@ -138,9 +148,10 @@ def run_demo(
         stall_seconds_p50=stats.stall_seconds_p50,
         stall_seconds_p99=stats.stall_seconds_p99,
     )
+    started = "connecting to the scheduler" if scheduler else "cluster start"
     print(
         f"done: {batches} batches ({samples} samples) in {seconds:.2f} s; first batch after "
-        f"{result.first_batch_seconds:.2f} s (cluster start included); after it, "
+        f"{result.first_batch_seconds:.2f} s ({started} included); after it, "
         f"{result.steady_batches_per_second:.1f} batches/s, the loop spent "
         f"{100 * result.steady_wait_fraction:.1f}% of the time inside iter()/next() (per batch: p50 "
         f"{result.stall_seconds_p50 * 1e3:.2f} ms, p99 {result.stall_seconds_p99 * 1e3:.2f} ms; the step "
@@ -149,3 +160,25 @@ def run_demo(
     )
     print(f"stats: {stats.summary()}", file=out)
     return result
+
+
+def _recent_rate(marks: deque[tuple[float, int]], now: float, batches: int) -> float:
+    """Batches per second over about the last :data:`RATE_WINDOW` seconds (at least the last epoch).
+
+    ``marks`` holds ``(time, batches so far)`` from the first batch on; those older than
+    the window are dropped, but the newest of them stays as the window's start.
+
+    Examples
+    --------
+    >>> marks = deque([(0.0, 1), (0.5, 50), (1.5, 150)])
+    >>> _recent_rate(marks, 2.0, 200)  # from the mark at 0.5 s, the last one at least 1 s old
+    100.0
+    >>> _recent_rate(deque(), 2.0, 0)  # no batch yet
+    0.0
+    """
+    while len(marks) > 1 and now - marks[1][0] >= RATE_WINDOW:
+        marks.popleft()
+    if not marks or now <= marks[0][0]:
+        return 0.0
+    at, done = marks[0]
+    return (batches - done) / (now - at)

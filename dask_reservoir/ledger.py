@@ -123,6 +123,12 @@ class RunnerCounters:
     unloadable: frozenset[Hashable] = frozenset()
     """UIDs that cannot give an entry now: quarantined, or their last result was empty."""
     status: str = "running"
+    workers: int = 0
+    """Workers in the cluster at the runner's last look (about every second)."""
+    workers_lost: int = 0
+    """Workers that left the cluster while the runner ran (a restarted worker counts as lost and new)."""
+    rows_rerun: int = 0
+    """Rows of tasks that a worker leaving the cluster was running or held the result of: dask runs them again."""
 
 
 def pass_order(sampler: Sampler, n: int, pass_number: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
@@ -273,6 +279,7 @@ class Ledger:
         self._jobs_submitted = self._jobs_completed = self._jobs_failed = 0
         self._rows_submitted = self._rows_loaded = self._rows_failed = self._rows_requeued = 0
         self._rows_cancelled = 0
+        self._workers = self._workers_lost = self._rows_rerun = 0
         self._load_total = 0.0
         self._load_count = 0
         self._recent_loads: deque[float] = deque(maxlen=RECENT_LOADS)
@@ -373,6 +380,9 @@ class Ledger:
                 quarantined={u: self._failures.get(u, r) for u, r in self._quarantined.items()},
                 unloadable=frozenset(self._quarantined) | (self._empty - self._loaded),
                 status=self.status,
+                workers=self._workers,
+                workers_lost=self._workers_lost,
+                rows_rerun=self._rows_rerun,
             )
 
     def recent_load_seconds(self) -> list[float]:
@@ -709,6 +719,17 @@ class Ledger:
                 self._threads = threads
                 self._resize()
                 self.cond.notify_all()
+
+    def set_workers(self, workers: int, *, lost: int = 0) -> None:
+        """The cluster has ``workers`` workers now; ``lost`` of those seen before have left it."""
+        with self.cond:
+            self._workers = int(workers)
+            self._workers_lost += int(lost)
+
+    def rerun(self, rows: int) -> None:
+        """Dask runs ``rows`` submitted rows again: the worker running them (or holding their result) left."""
+        with self.cond:
+            self._rows_rerun += int(rows)
 
     def rejected(self, uid: Hashable, exc: BaseException) -> None:
         """A loaded entry could not be stored (``StoreError``): a failure of its UID.

@@ -16,8 +16,12 @@ LINE_PERIOD = 2.0
 """Seconds between plain progress lines when tqdm is not installed."""
 
 
+DESCRIPTION = "dask_reservoir loading"
+"""The bar's description while samples load."""
+
+
 class WaitProgress:
-    """Report ``loaded / required`` entries while waiting.
+    """Report ``loaded / required`` entries while waiting, and why nothing loads yet.
 
     Parameters
     ----------
@@ -37,6 +41,13 @@ class WaitProgress:
     >>> print(out.getvalue().strip())
     dask_reservoir: 1/4 samples loaded, waiting for the minimum
     dask_reservoir: 4/4 samples loaded
+    >>> out = io.StringIO()
+    >>> p = WaitProgress(4, enabled=True, stream=out, use_tqdm=False)
+    >>> p.update(0, note="starting the cluster"); p.update(0); p.close()
+    >>> print(out.getvalue().strip())
+    dask_reservoir: 0/4 samples loaded, waiting for the minimum: starting the cluster
+    dask_reservoir: 0/4 samples loaded, waiting for the minimum
+    dask_reservoir: 0/4 samples loaded
     """
 
     def __init__(
@@ -49,26 +60,42 @@ class WaitProgress:
         self._last_line = float("-inf")
         self._printed = False
         self._loaded = 0
+        self._note: str | None = None
         if enabled and use_tqdm:
             try:
                 from tqdm.auto import tqdm
             except ImportError:
                 tqdm = None
             if tqdm is not None:
-                self._bar = tqdm(total=required, desc="dask_reservoir loading", unit="sample", leave=False)
+                self._bar = tqdm(total=required, desc=DESCRIPTION, unit="sample", leave=False)
 
-    def update(self, loaded: int) -> None:
-        """Show that ``loaded`` entries are in the reservoir."""
+    def update(self, loaded: int, *, note: str | None = None) -> None:
+        """Show that ``loaded`` entries are in the reservoir.
+
+        Parameters
+        ----------
+        loaded : int
+            Entries in the reservoir now.
+        note : str, optional
+            Why nothing loads yet (``"starting the cluster"``, ``"waiting for workers"``):
+            the bar's description, or appended to the plain line, until a call without it.
+        """
         if not self.enabled:
             return
         loaded = min(loaded, self.required)
         self._loaded = loaded
+        changed, self._note = note != self._note, note
         if self._bar is not None:
+            if changed:
+                self._bar.set_description(f"dask_reservoir: {note}" if note else DESCRIPTION, refresh=False)
             self._bar.update(loaded - self._bar.n)
+            if changed:
+                self._bar.refresh()
             return
         now = time.monotonic()
-        if now - self._last_line >= LINE_PERIOD:
-            self._line(f"{loaded}/{self.required} samples loaded, waiting for the minimum")
+        if changed or now - self._last_line >= LINE_PERIOD:
+            why = f": {note}" if note else ""
+            self._line(f"{loaded}/{self.required} samples loaded, waiting for the minimum{why}")
             self._last_line, self._printed = now, True
 
     def close(self) -> None:

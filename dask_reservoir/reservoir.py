@@ -656,7 +656,7 @@ class AsyncReservoir(Uncopyable):
         report = WaitProgress(required, enabled=self._progress and len(self._store) < required)
         try:
             while len(self._store) < required:
-                report.update(len(self._store))
+                report.update(len(self._store), note=self._no_worker_note() if report.enabled else None)
                 self._check_usable()
                 error = self._minimum_error(required)
                 if error is not None:
@@ -685,6 +685,14 @@ class AsyncReservoir(Uncopyable):
             report.close()
             with self._counter_lock:
                 self._minimum_wait_seconds += time.monotonic() - start
+
+    def _no_worker_note(self) -> str | None:
+        """Why nothing loads while the cluster has no worker (for the progress report), else None."""
+        if self._runner.ledger.counters().workers:
+            return None
+        if self._handle.cluster is not None:
+            return "starting the cluster (no worker yet)"
+        return "waiting for workers (none yet)"
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> BatchIterator:
@@ -1238,9 +1246,10 @@ class AsyncReservoir(Uncopyable):
         s = self.stats()
         return (
             f"<{type(self).__name__}: size={s.reservoir_size}/{s.max_reservoir_samples} "
-            f"waiting={s.entries_waiting} in_flight={s.rows_in_flight} done={s.jobs_completed} "
-            f"failed={s.jobs_failed + s.rows_failed} quarantined={len(s.quarantined)} "
-            f"epochs={s.epochs} status={s.status} address={s.address!r}>"
+            f"waiting={s.entries_waiting} in_flight={s.rows_in_flight} rows_loaded={s.rows_loaded} "
+            f"rows_failed={s.rows_failed} quarantined={len(s.quarantined)} "
+            f"epochs={s.epochs} workers={s.workers} workers_lost={s.workers_lost} status={s.status} "
+            f"address={s.address!r}>"
         )
 
 

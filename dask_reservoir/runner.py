@@ -62,6 +62,9 @@ CLUSTER_CHECK_SECONDS = 1.0
 
 _GONE = ("cancelled", "lost", "error")
 
+RECENT_KEYS = 4096
+"""Tasks submitted last whose rows are remembered, to count the rows a lost worker makes dask re-run."""
+
 
 @dataclass
 class _Job:
@@ -171,6 +174,7 @@ class JobRunner:
         self._losses = LossTracker()
         self._payload: Future | None = None
         self._workers: set[str] = set()
+        self._rows_of_key: dict[str, int] = {}  # the last RECENT_KEYS tasks submitted -> their rows
         self._next_check = 0.0
         self._stop = threading.Event()
         self._cond = threading.Condition()
@@ -247,7 +251,7 @@ class JobRunner:
         c = self.ledger.counters()
         return (
             f"<JobRunner: in_flight={c.rows_in_flight} waiting={c.entries_waiting} "
-            f"done={c.jobs_completed} failed={c.jobs_failed + c.rows_failed} status={c.status}>"
+            f"done={c.jobs_completed} rows_failed={c.rows_failed} status={c.status}>"
         )
 
     # ------------------------------------------------------------------ runner thread
@@ -310,12 +314,44 @@ class JobRunner:
             logger.debug("could not ask the scheduler for its workers: %r", exc)
             return
         self.ledger.set_worker_threads(sum(nthreads.values()))
+        if not nthreads:  # no worker yet (an embedded cluster starting): look again soon
+            self._next_check = now + WAIT_SLICE
         workers = {str(w) for w in nthreads}
         joined = sorted(workers - self._workers)
+        departed = sorted(self._workers - workers)
         self._workers = workers
+        self.ledger.set_workers(len(workers), lost=len(departed))
+        if departed:
+            self._count_reruns(departed)
         if joined and self._check_imports and not self._spec.by_value and self._package is not None:
             if importable_on(self._client, self._package, joined) is False:
                 self._switch_to_by_value(f"worker(s) {joined} cannot import {self._package!r}")
+
+    def _count_reruns(self, departed: list[str]) -> None:
+        """Count our rows that dask runs again because a worker of ``departed`` left the cluster.
+
+        dask re-runs, silently for the client, the tasks the worker was running and the
+        results only it held; the scheduler's ``remove-worker`` event names them.
+        """
+        rows = 0
+        for address in departed:
+            try:
+                events = self._client.get_events(address)
+            except Exception as exc:
+                logger.debug("could not read the scheduler's events of %s: %r", address, exc)
+                continue
+            for _, event in events:
+                if isinstance(event, dict) and event.get("action") == "remove-worker":
+                    keys = {*event.get("processing-tasks", ()), *event.get("lost-computed-tasks", ())}
+                    rows += sum(self._rows_of_key.get(str(key), 0) for key in keys)
+        self.ledger.rerun(rows)
+        (logger.warning if rows else logger.info)(
+            "dask_reservoir: %d worker(s) left the cluster (%s); dask runs %d of our rows again; %d worker(s) now",
+            len(departed),
+            ", ".join(departed),
+            rows,
+            len(self._workers),
+        )
 
     def _switch_to_by_value(self, why: str) -> None:
         if self._spec.by_value:
@@ -380,6 +416,9 @@ class JobRunner:
         future = self._client.submit(*args, key=key, retries=self._retries, pure=False)
         self.perf_sending.add(time.perf_counter() - start)
         self._in_flight[future.key] = (future, _Job(positions, time.monotonic(), self._spec.by_value))
+        self._rows_of_key[str(future.key)] = len(positions)
+        if len(self._rows_of_key) > RECENT_KEYS:
+            del self._rows_of_key[next(iter(self._rows_of_key))]  # the oldest
         self.ledger.submitted(positions)
         self._collector.watch(future)
 

@@ -69,7 +69,9 @@ class ReservoirStats:
     ----------
     jobs_submitted, jobs_completed, jobs_failed : int
         Tasks submitted, finished (whatever the outcome of their rows) and failed
-        as a whole (exception, ``KilledWorker``).
+        as a whole (exception, ``KilledWorker``).  A row that fails inside a task that
+        completes counts in ``rows_failed`` only: ``jobs_failed == 0`` does not mean
+        nothing failed; ``rows_failed`` counts every failed row, those of failed tasks included.
     rows_submitted, rows_loaded, rows_failed, rows_requeued : int
         Source rows submitted; finished with a result; failed (``function_to_run``
         raised, returned garbage, timed out, or its task failed as a whole); and
@@ -138,6 +140,16 @@ class ReservoirStats:
     loader : str
         ``"process"`` when a loader process owns the dask client and the jobs,
         ``"thread"`` when a thread of this process does (see ``AsyncReservoir(loader=)``).
+    workers : int
+        Workers in the cluster at the last look (about every second; 0 before the first).
+    workers_lost : int
+        Workers that left the cluster while the reservoir ran (killed, crashed, retired;
+        a worker restarted by its nanny counts as one lost, and the new one in ``workers``).
+    rows_rerun : int
+        Source rows whose task a leaving worker was running, or whose result only it
+        held: dask runs them again elsewhere, without telling the client (they stay in
+        flight, or end as ``KilledWorker`` after dask's ``allowed-failures``).  Not part
+        of the balance of ``rows_submitted``: they were submitted once.
     """
 
     jobs_submitted: int = 0
@@ -184,26 +196,41 @@ class ReservoirStats:
     address: str = ""
     status: str = "running"
     loader: str = "thread"
+    workers: int = 0
+    workers_lost: int = 0
+    rows_rerun: int = 0
 
     def summary(self) -> str:
         """A one-line human summary of the counters.
 
+        Rows, not tasks: ``rows L loaded / F failed`` counts source rows (a task holds
+        ``rows_per_job`` of them), so failures show whether a whole task or one of its
+        rows failed.
+
         Examples
         --------
-        >>> ReservoirStats(reservoir_size=3, max_reservoir_samples=8).summary()
-        'reservoir 3/8, waiting 0, in flight 0 rows, jobs 0 done / 0 failed, epochs 0, samples served 0, waited 0.00 s, status running'
-        >>> ReservoirStats(consumer_wait_seconds=0.5, stall_seconds_p50=2e-4, stall_seconds_p99=3e-3).summary()[-67:]
-        'waited 0.50 s (per batch: p50 0.20 ms, p99 3.00 ms), status running'
+        >>> ReservoirStats(reservoir_size=3, max_reservoir_samples=8, workers=2).summary()
+        'reservoir 3/8, waiting 0, in flight 0 rows, rows 0 loaded / 0 failed, epochs 0, samples served 0, waited 0.00 s, workers 2, status running'
+        >>> ReservoirStats(consumer_wait_seconds=0.5, stall_seconds_p50=2e-4, stall_seconds_p99=3e-3).summary()[-78:]
+        'waited 0.50 s (per batch: p50 0.20 ms, p99 3.00 ms), workers 0, status running'
+        >>> ReservoirStats(workers=1, workers_lost=1, rows_rerun=4).summary().split("s, ")[-1]
+        'workers 1 (1 lost, 4 rows re-run), status running'
         """
         stalls = ""
         if self.stall_seconds_p50 == self.stall_seconds_p50:  # not NaN: some batch was served
             stalls = f" (per batch: p50 {self.stall_seconds_p50 * 1e3:.2f} ms, p99 {self.stall_seconds_p99 * 1e3:.2f} ms)"
+        failed = f"{self.rows_failed} failed"
+        if self.quarantined:
+            failed += f" ({len(self.quarantined)} UIDs quarantined)"
+        workers = f"workers {self.workers}"
+        if self.workers_lost:
+            workers += f" ({self.workers_lost} lost, {self.rows_rerun} rows re-run)"
         return (
             f"reservoir {self.reservoir_size}/{self.max_reservoir_samples}, "
             f"waiting {self.entries_waiting}, in flight {self.rows_in_flight} rows, "
-            f"jobs {self.jobs_completed} done / {self.jobs_failed + self.rows_failed} failed, "
+            f"rows {self.rows_loaded} loaded / {failed}, "
             f"epochs {self.epochs}, samples served {self.samples_served}, "
-            f"waited {self.consumer_wait_seconds:.2f} s{stalls}, status {self.status}"
+            f"waited {self.consumer_wait_seconds:.2f} s{stalls}, {workers}, status {self.status}"
         )
 
 
@@ -265,6 +292,9 @@ def runner_fields(c: RunnerCounters) -> dict[str, Any]:
         "source_passes": c.source_passes,
         "failures": c.failures,
         "quarantined": dict(c.quarantined),
+        "workers": c.workers,
+        "workers_lost": c.workers_lost,
+        "rows_rerun": c.rows_rerun,
     }
 
 

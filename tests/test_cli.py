@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
 import sys
 
 import pytest
+from distributed import Client
 
 from dask_reservoir.cli import build_parser, main
+from dask_reservoir.demo import run_demo
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -112,3 +115,29 @@ def test_demo_unreachable_scheduler_is_one_line_error() -> None:
 
 def test_console_script_entry_point() -> None:
     assert build_parser().prog == "dask-reservoir"
+
+
+def test_demo_figures_on_a_running_scheduler(client: Client) -> None:
+    """Rows, not tasks; no cluster start where none starts (issue 16, point 10)."""
+    out = io.StringIO()
+    result = run_demo(
+        rows=40,
+        delay=0.0,
+        scheduler=client.scheduler.address,
+        reservoir=16,
+        minimum=8,
+        batch_size=4,
+        epochs=3,
+        step=0.0,
+        out=out,
+    )
+    text = out.getvalue()
+    assert "cluster start" not in text and "(connecting to the scheduler included)" in text
+    lines = [line for line in text.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == result.epochs == 3
+    for line in lines:
+        match = re.search(r"reservoir (\d+)/16  loaded (\d+) rows  .*  workers 2$", line)
+        assert match, line
+        # each entry in the reservoir is a loaded row (tasks hold several rows: fewer tasks)
+        assert int(match[2]) >= int(match[1]), line
+    assert re.search(r"stats: .*rows \d+ loaded / 0 failed, .*workers 2, status running", text)

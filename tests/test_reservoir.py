@@ -714,6 +714,19 @@ def test_wait_seconds_accumulate_only_while_blocked(client: Client) -> None:
         utils.GATE.set()
 
 
+@pytest.mark.parametrize("rows_per_job", [1, 2])
+def test_summary_and_repr_say_every_row_failed(client: Client, rows_per_job: int) -> None:
+    """One-row tasks fail as a whole, two-row tasks complete with failed rows: both read "4 failed"."""
+    with AsyncReservoir(
+        frame(4), always_fails, 4, client=client, rows_per_job=rows_per_job, max_failures_per_uid=1
+    ) as r:
+        poll_for(lambda: len(r.stats().quarantined) == 4, what="every UID quarantined")
+        s = r.stats()
+        assert s.rows_failed == 4 and s.jobs_failed == (4 if rows_per_job == 1 else 0)
+        assert "rows 0 loaded / 4 failed (4 UIDs quarantined)" in s.summary()
+        assert "rows_loaded=0 rows_failed=4 quarantined=4" in repr(r)
+
+
 def test_each_second_in_iter_and_next_counts_once(client: Client) -> None:
     """consumer_wait_seconds is the time inside iter()/next(), each second once (issue 16, point 9).
 

@@ -9,6 +9,10 @@ pure.
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +20,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client
+from distributed import Client, LocalCluster
 
 from dask_reservoir import AsyncReservoir, JobError, RandomSampler, ReservoirClosedError
 from tests.utils import frame, iterate_until, poll_for
@@ -175,3 +179,49 @@ def test_batches_built_ahead_equal_batches_built_in_next(process_client: Client,
     # the same seeded order of the same UIDs in every epoch: building ahead changes nothing
     assert epochs[0] == epochs[2]
     assert all(sorted(e) == list(range(n)) for e in epochs[2])
+
+
+def slow_volume(row: dict[str, Any]) -> dict[str, Any]:
+    """A slow load, so that tasks are running on a worker when it is killed."""
+    time.sleep(0.05)
+    return volume(row)
+
+
+def test_a_lost_worker_shows_in_stats() -> None:
+    """A worker killed mid-run: its rows that dask re-runs, the loss and the worker count show (issue 16, point 10)."""
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+        AsyncReservoir(
+            frame(40),
+            slow_volume,
+            40,
+            min_reservoir_samples=4,
+            client=client,
+            batch_size=4,
+            max_jobs_at_once=8,
+        ) as r,
+    ):
+        for batch in r:
+            check_batch(batch)
+        poll_for(lambda: r.stats().workers == 2, what="the runner to see both workers")
+        assert r.stats().workers_lost == 0 and r.stats().rows_rerun == 0
+        victim_address, victim = next(iter(client.run(os.getpid).items()))
+
+        def running_on_victim() -> bool:
+            return any(str(k).startswith("dask_reservoir-load") for k in client.processing()[victim_address])
+
+        poll_for(running_on_victim, what="a task running on the victim")
+        os.kill(victim, signal.SIGKILL)
+        iterate_until(r, lambda: r.stats().workers_lost == 1 and r.stats().rows_rerun > 0, check=check_batch)
+        s = r.stats()
+        assert s.rows_rerun <= s.rows_submitted
+        assert f"({s.workers_lost} lost, {s.rows_rerun} rows re-run)" in s.summary()
+        assert "workers_lost=1" in repr(r)

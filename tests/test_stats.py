@@ -20,18 +20,33 @@ def test_stats_is_frozen_and_summarises() -> None:
         rows_in_flight=6,
         jobs_completed=3,
         jobs_failed=2,
-        rows_failed=1,
+        rows_loaded=10,
+        rows_failed=11,
         epochs=7,
         samples_served=9,
         consumer_wait_seconds=1.234,
         status="connecting",
+        workers=12,
+        workers_lost=13,
+        rows_rerun=14,
+        quarantined={"a": FailureRecord("a", "ValueError", "bad")},
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.reservoir_size = 5  # type: ignore[misc]
     assert s.summary() == (
-        "reservoir 4/8, waiting 5, in flight 6 rows, jobs 3 done / 3 failed, epochs 7, "
-        "samples served 9, waited 1.23 s, status connecting"
+        "reservoir 4/8, waiting 5, in flight 6 rows, rows 10 loaded / 11 failed (1 UIDs quarantined), "
+        "epochs 7, samples served 9, waited 1.23 s, workers 12 (13 lost, 14 rows re-run), status connecting"
     )
+
+
+def test_summary_counts_failed_rows_once_in_rows() -> None:
+    """Every row failing shows as such, whether its task failed as a whole or not (issue 16, point 10)."""
+    # one-row tasks failing as a whole: each failed row counts in jobs_failed and rows_failed
+    whole = ReservoirStats(jobs_completed=4, jobs_failed=4, rows_failed=4, workers=2)
+    # rows failing inside tasks that complete: jobs_failed stays 0
+    inside = ReservoirStats(jobs_completed=2, jobs_failed=0, rows_failed=4, workers=2)
+    for s in (whole, inside):
+        assert "rows 0 loaded / 4 failed," in s.summary()
 
 
 def test_failure_record_describe() -> None:
