@@ -57,6 +57,9 @@ JOIN_TIMEOUT = 10.0
 RELEASE_POLL = 0.01
 """Seconds between two questions to the scheduler in :meth:`JobRunner.wait_released`."""
 
+EXECUTION_SETTLE_SECONDS = 2.0
+"""At close, how long cancelled tasks that workers already run may take to end (see ``_wait_executions_end``)."""
+
 CLUSTER_CHECK_SECONDS = 1.0
 """Seconds between reads of the cluster's workers (threads, and whether they import the function)."""
 
@@ -479,6 +482,29 @@ class JobRunner:
         except Exception as exc:  # pragma: no cover - best effort
             logger.debug("cancel failed: %r", exc)
 
+    def _wait_executions_end(self, keys: set[str], timeout: float = EXECUTION_SETTLE_SECONDS) -> None:
+        """Wait up to ``timeout`` s until no worker still executes the tasks ``keys`` we cancelled.
+
+        A cancelled task that a worker started runs on to its end (a thread cannot be
+        stopped): closing the cluster right after the reservoir would cut it off, and each
+        worker logs "Async instruction ... ended with CancelledError".  Asked of the
+        workers every ``RELEASE_POLL`` s; what still runs at the deadline is left to them.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                left = max(RELEASE_POLL, deadline - time.monotonic())  # a worker that does not answer
+                running = sum(self._client.run(_executing, keys, callback_timeout=left).values())
+            except Exception as exc:  # pragma: no cover - the cluster went away
+                logger.debug("could not ask the workers what they execute: %r", exc)
+                return
+            if not running:
+                return
+            if time.monotonic() >= deadline:
+                logger.debug("dask_reservoir: %d cancelled tasks still run on the workers at close", running)
+                return
+            time.sleep(RELEASE_POLL)
+
     def _cleanup(self) -> None:
         """Cancel our jobs and the function, release shared partitions, count what was in flight."""
         jobs = list(self._in_flight.values())
@@ -493,12 +519,21 @@ class JobRunner:
             self._cancel, futures, transfer_timeout=TRANSFER_SETTLE_SECONDS if running else 0.0
         )
         futures.clear()
+        if running and jobs:
+            self._wait_executions_end({str(f.key) for f, _ in jobs})
         for _, job in jobs:
             self.ledger.cancelled(job.positions)
         for positions in self._losses.drain():
             self.ledger.cancelled(positions)
         if isinstance(self._source, DaskSource):
             self._source.release()
+
+
+def _executing(keys: set[str], dask_worker: Any = None) -> int:
+    """Run on a worker: how many of ``keys`` it is still executing (cancelled ones included)."""
+    state = getattr(dask_worker, "state", None)
+    running = [*getattr(state, "executing", ()), *getattr(state, "long_running", ())]
+    return sum(1 for ts in running if str(ts.key) in keys)
 
 
 def _tasks_with_prefix(prefix: str, dask_scheduler: Any = None) -> int:

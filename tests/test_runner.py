@@ -246,3 +246,46 @@ def test_bound_follows_workers_that_join_after_construction() -> None:
         cluster.scale(6)
         poll_for(lambda: r.max_jobs_at_once == 12, timeout=30, what="the bound to follow the workers")
         assert sorted(int(u) for b in r for u in b["sample_uid"]) == list(range(40))
+
+
+def slow_load(row: dict[str, Any]) -> dict[str, Any]:
+    """A job that runs long enough to be cancelled while a worker executes it."""
+    import time
+
+    time.sleep(0.3)
+    return load_value(row)
+
+
+def _our_executing(dask_worker: Any = None) -> int:
+    state = dask_worker.state
+    return sum(
+        1 for ts in [*state.executing, *state.long_running] if str(ts.key).startswith("dask_reservoir-")
+    )
+
+
+def test_close_returns_once_the_workers_stopped_running_its_cancelled_tasks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16, point 11: closing the cluster right after the reservoir cut its running tasks off.
+
+    Each worker then logged "Async instruction ... ended with CancelledError".
+    """
+    worker_log = logging.getLogger("distributed.worker.state_machine")
+    level = worker_log.level
+    worker_log.addHandler(caplog.handler)
+    try:
+        with (
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+            ) as cluster,
+            Client(cluster, set_as_default=False) as client,
+        ):
+            worker_log.setLevel(logging.WARNING)
+            r = AsyncReservoir(frame(8), slow_load, 8, client=client, rows_per_job=1)
+            poll_for(lambda: sum(client.run(_our_executing).values()) == 2, what="both workers running a job")
+            r.close()
+            assert sum(client.run(_our_executing).values()) == 0
+    finally:
+        worker_log.removeHandler(caplog.handler)
+        worker_log.setLevel(level)
+    assert "ended with CancelledError" not in caplog.text
