@@ -18,6 +18,7 @@ datetimes) travel as numpy arrays plus the dtype, which
 
 from __future__ import annotations
 
+import copy
 import time
 import traceback
 from collections.abc import Callable, Hashable, Sequence
@@ -31,7 +32,7 @@ from .errors import SHOWN, JobError, first_values
 from .outcomes import RowFailed, RowLoaded
 from .shipping import _load
 from .source import same_uid
-from .tasks import _picklable, misread
+from .tasks import _picklable, misread, private_result
 from .timeouts import _call_with_timeout
 
 __all__ = ["run_chunk", "run_partition_chunk", "to_block"]
@@ -58,6 +59,19 @@ def _numpy_column(series: pd.Series) -> tuple[np.ndarray, Any]:
     as_objects = series.astype(object)
     values = np.asarray(as_objects.where(as_objects.notna(), None), dtype=object)
     return values, dtype
+
+
+def _private_column(values: np.ndarray) -> np.ndarray:
+    """A copy of a column nothing else holds (objects deep-copied, as batches copy them).
+
+    Objects that cannot be copied are kept: the store refuses them, naming UID and column.
+    """
+    if values.dtype == object:
+        try:
+            return copy.deepcopy(values)
+        except Exception:
+            pass
+    return values.copy()
 
 
 def _name(function: Callable[..., Any]) -> str:
@@ -173,6 +187,8 @@ def _run(
                 uid=uids[0],
             )
             continue
+        if private_result(options):  # a threaded cluster: the arrays may be the function's own buffers
+            block = ColumnBlock({k: _private_column(v) for k, v in block.columns.items()}, block.dtypes)
         return ChunkLoaded(uids, counts, block, time.perf_counter() - start)
     return _failed_chunk(uids, error, time.perf_counter() - start, function)
 

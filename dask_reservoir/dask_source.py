@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from .source import Source, _check_columns
-from .uid_index import validate_uids
+from .uid_index import UidIndex, validate_uids
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -124,7 +125,7 @@ class DaskSource(Source):
 
         positions = list(positions)
         return DaskSource(
-            uids=[self.uids[p] for p in positions],
+            uids=UidIndex(self.uid_index.values[np.asarray(positions, dtype=np.intp)]),  # its dtype kept
             uid_column=self.uid_column,
             frame=self.frame,
             rows=[self.rows[p] for p in positions],
@@ -145,7 +146,10 @@ def _dask_source(ddf: dd.DataFrame, uid_column: str, scheduler: Any) -> DaskSour
         if sum(lengths) == 0:
             raise ValueError("source must hold at least one row, got an empty dask DataFrame")
         if has_uid:
-            uid_list = [u for _, part_uids in described for u in part_uids or ()]
+            uid_list: Any = [u for _, part_uids in described for u in part_uids or ()]
+            dtype = ddf[uid_column].dtype
+            if isinstance(dtype, np.dtype) and dtype.kind == "u":  # unsigned (hashes): not int64 or objects
+                uid_list = pd.Series(uid_list, dtype=dtype)
         else:
             uid_list = list(range(sum(lengths)))
         uids = validate_uids(uid_list, uid_column)

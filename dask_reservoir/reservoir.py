@@ -331,7 +331,14 @@ class AsyncReservoir(Uncopyable):
         self._reservoir_sampler, self._source_sampler = (s.bind(source) for s in samplers)
         self._drawable, self._undrawable = self._drawable_rows()
         self._handle = handle
-        self._store = ReservoirStore(options.max_reservoir_samples)
+        self._store = ReservoirStore(
+            options.max_reservoir_samples,
+            uid_column=options.uid_column,
+            uid_type=source.uid_index.stored_type,  # batches keep the source UID column's dtype
+            # a row the default collate could not stack with the others fails its UID (batches of
+            # one entry never stack entries: volumes of varying shapes, one per batch, are fine)
+            stackable=options.collate_fn is None and options.batch_size > 1,
+        )
         self._lock = threading.RLock()  # epochs; held by iter() while it waits
         self._throttled = False  # ingestion paused by entries pinned by live iterators
         self._counter_lock = threading.Lock()

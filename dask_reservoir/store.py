@@ -39,7 +39,7 @@ import sys
 import threading
 import warnings
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -247,6 +247,16 @@ class ReservoirStore:
         Maximum number of entries; putting more evicts the oldest.
     columnar : bool, keyword-only
         Keep fixed-shape single-row entries in a columnar slot table.
+    uid_column : str, keyword-only
+        The column of each row holding its entry's UID.
+    uid_type : type, optional, keyword-only
+        The numpy scalar type UIDs are stored as in ``uid_column`` (see
+        :attr:`~dask_reservoir.uid_index.UidIndex.stored_type`); None: as given.
+    stackable : bool, keyword-only
+        Refuse (``StoreError``) a row that the default collate could not stack with
+        the stored ones: other columns, an array of another shape, an array where
+        the others hold scalars or the reverse.  The first entry put in an empty
+        store sets each column's shape (see :meth:`put`).
 
     Examples
     --------
@@ -263,7 +273,15 @@ class ReservoirStore:
     ({'x': 2},)
     """
 
-    def __init__(self, capacity: int, *, columnar: bool = True) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        columnar: bool = True,
+        uid_column: str = "sample_uid",
+        uid_type: Callable[[Any], Any] | None = None,
+        stackable: bool = False,
+    ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int):
             raise TypeError(f"capacity must be an int, got {type(capacity).__name__}: {capacity!r}")
         if capacity < 1:
@@ -272,6 +290,10 @@ class ReservoirStore:
         self.pool_size = capacity + headroom(capacity)
         self._entries: OrderedDict[Hashable, Entry] = OrderedDict()
         self._columnar = columnar
+        self._uid_column = uid_column
+        self._uid_type = uid_type
+        self._stackable = stackable
+        self._layout: Layout | None = None  # stackable: what every stored row looks like (None: empty)
         self.table: SlotTable | None = None
         self._pool = SlotPool(self.pool_size)
         self._in_table = np.zeros(self.pool_size, bool)  # per pool slot: holds a table row
@@ -308,7 +330,9 @@ class ReservoirStore:
             When :meth:`room` is 0.
         StoreError
             When a row is not a dict or a value cannot be stored (names the UID,
-            column and dtype).
+            column and dtype); with ``stackable``, when a row has other columns, or an
+            array of another shape, than the stored rows (unless this put removes
+            every other entry: an empty store takes any row).
         ValueError
             When another UID holds ``entry.position``.
 
@@ -331,8 +355,11 @@ class ReservoirStore:
                 )
             for column, value in row.items():
                 _check_servable(entry.uid, column, value)
+        if self._uid_type is not None:
+            entry.rows = tuple(self._typed_uid(row) for row in entry.rows)
         with self._lock:
             self._apply_releases()
+            layout = self._check_stackable(entry) if self._stackable else None
             if self._entries.get(entry.uid) is entry:  # put again: store it as a new entry
                 entry = replace(entry, slot=None, handle=None)
             present = self._at_position.get(entry.position)
@@ -353,7 +380,36 @@ class ReservoirStore:
                     exc.args = (f"{exc.args[0]} for UID {entry.uid!r}",)
                     raise
             self._commit(entry, table)
-            return self._make_room(entry)
+            evicted = self._make_room(entry)
+            if layout is not None:
+                self._layout = layout
+            return evicted
+
+    def _typed_uid(self, row: Row) -> Row:
+        """``row`` with its UID column as ``uid_type`` (a new dict; the row itself is the caller's)."""
+        uid = row.get(self._uid_column)
+        if uid is None or self._uid_type is None:
+            return row
+        return {**row, self._uid_column: self._uid_type(uid)}
+
+    def _check_stackable(self, entry: Entry) -> Layout | None:
+        """Raise ``StoreError`` when a row of ``entry`` would not stack with the stored rows.
+
+        Returns the layout the store takes when this put leaves no other entry (None:
+        it keeps its own).  Called with the lock held, before anything changes.
+        """
+        others = len(self._entries) - (entry.uid in self._entries)
+        layout = None if min(others, self.capacity - 1) > 0 else layout_of(entry.rows[0])
+        expected = self._layout if layout is None else layout
+        for row in entry.rows:
+            found = layout_of(row)
+            if found != expected:
+                raise _unstackable(entry, found, cast(Layout, expected), self._uid_column, self._holder())
+        return layout
+
+    def _holder(self) -> Hashable:
+        """A UID whose rows set the layout (the newest entry), for messages."""
+        return next(reversed(self._entries)) if self._entries else None
 
     def put_many(self, entries: list[Entry]) -> list[tuple[Entry, StoreError]]:
         """:meth:`put` each entry in order; return those that could not be stored, with why.
@@ -388,15 +444,24 @@ class ReservoirStore:
         """Put entries whose row ``k`` is row ``entries[k].rows[0].at`` of ``block``; False: not here."""
         if not self._columnar:
             return False
+        uid_values = block.columns.get(self._uid_column)
+        if self._uid_type is not None and uid_values is not None:
+            wanted = np.dtype(cast(Any, self._uid_type))
+            if uid_values.dtype != wanted:  # the chunk's UIDs, checked equal to the source's
+                block.columns[self._uid_column] = uid_values.astype(wanted)
         schema = SlotTable.block_columns(block.columns)
         if schema is None:
             return False
         rows = np.fromiter((cast(BlockRow, e.rows[0]).at for e in entries), np.intp, count=len(entries))
+        layout: Layout = {}
         for name, values in block.columns.items():
+            layout[name] = values.shape[1:] if values.ndim > 1 and values.dtype != object else None
             if values.dtype == object:
                 try:
                     for entry, value in zip(entries, values[rows].tolist(), strict=True):
                         _check_servable(entry.uid, name, value)
+                        if self._stackable and isinstance(value, np.ndarray):
+                            return False  # put() one by one: it checks each array's shape
                 except StoreError:
                     return False  # put() one by one: only the entries that cannot be stored fail
         with self._lock:
@@ -406,6 +471,8 @@ class ReservoirStore:
                 table = SlotTable(schema, self.pool_size)
             elif table.columns != schema:
                 return False  # put() one by one: it warns about the change
+            if self._stackable and self._layout not in (None, layout):
+                return False  # put() one by one: it refuses the rows that would not stack
             if self.room() < len(entries):
                 return False  # put() one by one: it raises NoRoomError where room runs out
             for entry in entries:
@@ -421,6 +488,8 @@ class ReservoirStore:
                 handles[k] = cast(int, entry.handle)
                 self._make_room(entry)
             table.write_many(handles, block.columns, rows)
+            if self._stackable and self._layout is None:
+                self._layout = layout
             return True
 
     def _table_for(self, entry: Entry) -> SlotTable | None:
@@ -719,6 +788,7 @@ class ReservoirStore:
             self._sorted = np.empty(0, np.int64)
             self._sorted_handles = _read_only(np.empty(0, np.int64))
             self._changed.clear()
+            self._layout = None
             if self._live == 0:
                 self.table = None
                 self._pool = SlotPool(self.pool_size)
@@ -754,8 +824,66 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 
 def _frozen(row: Row) -> Row:
-    """A new dict of ``row`` whose arrays are read-only (the store's own copy of the row)."""
-    for value in row.values():
-        if isinstance(value, np.ndarray):
-            value.flags.writeable = False
-    return dict(row)
+    """A new dict of ``row`` whose arrays are read-only (the store's own view of the row).
+
+    The flags of the caller's arrays are never changed: on a threaded cluster they are
+    the function's own (a buffer it may fill again).  A writeable array is kept as a
+    read-only view, without a copy: what tasks hand over is theirs to keep (a task run in
+    the client's process copies its results, see :class:`~dask_reservoir.tasks.TaskOptions`).
+    """
+    return {
+        k: _read_only_view(v) if isinstance(v, np.ndarray) and v.flags.writeable else v
+        for k, v in row.items()
+    }
+
+
+def _read_only_view(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+Layout = dict[str, tuple[int, ...] | None]
+"""Per column: the shape of its arrays, or None for values that are not arrays."""
+
+
+def layout_of(row: Row) -> Layout:
+    """What the default collate needs alike in every row of a batch: columns, and array shapes.
+
+    Examples
+    --------
+    >>> layout_of({"x": np.zeros((2, 3)), "label": 1, "name": "a"})
+    {'x': (2, 3), 'label': None, 'name': None}
+    """
+    return {k: v.shape if isinstance(v, np.ndarray) else None for k, v in row.items()}
+
+
+def _unstackable(
+    entry: Entry, found: Layout, expected: Layout, uid_column: str, holder: Hashable
+) -> StoreError:
+    """The error of a row that would not stack with the stored rows (naming the UID and column)."""
+    kept = f" (UID {holder!r} among them)" if holder is not None else ""
+    extra = [c for c in found if c not in expected]
+    missing = [c for c in expected if c not in found]
+    if extra or missing:
+        column = (extra or missing)[0]
+        return StoreError(
+            f"UID {entry.uid!r} has columns {list(found)!r} but the stored rows{kept} have "
+            f"{list(expected)!r}: every row must have the same columns to be collated into "
+            "a batch (a collate_fn may take rows of any columns)",
+            uid=entry.uid,
+            column=column,
+        )
+    column = next(c for c in found if found[c] != expected[c])
+
+    def what(shape: tuple[int, ...] | None) -> str:
+        return "a value that is not an array" if shape is None else f"an array of shape {shape}"
+
+    return StoreError(
+        f"column {column!r} holds {what(found[column])} for UID {entry.uid!r} but the stored rows"
+        f"{kept} hold {what(expected[column])}: rows must be alike to be stacked into a batch "
+        "(return one shape per column, or pad in a collate_fn)",
+        uid=entry.uid,
+        column=column,
+        dtype=what(found[column]),
+    )

@@ -19,6 +19,8 @@ in an :class:`Outcomes` list that dask pickles as one object.
 
 from __future__ import annotations
 
+import copy
+import os
 import pickle
 import time
 import traceback
@@ -26,8 +28,10 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
+from .collate import is_immutable
 from .errors import JobError
 from .outcomes import Outcome, RowFailed, RowLoaded
 from .produced import normalize_result
@@ -121,6 +125,11 @@ class TaskOptions:
     check_uid : bool
         A dask source with a UID column: check each row's UID, as read on the
         worker, against the expected one.
+    client_pid : int or None
+        Process id of the client that submitted the task.  A worker in that process
+        (a threaded cluster) hands its results over by reference, not serialized: what
+        the function returned is copied when it returns (:func:`private_result`), since
+        it may fill the same buffers again for its next row.
     """
 
     uid_column: str
@@ -128,6 +137,7 @@ class TaskOptions:
     reraise: bool = False
     timeout: float | None = None
     check_uid: bool = False
+    client_pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +202,9 @@ class JobSpec:
 
     def options(self, *, check_uid: bool = False) -> TaskOptions:
         """The small per-task part of this spec."""
-        return TaskOptions(self.uid_column, self.attempts, self.reraise, self.timeout, check_uid)
+        return TaskOptions(
+            self.uid_column, self.attempts, self.reraise, self.timeout, check_uid, client_pid=os.getpid()
+        )
 
     def to_by_value(self) -> JobSpec:
         """Return this spec with the function pickled by value (itself if it is, or cannot be).
@@ -228,6 +240,8 @@ def _run_one(
             else:
                 result = _call_with_timeout(function, record, uid, options.timeout)
             rows = normalize_result(result, uid, options.uid_column)
+            if private_result(options):
+                rows = [{k: _private(v) for k, v in row.items()} for row in rows]
             return RowLoaded(uid, rows, time.perf_counter() - start)
         except Exception as exc:
             if options.reraise:
@@ -236,6 +250,32 @@ def _run_one(
                 continue
             return _failed(uid, exc, time.perf_counter() - start)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def private_result(options: Any) -> bool:
+    """Whether results must be copied here: this worker runs in the submitting client's process.
+
+    Examples
+    --------
+    >>> private_result(TaskOptions("uid", client_pid=os.getpid())), private_result(TaskOptions("uid"))
+    (True, False)
+    """
+    return getattr(options, "client_pid", None) == os.getpid()
+
+
+def _private(value: Any) -> Any:
+    """A copy of ``value`` nothing else holds (immutable values are shared).
+
+    One that cannot be copied is kept: the store refuses it, naming its UID and column.
+    """
+    if type(value) is np.ndarray and value.dtype != object:
+        return value.copy()
+    if is_immutable(value):
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
 
 
 def _failed(uid: Hashable, exc: BaseException, seconds: float) -> RowFailed:

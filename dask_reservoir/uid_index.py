@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Hashable, Iterator, Sequence
-from typing import Any, overload
+from typing import Any, cast, overload
 
 import numpy as np
 import pandas as pd
@@ -79,6 +79,26 @@ class UidIndex(Sequence[Hashable]):
         more = f", ... ({len(self)} UIDs)" if len(self) > SHOWN else ""
         return f"UidIndex({shown!r}{more}, dtype={self.values.dtype})"
 
+    @property
+    def stored_type(self) -> type[np.unsignedinteger[Any]] | None:
+        """The numpy type a UID takes in the UID column of produced rows, or None: as it is.
+
+        UIDs are handed around as Python values, and numpy types a column of Python
+        ints by their values: int64 for those below 2**63, object or float64 beyond.  So
+        the UIDs of an unsigned column (64-bit hashes) are stored as its numpy scalars,
+        and batches and ``to_pandas()`` keep the source's dtype.  Signed integers are
+        int64 already (the index keeps them so), other UIDs are not numbers.
+
+        Examples
+        --------
+        >>> UidIndex(np.array([2**63, 5], np.uint64)).stored_type, UidIndex(np.array([5])).stored_type
+        (<class 'numpy.uint64'>, None)
+        """
+        dtype = getattr(self.values, "dtype", None)
+        if isinstance(dtype, np.dtype) and dtype.kind == "u":
+            return cast(type[np.unsignedinteger[Any]], dtype.type)
+        return None
+
     def take(self, positions: Sequence[int] | np.ndarray) -> list[Hashable]:
         """The UIDs at ``positions`` (Python values)."""
         return list(self.values.take(np.asarray(positions, dtype=np.intp)).tolist())
@@ -119,14 +139,26 @@ class UidIndex(Sequence[Hashable]):
 
 
 def _as_array(values: list[Any]) -> np.ndarray:
-    """Numbers (not bools) as a numeric array; anything else as an object array, values unchanged."""
-    if values and all(type(v) is int for v in values[:64]):
-        try:
-            array = np.asarray(values, dtype=np.int64)
-        except (OverflowError, TypeError, ValueError):
-            array = None
-        if array is not None and array.dtype.kind == "i":
-            return array
+    """Numbers (not bools) as a numeric array; anything else as an object array, values unchanged.
+
+    Python ints are int64, or uint64 when some are 2**63 or more and none is negative
+    (64-bit hashes): never an object array that numpy would turn into float64 later.
+
+    Examples
+    --------
+    >>> _as_array([3, 1]).dtype, _as_array([2**63, 5]).dtype, _as_array([2**64, 5]).dtype
+    (dtype('int64'), dtype('uint64'), dtype('O'))
+    >>> _as_array([*range(64), 2.5])[-1]
+    2.5
+    """
+    if values and set(map(type, values)) == {int}:  # every value: a float or bool among ints stays as is
+        for dtype in (np.int64, np.uint64):
+            try:
+                array = np.asarray(values, dtype=dtype)
+            except (OverflowError, TypeError, ValueError):
+                continue
+            if array.dtype.kind in "iu":
+                return array
     return np.fromiter(values, dtype=object, count=len(values))  # never unpacks a sequence value
 
 

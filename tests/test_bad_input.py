@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,7 +14,7 @@ import pytest
 from distributed import Client
 
 from dask_reservoir import AsyncReservoir, ReservoirClosedError, Sampler
-from tests.utils import frame, load_value, poll_for
+from tests.utils import frame, iterate_until, load_value, poll_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -216,57 +216,34 @@ def _columns_differ(row: dict[str, Any]) -> Any:
 
 
 def _shapes_differ(row: dict[str, Any]) -> Any:
-    return {"x": np.zeros(int(row["value"]) + 1)}
-
-
-class AllThenOneByOne(Sampler):
-    """Epoch 0: every entry (one mixed batch); epoch k >= 1: entry k - 1 alone."""
-
-    def indices(self, n: int, *, epoch: int) -> list[int]:
-        return list(range(n)) if epoch == 0 else [(epoch - 1) % n]
+    return {"x": np.full(1 + row["value"] % 2, row["value"])}
 
 
 @pytest.mark.parametrize(
-    "function, match, changed",
+    "function, match",
     [
-        (
-            _columns_differ,
-            r"column '\w': every row of a batch must have the same columns, but UIDs \[\d.*\] have it",
-            None,
-        ),
-        (
-            _shapes_differ,
-            r"column 'x': arrays must have the same shape to be stacked, got shapes \(1,\) for UIDs \[0\]",
-            r"column 'x' changed from float64 array of shape",
-        ),
+        (_columns_differ, r"^UID \d has columns \['\w', 'sample_uid'\] but the stored rows \(UID \d among"),
+        (_shapes_differ, r"^column 'x' holds an array of shape \(\d,\) for UID \d but the stored rows"),
     ],
     ids=["columns differ", "shapes differ"],
 )
 def test_inconsistent_rows_in_one_batch(
-    client: Client, function: Callable[[dict[str, Any]], Any], match: str, changed: str | None
+    client: Client, function: Callable[[dict[str, Any]], Any], match: str
 ) -> None:
+    """Rows the default collate cannot stack failed every epoch they were in; now they fail their UID.
+
+    The first entry stored sets the columns and shapes: UIDs of the other parity are refused.
+    """
     with make(
-        client,
-        function_to_run=function,
-        min_reservoir_samples=4,
-        batch_size=4,
-        reservoir_sampler=AllThenOneByOne(),
+        client, function_to_run=function, min_reservoir_samples=2, batch_size=4, max_failures_per_uid=1
     ) as r:
-        with contextlib.ExitStack() as stack:
-            if changed is not None:  # the store warns that the column changed between entries
-                stack.enter_context(pytest.warns(UserWarning, match=changed))
-            with pytest.raises(ValueError, match=match):
-                list(r)
-        assert r.reservoir_size() == 4
-        # batches of one entry never mix rows: the same reservoir still serves them
-        for uid in range(4):
-            (batch,) = list(r)
-            assert batch["sample_uid"].tolist() == [uid]
-            if function is _shapes_differ:
-                assert batch["x"].tolist() == [[0.0] * (uid + 1)]
-            else:
-                column = "a" if uid % 2 else "b"
-                assert set(batch) == {"sample_uid", column} and batch[column].tolist() == [1]
+        iterate_until(r, lambda: len(r.stats().quarantined) == 2)  # no epoch raises meanwhile
+        served = sorted(int(u) for b in r for u in b["sample_uid"])
+        refused = sorted(int(u) for u in r.stats().quarantined)
+        assert sorted(served + refused) == [0, 1, 2, 3] and len({u % 2 for u in served}) == 1
+        for record in r.stats().quarantined.values():
+            assert record.exc_type == "StoreError" and re.search(match, record.message), record.message
+        assert r.reservoir_size() == 2
     no_leftovers(client)
 
 

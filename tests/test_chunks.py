@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -307,3 +308,29 @@ def test_a_value_that_cannot_be_served_rejects_only_its_own_entry() -> None:
     rejected = store.put_many([Entry(u, i, (BlockRow(block, i),)) for i, u in enumerate("xyz")])
     assert [(entry.uid, exc.uid, exc.column) for entry, exc in rejected] == [("y", "y", "name")]
     assert store.uids() == ["x", "z"]
+
+
+_CHUNK_BUFFER = np.zeros(8)
+
+
+def _into_one_buffer(chunk: pd.DataFrame) -> dict[str, Any]:
+    out = _CHUNK_BUFFER[: len(chunk)]
+    out[:] = chunk["x"].to_numpy()
+    return {"uid": chunk["uid"].to_numpy(), "y": out}
+
+
+def test_a_chunk_run_in_the_clients_process_hands_over_copies() -> None:
+    """A threaded cluster passes results by reference: the function's next chunk overwrote them."""
+    spec = JobSpec.from_function(_into_one_buffer, uid_column="uid", retries=0, rows_per_job=2, batched=True)
+
+    def two_chunks(options: Any) -> list[float]:
+        first = run_chunk(
+            options, spec.payload, pd.DataFrame({"uid": ["a", "b"], "x": [1.0, 2.0]}), ["a", "b"]
+        )
+        run_chunk(options, spec.payload, pd.DataFrame({"uid": ["c", "d"], "x": [3.0, 4.0]}), ["c", "d"])
+        assert isinstance(first, ChunkLoaded)
+        return list(first.block.columns["y"].tolist())
+
+    assert two_chunks(spec.options()) == [1.0, 2.0]
+    # from another process the result is serialized when the task ends: not copied here, so shared
+    assert two_chunks(replace(spec.options(), client_pid=None)) == [3.0, 4.0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dask.dataframe as dd
+import numpy as np
 import pandas as pd
 import pytest
 from distributed import Client
@@ -49,3 +50,21 @@ def test_dask_source_reads_uids_and_rows_from_its_own_persisted_partitions(clien
     assert child.column_values("v") == [5, 0]
     child.release()
     second.release()
+
+
+def test_unsigned_uids_keep_their_dtype_in_a_dask_source_and_its_subsets(client: Client) -> None:
+    """A dask source's UIDs arrive as Python ints: uint64 hashes became an object (or int64) array."""
+    hashes = np.array([2**63, 5, 2**64 - 1, 6], np.uint64)
+    ddf = dd.from_pandas(pd.DataFrame({"uid": hashes, "v": range(4)}), npartitions=2)
+    small = dd.from_pandas(pd.DataFrame({"uid": np.array([3, 1], np.uint64)}), npartitions=1)
+    src, low = make_source(ddf, "uid", scheduler=client), make_source(small, "uid", scheduler=client)
+    try:
+        assert src.uid_index.values.dtype == np.uint64 and src.uids == hashes.tolist()
+        assert low.uid_index.values.dtype == np.uint64 and low.uid_index.stored_type is np.uint64
+        sub = src.subset([2, 1])
+        assert sub.uid_index.values.dtype == np.uint64 and sub.uids == [2**64 - 1, 5]
+        assert sub.position(2**64 - 1) == 0
+        sub.release()  # type: ignore[attr-defined]
+    finally:
+        src.release()  # type: ignore[attr-defined]
+        low.release()  # type: ignore[attr-defined]

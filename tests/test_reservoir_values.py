@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from distributed import Client
 
-from dask_reservoir import AsyncReservoir, JobError, collate_rows
+from dask_reservoir import AsyncReservoir, JobError, SequentialSampler, collate_rows
 from tests.utils import frame, iterate_until
 
 
@@ -162,3 +164,109 @@ def test_the_minimum_error_names_uids_that_returned_no_rows(client: Client) -> N
     with AsyncReservoir(frame(4), empty_for_three, 4, min_reservoir_samples=4, client=client) as r:
         with pytest.raises(JobError, match=r"\(0 quarantined, 1 whose last result had no rows: \[3\]\)"):
             iter(r)
+
+
+UID_KINDS: dict[str, np.ndarray] = {
+    "uint64 hashes": np.array([2**63, 2**63 + 1, 2**64 - 1, 5, 6, 7], np.uint64),
+    "int64": np.array([-3, 2**62, 0, 5, 6, 7], np.int64),
+    "str": np.array(["f", "e", "dd", "c", "b", "a"], dtype=object),
+}
+
+
+def value_by_position(row: dict[str, Any]) -> dict[str, Any]:
+    return {"x": np.int64(row["value"])}
+
+
+@pytest.mark.parametrize("kind", list(UID_KINDS))
+def test_uids_come_back_exact_with_the_source_dtype(client: Client, kind: str) -> None:
+    """uint64 UIDs >= 2**63 mixed with small ones came back as float64 (4 distinct values of 6)."""
+    uids = UID_KINDS[kind]
+    source = pd.DataFrame({"sample_uid": uids, "value": np.arange(len(uids))})
+    value_of = {u: i for i, u in enumerate(uids.tolist())}
+    numpy_kind = "U" if kind == "str" else uids.dtype.kind
+    pandas_dtype = "str" if kind == "str" else uids.dtype
+
+    def check(got_uids: Any, xs: Any, what: str) -> None:
+        assert [value_of[u] for u in got_uids] == [int(x) for x in xs], what  # every row matches its UID
+
+    with AsyncReservoir(
+        source, value_by_position, 6, min_reservoir_samples=6, client=client, batch_size=6
+    ) as r:
+        batch = next(iter(r))
+        assert batch["sample_uid"].dtype.kind == numpy_kind and sorted(
+            batch["sample_uid"].tolist()
+        ) == sorted(uids.tolist())
+        check(batch["sample_uid"].tolist(), batch["x"], "numpy batch")
+        whole = r.to_pandas()
+        assert whole["sample_uid"].tolist() == uids.tolist()  # source order, exact
+        assert whole["sample_uid"].dtype == pandas_dtype
+        check(whole["sample_uid"], whole["x"], "to_pandas")
+        picked = [uids[4], uids[1], uids[2]]
+        with r.subsample_uids(picked, new_sampler=SequentialSampler()) as sub:
+            got = next(iter(sub))
+            assert got["sample_uid"].tolist() == [p.item() if hasattr(p, "item") else p for p in picked]
+            check(got["sample_uid"].tolist(), got["x"], "subsample_uids")
+        state = json.loads(json.dumps(r.state_dict()))
+    with AsyncReservoir(
+        source,
+        value_by_position,
+        6,
+        min_reservoir_samples=6,
+        client=client,
+        batch_size=6,
+        batch_format="pandas",
+    ) as resumed:
+        resumed.load_state_dict(state)
+        frame_batch = next(iter(resumed))
+        assert frame_batch["sample_uid"].dtype == pandas_dtype
+        assert sorted(frame_batch["sample_uid"].tolist()) == sorted(uids.tolist())
+        check(frame_batch["sample_uid"], frame_batch["x"], "restored pandas batch")
+
+
+def wider_for_two(row: dict[str, Any]) -> dict[str, Any]:
+    v = int(row["value"])
+    return {"x": np.full(3 if v == 2 else 2, v, np.float32)}
+
+
+def test_a_row_of_another_shape_is_that_uids_failure(client: Client) -> None:
+    """It was stored, and every epoch it was in raised at collate; never recorded, never quarantined."""
+    with AsyncReservoir(
+        frame(6),
+        wider_for_two,
+        6,
+        min_reservoir_samples=4,
+        client=client,
+        batch_size=6,
+        max_failures_per_uid=2,
+    ) as r:
+        iterate_until(r, lambda: 2 in r.stats().quarantined)  # every epoch meanwhile works
+        for _ in range(2):
+            served = [b for b in r]
+            assert sorted(int(u) for b in served for u in b["sample_uid"]) == [0, 1, 3, 4, 5]
+            assert all((b["x"][:, 0] == b["sample_uid"]).all() for b in served)
+        record = r.stats().quarantined[2]
+        assert record.exc_type == "StoreError" and record.count == 2
+        assert record.message.startswith("column 'x' holds an array of shape (3,) for UID 2 but the stored")
+
+
+_BUFFERS: dict[int, np.ndarray] = {}
+
+
+def into_its_own_buffer(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A loader filling one preallocated buffer per thread, as fast loaders do."""
+    buffer = _BUFFERS.setdefault(threading.get_ident(), np.zeros(4, np.float32))
+    buffer[:] = row["value"]  # raised "assignment destination is read-only" after the first row
+    return [{"x": buffer}, {"x": buffer + 100}]  # two rows: kept as rows, not copied into the table
+
+
+def test_a_function_may_fill_its_own_buffer_again(client: Client) -> None:
+    """On a threaded cluster the store made the function's array read-only in place: every row failed."""
+    with AsyncReservoir(
+        frame(8), into_its_own_buffer, 8, min_reservoir_samples=8, client=client, batch_size=8
+    ) as r:
+        for _ in range(2):
+            batch = next(iter(r))
+            assert (batch["x"][0::2, 0] == batch["sample_uid"][0::2]).all()  # each row its own values
+            assert (batch["x"][1::2, 0] == batch["sample_uid"][1::2] + 100).all()
+        assert not r.stats().failures
+        assert all(b.flags.writeable for b in _BUFFERS.values())

@@ -18,6 +18,7 @@ from hypothesis.extra import numpy as hnp
 import dask_reservoir.slots as slots
 from dask_reservoir import collate_rows
 from dask_reservoir.batches import BatchIterator
+from dask_reservoir.blocks import BlockRow, ColumnBlock
 from dask_reservoir.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore, StoreError
 
 
@@ -547,3 +548,105 @@ def test_values_no_batch_can_be_built_from_are_refused_at_put() -> None:
     assert (store.uids(), store.ingested, store.room(), store.slots_used) == before
     store.put(Entry("t", 3, ({"sample_uid": "t", "x": 3, "tags": ["ok"], "when": (1, "a")},)))
     assert store.uids() == ["a", "t"]
+
+
+# ---------------------------------------------------------------- what the store leaves to the caller
+
+
+def test_put_never_changes_the_flags_of_the_callers_arrays() -> None:
+    """On a threaded cluster the rows are the function's own: it may fill the same buffer again."""
+    store = ReservoirStore(4)
+    produced = np.zeros(2)
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    store.put(Entry(0, 0, ({"x": produced}, {"x": frozen})))  # two rows: kept as rows
+    assert produced.flags.writeable  # the store made it read-only in place
+    produced[:] = 1  # raised "assignment destination is read-only"
+    stored = store.rows_of(store.get(0))  # type: ignore[arg-type]
+    assert not stored[0]["x"].flags.writeable and np.shares_memory(stored[0]["x"], produced)  # a view
+    assert stored[1]["x"] is frozen  # nothing can write it: kept as is
+
+
+def stackable_store(capacity: int = 3) -> ReservoirStore:
+    return ReservoirStore(capacity, uid_column="uid", stackable=True)
+
+
+def test_rows_the_default_collate_cannot_stack_are_refused_at_put() -> None:
+    """One UID of another shape was stored, then failed every epoch it was in at collate."""
+    store = stackable_store()
+    store.put(Entry(0, 0, ({"uid": 0, "x": np.zeros(2), "y": 1},)))
+    before = (store.uids(), store.ingested, store.room(), store.slots_used)
+    cases = [
+        ({"uid": 1, "x": np.zeros(3), "y": 1}, "column 'x' holds an array of shape (3,) for UID 1"),
+        ({"uid": 1, "x": 5.0, "y": 1}, "column 'x' holds a value that is not an array for UID 1"),
+        ({"uid": 1, "x": np.zeros(2), "y": np.zeros(1)}, "column 'y' holds an array of shape (1,) for UID 1"),
+        ({"uid": 1, "x": np.zeros(2)}, "UID 1 has columns ['uid', 'x'] but the stored rows"),
+        ({"uid": 1, "x": np.zeros(2), "y": 1, "z": 2}, "UID 1 has columns ['uid', 'x', 'y', 'z'] but"),
+    ]
+    for row, start in cases:
+        with pytest.raises(StoreError) as info:
+            store.put(Entry(1, 1, ({"uid": 1, "x": np.zeros(2), "y": 1}, row)))  # its second row
+        assert str(info.value).startswith(start), str(info.value)
+        assert "(UID 0 among them)" in str(info.value) and info.value.uid == 1
+    assert (store.uids(), store.ingested, store.room(), store.slots_used) == before
+    with pytest.warns(UserWarning, match=r"column '[xy]' changed from"):  # dtypes may differ
+        store.put(Entry(1, 1, ({"uid": 1, "x": np.ones(2, np.float32), "y": 2.5},)))
+    assert store.uids() == [0, 1]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_layout_follows_the_stored_rows() -> None:
+    store = stackable_store(capacity=1)
+    store.put(Entry(0, 0, ({"uid": 0, "x": np.zeros(2)},)))
+    store.put(Entry(1, 1, ({"uid": 1, "x": np.zeros(3)},)))  # evicts the only entry: any layout
+    store.put(Entry(1, 1, ({"uid": 1, "x": "text"},)))  # replaces the only entry
+    assert store.uids() == [1]
+    wide = stackable_store()
+    wide.put(Entry(0, 0, ({"uid": 0, "x": np.zeros(2)},)))
+    wide.put(Entry(0, 0, ({"uid": 0, "x": np.zeros(4)},)))  # the same UID, alone: replaced
+    with pytest.raises(StoreError, match=r"shape \(2,\) for UID 1 but the stored rows \(UID 0 among them\)"):
+        wide.put(Entry(1, 1, ({"uid": 1, "x": np.zeros(2)},)))
+    wide.clear()
+    wide.put(Entry(1, 1, ({"uid": 1, "x": np.zeros(2)},)))
+    assert ReservoirStore(2).put(Entry(5, 5, ({"x": 1}, {"x": np.zeros(1)}))) == []  # not stackable
+
+
+def test_unsigned_uids_keep_their_type_in_rows_tables_and_batches() -> None:
+    """UIDs >= 2**63 mixed with small ones: an object column and an int64 one, batched as float64."""
+    big = 2**63
+    store = ReservoirStore(8, uid_column="uid", uid_type=np.uint64, stackable=True)
+    for position, uid in enumerate([big, big + 1, 5, 6]):
+        store.put(Entry(uid, position, ({"uid": uid, "x": np.float32(position)},)))  # no dtype warning
+    store.put(Entry(7, 4, ({"uid": 7, "x": np.float32(4)}, {"uid": 7, "x": np.float32(4)})))  # rows
+    snap = store.snapshot()
+    assert snap.slots.tolist()[:4] == [e.slot for e in snap.entries][:4] and -1 not in snap.slots[:4]
+    rows = [r for i in range(len(snap)) for r in snap.rows_at(i)]
+    assert all(type(r["uid"]) is np.uint64 for r in rows)
+    batch = collate_rows(rows, uid_column="uid")
+    assert batch["uid"].dtype == np.uint64 and batch["uid"].tolist() == [big, big + 1, 5, 6, 7, 7]
+    assert snap.table is not None
+    gathered = snap.table.gather(snap.handles[:4])
+    assert gathered["uid"].dtype == np.uint64 and gathered["uid"].tolist() == [big, big + 1, 5, 6]
+    snap.release()
+
+
+def test_blocks_of_rows_that_would_not_stack_reject_their_own_entries() -> None:
+    """A vectorized job's block goes through the same check (one assignment, or one by one)."""
+    store = ReservoirStore(8, uid_column="uid", uid_type=np.uint64, stackable=True)
+    first = ColumnBlock({"uid": np.array([2**63, 1], np.uint64), "x": np.zeros((2, 2))})
+    assert store.put_many([Entry(u, i, (BlockRow(first, i),)) for i, u in enumerate([2**63, 1])]) == []
+    wide = ColumnBlock({"uid": np.array([2, 3]), "x": np.zeros((2, 3))})  # UIDs as int64: typed on put
+    rejected = store.put_many([Entry(u, 2 + i, (BlockRow(wide, i),)) for i, u in enumerate([2, 3])])
+    assert [(e.uid, x.column) for e, x in rejected] == [(2, "x"), (3, "x")]
+    mixed = np.empty(3, dtype=object)
+    mixed[:] = [np.zeros(2), np.zeros(5), np.zeros(2)]  # an object column of arrays: checked one by one
+    odd = ColumnBlock({"uid": np.array([4, 5, 6], np.uint64), "x": mixed})
+    rejected = store.put_many([Entry(u, 4 + i, (BlockRow(odd, i),)) for i, u in enumerate([4, 5, 6])])
+    assert [(e.uid, x.column) for e, x in rejected] == [(5, "x")]
+    same = ColumnBlock({"uid": np.array([7, 8]), "x": np.ones((2, 2))})
+    assert store.put_many([Entry(u, 7 + i, (BlockRow(same, i),)) for i, u in enumerate([7, 8])]) == []
+    assert store.uids() == [2**63, 1, 4, 6, 7, 8]
+    snap = store.snapshot()
+    uids = collate_rows([r for i in range(len(snap)) for r in snap.rows_at(i)], uid_column="uid")["uid"]
+    assert uids.dtype == np.uint64 and uids.tolist() == [2**63, 1, 4, 6, 7, 8]
+    snap.release()

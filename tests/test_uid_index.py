@@ -88,7 +88,9 @@ def test_a_subset_keeps_the_array() -> None:
         (pd.Series([3, 1, 2]), "int64"),
         (pd.Series(np.array([3, 1], np.uint32)), "uint32"),
         ([5, 7, 9], "int64"),  # a dask source's UIDs arrive as a list
-        ([2**70, 1], "object"),  # beyond int64: kept as Python ints
+        ([2**70, 1], "object"),  # beyond uint64: kept as Python ints
+        ([2**63, 5], "uint64"),  # 64-bit hashes: an object array before, float64 in batches
+        ([*range(64), 100.5], "object"),  # was int64, the float cut to 100: every value is checked
         ([1, "a"], "object"),
         ([True, False], "object"),  # bools are not numbers here
         (pd.Series(["a", "b"], dtype="str"), "str"),  # the string array itself
@@ -101,3 +103,16 @@ def test_uids_are_stored_as_the_narrowest_faithful_array(values: Any, kind: str)
     expected = values.tolist() if isinstance(values, pd.Series) else list(values)
     assert list(index) == expected and [type(u) for u in index] == [type(u) for u in expected]
     assert index.position(expected[-1]) == len(expected) - 1
+
+
+def test_unsigned_uids_are_stored_as_their_numpy_type() -> None:
+    """What a uint64 UID column's UIDs are in produced rows, so batches keep the dtype."""
+    hashes = pd.Series(np.array([2**63, 2**63 + 1, 5], np.uint64))
+    assert validate_uids(hashes, "uid").stored_type is np.uint64
+    assert validate_uids([2**64 - 1, 0], "uid").stored_type is np.uint64  # a dask source's list
+    assert validate_uids(pd.Series(np.array([3, 1], np.uint32)), "uid").stored_type is np.uint32
+    for plain in (pd.Series([3, 1]), pd.Series(["a", "b"]), [2**70, 1], pd.Series([1.5, 2.5])):
+        assert validate_uids(plain, "uid").stored_type is None
+    index = validate_uids(hashes, "uid")
+    assert list(index) == [2**63, 2**63 + 1, 5] and index.position(5) == 2 and index.has(2**63 + 1)
+    assert index.positions([5, 2**63, 7]).tolist() == [2, 0, -1]
