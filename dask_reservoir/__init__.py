@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .collate import collate_rows
-from .errors import ClusterLostError, JobError, JobTimeoutError, ReservoirClosedError
+from .errors import ClusterLostError, IteratorExpiredError, JobError, JobTimeoutError, ReservoirClosedError
 from .reservoir import AsyncReservoir, SequenceAsyncReservoir
 from .samplers import BalancedSampler, RandomSampler, Sampler, SequentialSampler, WeightedSampler
 from .stats import FailureRecord, Performance, ReservoirStats
@@ -26,6 +26,7 @@ __all__ = [
     "BalancedSampler",
     "ClusterLostError",
     "FailureRecord",
+    "IteratorExpiredError",
     "JobError",
     "JobTimeoutError",
     "Performance",

@@ -25,6 +25,7 @@ from typing import Any, cast
 import numpy as np
 
 from .collate import collate_rows
+from .errors import IteratorExpiredError
 from .prefetch import IDLE_SLICE, BatchBuilder
 from .samplers import Sampler
 from .slots import SlotTable
@@ -86,8 +87,10 @@ def _end_epoch(snapshot: Snapshot, served_counts: np.ndarray, builder: BatchBuil
     """
 
     def end() -> None:
-        snapshot.add_served(served_counts)
-        snapshot.release()
+        try:
+            snapshot.add_served(served_counts)
+        finally:  # whatever interrupts the counting, the entries are released
+            snapshot.release()
 
     if builder is None:
         end()
@@ -98,8 +101,9 @@ def _end_epoch(snapshot: Snapshot, served_counts: np.ndarray, builder: BatchBuil
 FINISH_WAIT = 5.0
 """Longest an ending epoch waits for its build in progress before leaving the release to the builder."""
 
-Built = tuple[Any, int, np.ndarray, bool]
-"""A built batch: (batch, rows in it, snapshot indices it holds, whether it is the epoch's last)."""
+Built = tuple[Any, int, np.ndarray, bool, tuple[int, int]]
+"""A built batch: (batch, rows in it, snapshot indices it holds, whether it is the epoch's last,
+and the plan's ``(cursor, rows)`` before it was built, to build it again after a drop)."""
 
 
 class _EpochPlan:
@@ -136,6 +140,7 @@ class _EpochPlan:
 
     def build(self) -> Built | None:
         """The next batch, or None when the epoch has no more."""
+        mark = (self.cursor, self.rows)
         if self.table is not None:
             built = self._gathered()
         else:
@@ -151,7 +156,12 @@ class _EpochPlan:
             self.max_samples is not None and self.rows >= self.max_samples
         )
         self.ended = last
-        return batch, n_rows, chunk, last
+        return batch, n_rows, chunk, last, mark
+
+    def rewind(self, mark: tuple[int, int]) -> None:
+        """Go back to before the build that started at ``mark`` (its batch was dropped unserved)."""
+        self.cursor, self.rows = mark
+        self.ended = False
 
     def _budget(self) -> int | None:
         return None if self.max_samples is None else self.max_samples - self.rows
@@ -226,15 +236,19 @@ class BatchIterator(Iterator[Any]):
         Builds the next ``prefetch`` batches ahead of ``next()``, in its thread.
         None: each batch is built inside ``next()``.
     prefetch : int
-        Batches built ahead when a builder is given (0: none).
+        Batches built ahead when a builder is given (0: none), within the builder's
+        budget shared by all its iterators (:meth:`BatchBuilder.submit_ahead`).
+    epoch : int, optional
+        The epoch's number, for messages.
 
     Notes
     -----
     Batches are fresh: gathered columns are new arrays (one ``numpy.take`` per
     column), collated ones are stacked anew, and mutable values of ``object``
     columns are deep copies.  A batch built ahead and never handed out is not
-    counted as served.  The snapshot is released when the epoch is exhausted or
-    the iterator is dropped (after any build in progress).
+    counted as served.  The snapshot is released when the epoch is exhausted, the
+    iterator is dropped or closed (:meth:`close`), or it is expired (:meth:`note_newer_epoch`,
+    :meth:`expire`), after any build in progress.
 
     Examples
     --------
@@ -261,34 +275,49 @@ class BatchIterator(Iterator[Any]):
         builder: BatchBuilder | None = None,
         prefetch: int = 0,
         convert: Callable[[dict[str, np.ndarray]], Any] | None = None,
+        epoch: int | None = None,
     ) -> None:
-        self._order = np.asarray(order, dtype=np.int64)
-        self._plan = _EpochPlan(
-            snapshot,
-            self._order,
-            batch_size=batch_size,
-            drop_last=drop_last,
-            collate_fn=collate_fn,
-            uid_column=uid_column,
-            max_samples=max_samples,
-            convert=convert,
-        )
-        self._batch_size = batch_size
-        self._drop_last = drop_last
-        self._max_samples = max_samples
-        self._check = check
-        self._on_batch = on_batch
-        self._builder = builder if prefetch > 0 else None
-        self._prefetch = prefetch
-        self._pending: deque[Future[Built | None]] = deque()
-        self._served = 0
-        self.inline_builds = 0  # batches built in next() because their build had not started
-        self._carry = 0.0  # seconds reported with the next next()'s time (counted by who gave them)
-        self._done = False
-        self._lock = threading.Lock()
         self._served_counts = np.zeros(len(snapshot), dtype=np.int64)
-        self._finalizer = weakref.finalize(self, _end_epoch, snapshot, self._served_counts, self._builder)
-        self._fill()
+        self._builder = builder if prefetch > 0 else None
+        finalizer = None
+        try:
+            finalizer = self._finalizer = weakref.finalize(
+                self, _end_epoch, snapshot, self._served_counts, self._builder
+            )
+            self._order = np.asarray(order, dtype=np.int64)
+            self._plan = _EpochPlan(
+                snapshot,
+                self._order,
+                batch_size=batch_size,
+                drop_last=drop_last,
+                collate_fn=collate_fn,
+                uid_column=uid_column,
+                max_samples=max_samples,
+                convert=convert,
+            )
+            self._batch_size = batch_size
+            self._drop_last = drop_last
+            self._max_samples = max_samples
+            self._check = check
+            self._on_batch = on_batch
+            self._prefetch = prefetch
+            self._pending: deque[Future[Built | None]] = deque()
+            self._served = 0
+            self.inline_builds = 0  # batches built in next() because their build had not started
+            self._carry = 0.0  # seconds reported with the next next()'s time (counted by who gave them)
+            self._done = False
+            self._epoch = epoch
+            self._behind = 0  # newer epochs started since the last next() (or since this one started)
+            self._expired: IteratorExpiredError | None = None
+            self._lock = threading.Lock()
+            self._fill()
+        except BaseException:  # e.g. KeyboardInterrupt: the caller never gets the iterator
+            if finalizer is None:
+                snapshot.release()
+            else:
+                self._pending = getattr(self, "_pending", deque())
+                self._finish()
+            raise
 
     def __iter__(self) -> BatchIterator:
         return self
@@ -311,7 +340,113 @@ class BatchIterator(Iterator[Any]):
             return
         plan = self._plan
         while len(self._pending) < self._prefetch and not plan.ended:
-            self._pending.append(builder.submit(plan.build))
+            future = builder.submit_ahead(plan.build)
+            if future is None:  # the builder's budget is taken: build in next() meanwhile
+                return
+            self._pending.append(future)
+
+    def _drop_ahead(self) -> None:
+        """Drop the batches built ahead (with the lock held); the next ``next()`` builds again.
+
+        Builds not started are cancelled; those started are a prefix of the queue (the
+        builder runs them in order): once they end, the plan goes back to before the
+        first, so no entry is skipped.  Kept when one failed or ended the epoch.
+        """
+        started = [f for f in reversed(self._pending) if not f.cancel()]
+        started.reverse()
+        self._pending = deque(started)
+        if not started:
+            return
+        wait(started, timeout=FINISH_WAIT)
+        if not all(f.done() for f in started) or started[0].exception() is not None:
+            return
+        first = started[0].result()
+        if first is None:
+            return
+        self._plan.rewind(first[4])
+        self._pending.clear()
+
+    def note_newer_epoch(self, max_stale: int) -> bool | None:
+        """A newer epoch of the reservoir starts: drop the batches built ahead, expire if stale.
+
+        An iterator not advanced while more than ``max_stale`` newer epochs started is
+        expired (see :meth:`expire`).  An iterator inside ``next()`` now is being advanced:
+        left as it is.
+
+        Returns
+        -------
+        bool or None
+            None when the epoch is over (exhausted, closed or expired before): nothing to
+            track any more; True when this call expired it; False otherwise.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._done:
+                return None
+            self._behind += 1
+            if self._behind > max_stale:
+                self._expire(
+                    f"not advanced while {self._behind} newer epochs started (max_stale_epochs={max_stale})"
+                )
+                return True
+            self._drop_ahead()
+            return False
+        finally:
+            self._lock.release()
+
+    def expire(self, reason: str) -> bool:
+        """End the epoch now: its next ``next()`` raises :class:`IteratorExpiredError` saying ``reason``.
+
+        Its entries are released (after a build in progress) and its batches built ahead
+        dropped.  Returns whether it was expired: not when it is inside ``next()`` now or
+        its epoch is already over.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._done:
+                return False
+            self._expire(reason)
+            return True
+        finally:
+            self._lock.release()
+
+    def _expire(self, reason: str) -> None:
+        epoch = "" if self._epoch is None else f" of epoch {self._epoch}"
+        self._expired = IteratorExpiredError(
+            f"this iterator{epoch} was expired: {reason}. Its entries were released and its batches "
+            "built ahead dropped, so that the reservoir keeps refreshing whatever is held. Advance or "
+            "exhaust an epoch's iterator before starting more newer ones, drop it (del it, or "
+            "it.close()) when done with it, or raise AsyncReservoir(max_stale_epochs=...)",
+            epoch=self._epoch,
+            behind=self._behind,
+        )
+        self._finish()
+
+    @property
+    def behind(self) -> int:
+        """Newer epochs started since this iterator was last advanced (or started)."""
+        return self._behind
+
+    @property
+    def ended(self) -> bool:
+        """Whether the epoch is over: exhausted, closed, ended by an error, or expired."""
+        return self._done
+
+    @property
+    def expired(self) -> bool:
+        """Whether the iterator was expired (its ``next()`` raises :class:`IteratorExpiredError`)."""
+        return self._expired is not None
+
+    def close(self) -> None:
+        """End the epoch now: release its entries; ``next()`` raises ``StopIteration`` from now on.
+
+        Idempotent.  Dropping the iterator does the same (when it is collected).
+        """
+        with self._lock:
+            if not self._done:
+                self._finish()
 
     def _finish(self) -> None:
         """End the epoch: fold its serve counts and release its snapshot, after its builds."""
@@ -360,6 +495,10 @@ class BatchIterator(Iterator[Any]):
     def __next__(self) -> Any:
         t0 = time.perf_counter()
         with self._lock:
+            self._behind = 0
+            expired = self._expired
+            if expired is not None:
+                raise IteratorExpiredError(str(expired), epoch=expired.epoch, behind=expired.behind)
             if self._done:
                 raise StopIteration
             try:
@@ -375,7 +514,7 @@ class BatchIterator(Iterator[Any]):
                 self._finish()
                 self._report(0, t0)
                 raise StopIteration
-            batch, n_rows, chunk, last = built
+            batch, n_rows, chunk, last, _ = built
             np.add.at(self._served_counts, chunk, 1)  # folded into the entries at the epoch's end
             self._served += n_rows
             if last:

@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-__all__ = ["ClusterLostError", "JobError", "JobTimeoutError", "ReservoirClosedError", "first_values"]
+__all__ = [
+    "ClusterLostError",
+    "IteratorExpiredError",
+    "JobError",
+    "JobTimeoutError",
+    "ReservoirClosedError",
+    "first_values",
+]
 
 SHOWN = 5
 """Values quoted in an error message, at most."""
@@ -75,6 +82,46 @@ def _rebuild_job_timeout_error(message: str, uid: Hashable | None) -> JobTimeout
 
 class ReservoirClosedError(RuntimeError):
     """The reservoir was closed; it cannot be iterated any more."""
+
+
+class IteratorExpiredError(RuntimeError):
+    """An epoch's iterator was expired: not advanced while too many newer epochs started.
+
+    An iterator reads the entries its epoch started with, which keeps them in memory
+    (pinned).  So that nothing a consumer holds or abandons stops the reservoir from
+    refreshing, an iterator not advanced while more than ``max_stale_epochs`` newer
+    epochs started (``iter()`` calls) is expired: its entries are released, the
+    batches built ahead for it dropped, and its next ``next()`` raises this error.
+    With ``deterministic=True``, ``iter()`` also expires the iterators of earlier
+    epochs, oldest first, whose entries leave no room for its exact entries.
+
+    Parameters
+    ----------
+    message : str
+        What happened and how to avoid it.
+    epoch : int or None
+        The sampler's number of the expired epoch.
+    behind : int
+        Newer epochs started since the iterator was last advanced.
+
+    Examples
+    --------
+    >>> err = IteratorExpiredError("expired", epoch=3, behind=3)
+    >>> isinstance(err, RuntimeError), err.epoch, err.behind
+    (True, 3, 3)
+    """
+
+    def __init__(self, message: str, *, epoch: int | None = None, behind: int = 0) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.behind = behind
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_expired, (str(self), self.epoch, self.behind))
+
+
+def _rebuild_expired(message: str, epoch: int | None, behind: int) -> IteratorExpiredError:
+    return IteratorExpiredError(message, epoch=epoch, behind=behind)
 
 
 class ClusterLostError(ConnectionError):

@@ -8,6 +8,12 @@ the training step runs, or sleeps, the builder works).  Jobs without a result
 (an epoch's release) run after every build submitted before them, so a
 snapshot is never released while one of its batches is being built.
 
+Batches built ahead share one budget per builder (``max_ahead``, the
+reservoir's ``prefetch_batches``): however many iterators are alive, at most
+that many batches are being built or wait built for a ``next()``, so memory
+does not grow with the number of iterators (an iterator beyond the budget
+builds its batches in ``next()``).
+
 No dask here: the builder copies from the store's table and calls the
 ``collate_fn``.  :meth:`BatchBuilder.close` stops the thread (joined with a
 deadline) and cancels what has not started.
@@ -18,6 +24,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -42,6 +49,8 @@ class BatchBuilder:
     ----------
     name : str
         Name of the thread.
+    max_ahead : int or None
+        Builds :meth:`submit_ahead` lets exist at once, across all callers (None: no bound).
 
     Examples
     --------
@@ -54,8 +63,13 @@ class BatchBuilder:
     True
     """
 
-    def __init__(self, *, name: str) -> None:
+    def __init__(self, *, name: str, max_ahead: int | None = None) -> None:
         self.name = name
+        self.max_ahead = max_ahead
+        # builds handed out by submit_ahead() and still referenced (queued, running, or built
+        # and not yet taken): a future leaves the set when its last reference goes
+        self._ahead: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
+        self._ahead_lock = threading.Lock()
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any] | None] | None] = (
             queue.SimpleQueue()
         )
@@ -83,6 +97,27 @@ class BatchBuilder:
         if self._stop.is_set():  # closed meanwhile: do not leave it pending
             self._drain()
         return future
+
+    def submit_ahead(self, fn: Callable[[], T]) -> Future[T] | None:
+        """:meth:`submit` a build ahead of ``next()``, or None when ``max_ahead`` builds exist.
+
+        A build counts until its future is dropped by whoever holds it (taken by
+        ``next()``, cancelled, or its iterator gone).
+        """
+        with self._ahead_lock:
+            if self.max_ahead is not None and self.ahead >= self.max_ahead:
+                return None
+            future = self.submit(fn)
+            self._ahead.add(future)
+        return future
+
+    @property
+    def ahead(self) -> int:
+        """Builds from :meth:`submit_ahead` that exist now (queued, running, or built and not taken).
+
+        A cancelled build does not count, though the queue holds it until the thread skips it.
+        """
+        return sum(1 for future in list(self._ahead) if not future.cancelled())
 
     def after(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` once every job submitted before it has ended (no result).

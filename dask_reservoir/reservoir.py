@@ -149,7 +149,22 @@ class AsyncReservoir(Uncopyable):
     prefetch_batches : int
         Batches of the current epoch built ahead, in a thread of the reservoir, so that
         ``next()`` hands over a batch already built (while the training step runs).
-        0 builds each batch inside ``next()``.
+        0 builds each batch inside ``next()``.  It is one budget for all the iterators
+        alive: at most ``prefetch_batches`` batches are built ahead however many there
+        are, and when a newer epoch starts, the batches built ahead for the older ones
+        are dropped (built again by their next ``next()``).
+    max_stale_epochs : int
+        An epoch's iterator reads the entries it started with, which keeps them in memory
+        (and, once the spare slots are used, pauses the refresh).  An iterator not advanced
+        while more than ``max_stale_epochs`` newer epochs start (``iter()`` calls) is
+        expired: its entries are released, and its next ``next()`` raises
+        :class:`~dask_reservoir.errors.IteratorExpiredError` saying how far behind it is.
+        With the default 2, a reference kept by a validation loop and read after one or
+        two training epochs still serves its whole epoch, and threads each advancing
+        their own epochs are unaffected; an abandoned iterator never stops the refresh
+        for more than two epochs.  With ``deterministic=True``, ``iter()`` also expires
+        iterators of earlier epochs, oldest first, whose entries leave no room for the
+        epoch's exact entries, rather than wait for them forever.
     progress : bool
         Show a tqdm bar (``pip install dask_reservoir[progress]``; plain lines on stderr
         without tqdm) while ``iter()`` waits for the minimum.
@@ -257,6 +272,7 @@ class AsyncReservoir(Uncopyable):
         job_timeout: float | str | None = None,
         progress: bool = False,
         prefetch_batches: int = 2,
+        max_stale_epochs: int = 2,
         loader: str | None = None,
         rank: int = 0,
         world_size: int = 1,
@@ -283,6 +299,15 @@ class AsyncReservoir(Uncopyable):
                 f"prefetch_batches must be >= 0 (0: build each batch in next()), got {prefetch_batches}"
             )
         self._prefetch = prefetch_batches
+        if isinstance(max_stale_epochs, bool) or not isinstance(max_stale_epochs, int):
+            raise TypeError(
+                f"max_stale_epochs must be an int, got {type(max_stale_epochs).__name__}: {max_stale_epochs!r}"
+            )
+        if max_stale_epochs < 0:
+            raise ValueError(
+                f"max_stale_epochs must be >= 0 (newer epochs an iterator may fall behind), got {max_stale_epochs}"
+            )
+        self._max_stale = max_stale_epochs
         samplers = (
             check_sampler(reservoir_sampler, "reservoir_sampler"),
             check_sampler(source_sampler, "source_sampler"),
@@ -353,7 +378,9 @@ class AsyncReservoir(Uncopyable):
         self._wait_seconds = 0.0  # in iter() and next()
         self._minimum_wait_seconds = 0.0  # in iter(), waiting for the minimum
         self._stalls: deque[float] = deque(maxlen=RECENT_STALLS)
-        self._builder = BatchBuilder(name=f"dask_reservoir-batches-{id(self):x}")
+        self._builder = BatchBuilder(name=f"dask_reservoir-batches-{id(self):x}", max_ahead=self._prefetch)
+        self._iterators: list[weakref.ref[BatchIterator]] = []  # epochs not known to be over, oldest first
+        self._iterators_lock = threading.Lock()
         self._next_order: tuple[int, int, Future[np.ndarray]] | None = None
         self._warned_lost = False
         self._address = handle.address
@@ -552,7 +579,8 @@ class AsyncReservoir(Uncopyable):
         if throttled and not self._throttled:
             logger.warning(
                 "dask_reservoir: %d evicted entries are still read by %d live iterators (epochs not "
-                "finished or not dropped): new results wait until they end, so memory stays bounded",
+                "finished or not dropped): new results wait until they end or expire (max_stale_epochs), "
+                "so memory stays bounded",
                 self._store.pinned_retired,
                 self._store.live_snapshots,
             )
@@ -581,6 +609,8 @@ class AsyncReservoir(Uncopyable):
                 if items:
                     got += self._put(items)  # entries stored: empty results and rejections do not count
                     continue
+                if room <= 0 and self._runner.ledger.has_waiting() and self._expire_for_room():
+                    continue  # never wait for an iterator that the consumer may never advance
                 self._note_throttle(room)
                 if len(self._store) < self._required():
                     error = self._minimum_error(self._required())
@@ -717,6 +747,7 @@ class AsyncReservoir(Uncopyable):
     def _start_epoch(self) -> BatchIterator:
         self._check_usable()
         with self._lock:
+            self._age_iterators()  # before ingesting: a stale epoch's entries are released first
             if self._options.deterministic:
                 self._ingest_exact()
             else:
@@ -726,37 +757,90 @@ class AsyncReservoir(Uncopyable):
             epoch = self._epoch_number
             self._epoch_number += 1
             self._epochs += 1
+        # whatever raises from here on (a sampler, a warning turned into an error, a
+        # KeyboardInterrupt) releases the snapshot: it never outlives a failed iter()
+        handed = False  # the iterator owns the snapshot from its construction on
         try:
             order = self._epoch_order(len(snapshot), epoch, snapshot.positions)
-        except BaseException:
-            snapshot.release()
-            raise
-        max_samples = self._options.maximum_number_of_samples_per_epoch
-        if self._options.world_size > 1 and len(order):  # the same number of entries on every rank
-            order, max_samples = np.resize(order, self._rank_epoch_rows()), None
-        if self._options.drop_last and len(order) < self._options.batch_size:
-            warnings.warn(
-                f"batch_size={self._options.batch_size} is larger than the {len(order)} entries this "
-                "epoch serves and drop_last=True: the epoch yields no batch",
-                UserWarning,
-                stacklevel=3,
+            max_samples = self._options.maximum_number_of_samples_per_epoch
+            if self._options.world_size > 1 and len(order):  # the same number of entries on every rank
+                order, max_samples = np.resize(order, self._rank_epoch_rows()), None
+            if self._options.drop_last and len(order) < self._options.batch_size:
+                warnings.warn(
+                    f"batch_size={self._options.batch_size} is larger than the {len(order)} entries this "
+                    "epoch serves and drop_last=True: the epoch yields no batch",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            handed = True
+            it = BatchIterator(
+                snapshot,
+                order,
+                batch_size=self._options.batch_size,
+                drop_last=self._options.drop_last,
+                collate_fn=self._options.collate_fn,
+                uid_column=self._options.uid_column,
+                max_samples=max_samples,
+                check=self._check_usable,
+                on_batch=self._count_batch,
+                builder=self._builder,
+                prefetch=self._prefetch,
+                convert=converter(self._options.batch_format, self._dtypes),
+                epoch=epoch,
             )
-        it = BatchIterator(
-            snapshot,
-            order,
-            batch_size=self._options.batch_size,
-            drop_last=self._options.drop_last,
-            collate_fn=self._options.collate_fn,
-            uid_column=self._options.uid_column,
-            max_samples=max_samples,
-            check=self._check_usable,
-            on_batch=self._count_batch,
-            builder=self._builder,
-            prefetch=self._prefetch,
-            convert=converter(self._options.batch_format, self._dtypes),
-        )
-        self._prepare_order(len(snapshot), epoch + 1)
+        except BaseException:
+            if not handed:  # BatchIterator releases it when its construction fails
+                snapshot.release()
+            raise
+        try:
+            with self._iterators_lock:
+                self._iterators.append(weakref.ref(it))
+            self._prepare_order(len(snapshot), epoch + 1)
+        except BaseException:
+            it.close()
+            raise
         return it
+
+    def _live_iterators(self) -> list[BatchIterator]:
+        """The iterators whose epoch may not be over, oldest first (forgets the others)."""
+        with self._iterators_lock:
+            alive = [(ref, it) for ref in self._iterators if (it := ref()) is not None and not it.ended]
+            self._iterators = [ref for ref, _ in alive]
+        return [it for _, it in alive]
+
+    def _age_iterators(self) -> None:
+        """A newer epoch starts: expire the iterators left behind by more than ``max_stale_epochs``.
+
+        The others drop their batches built ahead (the budget goes to the newest epoch).
+        """
+        expired = [it for it in self._live_iterators() if it.note_newer_epoch(self._max_stale)]
+        if expired:
+            logger.info(
+                "dask_reservoir: expired %d iterators not advanced while more than %d newer epochs started "
+                "(max_stale_epochs); their entries are released, their next() raises IteratorExpiredError",
+                len(expired),
+                self._max_stale,
+            )
+
+    def _expire_for_room(self) -> bool:
+        """``deterministic=True``: expire the oldest iterator whose pins may block the exact entries.
+
+        Returns whether one was expired (none when each is inside ``next()`` right now).
+        """
+        for it in self._live_iterators():
+            behind = it.behind
+            if it.expire(
+                f"{behind} newer epochs started since it was last advanced, and iter() with "
+                "deterministic=True needed the room its entries pinned for the epoch's exact entries "
+                "(it expires the iterators of earlier epochs, oldest first, rather than wait for them)"
+            ):
+                logger.info(
+                    "dask_reservoir: expired the iterator of an earlier epoch (%d behind): deterministic=True "
+                    "needs the room its entries pinned",
+                    behind,
+                )
+                return True
+        return False
 
     def _epoch_order(self, n: int, epoch: int, positions: np.ndarray) -> np.ndarray:
         """The sampler's order for ``epoch``: prepared by the builder when it guessed ``n`` right."""
@@ -1116,6 +1200,7 @@ class AsyncReservoir(Uncopyable):
         child._closed = True
         child._progress = self._progress
         child._prefetch = self._prefetch
+        child._max_stale = self._max_stale
         try:
             child._start(
                 source=source,

@@ -38,6 +38,7 @@ import math
 import sys
 import threading
 import warnings
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -197,13 +198,20 @@ class Snapshot:
     def release(self) -> None:
         """Stop reading: the slots only this snapshot pins may be reused.
 
-        Idempotent, and safe from any thread (an iterator's finalizer calls it).
+        Idempotent, and safe from any thread (an iterator's finalizer calls it).  A
+        snapshot nobody references any more is released too (whatever interrupted its
+        owner: an exception, a ``KeyboardInterrupt``), so none is pinned forever.
         """
-        try:
-            number = self._number.pop()  # atomic: a second release finds the list empty
-        except IndexError:
-            return
-        self._store._released.append(number)  # applied by the store's next call
+        _release_number(self._number, self._store._released)
+
+
+def _release_number(number: list[int], released: deque[int]) -> None:
+    """Queue snapshot ``number[0]`` for release, once (the store applies it at its next call)."""
+    try:
+        value = number.pop()  # atomic: a second release finds the list empty
+    except IndexError:
+        return
+    released.append(value)
 
 
 def _check_servable(uid: Hashable, column: str, value: object) -> None:
@@ -744,16 +752,20 @@ class ReservoirStore:
             self._apply_releases()
             self._refresh_order()
             handles = self._sorted_handles
-            number = self._pool.open()
+            number = [self._pool.open()]
             self._live += 1
-            return Snapshot(
+            snapshot = Snapshot(
                 handles=handles,
                 table=self.table,
                 all_slotted=len(handles) > 0 and self._kept_as_rows == 0 and self.table is not None,
                 positions=self._sorted,
-                _number=[number],
+                _number=number,
                 _store=self,
             )
+            # released when collected, if nothing released it before (an owner interrupted
+            # between taking it and handing it over, or while releasing it)
+            weakref.finalize(snapshot, _release_number, number, self._released).atexit = False
+            return snapshot
 
     def _refresh_order(self) -> None:
         """Bring the source-ordered positions and their slots up to date with the changes.

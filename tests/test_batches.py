@@ -297,3 +297,45 @@ def test_epoch_order_messages() -> None:
         match=r"must yield indices in range\(2\) \(2 entries in the reservoir\), got \[10, 11, 12, 13, 14\]$",
     ):
         epoch_order(ManyBad(), 2, 0)
+
+
+def test_an_iterator_left_behind_by_more_than_max_stale_epochs_is_expired() -> None:
+    from dask_reservoir.errors import IteratorExpiredError
+
+    store = ReservoirStore(4, columnar=False)
+    for e in entries(4):
+        store.put(e)
+    it = BatchIterator(store.snapshot(), range(4), batch_size=1, drop_last=False, epoch=5)
+    assert next(it)["sample_uid"].tolist() == [0]
+    assert [it.note_newer_epoch(max_stale=1) for _ in range(2)] == [False, True]
+    assert store.live_snapshots == 0  # released at once: the store may reuse its slots
+    for _ in range(2):  # every later next() says so
+        with pytest.raises(
+            IteratorExpiredError, match=r"iterator of epoch 5 was expired: not advanced while 2"
+        ) as e:
+            next(it)
+        assert (e.value.epoch, e.value.behind) == (5, 2)
+    assert it.ended and it.expired and it.note_newer_epoch(max_stale=1) is None
+    assert [e.times_served for e in store] == [1, 0, 0, 0]
+
+
+def test_an_iterator_advanced_between_newer_epochs_is_never_expired() -> None:
+    it = BatchIterator(snapshot_of(entries(6)), range(6), batch_size=1, drop_last=False)
+    served: list[int] = []
+    for _ in range(6):  # max_stale=1: one newer epoch between two next() calls, again and again
+        assert it.note_newer_epoch(max_stale=1) is False
+        served.extend(next(it)["sample_uid"].tolist())
+    assert served == list(range(6)) and not it.expired
+
+
+def test_close_releases_the_snapshot_and_ends_the_epoch() -> None:
+    store = ReservoirStore(3, columnar=False)
+    for e in entries(3):
+        store.put(e)
+    it = BatchIterator(store.snapshot(), range(3), batch_size=1, drop_last=False)
+    next(it)
+    it.close()
+    it.close()  # idempotent
+    assert store.live_snapshots == 0 and it.ended and not it.expired
+    with pytest.raises(StopIteration):
+        next(it)

@@ -194,3 +194,41 @@ def test_a_dropped_epoch_is_released_only_after_its_build_in_progress(builder: B
     gate.set()
     poll_for(lambda: store.live_snapshots == 0, what="the release after the build")
     assert done == [True]
+
+
+def test_batches_built_ahead_are_one_budget_for_all_iterators() -> None:
+    """Each live iterator kept ``prefetch`` built batches: memory grew with the iterators held."""
+    builder = BatchBuilder(name="dask_reservoir-batches-budget", max_ahead=2)
+    try:
+        store = image_store(8)
+        held = []
+        for _ in range(10):
+            it = BatchIterator(
+                store.snapshot(), np.arange(8), batch_size=2, drop_last=False, builder=builder, prefetch=2
+            )
+            next(it)
+            held.append(it)
+            builder.submit(lambda: None).result(timeout=10)  # every build submitted before has run
+            assert builder.ahead <= 2
+        # an iterator beyond the budget builds in next(): every epoch still serves every entry once
+        for it in held:
+            assert sorted(u for b in it for u in b["sample_uid"].tolist()) == list(range(2, 8))
+        assert builder.ahead == 0
+    finally:
+        builder.close()
+
+
+def test_a_newer_epoch_takes_the_budget_and_the_older_one_builds_its_dropped_batches_again(
+    builder: BatchBuilder,
+) -> None:
+    store = image_store(8)
+    old = BatchIterator(
+        store.snapshot(), np.arange(8), batch_size=2, drop_last=False, builder=builder, prefetch=2, epoch=0
+    )
+    assert next(old)["sample_uid"].tolist() == [0, 1]
+    builder.submit(lambda: None).result(timeout=10)
+    assert old.note_newer_epoch(max_stale=2) is False  # behind by one: its built batches are dropped
+    assert builder.ahead == 0 and old.behind == 1
+    assert [b["sample_uid"].tolist() for b in old] == [[2, 3], [4, 5], [6, 7]]  # none skipped
+    assert old.note_newer_epoch(max_stale=2) is None  # exhausted: nothing to track
+    poll_for(lambda: store.live_snapshots == 0, what="the epoch's release")

@@ -86,3 +86,138 @@ def test_every_uid_served_is_counted_once_over_many_epochs(client: Client) -> No
         s = r.stats()
         assert s.uids_served == 8 and s.oldest_unserved_uid is None
         assert np.isfinite(s.times_served_mean) and s.times_served_mean >= 1
+
+
+# --------------------------------------------------------------------------- held and stale iterators
+# issue 16, points 5b and 7: nothing a consumer holds, drops or abandons stops the refresh
+
+
+def test_a_held_iterator_is_expired_and_the_refresh_goes_on(client: Client) -> None:
+    """``it = iter(r); next(it)`` kept forever paused ingestion for as long as it lived."""
+    from dask_reservoir.errors import IteratorExpiredError
+
+    capacity = 6
+    with AsyncReservoir(
+        frame(400), load_value, capacity, min_reservoir_samples=capacity, client=client, batch_size=2
+    ) as r:
+        held = iter(r)
+        first = next(held)
+        # the held epoch's entries are pinned until max_stale_epochs (2) newer epochs started;
+        # the third one expires it, and ingestion goes on however long it is kept
+        ingested = r.stats().entries_ingested
+        iterate_until(r, lambda: r.stats().entries_ingested >= ingested + 10 * capacity, timeout=60)
+        assert r.stats().entries_pinned == 0 and r.stats().live_iterators == 0
+        with pytest.raises(IteratorExpiredError, match=r"not advanced while \d+ newer epochs started") as err:
+            next(held)
+        assert err.value.behind > 2 and "max_stale_epochs=2" in str(err.value)
+        assert first["label"].tolist() == first["sample_uid"].tolist()
+
+
+def test_an_iterator_read_within_max_stale_epochs_serves_its_whole_epoch(client: Client) -> None:
+    """A validation loop's reference read after two newer epochs still gets the entries it started with."""
+    with AsyncReservoir(frame(60), load_value, 6, min_reservoir_samples=6, client=client, batch_size=2) as r:
+        held = iter(r)
+        started = [int(u) for u in next(held)["sample_uid"]]
+        for _ in range(2):
+            for _batch in r:
+                pass
+        rest = [int(u) for b in held for u in b["sample_uid"]]
+        assert len(started + rest) == 6 and len(set(started + rest)) == 6
+        assert r.stats().live_iterators == 0
+
+
+def test_two_threads_advancing_their_own_epochs_are_not_expired(client: Client) -> None:
+    """Between two ``next()`` of one thread's epoch, the other thread runs a whole epoch."""
+    import threading
+
+    turn = [threading.Event(), threading.Event()]
+    errors: list[BaseException] = []
+    served = [0, 0]
+
+    def consumer(me: int, r: AsyncReservoir) -> None:
+        try:
+            for _ in range(4):
+                for batch in r:
+                    assert (batch["label"] == batch["sample_uid"]).all()
+                    served[me] += 1
+                    turn[me].clear()
+                    turn[1 - me].set()  # the other thread goes on: starts epochs, advances its own
+                    if not turn[me].wait(30):
+                        raise AssertionError("the other thread never handed back")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            turn[1 - me].set()  # never leave the other thread waiting
+            done[me] = True
+
+    done = [False, False]
+    with AsyncReservoir(frame(40), load_value, 6, min_reservoir_samples=6, client=client, batch_size=2) as r:
+        threads = [threading.Thread(target=consumer, args=(k, r)) for k in (0, 1)]
+        turn[0].set()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert all(done) and served == [12, 12]
+
+
+def test_an_error_raised_inside_iter_leaks_no_snapshot(client: Client) -> None:
+    """A warning turned into an error between the snapshot and the iterator leaked the snapshot."""
+    import gc
+    import warnings
+
+    capacity = 4
+    with AsyncReservoir(
+        frame(200),
+        load_value,
+        capacity,
+        min_reservoir_samples=capacity,
+        client=client,
+        batch_size=capacity + 1,  # larger than the epoch: iter() warns that it yields no batch
+        drop_last=True,
+    ) as r:
+        for _ in range(5):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                with pytest.raises(UserWarning, match="the epoch yields no batch"):
+                    iter(r)
+        gc.collect()
+        assert r.stats().live_iterators == 0 and r.stats().entries_pinned == 0
+        ingested = r.stats().entries_ingested
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            iterate_until(r, lambda: r.stats().entries_ingested >= ingested + 10 * capacity, timeout=60)
+
+
+def test_deterministic_iter_never_waits_on_the_iterators_of_earlier_epochs(client: Client) -> None:
+    """deterministic=True: with earlier epochs' iterators alive, iter() blocked after one throttle warning."""
+    from dask_reservoir.errors import IteratorExpiredError
+
+    capacity = 8
+    with AsyncReservoir(
+        frame(200),
+        load_value,
+        capacity,
+        min_reservoir_samples=capacity,
+        client=client,
+        batch_size=2,
+        deterministic=True,
+        max_reservoir_replacement_size=4,
+        timeout=60,  # a guard: the stall raised TimeoutError here instead of hanging the test
+    ) as r:
+        held = []
+        for _ in range(8):
+            it = iter(r)  # each epoch ingests 4 new entries, while all the earlier iterators live
+            batch = next(it)
+            assert (batch["label"] == batch["sample_uid"]).all()
+            held.append(it)
+        assert r.stats().entries_ingested == capacity + 7 * 4
+        expired = 0
+        for it in held:
+            try:
+                for batch in it:
+                    assert (batch["label"] == batch["sample_uid"]).all()
+            except IteratorExpiredError:
+                expired += 1
+        assert 0 < expired < len(held)  # the newest epochs read on; older ones were expired

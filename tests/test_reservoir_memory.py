@@ -32,10 +32,20 @@ def pool_bytes(capacity: int) -> int:
 
 
 def test_a_held_iterator_cannot_grow_the_store(client: Client, caplog: pytest.LogCaptureFixture) -> None:
-    """The review's case: one kept ``it = iter(r); next(it)`` over 50 epochs took 7.6x the slots."""
+    """The review's case: one kept ``it = iter(r); next(it)`` over 50 epochs took 7.6x the slots.
+
+    With expiry turned off (a huge ``max_stale_epochs``), the held epoch throttles the refresh
+    instead of growing memory; by default it is expired (``test_reservoir_epochs.py``).
+    """
     capacity = 10
     with AsyncReservoir(
-        frame(200), image, capacity, min_reservoir_samples=capacity, client=client, batch_size=4
+        frame(200),
+        image,
+        capacity,
+        min_reservoir_samples=capacity,
+        client=client,
+        batch_size=4,
+        max_stale_epochs=1000,
     ) as r:
         held = iter(r)
         check(next(held))
@@ -160,3 +170,60 @@ def test_a_large_source_costs_the_client_bytes_per_row_not_python_objects(
     # a pass order of Python ints alone adds 32-38
     limit = 24 if uid_kind == "int" else 130
     assert peak < limit * n, f"{peak / n:.0f} B per source row"
+
+
+def built_batches_held() -> int:
+    """Batches built ahead and not handed out: done build futures holding a built batch."""
+    from concurrent.futures import Future
+
+    gc.collect()
+    return sum(
+        1
+        for o in gc.get_objects()
+        if type(o) is Future  # exactly: isinstance() on every object wakes lazy modules (torch warns)
+        and o.done()
+        and not o.cancelled()
+        and o.exception() is None
+        and isinstance(built := o.result(), tuple)
+        and isinstance(built[0], dict)
+        and "image" in built[0]  # not a future of dask's own
+    )
+
+
+@pytest.mark.parametrize("max_stale_epochs", [2, 1000])
+def test_held_iterators_hold_no_more_built_batches_than_prefetch_batches(
+    client: Client, max_stale_epochs: int
+) -> None:
+    """Each live iterator kept ``prefetch_batches`` built batches: 150 held ones grew RSS by 248 MB.
+
+    Counted, not measured: the batches built ahead are one budget for all iterators, and
+    a newer epoch takes it from the older ones (expired or not).
+    """
+    prefetch = 3
+    with AsyncReservoir(
+        frame(40),
+        image,
+        8,
+        min_reservoir_samples=8,
+        client=client,
+        batch_size=1,
+        prefetch_batches=prefetch,
+        max_stale_epochs=max_stale_epochs,
+    ) as r:
+        held = []
+        for _ in range(30):
+            it = iter(r)
+            check(next(it))
+            held.append(it)
+            r._builder.submit(lambda: None).result(timeout=30)  # every build submitted before has run
+            assert built_batches_held() <= prefetch
+        assert r._builder.ahead <= prefetch
+        assert r.stats().live_iterators == (3 if max_stale_epochs == 2 else 30)
+        # the newest epoch still gets its batches built ahead, and every iterator alive serves its epoch
+        r._builder.submit(lambda: None).result(timeout=30)
+        assert built_batches_held() == prefetch
+        if max_stale_epochs == 1000:
+            for it in held:
+                assert len([check(b) for b in it]) == 7  # no entry skipped by the dropped builds
+        del held, it
+        poll_for(lambda: r.stats().live_iterators == 0, what="the held epochs to be released")
