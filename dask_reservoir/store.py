@@ -463,7 +463,11 @@ class ReservoirStore:
         rows = np.fromiter((cast(BlockRow, e.rows[0]).at for e in entries), np.intp, count=len(entries))
         layout: Layout = {}
         for name, values in block.columns.items():
-            layout[name] = values.shape[1:] if values.ndim > 1 and values.dtype != object else None
+            layout[name] = (
+                (values.shape[1:], dtype_family(values.dtype))
+                if values.ndim > 1 and values.dtype != object
+                else None
+            )
             if values.dtype == object:
                 try:
                     for entry, value in zip(entries, values[rows].tolist(), strict=True):
@@ -855,19 +859,40 @@ def _read_only_view(array: np.ndarray) -> np.ndarray:
     return view
 
 
-Layout = dict[str, tuple[int, ...] | None]
-"""Per column: the shape of its arrays, or None for values that are not arrays."""
+Layout = dict[str, tuple[tuple[int, ...], str] | None]
+"""Per column: the shape and dtype family of its arrays, or None for values that are not arrays."""
+
+
+def dtype_family(dtype: np.dtype[Any]) -> str:
+    """The kind of values a dtype holds, as far as stacking them with others goes.
+
+    numpy stacks numbers (bool, int, float, complex) together without changing them, not
+    text, bytes, datetimes, timedeltas or other objects with numbers.  Stacking a text array with a number array makes every number text (``"1.0"``), so the
+    store refuses such a row rather than serve changed values.
+
+    Examples
+    --------
+    >>> [dtype_family(np.dtype(t)) for t in ("int8", "float32", "<U3", "datetime64[s]")]
+    ['number', 'number', 'str', 'datetime']
+    """
+    return _FAMILIES.get(dtype.kind, "object")
+
+
+_FAMILIES = {"b": "number", "i": "number", "u": "number", "f": "number", "c": "number"}
+_FAMILIES.update({"U": "str", "S": "bytes", "M": "datetime", "m": "timedelta"})
 
 
 def layout_of(row: Row) -> Layout:
-    """What the default collate needs alike in every row of a batch: columns, and array shapes.
+    """What the default collate needs alike in every row of a batch: columns, array shapes and kinds.
 
     Examples
     --------
     >>> layout_of({"x": np.zeros((2, 3)), "label": 1, "name": "a"})
-    {'x': (2, 3), 'label': None, 'name': None}
+    {'x': ((2, 3), 'number'), 'label': None, 'name': None}
     """
-    return {k: v.shape if isinstance(v, np.ndarray) else None for k, v in row.items()}
+    return {
+        k: (v.shape, dtype_family(v.dtype)) if isinstance(v, np.ndarray) else None for k, v in row.items()
+    }
 
 
 def _unstackable(
@@ -888,13 +913,17 @@ def _unstackable(
         )
     column = next(c for c in found if found[c] != expected[c])
 
-    def what(shape: tuple[int, ...] | None) -> str:
-        return "a value that is not an array" if shape is None else f"an array of shape {shape}"
+    def what(array: tuple[tuple[int, ...], str] | None) -> str:
+        if array is None:
+            return "a value that is not an array"
+        shape, family = array
+        kinds = {a[1] for a in (found[column], expected[column]) if a is not None}
+        return f"an array of shape {shape}" + (f" and {family} values" if len(kinds) > 1 else "")
 
     return StoreError(
         f"column {column!r} holds {what(found[column])} for UID {entry.uid!r} but the stored rows"
         f"{kept} hold {what(expected[column])}: rows must be alike to be stacked into a batch "
-        "(return one shape per column, or pad in a collate_fn)",
+        "(return one shape and kind of values per column, or pad in a collate_fn)",
         uid=entry.uid,
         column=column,
         dtype=what(found[column]),

@@ -579,6 +579,11 @@ def test_rows_the_default_collate_cannot_stack_are_refused_at_put() -> None:
     cases = [
         ({"uid": 1, "x": np.zeros(3), "y": 1}, "column 'x' holds an array of shape (3,) for UID 1"),
         ({"uid": 1, "x": 5.0, "y": 1}, "column 'x' holds a value that is not an array for UID 1"),
+        # stacked with number arrays, a text array turns every number into text ("1.0")
+        (
+            {"uid": 1, "x": np.array(["a", "b"]), "y": 1},
+            "column 'x' holds an array of shape (2,) and str values",
+        ),
         ({"uid": 1, "x": np.zeros(2), "y": np.zeros(1)}, "column 'y' holds an array of shape (1,) for UID 1"),
         ({"uid": 1, "x": np.zeros(2)}, "UID 1 has columns ['uid', 'x'] but the stored rows"),
         ({"uid": 1, "x": np.zeros(2), "y": 1, "z": 2}, "UID 1 has columns ['uid', 'x', 'y', 'z'] but"),
