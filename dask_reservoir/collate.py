@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["collate_rows", "is_immutable", "private_rows", "str_array"]
+__all__ = ["collate_rows", "dtype_family", "is_immutable", "private_rows", "str_array"]
 
 _ATOMS = frozenset(
     {
@@ -73,7 +73,8 @@ def collate_rows(rows: Sequence[dict[str, Any]], *, uid_column: str = "sample_ui
     ------
     ValueError
         When ``rows`` is empty, rows have different columns, or the arrays of a
-        column differ in shape, or a column mixes arrays and scalars.  The
+        column differ in shape or kind of values (text and numbers, see
+        :func:`dtype_family`), or a column mixes arrays and scalars.  The
         message names the column and the UIDs.
     TypeError
         When a row is not a dict or a column name is not a ``str``.
@@ -109,6 +110,25 @@ def collate_rows(rows: Sequence[dict[str, Any]], *, uid_column: str = "sample_ui
             raise TypeError(f"column names must be str, got {type(column).__name__}: {column!r}")
         batch[column] = _stack_column(column, [row[column] for row in rows], rows, uid_column)
     return batch
+
+
+def dtype_family(dtype: np.dtype[Any]) -> str:
+    """The kind of values a dtype holds, as far as stacking them with others goes.
+
+    numpy stacks numbers (bool, int, float, complex) together without changing them, not
+    text, bytes, datetimes, timedeltas or other objects with numbers.  Stacking a text array with a number array makes every number text (``"1.0"``), so the
+    collate refuses such a column and the store such a row, rather than serve changed values.
+
+    Examples
+    --------
+    >>> [dtype_family(np.dtype(t)) for t in ("int8", "float32", "<U3", "datetime64[s]")]
+    ['number', 'number', 'str', 'datetime']
+    """
+    return _FAMILIES.get(dtype.kind, "object")
+
+
+_FAMILIES = {"b": "number", "i": "number", "u": "number", "f": "number", "c": "number"}
+_FAMILIES.update({"U": "str", "S": "bytes", "M": "datetime", "m": "timedelta"})
 
 
 def is_immutable(value: object) -> bool:
@@ -207,6 +227,8 @@ def _stack_column(
     first = values[0]
     if isinstance(first, np.ndarray):
         if all(isinstance(v, np.ndarray) and v.shape == first.shape for v in values):
+            if len({dtype_family(v.dtype) for v in values}) > 1:
+                _raise_kind_mismatch(column, values, rows, uid_column)
             stacked = np.stack(values)
             return copy.deepcopy(stacked) if stacked.dtype == object else stacked
         _raise_shape_mismatch(column, values, rows, uid_column)
@@ -221,6 +243,21 @@ def _stack_column(
     for i, v in enumerate(values):
         out[i] = v if is_immutable(v) else copy.deepcopy(v)
     return out
+
+
+def _raise_kind_mismatch(
+    column: str, values: list[np.ndarray], rows: Sequence[dict[str, Any]], uid_column: str
+) -> None:
+    groups: dict[str, list[int]] = {}
+    for i, v in enumerate(values):
+        groups.setdefault(dtype_family(v.dtype), []).append(i)
+    described = " and ".join(
+        f"{k} values for UIDs {_uids(rows, pos, uid_column)}" for k, pos in groups.items()
+    )
+    raise ValueError(
+        f"column {column!r}: arrays must hold one kind of values to be stacked (numpy would turn "
+        f"them all into one, e.g. numbers into text), got {described}"
+    )
 
 
 def _raise_shape_mismatch(

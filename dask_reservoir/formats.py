@@ -10,7 +10,7 @@ batches are built ahead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ import pandas as pd
 
 from .blocks import ColumnBlock
 
-__all__ = ["BATCH_FORMATS", "check_batch_format", "converter", "to_frame"]
+__all__ = ["BATCH_FORMATS", "check_batch_format", "converter", "rows_frame", "to_frame"]
 
 BATCH_FORMATS = ("numpy", "pandas", "torch")
 
@@ -46,6 +46,33 @@ def to_frame(batch: dict[str, np.ndarray], dtypes: dict[str, Any] | None = None)
     frame = pd.DataFrame(columns, copy=False)
     if dtypes:
         ColumnBlock.restore(frame, dtypes)
+    return frame
+
+
+def rows_frame(rows: Sequence[dict[str, Any]], uid_column: str, uid_dtype: np.dtype[Any]) -> pd.DataFrame:
+    """One row per dict and one value per cell, for rows that do not stack into one batch.
+
+    Arrays of other shapes or kinds of values (only stored with ``batch_size=1`` or a
+    ``collate_fn``) stay one array per cell, as they were produced; a column some rows lack
+    holds None there.  Columns of scalars get their inferred dtype, the UID column the
+    source's (``uid_dtype``).
+
+    Examples
+    --------
+    >>> rows = [{"uid": 1, "x": np.zeros(2)}, {"uid": 2, "x": np.array(["a", "b", "c"])}]
+    >>> frame = rows_frame(rows, "uid", np.dtype("uint64"))
+    >>> frame["uid"].dtype, [x.tolist() for x in frame["x"]]
+    (dtype('uint64'), [[0.0, 0.0], ['a', 'b', 'c']])
+    """
+    names = dict.fromkeys(name for row in rows for name in row)
+    columns: dict[str, Any] = {}
+    for name in names:
+        column = np.empty(len(rows), dtype=object)
+        column[:] = [row.get(name) for row in rows]
+        columns[name] = column
+    frame = pd.DataFrame(columns, copy=False).infer_objects()
+    if uid_column in frame.columns and uid_dtype.kind in "iu":
+        frame[uid_column] = frame[uid_column].astype(uid_dtype)
     return frame
 
 

@@ -41,7 +41,7 @@ from .cluster import ClientHandle, resolve_client
 from .collate import collate_rows
 from .dask_source import DaskSource
 from .errors import ClusterLostError, ReservoirClosedError
-from .formats import converter, to_frame
+from .formats import converter, rows_frame, to_frame
 from .ingest import minimum_error, single_take, supply_error, take_limit
 from .ledger import pass_order
 from .lifecycle import Uncopyable, close_in_background, track, untrack
@@ -343,6 +343,7 @@ class AsyncReservoir(Uncopyable):
         handle: ClientHandle,
         preload: Iterable[Entry],
         dtypes: dict[str, Any] | None = None,
+        child: bool = False,
     ) -> None:
         if options.world_size > len(source):
             raise ValueError(
@@ -354,7 +355,7 @@ class AsyncReservoir(Uncopyable):
         self._options = options
         self._given_samplers = samplers  # as given: children bind them to their own source
         self._reservoir_sampler, self._source_sampler = (s.bind(source) for s in samplers)
-        self._drawable, self._undrawable = self._drawable_rows()
+        self._drawable, self._undrawable = self._drawable_rows(refuse=not child)
         self._handle = handle
         self._store = ReservoirStore(
             options.max_reservoir_samples,
@@ -398,13 +399,15 @@ class AsyncReservoir(Uncopyable):
         track(self)
         self.initializer()
 
-    def _drawable_rows(self) -> tuple[np.ndarray | None, int]:
+    def _drawable_rows(self, *, refuse: bool) -> tuple[np.ndarray | None, int]:
         """Which source rows the source sampler can draw (None: all) and how many it never draws.
 
         Raises
         ------
         ValueError
-            When the rows it can draw are fewer than the minimum ``iter()`` waits for.
+            With ``refuse``, when the rows it can draw are fewer than the minimum ``iter()``
+            waits for.  A subset is not refused (its entries may be read with
+            :meth:`to_pandas` only); its ``iter()`` raises :class:`JobError` instead.
         """
         sampler, n = self._source_sampler, len(self._source)
         never_drawn = getattr(sampler, "never_drawn", None)
@@ -414,7 +417,7 @@ class AsyncReservoir(Uncopyable):
         drawable = np.ones(n, dtype=bool)
         drawable[never] = False
         count, required = int(drawable.sum()), self._required()
-        if count < required:
+        if refuse and count < required:
             column = getattr(sampler, "column", None)
             which = (
                 "the others it never draws"
@@ -1123,7 +1126,10 @@ class AsyncReservoir(Uncopyable):
         finally:
             snapshot.release()
         if rows:
-            frame = to_frame(collate_rows(rows, uid_column=uid_column), self._dtypes)
+            try:
+                frame = to_frame(collate_rows(rows, uid_column=uid_column), self._dtypes)
+            except ValueError:  # rows that do not stack: stored with batch_size=1 or a collate_fn
+                frame = rows_frame(rows, uid_column, self._source.uid_index.values.dtype)
         else:
             frame = pd.DataFrame({uid_column: self._source.uid_index.values[:0]})
         if stamp_column is not None:
@@ -1210,6 +1216,7 @@ class AsyncReservoir(Uncopyable):
                 handle=ClientHandle(self._handle.client, owned=False),
                 preload=sorted(preload, key=lambda e: e.loaded_at),
                 dtypes=self._dtypes,
+                child=True,
             )
         except BaseException:
             if isinstance(source, DaskSource):

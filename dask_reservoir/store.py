@@ -47,7 +47,7 @@ from typing import Any, cast
 import numpy as np
 
 from .blocks import BlockRow
-from .collate import is_immutable, private_rows
+from .collate import dtype_family, is_immutable, private_rows
 from .slots import SlotPool, SlotTable, StoreError
 
 __all__ = ["UNLIMITED_ROOM", "Entry", "NoRoomError", "ReservoirStore", "Snapshot", "StoreError"]
@@ -861,25 +861,6 @@ def _read_only_view(array: np.ndarray) -> np.ndarray:
 
 Layout = dict[str, tuple[tuple[int, ...], str] | None]
 """Per column: the shape and dtype family of its arrays, or None for values that are not arrays."""
-
-
-def dtype_family(dtype: np.dtype[Any]) -> str:
-    """The kind of values a dtype holds, as far as stacking them with others goes.
-
-    numpy stacks numbers (bool, int, float, complex) together without changing them, not
-    text, bytes, datetimes, timedeltas or other objects with numbers.  Stacking a text array with a number array makes every number text (``"1.0"``), so the
-    store refuses such a row rather than serve changed values.
-
-    Examples
-    --------
-    >>> [dtype_family(np.dtype(t)) for t in ("int8", "float32", "<U3", "datetime64[s]")]
-    ['number', 'number', 'str', 'datetime']
-    """
-    return _FAMILIES.get(dtype.kind, "object")
-
-
-_FAMILIES = {"b": "number", "i": "number", "u": "number", "f": "number", "c": "number"}
-_FAMILIES.update({"U": "str", "S": "bytes", "M": "datetime", "m": "timedelta"})
 
 
 def layout_of(row: Row) -> Layout:

@@ -56,6 +56,21 @@ def test_shape_mismatch_names_column_and_uids() -> None:
         collate_rows(rows)
 
 
+def test_text_and_number_arrays_are_not_stacked() -> None:
+    """numpy would stack them as text: every number of the batch served as a string ("1.0")."""
+    rows = [
+        {"sample_uid": 1, "x": np.ones(2)},
+        {"sample_uid": 2, "x": np.array(["a", "b"])},
+        {"sample_uid": 3, "x": np.arange(2)},  # ints and floats are numbers alike
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"column 'x': arrays must hold one kind.*number values for UIDs \[1, 3\] and str values for UIDs \[2\]",
+    ):
+        collate_rows(rows)
+    assert collate_rows([rows[0], rows[2]])["x"].tolist() == [[1.0, 1.0], [0.0, 1.0]]
+
+
 def test_array_and_scalar_mixed() -> None:
     with pytest.raises(ValueError, match="column 'x': values must be all arrays of one shape or all scalars"):
         collate_rows([{"sample_uid": 1, "x": np.zeros(2)}, {"sample_uid": 2, "x": 3}])

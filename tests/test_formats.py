@@ -114,6 +114,25 @@ def test_to_pandas_all_and_by_uid(client: Client) -> None:
         )
 
 
+def text_for_uid_2(row: dict[str, Any]) -> dict[str, Any]:
+    v = int(row["value"])
+    return {"x": np.array(["two", "two"]) if v == 2 else np.full(2, v, dtype=np.float64), "label": v}
+
+
+def test_to_pandas_of_rows_that_do_not_stack_keeps_each_value(client: Client) -> None:
+    """With batch_size=1 the store keeps rows of other kinds; to_pandas() made every number text."""
+    with AsyncReservoir(frame(5), text_for_uid_2, 5, min_reservoir_samples=5, client=client) as r:
+        with pytest.warns(UserWarning, match="column 'x' changed"):
+            batches = list(r)
+        assert sorted(int(b["sample_uid"][0]) for b in batches) == [0, 1, 2, 3, 4]
+        whole = r.to_pandas()
+    assert whole["sample_uid"].tolist() == [0, 1, 2, 3, 4] and whole["sample_uid"].dtype == np.int64
+    for uid, x in zip(whole["sample_uid"], whole["x"], strict=True):
+        expected = ["two", "two"] if uid == 2 else [float(uid)] * 2
+        assert x.tolist() == expected, (uid, x)
+    assert whole["label"].tolist() == [0, 1, 2, 3, 4] and whole["label"].dtype.kind == "i"
+
+
 def test_to_pandas_before_anything_loaded_is_empty(client: Client) -> None:
     GATE.clear()
     try:

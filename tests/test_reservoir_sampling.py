@@ -109,6 +109,23 @@ def test_a_minimum_the_weighted_source_sampler_cannot_reach_is_refused_at_constr
         assert len(next(iter(r))["label"]) == 1  # 5 rows are enough for a minimum of 5
 
 
+def test_a_subset_the_weighted_source_sampler_cannot_fill_is_made_and_its_iter_raises(client: Client) -> None:
+    """subsample_uids() of rows mostly of weight 0 was refused: an analyst may only read it."""
+    source = frame(12, w=[1.0] * 6 + [0.0] * 6)
+    with AsyncReservoir(
+        source, load_value, 12, min_reservoir_samples=4, client=client, source_sampler=WeightedSampler("w")
+    ) as r:
+        iterate_until(r, lambda: {0, 1} <= set(r.to_pandas()["sample_uid"].tolist()))
+        with r.subsample_uids(
+            [0, 1, 8, 9]
+        ) as child:  # 2 of its 4 rows weigh 0: the minimum 4 is out of reach
+            assert sorted(child.to_pandas()["sample_uid"].tolist()) == [0, 1]
+            with pytest.raises(
+                JobError, match=r"only 2 of the 4 source rows .* 2 that source_sampler=WeightedSampler"
+            ):
+                iter(child)
+
+
 def failing_for_three(row: dict[str, Any]) -> dict[str, Any]:
     if int(row["value"]) < 3:
         raise RuntimeError(f"row {int(row['value'])} cannot load")
