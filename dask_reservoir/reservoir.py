@@ -354,7 +354,10 @@ class AsyncReservoir(Uncopyable):
         self._function = function_to_run
         self._options = options
         self._given_samplers = samplers  # as given: children bind them to their own source
-        self._reservoir_sampler, self._source_sampler = (s.bind(source) for s in samplers)
+        self._reservoir_sampler, self._source_sampler = (
+            _bind(sampler, name, source, child=child)
+            for sampler, name in zip(samplers, ("reservoir_sampler", "source_sampler"), strict=True)
+        )
         self._drawable, self._undrawable = self._drawable_rows(refuse=not child)
         self._handle = handle
         self._store = ReservoirStore(
@@ -1363,6 +1366,15 @@ def _with_entropy(sampler: Sampler, entropy: int | None) -> Sampler:
     if entropy is None or getattr(sampler, "entropy", None) is None:
         return sampler
     return cast(Sampler, sampler.with_entropy(entropy))  # type: ignore[attr-defined]
+
+
+def _bind(sampler: Sampler, name: str, source: Source, *, child: bool) -> Sampler:
+    """``sampler.bind(source)``; its ``ValueError`` names the parameter (and the subset)."""
+    try:
+        return sampler.bind(source)
+    except ValueError as exc:
+        where = f" over the {len(source)} rows of this subset" if child else ""
+        raise ValueError(f"{name}={sampler!r}{where}: {exc}") from exc
 
 
 SequenceAsyncReservoir = AsyncReservoir

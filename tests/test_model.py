@@ -351,23 +351,26 @@ class ReservoirMachine(RuleBasedStateMachine):
             odd_possible=any(v in ("shape", "dtype") for v in failures.values()),
         )
         self.weighted_source = weighted_source
+        required = min(minimum, n)
+        if world_size > 1:  # every rank's epoch serves R entries
+            per_epoch = self.kwargs["maximum_number_of_samples_per_epoch"] or minimum
+            required = max(required, min(per_epoch, n, capacity))
+        self.model.required = required
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. drop_last with a batch larger than an epoch
             try:
                 self.reservoir = call("AsyncReservoir()", self._new_reservoir)
             except ValueError as exc:
                 # refused at construction: only for a minimum the source sampler cannot reach
-                lowest, highest = self.model.storable(weighted_source)
-                assert weighted_source and len(self.model.drawable(True)) < minimum, (
+                assert weighted_source and len(self.model.drawable(True)) < required, (
                     f"construction refused: {exc}"
                 )
+                event("construction refused: minimum out of the source sampler's reach")
                 self.model.closed = True
                 return
-        required = min(minimum, n)
-        if world_size > 1:
-            per_epoch = self.kwargs["maximum_number_of_samples_per_epoch"] or minimum
-            required = max(required, min(per_epoch, n, capacity))
-        self.model.required = required
+        assert not (weighted_source and len(self.model.drawable(True)) < required), (
+            "a minimum the source sampler cannot reach was not refused at construction"
+        )
         lowest, highest = self.model.storable(weighted_source)
         if lowest >= required and not self.model.odd_possible:
             self.expect_job_error = False
@@ -592,7 +595,14 @@ class ReservoirMachine(RuleBasedStateMachine):
             finally:
                 child.close()
 
-        call("subsample_uids", run)
+        weights = dict(zip(model.uids, model.weights, strict=True))
+        try:
+            call("subsample_uids", run)
+        except ValueError as exc:  # a subset of rows the weighted source sampler never draws
+            assert self.weighted_source and not any(weights[u] for u in chosen), (
+                f"subsample_uids refused: {exc}"
+            )
+            assert str(exc).startswith("source_sampler=WeightedSampler"), str(exc)
 
     @precondition(lambda self: self.open())
     @rule()

@@ -126,6 +126,17 @@ def test_a_subset_the_weighted_source_sampler_cannot_fill_is_made_and_its_iter_r
                 iter(child)
 
 
+def test_a_subset_of_rows_of_weight_0_only_is_refused_naming_the_sampler(client: Client) -> None:
+    with AsyncReservoir(
+        frame(12, w=[1.0] * 6 + [0.0] * 6), load_value, 12, client=client, source_sampler=WeightedSampler("w")
+    ) as r:
+        with pytest.raises(
+            ValueError,
+            match=r"^source_sampler=WeightedSampler\('w'.*\) over the 2 rows of this subset: weights must not all be 0",
+        ):
+            r.subsample_uids([8, 9])
+
+
 def failing_for_three(row: dict[str, Any]) -> dict[str, Any]:
     if int(row["value"]) < 3:
         raise RuntimeError(f"row {int(row['value'])} cannot load")
