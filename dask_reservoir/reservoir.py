@@ -607,11 +607,16 @@ class AsyncReservoir(Uncopyable):
         start = time.monotonic()
         warned = start
         got = 0
+        finished = False
         try:
-            while got < wanted:
+            while True:
+                # the exact entries, and never an epoch below the minimum (a reload replaces its entry)
+                short = max(wanted - got, self._required() - len(self._store))
+                if short <= 0:
+                    break
                 self._check_usable()
                 room = self._store.room()
-                items = self._runner.take(min(wanted - got, room)) if room > 0 else []
+                items = self._runner.take(min(short, room)) if room > 0 else []
                 if items:
                     got += self._put(items)  # entries stored: empty results and rejections do not count
                     continue
@@ -642,8 +647,11 @@ class AsyncReservoir(Uncopyable):
                         self.stats().summary(),
                     )
                 self._runner.wait(WAIT_SLICE if timeout is None else min(WAIT_SLICE, timeout - elapsed))
+            finished = True
         finally:
-            self._exact_fill = None
+            # an iter() that raised leaves the rest of its entries to the next one, so the
+            # epochs after a JobError or a TimeoutError ingest what they would have
+            self._exact_fill = None if finished or got >= wanted else wanted - got
             with self._counter_lock:
                 self._minimum_wait_seconds += time.monotonic() - start
 

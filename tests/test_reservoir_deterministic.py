@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -223,3 +224,85 @@ def test_the_exact_ingest_logs_while_it_waits(
     finally:
         utils.GATE.set()
     assert "iter() has waited" in caplog.text and "in submission order (deterministic=True)" in caplog.text
+
+
+ROW_5 = threading.Event()
+
+
+def empty_for_5(row: dict[str, Any]) -> Any:
+    v = int(row["value"])
+    if v == 5:
+        ROW_5.wait(30)
+        return []
+    return {"x": np.full(3, v * 10, dtype=np.int64), "label": v}
+
+
+def test_the_first_epoch_never_counts_a_reload_towards_the_minimum(client: Client) -> None:
+    """A reload replaces its UID's entry: counted as one more, the first epoch served 5 of a minimum of 6."""
+    ROW_5.clear()
+    try:
+        with AsyncReservoir(
+            frame(6),
+            empty_for_5,
+            12,
+            min_reservoir_samples=6,
+            client=client,
+            rows_per_job=1,
+            max_reservoir_replacement_size=2,
+            deterministic=True,
+        ) as r:
+            outcome: list[Any] = []
+
+            def first_iter() -> None:
+                try:
+                    outcome.append(len(iter(r)))
+                except JobError as exc:
+                    outcome.append(exc)
+
+            consumer = threading.Thread(target=first_iter)
+            consumer.start()
+            # rows 0-4 are ingested, some second loads done; then row 5 gives nothing, and the
+            # reloads of 0-4, released after it in submission order, must not count as entries
+            utils.poll_for(lambda: r.stats().rows_loaded >= 7, timeout=30, what="rows 0-4 loaded, two of them again")
+            ROW_5.set()
+            consumer.join(60)
+            assert len(outcome) == 1 and isinstance(outcome[0], JobError), outcome
+            assert "only 5 of the 6 source rows" in str(outcome[0]) and r.reservoir_size() == 5
+    finally:
+        ROW_5.set()
+
+
+def gated_from_2(row: dict[str, Any]) -> Any:
+    v = int(row["value"])
+    if v >= 2:
+        utils.GATE.wait(30)
+    return {"x": np.full(3, v * 10, dtype=np.int64), "label": v}
+
+
+def first_epochs(client: Client, *, interrupted: bool) -> list[list[int]]:
+    utils.GATE.clear() if interrupted else utils.GATE.set()
+    with AsyncReservoir(
+        frame(12),
+        gated_from_2,
+        12,
+        min_reservoir_samples=4,
+        client=client,
+        batch_size=100,
+        rows_per_job=1,
+        max_reservoir_replacement_size=2,
+        deterministic=True,
+        timeout=3,
+    ) as r:
+        if interrupted:  # rows 0 and 1 load, 2 and 3 wait for the gate: the first iter() times out
+            with pytest.raises(TimeoutError, match="got 2"):
+                iter(r)
+            utils.GATE.set()
+        return [sorted(next(iter(r))["label"].tolist()) for _ in range(3)]
+
+
+def test_an_iter_that_raised_leaves_the_rest_of_its_entries_to_the_next(client: Client) -> None:
+    """After a TimeoutError the next iter() ingested the whole minimum again (4 more, not the 2 missing)."""
+    try:
+        assert first_epochs(client, interrupted=True) == first_epochs(client, interrupted=False)
+    finally:
+        utils.GATE.set()
