@@ -108,8 +108,14 @@ class BatchBuilder:
             if self.max_ahead is not None and self.ahead >= self.max_ahead:
                 return None
             future = self.submit(fn)
-            self._ahead.add(future)
+            if not future.cancelled():
+                self._ahead.add(future)
+                future.add_done_callback(self._forget_cancelled)  # runs in cancel()
         return future
+
+    def _forget_cancelled(self, future: Future[Any]) -> None:
+        if future.cancelled():
+            self._ahead.discard(future)
 
     @property
     def ahead(self) -> int:
@@ -117,7 +123,7 @@ class BatchBuilder:
 
         A cancelled build does not count, though the queue holds it until the thread skips it.
         """
-        return sum(1 for future in list(self._ahead) if not future.cancelled())
+        return len(self._ahead)  # O(1): cancelled builds leave the set when cancelled
 
     def after(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` once every job submitted before it has ended (no result).
