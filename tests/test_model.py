@@ -545,11 +545,16 @@ class ReservoirMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.open() and self.expect_job_error is False)
     @rule()
     def refresh_goes_on(self) -> None:
-        """Whatever the consumer holds, a few more epochs ingest fresh entries."""
+        """Whatever the consumer holds, later epochs go on ingesting fresh entries.
+
+        More entries than the store and its spare slots hold (``capacity + ceil(capacity / 2)``):
+        iterators that pinned their entries for good would stop the refresh before that.
+        """
+        target = self.capacity + -(-self.capacity // 2) + 1
         before = self.r.stats().entries_ingested
-        for i in range(8):
+        for i in range(3 * target):
             self._epoch(f"refresh epoch {i}")
-            if self.r.stats().entries_ingested > before:
+            if self.r.stats().entries_ingested - before >= target:
                 event(f"refresh went on with {len(self.model.held)} iterators held")  # type: ignore[union-attr]
                 return
             call(
@@ -560,7 +565,8 @@ class ReservoirMachine(RuleBasedStateMachine):
             )
         s = self.r.stats()
         raise AssertionError(
-            f"nothing ingested in 8 epochs while {len(self.model.held)} iterators are held: {s.summary()} "  # type: ignore[union-attr]
+            f"{s.entries_ingested - before} of {target} entries ingested in {3 * target} epochs while "
+            f"{len(self.model.held)} iterators are held: {s.summary()} "  # type: ignore[union-attr]
             f"(live_iterators={s.live_iterators}, entries_pinned={s.entries_pinned})"
         )
 
