@@ -301,10 +301,13 @@ class WeightedSampler(_SeededSampler):
         return bound
 
     def never_drawn(self, n: int) -> np.ndarray:
-        """Positions of the rows of weight 0 (bound): never drawn, in any epoch."""
+        """Positions of the rows of weight 0 (bound), or too small beside the largest to be drawn."""
         if self._weights is None or len(self._weights) != n:
             return np.empty(0, np.int64)
-        return np.flatnonzero(self._weights == 0).astype(np.int64)
+        top = float(self._weights.max()) if n else 0.0
+        if top <= 0:
+            return np.arange(n, dtype=np.int64)
+        return np.flatnonzero(_probabilities(self._weights, top) == 0).astype(np.int64)
 
     def indices(self, n: int, *, epoch: int, positions: np.ndarray | None = None) -> np.ndarray:
         """Weighted draws among ``n`` entries, at source ``positions`` (default ``0 .. n - 1``)."""
@@ -314,13 +317,12 @@ class WeightedSampler(_SeededSampler):
         top = float(w.max())
         if top <= 0:
             raise ValueError(f"all {n} entries ordered by {self!r} have weight 0: nothing can be drawn")
-        p = w / top  # in [0, 1] first: a sum of weights near the float maximum would overflow
-        p /= p.sum()
+        p = _probabilities(w, top)
         count = n if self.num_samples is None else self.num_samples
         rng = self._rng(epoch)
         if self.replacement:
             return rng.choice(n, size=count, p=p)
-        count = min(count, int(np.count_nonzero(w)))
+        count = min(count, int(np.count_nonzero(p)))
         return rng.choice(n, size=count, replace=False, p=p)
 
     def __repr__(self) -> str:
@@ -333,6 +335,23 @@ class WeightedSampler(_SeededSampler):
             f"WeightedSampler({what}, replacement={self.replacement}, num_samples={self.num_samples}, "
             f"seed={self.seed})"
         )
+
+
+def _probabilities(weights: np.ndarray, top: float) -> np.ndarray:
+    """The draw probabilities of ``weights`` (largest ``top > 0``).
+
+    Scaled to ``[0, 1]`` first, so that a sum of weights near the float maximum does not
+    overflow; a weight too small beside the largest (``1e-300`` beside ``1e308``) becomes a
+    probability of exactly 0, and its row is never drawn, like a weight of 0.
+
+    Examples
+    --------
+    >>> _probabilities(np.array([1e308, 1e308, 1e-300]), 1e308).tolist()
+    [0.5, 0.5, 0.0]
+    """
+    p = weights / top
+    p /= p.sum()
+    return p
 
 
 def _check_weights(values: Any) -> np.ndarray:

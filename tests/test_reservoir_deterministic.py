@@ -263,7 +263,9 @@ def test_the_first_epoch_never_counts_a_reload_towards_the_minimum(client: Clien
             consumer.start()
             # rows 0-4 are ingested, some second loads done; then row 5 gives nothing, and the
             # reloads of 0-4, released after it in submission order, must not count as entries
-            utils.poll_for(lambda: r.stats().rows_loaded >= 7, timeout=30, what="rows 0-4 loaded, two of them again")
+            utils.poll_for(
+                lambda: r.stats().rows_loaded >= 7, timeout=30, what="rows 0-4 loaded, two of them again"
+            )
             ROW_5.set()
             consumer.join(60)
             assert len(outcome) == 1 and isinstance(outcome[0], JobError), outcome

@@ -109,6 +109,19 @@ def test_a_minimum_the_weighted_source_sampler_cannot_reach_is_refused_at_constr
         assert len(next(iter(r))["label"]) == 1  # 5 rows are enough for a minimum of 5
 
 
+def test_weights_too_small_to_be_drawn_count_as_never_drawn(client: Client) -> None:
+    """1e-300 beside 1e308 is never drawn: iter() reloaded the one other row forever."""
+    with pytest.raises(ValueError, match=r"can draw only 1 of the 4 source rows"):
+        AsyncReservoir(
+            frame(4),
+            load_value,
+            4,
+            min_reservoir_samples=2,
+            client=client,
+            source_sampler=WeightedSampler([1e308, 1e-300, 0.0, 0.0], seed=0),
+        )
+
+
 def test_a_subset_the_weighted_source_sampler_cannot_fill_is_made_and_its_iter_raises(client: Client) -> None:
     """subsample_uids() of rows mostly of weight 0 was refused: an analyst may only read it."""
     source = frame(12, w=[1.0] * 6 + [0.0] * 6)

@@ -277,6 +277,17 @@ def test_weights_near_the_float_maximum_draw_like_equal_weights() -> None:
     assert mixed.indices(2, epoch=0, positions=np.arange(2)).tolist() == [0] * 1000
 
 
+def test_a_weight_too_small_beside_the_largest_is_never_drawn_and_said_so() -> None:
+    """1e-300 beside 1e308 is a probability of 0: it was drawn never, yet not counted as never drawn."""
+    weights = [1e308, 1e-300, 0.0, 2.0]
+    sampler = WeightedSampler(weights, replacement=False, seed=0).bind(FakeSource(w=weights))
+    assert sampler.never_drawn(4).tolist() == [1, 2]  # 2.0 / 1e308 is tiny, not 0: drawn, last
+    for epoch in range(5):  # without replacement: only the rows that can be drawn, once each
+        assert sampler.indices(4, epoch=epoch, positions=np.arange(4)).tolist() == [0, 3]
+    plain = WeightedSampler([1.0, 0.5, 0.0], seed=0).bind(FakeSource(w=[0, 0, 0]))
+    assert plain.never_drawn(3).tolist() == [2]
+
+
 def test_balanced_with_fewer_draws_than_classes() -> None:
     """num_samples=10 over 20 classes failed with numpy's "need at least one array to concatenate"."""
     sampler = BalancedSampler("label", num_samples=10, seed=0).bind(FakeSource(label=list(range(20))))
