@@ -380,6 +380,7 @@ class AsyncReservoir(Uncopyable):
         self._batches_served = 0
         self._samples_served = 0
         self._wait_seconds = 0.0  # in iter() and next()
+        self._iter_since: dict[object, float] = {}  # iter() calls going on: when each started
         self._minimum_wait_seconds = 0.0  # in iter(), waiting for the minimum
         self._stalls: deque[float] = deque(maxlen=RECENT_STALLS)
         self._builder = BatchBuilder(name=f"dask_reservoir-batches-{id(self):x}", max_ahead=self._prefetch)
@@ -749,11 +750,15 @@ class AsyncReservoir(Uncopyable):
     def __iter__(self) -> BatchIterator:
         """Ingest waiting entries, wait for the minimum, and start an epoch over a snapshot."""
         t0 = time.perf_counter()
+        token = object()
+        with self._counter_lock:
+            self._iter_since[token] = t0  # stats() counts a wait still going on
         try:
             it = self._start_epoch()
         finally:
             took = time.perf_counter() - t0
             with self._counter_lock:
+                del self._iter_since[token]
                 self._wait_seconds += took
         it.carry_seconds(took)  # the first batch's stall includes the epoch start (counted once, here)
         return it
@@ -1243,6 +1248,7 @@ class AsyncReservoir(Uncopyable):
         c = ledger.counters()
         with self._counter_lock:
             batches, samples, waited = self._batches_served, self._samples_served, self._wait_seconds
+            waited += sum(time.perf_counter() - t0 for t0 in self._iter_since.values())  # still in iter()
             minimum_waited, stalls = self._minimum_wait_seconds, list(self._stalls)
         p50, p90, p99 = percentiles(ledger.recent_load_seconds())
         stall_p50, _, stall_p99 = percentiles(stalls)

@@ -121,7 +121,9 @@ class ReservoirStats:
         (None when every entry was served).
     consumer_wait_seconds : float
         Total time the consumer spent inside ``iter()`` and ``next()``: what loading
-        and batching cost the training loop.
+        and batching cost the training loop, an ``iter()`` still waiting included.  With
+        several threads iterating at once, the sum of their times (it may exceed the
+        wall time then).
     minimum_wait_seconds : float
         The part of it ``iter()`` spent waiting for ``min_reservoir_samples`` entries.
     stall_seconds_p50, stall_seconds_p99 : float

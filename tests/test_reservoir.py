@@ -727,6 +727,24 @@ def test_summary_and_repr_say_every_row_failed(client: Client, rows_per_job: int
         assert "rows_loaded=0 rows_failed=4 quarantined=4" in repr(r)
 
 
+def test_an_iter_still_waiting_counts_in_the_wait(client: Client) -> None:
+    """stats() said 'waited 0.00 s' while a consumer had been blocked in iter() for 20 s."""
+    utils.GATE.clear()
+    try:
+        with AsyncReservoir(frame(3), utils.gated_load, 3, min_reservoir_samples=3, client=client) as r:
+            consumer = threading.Thread(target=lambda: list(r))
+            consumer.start()
+            poll_for(lambda: r.stats().consumer_wait_seconds > 0, what="the wait of a blocked iter()")
+            first = r.stats().consumer_wait_seconds
+            poll_for(lambda: r.stats().consumer_wait_seconds > first, what="the wait to grow")
+            assert r.stats().epochs == 0  # iter() has not returned: the gate is closed
+            utils.GATE.set()
+            consumer.join(30)
+            assert not consumer.is_alive()
+    finally:
+        utils.GATE.set()
+
+
 def test_each_second_in_iter_and_next_counts_once(client: Client) -> None:
     """consumer_wait_seconds is the time inside iter()/next(), each second once (issue 16, point 9).
 
