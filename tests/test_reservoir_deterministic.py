@@ -291,6 +291,7 @@ def first_epochs(client: Client, *, interrupted: bool) -> list[list[int]]:
         client=client,
         batch_size=100,
         rows_per_job=1,
+        max_jobs_at_once=2,  # rows 0 and 1 first: both load before the gated rows are submitted
         max_reservoir_replacement_size=2,
         deterministic=True,
         timeout=3,
