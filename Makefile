@@ -13,7 +13,7 @@ TORCH  ?= torch==2.13.0
 help:
 	@echo "make demo   - create $(VENV), install dask_reservoir, run the demo on an embedded LocalCluster"
 	@echo "make test   - create $(VENV), install with the test extra, run lint and the whole test suite"
-	@echo "make soak   - the model-based test of the public API with many random examples (about 30 min)"
+	@echo "make soak   - the model-based test of the public API with 500 random examples (about 15 minutes)"
 	@echo "make bench  - run the benchmark suite (prints a table, writes bench-results.json)"
 	@echo "make mutation - mutmut over the pure core, per-module scores (MUTATE='samplers options' for some)"
 
@@ -63,7 +63,7 @@ test: install-dev lint
 
 # The model-based test (tests/test_model.py) runs a small fixed budget in `make test`; here, many
 # random examples.  SOAK_EXAMPLES / SOAK_STEPS size it; a failure prints the example to replay.
-SOAK_EXAMPLES ?= 150
+SOAK_EXAMPLES ?= 500
 SOAK_STEPS    ?= 25
 soak: install-dev
 	DASK_RESERVOIR_MODEL_RANDOM=1 DASK_RESERVOIR_MODEL_EXAMPLES=$(SOAK_EXAMPLES) \
