@@ -549,13 +549,16 @@ class ReservoirMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ refresh
     @precondition(lambda self: self.open() and self.expected_at_build is not True)
-    @rule()
-    def refresh_goes_on(self) -> None:
+    @rule(hold=st.booleans())
+    def refresh_goes_on(self, hold: bool) -> None:
         """Whatever the consumer holds, later epochs go on ingesting fresh entries.
 
         More entries than the store and its spare slots hold (``capacity + ceil(capacity / 2)``):
-        iterators that pinned their entries for good would stop the refresh before that.
+        iterators that pinned their entries for good would stop the refresh before that.  With
+        ``hold``, it first keeps one more iterator, advanced once (at most 4 held).
         """
+        if hold and len(self.model.held) < 4:  # type: ignore[union-attr]
+            self.hold_iterator(advance=True)
         if self.expect_job_error is not False:  # not known yet to be reachable: nothing to check
             return
         target = self.capacity + -(-self.capacity // 2) + 1
