@@ -63,7 +63,7 @@ from dask_reservoir import (
 )
 from tests.utils import poll_for, scheduler_task_count, threaded_cluster
 
-EXAMPLES = int(os.environ.get("DASK_RESERVOIR_MODEL_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("DASK_RESERVOIR_MODEL_EXAMPLES", "20"))
 STEPS = int(os.environ.get("DASK_RESERVOIR_MODEL_STEPS", "14"))
 CALL_SECONDS = float(os.environ.get("DASK_RESERVOIR_MODEL_CALL_SECONDS", "60"))
 """Longest one public call may take before the test calls it a stall."""
