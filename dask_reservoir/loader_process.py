@@ -98,8 +98,10 @@ class Loop:
                 if self._ledger.fatal is not None:
                     if not reported_stop:
                         reported_stop = True
-                        self._ship()
+                        # what stopped it first: counters saying "lost" must never reach the
+                        # consumer before the error that goes with them (it would serve, unwarned)
                         self.send(("stopped", portable(self._ledger.fatal), self._ledger.status))
+                        self._ship()
                     self._stop.wait(HEARTBEAT_SECONDS)
                     continue
                 now = time.monotonic()
