@@ -127,8 +127,7 @@ def dtype_family(dtype: np.dtype[Any]) -> str:
     return _FAMILIES.get(dtype.kind, "object")
 
 
-_FAMILIES = {"b": "number", "i": "number", "u": "number", "f": "number", "c": "number"}
-_FAMILIES.update({"U": "str", "S": "bytes", "M": "datetime", "m": "timedelta"})
+_FAMILIES = dict.fromkeys("biufc", "number") | {"U": "str", "S": "bytes", "M": "datetime", "m": "timedelta"}
 
 
 def is_immutable(value: object) -> bool:
@@ -227,7 +226,8 @@ def _stack_column(
     first = values[0]
     if isinstance(first, np.ndarray):
         if all(isinstance(v, np.ndarray) and v.shape == first.shape for v in values):
-            if len({dtype_family(v.dtype) for v in values}) > 1:
+            dtype = first.dtype  # families only when dtypes differ: the usual batch pays one compare per row
+            if any(v.dtype != dtype for v in values) and len({dtype_family(v.dtype) for v in values}) > 1:
                 _raise_kind_mismatch(column, values, rows, uid_column)
             stacked = np.stack(values)
             return copy.deepcopy(stacked) if stacked.dtype == object else stacked

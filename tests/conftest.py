@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
-from tests.utils import poll_for, scheduler_task_count, threaded_cluster
+from tests.utils import local_process_cluster, poll_for, scheduler_task_count, threaded_cluster
 
 
 def _runner_threads() -> list[threading.Thread]:
@@ -49,14 +48,7 @@ def client(cluster_client: Client) -> Iterator[Client]:
 @pytest.fixture(scope="module")
 def process_cluster() -> Iterator[LocalCluster]:
     """A LocalCluster of 2 worker processes (with nannies) on 127.0.0.1."""
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.CRITICAL,
-    ) as cluster:
+    with local_process_cluster(2) as cluster:
         yield cluster
 
 

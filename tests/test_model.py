@@ -342,7 +342,6 @@ class ReservoirMachine(RuleBasedStateMachine):
             max_failures_per_uid=2,
         )
         self.loader = ChunkLoader(failures) if batched else RowLoader(failures)
-        self.capacity = capacity
         weighted_source = isinstance(source_sampler, WeightedSampler)
         self.model = Model(
             uids=uids,
@@ -384,7 +383,7 @@ class ReservoirMachine(RuleBasedStateMachine):
         self.expected_at_build = self.expect_job_error
 
     def _new_reservoir(self) -> AsyncReservoir:
-        return AsyncReservoir(self.source, self.loader, self.capacity, **self.kwargs)
+        return AsyncReservoir(self.source, self.loader, self.model.capacity, **self.kwargs)  # type: ignore[union-attr]
 
     @property
     def r(self) -> AsyncReservoir:
@@ -561,7 +560,8 @@ class ReservoirMachine(RuleBasedStateMachine):
             self.hold_iterator(advance=True)
         if self.expect_job_error is not False:  # not known yet to be reachable: nothing to check
             return
-        target = self.capacity + -(-self.capacity // 2) + 1
+        capacity = self.model.capacity  # type: ignore[union-attr]
+        target = capacity + -(-capacity // 2) + 1
         before = self.r.stats().entries_ingested
         for i in range(3 * target):
             self._epoch(f"refresh epoch {i}")
@@ -685,7 +685,7 @@ class ReservoirMachine(RuleBasedStateMachine):
             f"rows submitted {s.rows_submitted} != loaded {s.rows_loaded} + failed {s.rows_failed} + "
             f"in flight {s.rows_in_flight} + requeued {s.rows_requeued} + cancelled {s.rows_cancelled}"
         )
-        assert 0 <= s.reservoir_size <= self.capacity
+        assert 0 <= s.reservoir_size <= self.model.capacity  # type: ignore[union-attr]
         assert s.entries_waiting >= 0 and s.rows_in_flight >= 0
 
     @invariant()

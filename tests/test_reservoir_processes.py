@@ -9,7 +9,6 @@ pure.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
@@ -20,10 +19,10 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from dask_reservoir import AsyncReservoir, JobError, RandomSampler, ReservoirClosedError
-from tests.utils import frame, iterate_until, poll_for
+from tests.utils import frame, iterate_until, local_process_cluster, poll_for
 
 
 def volume(row: dict[str, Any]) -> dict[str, Any]:
@@ -190,14 +189,7 @@ def slow_volume(row: dict[str, Any]) -> dict[str, Any]:
 def test_a_lost_worker_shows_in_stats() -> None:
     """A worker killed mid-run: its rows that dask re-runs, the loss and the worker count show (issue 16, point 10)."""
     with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.CRITICAL,
-        ) as cluster,
+        local_process_cluster(2) as cluster,
         Client(cluster, set_as_default=False) as client,
         AsyncReservoir(
             frame(40),

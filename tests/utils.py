@@ -41,6 +41,20 @@ def threaded_cluster(workers: int) -> Iterator[Client]:
         yield client
 
 
+@contextmanager
+def local_process_cluster(workers: int = 2) -> Iterator[LocalCluster]:
+    """A LocalCluster of ``workers`` single-thread worker processes (with nannies) on 127.0.0.1."""
+    with LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.CRITICAL,
+    ) as cluster:
+        yield cluster
+
+
 def scheduler_task_count(client: Client) -> int:
     """Tasks the scheduler holds."""
     return int(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
