@@ -6,4 +6,4 @@ import importlib.util
 
 collect_ignore: list[str] = []
 if importlib.util.find_spec("torch") is None:
-    collect_ignore.append("dask_reservoir/torch.py")
+    collect_ignore += ["dask_reservoir/torch.py", "dask_reservoir/_core/tensors.py"]

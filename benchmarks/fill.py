@@ -23,7 +23,7 @@ import pandas as pd
 
 from benchmarks.common import RATIOS, Result, local_cluster
 from dask_reservoir import AsyncReservoir
-from dask_reservoir.source import make_source
+from dask_reservoir._source.make import make_source
 
 BATCHED = "vectorized fill: batched=True"
 MAP_PARTITIONS = "vectorized fill: map_partitions().compute()"

@@ -10,11 +10,24 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .collate import collate_rows
-from .errors import ClusterLostError, IteratorExpiredError, JobError, JobTimeoutError, ReservoirClosedError
-from .reservoir import AsyncReservoir, SequenceAsyncReservoir
-from .samplers import BalancedSampler, RandomSampler, Sampler, SequentialSampler, WeightedSampler
-from .stats import FailureRecord, Performance, ReservoirStats
+from dask_reservoir._core.collate import collate_rows
+from dask_reservoir._core.records import FailureRecord
+from dask_reservoir._core.samplers import (
+    BalancedSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    WeightedSampler,
+)
+from dask_reservoir._core.stats import Performance, ReservoirStats
+from dask_reservoir.errors import (
+    ClusterLostError,
+    IteratorExpiredError,
+    JobError,
+    JobTimeoutError,
+    ReservoirClosedError,
+)
+from dask_reservoir.reservoir import AsyncReservoir, SequenceAsyncReservoir
 
 try:
     __version__ = version("dask_reservoir")

@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from .demo import run_demo
+    from dask_reservoir.demo import run_demo
 
     try:
         run_demo(

@@ -14,8 +14,8 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
-from .reservoir import AsyncReservoir
-from .samplers import RandomSampler
+from dask_reservoir._core.samplers import RandomSampler
+from dask_reservoir.reservoir import AsyncReservoir
 
 __all__ = ["DemoResult", "run_demo", "slow_loader"]
 

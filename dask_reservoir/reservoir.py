@@ -1,8 +1,8 @@
 """``AsyncReservoir``: the public class tying source, jobs, store, sampler and collate.
 
-Data flow: source rows -> :mod:`~dask_reservoir.runner` (dask jobs in the
-background) -> waiting entries -> :mod:`~dask_reservoir.store` (at each
-``iter()``) -> sampler -> :mod:`~dask_reservoir.collate` -> batch.
+Data flow: source rows -> :mod:`~dask_reservoir._runtime.runner` (dask jobs in the
+background) -> waiting entries -> :mod:`~dask_reservoir._core.store` (at each
+``iter()``) -> sampler -> :mod:`~dask_reservoir._core.collate` -> batch.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from .batches import BatchIterator, epoch_order
-from .blocks import BlockRow, gc_paused, merge_dtypes
-from .checkpoint import (
+from dask_reservoir._core.blocks import BlockRow, gc_paused, merge_dtypes
+from dask_reservoir._core.checkpoint import (
     STATE_FORMAT,
     STATE_VERSION,
     ResumePoint,
@@ -37,25 +36,27 @@ from .checkpoint import (
     uids_digest,
     write_state,
 )
-from .cluster import ClientHandle, resolve_client
-from .collate import collate_rows
-from .dask_source import DaskSource
-from .errors import ClusterLostError, ReservoirClosedError
-from .formats import converter, rows_frame, to_frame
-from .ingest import minimum_error, single_take, supply_error, take_limit
-from .ledger import pass_order
-from .lifecycle import Uncopyable, close_in_background, track, untrack
-from .loader import LoaderProcess, choose_loader
-from .options import ReservoirOptions, validate_options
-from .prefetch import BatchBuilder
-from .progress import WaitProgress
-from .runner import WAIT_SLICE, JobRunner, runner_for
-from .samplers import RandomSampler, Sampler, WeightedSampler, check_sampler
-from .shards import rows_per_rank_epoch, shard_positions
-from .source import Source, is_dask_frame, make_source
-from .stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
-from .store import Entry, ReservoirStore
-from .subsets import positions_by_values, random_positions
+from dask_reservoir._core.collate import collate_rows
+from dask_reservoir._core.formats import converter, rows_frame, to_frame
+from dask_reservoir._core.ingest import minimum_error, single_take, supply_error, take_limit
+from dask_reservoir._core.options import ReservoirOptions, validate_options
+from dask_reservoir._core.order import epoch_order, pass_order
+from dask_reservoir._core.samplers import RandomSampler, Sampler, WeightedSampler, check_sampler
+from dask_reservoir._core.shards import rows_per_rank_epoch, shard_positions
+from dask_reservoir._core.stats import Performance, ReservoirStats, entry_summary, percentiles, runner_fields
+from dask_reservoir._core.store import Entry, ReservoirStore
+from dask_reservoir._core.subsets import positions_by_values, random_positions
+from dask_reservoir._runtime.batches import BatchIterator
+from dask_reservoir._runtime.cluster import ClientHandle, resolve_client
+from dask_reservoir._runtime.lifecycle import Uncopyable, close_in_background, track, untrack
+from dask_reservoir._runtime.loader.parent import LoaderProcess, choose_loader
+from dask_reservoir._runtime.prefetch import BatchBuilder
+from dask_reservoir._runtime.progress import WaitProgress
+from dask_reservoir._runtime.runner import WAIT_SLICE, JobRunner, runner_for
+from dask_reservoir._source.dask_source import DaskSource
+from dask_reservoir._source.make import is_dask_frame, make_source
+from dask_reservoir._source.pandas_source import Source
+from dask_reservoir.errors import ClusterLostError, ReservoirClosedError
 
 __all__ = ["AsyncReservoir", "SequenceAsyncReservoir"]
 
@@ -525,7 +526,7 @@ class AsyncReservoir(Uncopyable):
 
         Examples
         --------
-        >>> from dask_reservoir.shards import shard_positions
+        >>> from dask_reservoir._core.shards import shard_positions
         >>> [shard_positions(6, 0, rank, 2).tolist() for rank in (0, 1)]
         [[1, 3, 4], [0, 2, 5]]
         """
@@ -536,7 +537,7 @@ class AsyncReservoir(Uncopyable):
         return [uids[p] for p in positions]
 
     def _ingest(self, *, capped: bool) -> int:
-        """Move waiting entries into the store, as :func:`~dask_reservoir.ingest.take_limit` says."""
+        """Move waiting entries into the store, as :func:`~dask_reservoir._core.ingest.take_limit` says."""
         cap = self._options.max_reservoir_replacement_size
         required = self._required()
         counted = 0
@@ -929,7 +930,7 @@ class AsyncReservoir(Uncopyable):
 
         Examples
         --------
-        >>> from dask_reservoir.checkpoint import STATE_FORMAT, STATE_VERSION
+        >>> from dask_reservoir._core.checkpoint import STATE_FORMAT, STATE_VERSION
         >>> (STATE_FORMAT, STATE_VERSION)
         ('dask_reservoir.state', 2)
         """

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from dask_reservoir import SequentialSampler, collate_rows
-from dask_reservoir.batches import BatchIterator, epoch_order, snapshot_of
-from dask_reservoir.samplers import Sampler
-from dask_reservoir.store import Entry, ReservoirStore
+from dask_reservoir._core.order import epoch_order
+from dask_reservoir._core.samplers import Sampler
+from dask_reservoir._core.store import Entry, ReservoirStore
+from dask_reservoir._runtime.batches import BatchIterator, snapshot_of
 
 
 def entries(n: int, rows_per_entry: int = 1) -> list[Entry]:

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dask_reservoir.blocks import BlockRow, ColumnBlock, compact, gc_paused, merge_dtypes
-from dask_reservoir.chunks import to_block
+from dask_reservoir._core.blocks import BlockRow, ColumnBlock, compact, gc_paused, merge_dtypes
+from dask_reservoir._worker.chunks import to_block
 
 
 def test_extension_dtypes_travel_as_numpy_and_come_back() -> None:

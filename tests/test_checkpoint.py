@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dask_reservoir.checkpoint import (
+from dask_reservoir._core.checkpoint import (
     STATE_FORMAT,
     STATE_VERSION,
     check_state,

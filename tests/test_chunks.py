@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_reservoir.blocks import BlockRow, ChunkLoaded, ColumnBlock
-from dask_reservoir.chunks import run_chunk, run_partition_chunk, to_block
+from dask_reservoir._core.blocks import BlockRow, ChunkLoaded, ColumnBlock
+from dask_reservoir._core.records import RowFailed, RowLoaded
+from dask_reservoir._core.slots import SlotTable
+from dask_reservoir._core.store import Entry, ReservoirStore
+from dask_reservoir._worker.calls import JobSpec
+from dask_reservoir._worker.chunks import run_chunk, run_partition_chunk, to_block
 from dask_reservoir.errors import JobError
-from dask_reservoir.outcomes import RowFailed, RowLoaded
-from dask_reservoir.slots import SlotTable
-from dask_reservoir.store import Entry, ReservoirStore
-from dask_reservoir.tasks import JobSpec
 
 CHUNK = pd.DataFrame({"uid": ["a", "b", "c"], "x": [1.0, 2.0, 3.0]})
 
@@ -189,7 +189,7 @@ def test_block_schema() -> None:
 
 
 def test_a_block_larger_than_the_room_stores_what_fits_then_raises() -> None:
-    from dask_reservoir.store import NoRoomError
+    from dask_reservoir._core.store import NoRoomError
 
     block = ColumnBlock({"v": np.arange(8) * 1.0})
     entries = [Entry(i, i, (BlockRow(block, i),)) for i in range(8)]
@@ -218,7 +218,7 @@ def test_a_raising_chunk_names_the_function_and_uids_and_keeps_only_exceptions_t
 
 
 def test_object_columns_of_equal_arrays_are_stacked_and_others_kept() -> None:
-    from dask_reservoir.chunks import _stacked
+    from dask_reservoir._worker.chunks import _stacked
 
     same = np.empty(3, dtype=object)
     same[:] = [np.full((2,), i, np.float32) for i in range(3)]
@@ -250,7 +250,7 @@ def test_a_dict_with_series_keeps_their_dtypes_whatever_their_index() -> None:
 
 
 def test_tasks_receive_their_arguments_wrapped_as_the_runner_sends_them() -> None:
-    from dask_reservoir.tasks import Opaque
+    from dask_reservoir._worker.wire import Opaque
 
     spec = spec_of(lambda df: df.assign(y=df["x"] + 1))
     out = run_chunk(spec.options(), spec.payload, Opaque(CHUNK), Opaque(["a", "b", "c"]))

@@ -11,7 +11,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from dask_reservoir import AsyncReservoir
-from dask_reservoir.cluster import ClientHandle, connect_timeout, resolve_client
+from dask_reservoir._runtime.cluster import ClientHandle, connect_timeout, resolve_client
 from tests.utils import frame, load_value
 
 

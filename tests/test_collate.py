@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from dask_reservoir import collate_rows
-from dask_reservoir.collate import private_rows
+from dask_reservoir._core.collate import private_rows
 
 
 def test_stacks_arrays_scalars_and_strings() -> None:

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from distributed import Client
 
-from dask_reservoir.dask_source import DaskSource
-from dask_reservoir.source import make_source
+from dask_reservoir._source.dask_source import DaskSource
+from dask_reservoir._source.make import make_source
 
 
 def test_dask_source_computes_only_uids(client: Client) -> None:

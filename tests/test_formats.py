@@ -11,7 +11,7 @@ import pytest
 from distributed import Client
 
 from dask_reservoir import AsyncReservoir, SequentialSampler
-from dask_reservoir.formats import to_frame
+from dask_reservoir._core.formats import to_frame
 from tests.utils import GATE, frame, gated_load, iterate_until
 
 

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dask_reservoir import ClusterLostError, JobError
-from dask_reservoir.ingest import minimum_error, single_take, take_limit, unreachable
-from dask_reservoir.stats import FailureRecord
+from dask_reservoir._core.ingest import minimum_error, single_take, take_limit, unreachable
+from dask_reservoir._core.records import FailureRecord
 
 
 @pytest.mark.parametrize(

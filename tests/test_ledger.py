@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dask_reservoir import JobError, RandomSampler, SequentialSampler
-from dask_reservoir.ledger import MIN_TASKS_IN_FLIGHT, Ledger
-from dask_reservoir.outcomes import RowFailed, RowLoaded
+from dask_reservoir._core.ledger import MIN_TASKS_IN_FLIGHT, Ledger
+from dask_reservoir._core.records import RowFailed, RowLoaded
 
 
 def ok(uid: Any, seconds: float = 0.01) -> tuple[Any, ...]:

@@ -24,7 +24,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from dask_reservoir import AsyncReservoir, JobError, SequentialSampler
-from dask_reservoir.loader import CONFIG_KEY
+from dask_reservoir._runtime.loader.parent import CONFIG_KEY
 from tests.utils import frame, iterate_until, poll_for, scheduler_task_count
 
 

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
+from dask_reservoir._core.records import Completed, RunnerCounters
+from dask_reservoir._runtime.loader.mirror import LedgerMirror, LoaderState
 from dask_reservoir.errors import JobError
-from dask_reservoir.ledger import Completed
-from dask_reservoir.mirror import LedgerMirror, LoaderState
-from dask_reservoir.runner import RunnerCounters
 
 
 def counters(**kw: Any) -> RunnerCounters:

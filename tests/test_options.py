@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dask_reservoir.options import validate_options
+from dask_reservoir._core.options import validate_options
 
 GOOD = {"max_reservoir_samples": 8}
 

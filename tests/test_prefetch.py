@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dask_reservoir.batches import BatchIterator, snapshot_of
-from dask_reservoir.prefetch import BatchBuilder
-from dask_reservoir.store import Entry, ReservoirStore
+from dask_reservoir._core.store import Entry, ReservoirStore
+from dask_reservoir._runtime.batches import BatchIterator, snapshot_of
+from dask_reservoir._runtime.prefetch import BatchBuilder
 from tests.utils import poll_for
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from dask_reservoir import JobError
-from dask_reservoir.produced import normalize_result
+from dask_reservoir._worker.produced import normalize_result
 
 
 def test_normalize_forms() -> None:

@@ -10,7 +10,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from dask_reservoir import AsyncReservoir
-from dask_reservoir.progress import WaitProgress
+from dask_reservoir._runtime.progress import WaitProgress
 from tests.utils import frame, load_value, poll_for
 
 

@@ -15,7 +15,7 @@ import pytest
 from distributed import Client
 
 from dask_reservoir import AsyncReservoir, RandomSampler, SequentialSampler
-from dask_reservoir.shards import shard_positions
+from dask_reservoir._core.shards import shard_positions
 from tests.cli_cluster import cli_cluster
 from tests.utils import frame, iterate_until, load_value
 

@@ -15,8 +15,8 @@ import pytest
 from distributed import Client
 
 from dask_reservoir import AsyncReservoir, JobError, RandomSampler, SequentialSampler
-from dask_reservoir.ledger import Ledger
-from dask_reservoir.outcomes import RowLoaded
+from dask_reservoir._core.ledger import Ledger
+from dask_reservoir._core.records import RowLoaded
 from tests import utils
 from tests.utils import frame, gated_load, threaded_cluster
 

@@ -17,7 +17,7 @@ import pytest
 from distributed import Client
 
 from dask_reservoir import AsyncReservoir
-from dask_reservoir.options import DEFAULTS
+from dask_reservoir._core.options import DEFAULTS
 from tests.utils import frame, load_value, poll_for
 
 

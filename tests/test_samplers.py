@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dask_reservoir import RandomSampler, SequentialSampler
-from dask_reservoir.samplers import BalancedSampler, WeightedSampler, check_sampler
+from dask_reservoir._core.samplers import BalancedSampler, WeightedSampler, check_sampler
 
 
 def test_sequential() -> None:

@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dask_reservoir import SequentialSampler
-from dask_reservoir.ledger import Ledger
-from dask_reservoir.outcomes import RowLoaded
-from dask_reservoir.shards import check_rank, rows_per_rank_epoch, shard_mask, shard_positions
+from dask_reservoir._core.ledger import Ledger
+from dask_reservoir._core.records import RowLoaded
+from dask_reservoir._core.shards import check_rank, rows_per_rank_epoch, shard_mask, shard_positions
 
 
 @given(st.integers(0, 300), st.integers(1, 9), st.integers(0, 50))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dask_reservoir.sizing import AUTO_MAX_ROWS, BYTES_SAMPLE, TaskSizer, mean_row_bytes, row_bytes
+from dask_reservoir._core.sizing import AUTO_MAX_ROWS, BYTES_SAMPLE, TaskSizer, mean_row_bytes, row_bytes
 
 
 def test_time_rule_sizes_tasks_to_about_75_ms() -> None:

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import dask_reservoir.slots as slots
+import dask_reservoir._core.slots as slots
 from dask_reservoir import collate_rows
-from dask_reservoir.batches import BatchIterator
-from dask_reservoir.slots import Column, SlotPool, SlotTable, StoreError, describe_value
-from dask_reservoir.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore
+from dask_reservoir._core.slots import Column, SlotPool, SlotTable, StoreError, describe_value
+from dask_reservoir._core.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore
+from dask_reservoir._runtime.batches import BatchIterator
 
 
 def row(uid: int, value: float = 0.0) -> dict:

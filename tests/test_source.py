@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 from distributed import Client
 
-from dask_reservoir.source import PandasSource, RowColumns, make_source, partition_records
+from dask_reservoir._source.make import make_source
+from dask_reservoir._source.pandas_source import PandasSource
+from dask_reservoir._worker.wire import RowColumns, partition_records
 
 
 def test_uid_column_added_when_missing() -> None:
@@ -144,7 +146,7 @@ def test_row_columns_travel_as_arrays_and_give_the_records() -> None:
 def test_a_pandas_source_does_not_import_dask_dataframe() -> None:
     code = (
         "import sys, pandas as pd\n"
-        "from dask_reservoir.source import is_dask_frame, make_source\n"
+        "from dask_reservoir._source.make import is_dask_frame, make_source\n"
         "make_source(pd.DataFrame({'v': [1, 2]}), 'uid')\n"
         "assert not is_dask_frame(pd.DataFrame())\n"
         "print('dask.dataframe' in sys.modules)\n"

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import dask_reservoir.slots as slots
+import dask_reservoir._core.slots as slots
 from dask_reservoir import collate_rows
-from dask_reservoir.batches import BatchIterator
-from dask_reservoir.blocks import BlockRow, ColumnBlock
-from dask_reservoir.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore, StoreError
+from dask_reservoir._core.blocks import BlockRow, ColumnBlock
+from dask_reservoir._core.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore, StoreError
+from dask_reservoir._runtime.batches import BatchIterator
 
 
 def entry(uid: object, value: int = 0, position: int | None = None) -> Entry:

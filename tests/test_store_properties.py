@@ -15,8 +15,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from dask_reservoir.batches import BatchIterator
-from dask_reservoir.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore, Snapshot
+from dask_reservoir._core.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore, Snapshot
+from dask_reservoir._runtime.batches import BatchIterator
 
 
 def rows_of(uid: int, version: int, n_rows: int) -> tuple[dict[str, Any], ...]:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dask_reservoir.source import make_source
-from dask_reservoir.subsets import positions_by_values, random_positions
+from dask_reservoir._core.subsets import positions_by_values, random_positions
+from dask_reservoir._source.make import make_source
 
 
 def test_random_positions_are_distinct_sorted_and_seeded() -> None:

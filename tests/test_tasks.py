@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from dask_reservoir import JobError
-from dask_reservoir.outcomes import RowFailed, RowLoaded
-from dask_reservoir.shipping import FunctionLoadError
-from dask_reservoir.tasks import JobSpec, Outcomes, _loaded_outcomes, run_partition_rows, run_rows
+from dask_reservoir._core.records import RowFailed, RowLoaded
+from dask_reservoir._worker.calls import JobSpec, Outcomes, _loaded_outcomes, run_partition_rows, run_rows
+from dask_reservoir._worker.shipping import FunctionLoadError
 
 
 def _fail_on_two(row: dict) -> dict:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_reservoir.source import make_source
-from dask_reservoir.uid_index import UidIndex, validate_uids
+from dask_reservoir._core.uid_index import UidIndex, validate_uids
+from dask_reservoir._source.make import make_source
 
 UIDS = st.one_of(
     st.lists(st.integers(-(2**40), 2**40), unique=True, min_size=1, max_size=40),

@@ -13,8 +13,8 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
-from .formats import check_batch_format
-from .shards import check_rank
+from dask_reservoir._core.formats import check_batch_format
+from dask_reservoir._core.shards import check_rank
 
 __all__ = ["DEFAULTS", "LOADERS", "ON_CLUSTER_LOSS", "ON_ERROR", "ReservoirOptions", "validate_options"]
 

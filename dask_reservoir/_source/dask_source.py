@@ -4,7 +4,7 @@ The frame is never collected to the client: it is persisted once, under keys
 unique to the reservoir (nothing else can cancel them), its UIDs and partition
 lengths are read from those persisted partitions, and the jobs read their rows
 from the same partitions on the workers
-(:func:`~dask_reservoir.source.partition_records`), so UIDs and rows always
+(:func:`~dask_reservoir._source.pandas_source.partition_records`), so UIDs and rows always
 match.  The only futures outside the runner are those persisted partitions,
 held by :class:`DaskSource` and released (never cancelled) by the runner at close.
 """
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .source import Source, _check_columns
-from .uid_index import UidIndex, validate_uids
+from dask_reservoir._core.uid_index import UidIndex, validate_uids
+from dask_reservoir._source.pandas_source import Source, check_columns
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -135,8 +135,8 @@ class DaskSource(Source):
         )
 
 
-def _dask_source(ddf: dd.DataFrame, uid_column: str, scheduler: Any) -> DaskSource:
-    _check_columns(list(ddf.columns))
+def dask_source_from(ddf: dd.DataFrame, uid_column: str, scheduler: Any) -> DaskSource:
+    check_columns(list(ddf.columns))
     client = _client_of(scheduler)
     has_uid = uid_column in ddf.columns
     parts = persist_partitions(ddf, client)

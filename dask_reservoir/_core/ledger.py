@@ -11,22 +11,26 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
 
-from .batches import epoch_order
-from .blocks import BlockRow, ChunkLoaded, gc_paused
-from .checkpoint import order_digest
-from .chunks import _as_rows
-from .errors import JobError
-from .outcomes import Outcome, RowFailed, RowLoaded
-from .samplers import Sampler
-from .shards import shard_mask
-from .sizing import ROW_OVERHEAD_BYTES, TaskSizer, mean_row_bytes
-from .source import same_uid
-from .stats import FailureRecord
+from dask_reservoir._core.blocks import BlockRow, ChunkLoaded, as_rows, gc_paused
+from dask_reservoir._core.checkpoint import order_digest
+from dask_reservoir._core.order import pass_order
+from dask_reservoir._core.records import (
+    Completed,
+    FailureRecord,
+    Outcome,
+    RowFailed,
+    RowLoaded,
+    RunnerCounters,
+)
+from dask_reservoir._core.samplers import Sampler
+from dask_reservoir._core.sizing import ROW_OVERHEAD_BYTES, TaskSizer, mean_row_bytes
+from dask_reservoir._core.uid_index import same_uid
+from dask_reservoir.errors import JobError
 
 __all__ = [
     "MIN_TASKS_IN_FLIGHT",
@@ -88,64 +92,6 @@ def default_bound(rows_per_job: int, threads: int, capacity: int | None) -> int:
     return max(2 * rows_per_job, wanted)
 
 
-@dataclass(slots=True)
-class Completed:
-    """A finished source row, waiting to enter the reservoir."""
-
-    uid: Hashable
-    position: int
-    rows: tuple[Any, ...]  # dicts, or BlockRow references into a vectorized job's block
-    load_seconds: float
-    finished_at: float
-
-
-@dataclass(frozen=True)
-class RunnerCounters:
-    """A consistent copy of the runner's counters."""
-
-    jobs_submitted: int
-    rows_submitted: int
-    rows_loaded: int
-    rows_requeued: int
-    jobs_completed: int
-    jobs_failed: int
-    rows_failed: int
-    jobs_in_flight: int
-    rows_in_flight: int
-    entries_waiting: int
-    uids_tried: int
-    uids_loaded: int
-    source_passes: int = 0
-    """Passes over the source whose every row was submitted."""
-    rows_cancelled: int = 0
-    failures: tuple[FailureRecord, ...] = field(default_factory=tuple)
-    quarantined: dict[Hashable, FailureRecord] = field(default_factory=dict)
-    unloadable: frozenset[Hashable] = frozenset()
-    """UIDs that cannot give an entry now: quarantined, or their last result was empty."""
-    status: str = "running"
-    workers: int = 0
-    """Workers in the cluster at the runner's last look (about every second)."""
-    workers_lost: int = 0
-    """Workers that left the cluster while the runner ran (a restarted worker counts as lost and new)."""
-    rows_rerun: int = 0
-    """Rows of tasks that a worker leaving the cluster was running or held the result of: dask runs them again."""
-
-
-def pass_order(sampler: Sampler, n: int, pass_number: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
-    """Source positions of pass ``pass_number`` over ``n`` rows in ``sampler``'s order, rank ``rank``'s shard.
-
-    Examples
-    --------
-    >>> from dask_reservoir import SequentialSampler
-    >>> pass_order(SequentialSampler(), 6, 0).tolist(), pass_order(SequentialSampler(), 6, 0, 1, 2).tolist()
-    ([0, 1, 2, 3, 4, 5], [0, 2, 5])
-    """
-    order = epoch_order(sampler, n, pass_number, name="source_sampler", of="source rows")
-    if world_size > 1:  # this rank's shard of this pass, in the sampler's order
-        order = order[shard_mask(n, pass_number, rank, world_size)[order]]
-    return np.asarray(order, dtype=np.int64)  # an array: 8 bytes per row, not a Python int
-
-
 def _take(uids: Sequence[Hashable], positions: Sequence[int]) -> list[Hashable]:
     """``[uids[p] for p in positions]``, with one numpy take when ``uids`` is a UidIndex."""
     take = getattr(uids, "take", None)
@@ -185,7 +131,7 @@ class Ledger:
         the cluster and the task size (:func:`default_bound`).
     rows_per_job : int or None
         Rows per task; None sizes tasks to about ``AUTO_TASK_SECONDS`` from measured row
-        times (:class:`~dask_reservoir.sizing.TaskSizer`), at most as many rows as let two
+        times (:class:`~dask_reservoir._core.sizing.TaskSizer`), at most as many rows as let two
         tasks per worker thread fit in the bound (``max_rows``, else ``capacity``) and in
         the source.
     auto_bound_threads : int or None
@@ -199,7 +145,7 @@ class Ledger:
     skip_first_pass : collection
         UIDs not submitted in the first pass (their entries are loaded already).
     rank, world_size : int
-        Submit only this rank's shard of each pass (:mod:`~dask_reservoir.shards`).
+        Submit only this rank's shard of each pass (:mod:`~dask_reservoir._core.shards`).
     deterministic : bool
         Finished rows wait in submission order: a row finished early is held back until
         every row submitted before it finished (or failed), so takers see the same order
@@ -298,7 +244,7 @@ class Ledger:
         """Like :meth:`take`, but the entries stay counted in the bound until :meth:`acknowledge`.
 
         The loader process ships entries to the consumer's process before it takes them
-        (see :mod:`~dask_reservoir.loader`): they still occupy the bound, and their UIDs
+        (see :mod:`~dask_reservoir._runtime.loader.parent`): they still occupy the bound, and their UIDs
         are not submitted again, until the consumer says it took them.
         """
         with self.cond:
@@ -507,7 +453,7 @@ class Ledger:
         return pass_order(self._order_sampler, len(self._uids), pass_number, self._rank, self._world_size)
 
     def checkpoint(self) -> tuple[int, int, tuple[Hashable, ...], str | None]:
-        """:meth:`source_position` and the :func:`~dask_reservoir.checkpoint.order_digest` of the pass, at once.
+        """:meth:`source_position` and the :func:`~dask_reservoir._core.checkpoint.order_digest` of the pass, at once.
 
         The digest is of the order of pass ``pass - 1`` (the one the cursor is in), None
         before the first pass; computed once per pass.
@@ -573,7 +519,7 @@ class Ledger:
         self.rows_in_flight -= len(positions)
 
     def finished(self, positions: Sequence[int], outcomes: Sequence[Outcome], *, now: float) -> None:
-        """A job returned one outcome per row (see :mod:`dask_reservoir.tasks`)."""
+        """A job returned one outcome per row (see :mod:`~dask_reservoir._worker.calls`)."""
         uids = _take(self._uids, positions)
         loaded_seconds: list[float] = []
         loaded_rows: list[list[dict[str, Any]]] = []
@@ -637,9 +583,9 @@ class Ledger:
             self.cond.notify_all()
 
     def finished_chunk(self, positions: Sequence[int], chunk: ChunkLoaded, *, now: float) -> None:
-        """A vectorized job (``batched=True``) returned its rows as one block (see :mod:`~dask_reservoir.chunks`).
+        """A vectorized job (``batched=True``) returned its rows as one block (see :mod:`~dask_reservoir._worker.chunks`).
 
-        Each UID's entry refers to its rows in the block (:class:`~dask_reservoir.chunks.BlockRow`),
+        Each UID's entry refers to its rows in the block (:class:`~dask_reservoir._worker.chunks.BlockRow`),
         whose columns the store writes with one assignment per column.
         """
         uids = _take(self._uids, positions)
@@ -647,7 +593,7 @@ class Ledger:
         if len(reported) != len(uids) or any(
             r is not u and not same_uid(r, u) for r, u in zip(reported, uids, strict=True)
         ):  # rows in another order than submitted: nothing can be trusted
-            self.finished(positions, _as_rows(chunk), now=now)
+            self.finished(positions, as_rows(chunk), now=now)
             return
         counts = chunk.counts.tolist()
         block = chunk.block

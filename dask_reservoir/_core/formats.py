@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .blocks import ColumnBlock
+from dask_reservoir._core.blocks import ColumnBlock
+from dask_reservoir._core.tensors import require_torch, to_tensors
 
 __all__ = ["BATCH_FORMATS", "check_batch_format", "converter", "rows_frame", "to_frame"]
 
@@ -96,7 +97,7 @@ def check_batch_format(batch_format: object, *, custom_collate: bool) -> str:
             "return the format you want from it and leave batch_format='numpy'"
         )
     if batch_format == "torch":
-        import dask_reservoir.torch  # noqa: F401 - raises ImportError naming the extra when torch is absent
+        require_torch()  # an ImportError naming the extra when torch is absent
     return str(batch_format)
 
 
@@ -110,7 +111,5 @@ def converter(
     if batch_format == "pandas":
         return lambda batch: to_frame(batch, dtypes)
     if batch_format == "torch":
-        from dask_reservoir.torch import to_tensors
-
         return to_tensors
     return None

@@ -1,12 +1,12 @@
 """What runs inside the loader process: a dask client, the job runner, and the shipping loop.
 
-Started by :class:`~dask_reservoir.loader.LoaderProcess` as a ``python -c`` calling
+Started by :class:`~dask_reservoir._runtime.loader.parent.LoaderProcess` as a ``python -c`` calling
 :func:`main` with ``FD``, where ``FD`` is its end of a socket
 pair.  It reads the parent's ``sys.path`` and then its settings (cloudpickled: the
 source, the function, the options, the source sampler), connects its own client to
-the scheduler, and runs the same :class:`~dask_reservoir.runner.JobRunner` as a
+the scheduler, and runs the same :class:`~dask_reservoir._runtime.runner.JobRunner` as a
 thread-mode reservoir.  Its main thread ships what the ledger holds: finished entries
-(:meth:`~dask_reservoir.ledger.Ledger.ship`, still counted in the bound until the
+(:meth:`~dask_reservoir._core.ledger.Ledger.ship`, still counted in the bound until the
 consumer acknowledges them), job errors and a copy of the counters; a second thread
 reads the consumer's messages.  When the consumer says stop, or its end of the pipe
 closes (the consumer's process died), the runner is closed, every task released, and
@@ -24,9 +24,9 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .blocks import compact
-from .errors import JobError
-from .mirror import LoaderState
+from dask_reservoir._core.blocks import compact
+from dask_reservoir._runtime.loader.mirror import LoaderState
+from dask_reservoir.errors import JobError
 
 __all__ = ["HEARTBEAT_SECONDS", "SHIP_MAX", "dumps", "main"]
 
@@ -67,7 +67,7 @@ def portable(exc: BaseException | None) -> BaseException | None:
 
 
 class Loop:
-    """The loader process's two threads around one :class:`~dask_reservoir.runner.JobRunner`."""
+    """The loader process's two threads around one :class:`~dask_reservoir._runtime.runner.JobRunner`."""
 
     def __init__(self, conn: Connection, runner: Any) -> None:
         self._conn = conn
@@ -132,7 +132,7 @@ class Loop:
 
     def _shippable(self, items: list[Any]) -> list[Any]:
         """The items that pickle; the others are rejected (a failure of their UID) and acknowledged."""
-        from .store import StoreError
+        from dask_reservoir._core.store import StoreError
 
         good, bad = [], []
         for item in items:
@@ -182,7 +182,7 @@ class Loop:
             self._ledger.acknowledge(message[1])
             self._runner.poke()
         elif kind == "rejected":
-            from .store import StoreError
+            from dask_reservoir._core.store import StoreError
 
             self._ledger.rejected(message[1], StoreError(message[2]))
         elif kind == "poke":
@@ -214,7 +214,7 @@ def _pickles(obj: object) -> bool:
 def _connect(settings: dict[str, Any]) -> Any:
     from distributed import Client
 
-    from .cluster import ClientHandle, connect_timeout
+    from dask_reservoir._runtime.cluster import ClientHandle, connect_timeout
 
     client = Client(
         settings["address"],
@@ -232,7 +232,7 @@ def main(fd: int) -> None:
     sys.path[:] = pickle.loads(conn.recv_bytes())
     import cloudpickle
 
-    from .runner import runner_for
+    from dask_reservoir._runtime.runner import runner_for
 
     handle = None
     try:

@@ -1,10 +1,10 @@
 """The job runner: the only place with a thread and dask futures of jobs.
 
-One named daemon thread asks the :class:`~dask_reservoir.ledger.Ledger` what
+One named daemon thread asks the :class:`~dask_reservoir._core.ledger.Ledger` what
 to submit next (``rows_per_job`` source rows per dask task, in the order of
 the source sampler, cycling forever, within the back-pressure bound), submits
 it, and hands what became of each task (see
-:mod:`~dask_reservoir.collector`) back to the ledger.  The pickled function is
+:mod:`~dask_reservoir._runtime.collector`) back to the ledger.  The pickled function is
 sent once, as one task every job depends on.  Task errors are read, their
 traceback cleared and the futures cancelled (dask/distributed#8790).  A task
 cancelled by someone else, or whose result could not be fetched, is submitted
@@ -29,20 +29,28 @@ from typing import Any, cast
 
 from distributed import Client, Future
 
-from .blocks import ChunkLoaded
-from .checkpoint import ResumePoint
-from .chunks import run_chunk, run_partition_chunk
-from .cluster import ClientHandle, importable_on
-from .collector import MAX_UNEXPECTED, TRANSFER_SETTLE_SECONDS, Arrival, LossTracker, ResultCollector
-from .dask_source import DaskSource
-from .errors import ClusterLostError, JobError
-from .ledger import Completed, Ledger, RunnerCounters
-from .options import ReservoirOptions
-from .samplers import Sampler
-from .shipping import FunctionLoadError, function_package, payload_of
-from .source import PandasSource, Source
-from .stats import Performance
-from .tasks import JobSpec, Opaque, run_partition_rows, run_rows
+from dask_reservoir._core.blocks import ChunkLoaded
+from dask_reservoir._core.checkpoint import ResumePoint
+from dask_reservoir._core.ledger import Ledger
+from dask_reservoir._core.options import ReservoirOptions
+from dask_reservoir._core.records import Completed, RunnerCounters
+from dask_reservoir._core.samplers import Sampler
+from dask_reservoir._core.stats import Performance
+from dask_reservoir._runtime.cluster import ClientHandle, importable_on
+from dask_reservoir._runtime.collector import (
+    MAX_UNEXPECTED,
+    TRANSFER_SETTLE_SECONDS,
+    Arrival,
+    LossTracker,
+    ResultCollector,
+)
+from dask_reservoir._source.dask_source import DaskSource
+from dask_reservoir._source.pandas_source import PandasSource, Source
+from dask_reservoir._worker.calls import JobSpec, run_partition_rows, run_rows
+from dask_reservoir._worker.chunks import run_chunk, run_partition_chunk
+from dask_reservoir._worker.shipping import FunctionLoadError, function_package, payload_of
+from dask_reservoir._worker.wire import Opaque
+from dask_reservoir.errors import ClusterLostError, JobError
 
 __all__ = ["WAIT_SLICE", "Completed", "JobRunner", "RunnerCounters", "raise_fatal", "runner_for"]
 
@@ -115,7 +123,7 @@ class JobRunner:
         the embedded cluster, whose workers import what this process imports).
     **ledger_options
         ``auto_bound_threads``, ``capacity``, ``max_failures_per_uid``, ``collect_errors``,
-        ``skip_first_pass``, ``rank``, ``world_size``, ``deterministic``: see :class:`~dask_reservoir.ledger.Ledger`.
+        ``skip_first_pass``, ``rank``, ``world_size``, ``deterministic``: see :class:`~dask_reservoir._core.ledger.Ledger`.
     """
 
     def __init__(
@@ -559,7 +567,7 @@ def runner_for(
 ) -> JobRunner:
     """The runner of a reservoir with these options (not started).
 
-    The default bound is :func:`~dask_reservoir.ledger.default_bound` and follows the
+    The default bound is :func:`~dask_reservoir._core.ledger.default_bound` and follows the
     cluster; user code the cluster cannot import travels by value, importable code by reference
     (so that a threaded ``LocalCluster`` shares module state with the client, as users
     expect); both decisions are revisited as workers join.

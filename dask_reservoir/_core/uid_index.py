@@ -18,7 +18,7 @@ from typing import Any, cast, overload
 import numpy as np
 import pandas as pd
 
-from .errors import SHOWN, first_values
+from dask_reservoir.errors import SHOWN, first_values
 
 __all__ = ["UidIndex", "validate_uids"]
 
@@ -235,11 +235,23 @@ def _check_round_trip(uids: list[Hashable], uid_column: str) -> None:
         raise TypeError(f"UID column {uid_column!r} must hold picklable values: {exc}") from None
     if back == uids and list(map(hash, back)) == list(map(hash, uids)):
         return
-    from .source import same_uid
-
     for i, (u, v) in enumerate(zip(uids, back, strict=True)):
         if not same_uid(u, v):
             raise ValueError(
                 f"UID column {uid_column!r} must hold values equal to themselves after a pickle round "
                 f"trip (a NaN inside, say), got {type(u).__name__} {u!r} at row position {i}"
             )
+
+
+def same_uid(a: object, b: object) -> bool:
+    """Whether two UIDs are the same: equal, with equal hashes (so a dict finds one by the other).
+
+    Examples
+    --------
+    >>> same_uid(3, 3.0), same_uid(("A", float("nan")), ("A", float("nan"))), same_uid([1], [1])
+    (True, False, False)
+    """
+    try:
+        return a is b or (bool(a == b) and hash(a) == hash(b))
+    except Exception:
+        return False

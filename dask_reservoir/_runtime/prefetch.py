@@ -1,6 +1,6 @@
 """The batch builder: one thread per reservoir that builds batches before ``next()`` asks.
 
-A :class:`~dask_reservoir.batches.BatchIterator` hands its next
+A :class:`~dask_reservoir._runtime.batches.BatchIterator` hands its next
 ``prefetch_batches`` builds to the :class:`BatchBuilder`; the builder runs them
 one at a time in submission order, so each epoch's batches come out in order
 and the consumer's ``next()`` only takes a batch that is already built (while

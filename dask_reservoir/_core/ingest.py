@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable
 
-from .errors import ClusterLostError, JobError
-from .stats import FailureRecord
+from dask_reservoir._core.records import FailureRecord
+from dask_reservoir.errors import ClusterLostError, JobError
 
 __all__ = ["minimum_error", "single_take", "supply_error", "take_limit", "unreachable"]
 

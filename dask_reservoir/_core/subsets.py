@@ -1,19 +1,30 @@
 """Which source rows a subset reservoir takes: drawn at random, or selected by UID or column value.
 
-Pure functions over a :class:`~dask_reservoir.source.Source` (a dask source
-computes only the one column asked for).
+Pure functions over a source's lookups (:class:`SourceLookup`; a dask source computes only the
+one column asked for).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .source import Source
+__all__ = ["SourceLookup", "positions_by_values", "random_positions"]
 
-__all__ = ["positions_by_values", "random_positions"]
+
+class SourceLookup(Protocol):
+    """What :func:`positions_by_values` reads of a source (pandas and dask sources have it)."""
+
+    @property
+    def columns(self) -> list[str]: ...
+
+    def has(self, uid: Hashable) -> bool: ...
+
+    def position(self, uid: Hashable) -> int: ...
+
+    def column_values(self, name: str, *, scheduler: Any = None) -> list[Any]: ...
 
 
 def _first(values: list[Any]) -> str:
@@ -40,7 +51,7 @@ def random_positions(n: int, nb_samples: object, seed: int | None) -> list[int]:
 
 
 def positions_by_values(
-    source: Source, uids: Iterable[Hashable], column: str, *, uid_column: str, scheduler: Any = None
+    source: SourceLookup, uids: Iterable[Hashable], column: str, *, uid_column: str, scheduler: Any = None
 ) -> list[int]:
     """Positions of the rows whose ``column`` is in ``uids``, in the order of ``uids``.
 
@@ -54,7 +65,7 @@ def positions_by_values(
     Examples
     --------
     >>> import pandas as pd
-    >>> from dask_reservoir.source import make_source
+    >>> from dask_reservoir._source.make import make_source
     >>> src = make_source(pd.DataFrame({"site": ["A", "B", "A"]}), "uid")
     >>> positions_by_values(src, [2, 0], "uid", uid_column="uid")
     [2, 0]

@@ -8,12 +8,12 @@ module, so a function defined in ``__main__``, a notebook or a test module
 works on a remote scheduler that cannot import it (dask_reservoir itself must
 be installed in the cluster's environment, as any dask library).  Each task
 receives only the small :class:`TaskOptions`.  How the function is pickled
-and loaded is :mod:`~dask_reservoir.shipping`; ``job_timeout`` is
-:mod:`~dask_reservoir.timeouts`; what it returned is checked by
-:mod:`~dask_reservoir.produced`.
+and loaded is :mod:`~dask_reservoir._worker.shipping`; ``job_timeout`` is
+:mod:`~dask_reservoir._worker.timeouts`; what it returned is checked by
+:mod:`~dask_reservoir._worker.produced`.
 
-Each task returns one :data:`~dask_reservoir.outcomes.Outcome` per source row:
-:class:`~dask_reservoir.outcomes.RowLoaded` or :class:`~dask_reservoir.outcomes.RowFailed`,
+Each task returns one :data:`~dask_reservoir._core.records.Outcome` per source row:
+:class:`~dask_reservoir._core.records.RowLoaded` or :class:`~dask_reservoir._core.records.RowFailed`,
 in an :class:`Outcomes` list that dask pickles as one object.
 """
 
@@ -31,43 +31,22 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from .collate import is_immutable
-from .errors import JobError
-from .outcomes import Outcome, RowFailed, RowLoaded
-from .produced import normalize_result
-from .shipping import _load, dumps_function, function_package
-from .source import RowColumns, partition_records, same_uid
-from .timeouts import _call_with_timeout
+from dask_reservoir._core.collate import is_immutable
+from dask_reservoir._core.records import Outcome, RowFailed, RowLoaded
+from dask_reservoir._core.uid_index import same_uid
+from dask_reservoir._worker.produced import normalize_result
+from dask_reservoir._worker.shipping import dumps_function, function_package, load_function
+from dask_reservoir._worker.timeouts import call_with_timeout
+from dask_reservoir._worker.wire import Opaque, RowColumns, partition_records
+from dask_reservoir.errors import JobError
 
 __all__ = [
     "JobSpec",
-    "Opaque",
     "Outcomes",
     "TaskOptions",
     "run_partition_rows",
     "run_rows",
 ]
-
-
-class Opaque:
-    """A task argument dask must not scan for futures (a list of thousands of row dicts).
-
-    dask walks lists, tuples and dicts of every argument looking for futures,
-    which costs microseconds per element; this wrapper is passed as one object.
-
-    Examples
-    --------
-    >>> Opaque([1, 2]).value
-    [1, 2]
-    """
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Opaque, (self.value,))
 
 
 class Outcomes(list[Outcome]):
@@ -147,14 +126,14 @@ class JobSpec:
     Attributes
     ----------
     payload : bytes
-        ``function_to_run`` pickled (see :func:`~dask_reservoir.shipping.dumps_function`).
+        ``function_to_run`` pickled (see :func:`~dask_reservoir._worker.shipping.dumps_function`).
     uid_column, attempts, reraise : str, int, bool
         As in :class:`TaskOptions`.
     timeout : float or None
         ``job_timeout``: seconds one call of the function may run before it is
         abandoned (the call goes on in a daemon thread until it returns, but the
         task, and so the worker's slot, is freed); at most
-        :data:`~dask_reservoir.timeouts.MAX_ABANDONED_CALLS` abandoned calls run per worker process.
+        :data:`~dask_reservoir._worker.timeouts.MAX_ABANDONED_CALLS` abandoned calls run per worker process.
     by_value : bool
         Whether ``payload`` holds the function's user code by value.
     function : callable or None
@@ -183,10 +162,10 @@ class JobSpec:
         by_value: bool = True,
         batched: bool = False,
     ) -> JobSpec:
-        """Pickle ``function`` (see :func:`~dask_reservoir.shipping.dumps_function`) and build the spec.
+        """Pickle ``function`` (see :func:`~dask_reservoir._worker.shipping.dumps_function`) and build the spec.
 
         ``rows_per_job`` 0 means "auto" (tasks of varying size: retries run in the task).
-        ``batched``: one call per chunk (:mod:`~dask_reservoir.chunks`), retried in the task.
+        ``batched``: one call per chunk (:mod:`~dask_reservoir._worker.chunks`), retried in the task.
         """
         single = rows_per_job == 1 and not batched
         return cls(
@@ -220,7 +199,7 @@ class JobSpec:
         return replace(self, payload=dumps_function(self.function, by_value=True), by_value=True)
 
 
-def _picklable(exc: BaseException) -> BaseException | None:
+def picklable_error(exc: BaseException) -> BaseException | None:
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:
@@ -238,7 +217,7 @@ def _run_one(
             if options.timeout is None:
                 result = function(record)
             else:
-                result = _call_with_timeout(function, record, uid, options.timeout)
+                result = call_with_timeout(function, record, uid, options.timeout)
             rows = normalize_result(result, uid, options.uid_column)
             if private_result(options):
                 rows = [{k: _private(v) for k, v in row.items()} for row in rows]
@@ -280,7 +259,7 @@ def _private(value: Any) -> Any:
 
 def _failed(uid: Hashable, exc: BaseException, seconds: float) -> RowFailed:
     text = "".join(traceback.format_exception(exc))
-    return RowFailed(uid, type(exc).__name__, str(exc), text, _picklable(exc), seconds)
+    return RowFailed(uid, type(exc).__name__, str(exc), text, picklable_error(exc), seconds)
 
 
 def misread(read: Hashable, expected: Hashable, column: str) -> RowFailed:
@@ -300,11 +279,11 @@ def run_rows(
 ) -> Outcomes:
     """Run ``function_to_run`` (pickled in ``payload``) on each record; one outcome per record.
 
-    ``records`` are row dicts (each copied before the call), or :class:`~dask_reservoir.source.RowColumns`.
+    ``records`` are row dicts (each copied before the call), or :class:`~dask_reservoir._source.pandas_source.RowColumns`.
 
     Raises
     ------
-    ~dask_reservoir.shipping.FunctionLoadError
+    ~dask_reservoir._worker.shipping.FunctionLoadError
         When this worker cannot unpickle the function.
 
     Examples
@@ -313,7 +292,7 @@ def run_rows(
     >>> [o.rows for o in run_rows(spec.options(), spec.payload, [{"x": 1, "uid": "a"}], ["a"])]
     [[{'y': 2, 'uid': 'a'}]]
     """
-    function = _load(payload)
+    function = load_function(payload)
     uid_list: Sequence[Hashable] = _unwrap(uids)
     if isinstance(records, RowColumns):  # fresh dicts, built here
         row_list = records.records()
@@ -346,7 +325,7 @@ def run_partition_rows(
     """
     ref_list: Sequence[tuple[int, int]] = _unwrap(refs)
     uid_list: Sequence[Hashable] = _unwrap(uids)
-    function = _load(payload)
+    function = load_function(payload)
     by_part: dict[int, list[int]] = {}  # partition -> indices into ref_list
     for i, (part, _) in enumerate(ref_list):
         by_part.setdefault(part, []).append(i)

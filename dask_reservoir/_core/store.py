@@ -5,14 +5,14 @@ Pure synchronous code with no threads started and no dask.  An
 UID is present replaces the old one (and makes it the newest); beyond
 ``capacity`` entries the oldest are evicted.  Single-row entries whose
 columns have fixed shapes and dtypes are kept in a columnar
-:class:`~dask_reservoir.slots.SlotTable`, so that a batch is gathered with one
+:class:`~dask_reservoir._core.slots.SlotTable`, so that a batch is gathered with one
 ``numpy.take`` per column; other entries keep their rows as dicts, with their
 arrays made read-only.
 
 Memory bound
 ------------
 Every entry, slotted or kept as rows, holds one slot of a fixed
-:class:`~dask_reservoir.slots.SlotPool` of ``capacity + headroom`` slots,
+:class:`~dask_reservoir._core.slots.SlotPool` of ``capacity + headroom`` slots,
 ``headroom = ceil(capacity / 2)``; the table's arrays have that many rows,
 allocated once (rows never written cost no resident memory).  An epoch
 :class:`Snapshot` pins exactly the slots of its entries until released; an
@@ -28,7 +28,7 @@ goes.  So:
   iterator throttles refreshing instead of growing memory.
 
 Stored data never changes under a reader: batches and rows handed to a
-``collate_fn`` are copies (see :class:`~dask_reservoir.batches.BatchIterator`).
+``collate_fn`` are copies (see :class:`~dask_reservoir._runtime.batches.BatchIterator`).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ from typing import Any, cast
 
 import numpy as np
 
-from .blocks import BlockRow
-from .collate import dtype_family, is_immutable, private_rows
-from .slots import SlotPool, SlotTable, StoreError
+from dask_reservoir._core.blocks import BlockRow
+from dask_reservoir._core.collate import dtype_family, is_immutable, private_rows
+from dask_reservoir._core.slots import SlotPool, SlotTable, StoreError
 
 __all__ = ["UNLIMITED_ROOM", "Entry", "NoRoomError", "ReservoirStore", "Snapshot", "StoreError"]
 
@@ -186,7 +186,7 @@ class Snapshot:
         """The rows of entry ``index`` as they were at the snapshot.
 
         With ``copy`` (default), new dicts the caller may modify freely (see
-        :func:`~dask_reservoir.collate.private_rows`).  Without, the stored data:
+        :func:`~dask_reservoir._core.collate.private_rows`).  Without, the stored data:
         read-only arrays and shared objects, to read only.
         """
         handle = int(self.handles[index])
@@ -259,7 +259,7 @@ class ReservoirStore:
         The column of each row holding its entry's UID.
     uid_type : type, optional, keyword-only
         The numpy scalar type UIDs are stored as in ``uid_column`` (see
-        :attr:`~dask_reservoir.uid_index.UidIndex.stored_type`); None: as given.
+        :attr:`~dask_reservoir._core.uid_index.UidIndex.stored_type`); None: as given.
     stackable : bool, keyword-only
         Refuse (``StoreError``) a row that the default collate could not stack with
         the stored ones: other columns, an array of another shape, an array where
@@ -423,7 +423,7 @@ class ReservoirStore:
         """:meth:`put` each entry in order; return those that could not be stored, with why.
 
         Entries of a vectorized job whose one row each lives in the same
-        :class:`~dask_reservoir.chunks.ColumnBlock` are written to the table with
+        :class:`~dask_reservoir._worker.chunks.ColumnBlock` are written to the table with
         one assignment per column (at most ``capacity`` at a time, so that none
         evicts another of the same write).  :class:`NoRoomError` and ``ValueError``
         propagate as from :meth:`put`.
@@ -845,7 +845,7 @@ def _frozen(row: Row) -> Row:
     The flags of the caller's arrays are never changed: on a threaded cluster they are
     the function's own (a buffer it may fill again).  A writeable array is kept as a
     read-only view, without a copy: what tasks hand over is theirs to keep (a task run in
-    the client's process copies its results, see :class:`~dask_reservoir.tasks.TaskOptions`).
+    the client's process copies its results, see :class:`~dask_reservoir._worker.calls.TaskOptions`).
     """
     return {
         k: _read_only_view(v) if isinstance(v, np.ndarray) and v.flags.writeable else v

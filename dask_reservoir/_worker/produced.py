@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import JobError
-from .source import same_uid
+from dask_reservoir._core.uid_index import same_uid
+from dask_reservoir.errors import JobError
 
 __all__ = ["normalize_result"]
 

@@ -1,7 +1,7 @@
 """The consumer's copy of a loader process's ledger: what arrived, what failed, the counters.
 
-With ``loader="process"`` the :class:`~dask_reservoir.ledger.Ledger` lives in the
-loader process (see :mod:`~dask_reservoir.loader`).  It ships finished entries,
+With ``loader="process"`` the :class:`~dask_reservoir._core.ledger.Ledger` lives in the
+loader process (see :mod:`~dask_reservoir._runtime.loader.parent`).  It ships finished entries,
 job errors and a copy of its counters over a pipe; this module keeps them on the
 consumer's side behind the same methods the reservoir calls on a ledger
 (``take``, ``wait``, ``counters``, ``pop_error``, ...).  Plain synchronous state
@@ -19,8 +19,8 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import JobError
-from .ledger import Completed, RunnerCounters
+from dask_reservoir._core.records import Completed, RunnerCounters
+from dask_reservoir.errors import JobError
 
 __all__ = ["LedgerMirror", "LoaderState"]
 
@@ -178,7 +178,7 @@ class LedgerMirror:
         return int(source_pass), int(cursor), tuple(pending)
 
     def checkpoint(self) -> tuple[int, int, tuple[Hashable, ...], str | None]:
-        """The loader's :meth:`~dask_reservoir.ledger.Ledger.checkpoint` now (asked, like :meth:`source_position`)."""
+        """The loader's :meth:`~dask_reservoir._core.ledger.Ledger.checkpoint` now (asked, like :meth:`source_position`)."""
         source_pass, cursor, pending, digest = self.ask("checkpoint", None)
         return int(source_pass), int(cursor), tuple(pending), digest
 

@@ -1,13 +1,13 @@
 """The loader process: dask's client, the runner and the results, off the consumer's process.
 
 With ``loader="process"`` (or ``"auto"`` where it applies, see :func:`choose_loader`)
-a child Python (:mod:`~dask_reservoir.loader_process`) connects its own client to
+a child Python (:mod:`~dask_reservoir._runtime.loader.child`) connects its own client to
 the reservoir's scheduler and runs the job runner there.  Task results, dask's event
 loop and its (de)serialisation then cost the consumer's process nothing: it only
 receives finished entries over a socket (pickle protocol 5) into a
-:class:`~dask_reservoir.mirror.LedgerMirror`, on one thread, and stores them when the
+:class:`~dask_reservoir._runtime.loader.mirror.LedgerMirror`, on one thread, and stores them when the
 consumer ingests, as in thread mode.  :class:`LoaderProcess` offers the
-:class:`~dask_reservoir.runner.JobRunner` methods the reservoir calls, so snapshots,
+:class:`~dask_reservoir._runtime.runner.JobRunner` methods the reservoir calls, so snapshots,
 UID keys, replacement rules and the memory bound are the same code in both modes.
 
 The process is started with ``subprocess`` (``python -c``), not ``multiprocessing``: the
@@ -33,17 +33,17 @@ from typing import Any
 
 import dask.config
 
-from .checkpoint import ResumePoint
-from .cluster import ClientHandle
-from .dask_source import DaskSource
-from .loader_process import RELEASE_SECONDS, dumps
-from .mirror import LedgerMirror
-from .options import LOADERS, ReservoirOptions
-from .runner import JOIN_TIMEOUT, WAIT_SLICE, raise_fatal
-from .samplers import Sampler
-from .shipping import dumps_for_process
-from .source import Source
-from .stats import Performance
+from dask_reservoir._core.checkpoint import ResumePoint
+from dask_reservoir._core.options import LOADERS, ReservoirOptions
+from dask_reservoir._core.samplers import Sampler
+from dask_reservoir._core.stats import Performance
+from dask_reservoir._runtime.cluster import ClientHandle
+from dask_reservoir._runtime.loader.child import RELEASE_SECONDS, dumps
+from dask_reservoir._runtime.loader.mirror import LedgerMirror
+from dask_reservoir._runtime.runner import JOIN_TIMEOUT, WAIT_SLICE, raise_fatal
+from dask_reservoir._source.dask_source import DaskSource
+from dask_reservoir._source.pandas_source import Source
+from dask_reservoir._worker.shipping import dumps_for_process
 
 __all__ = ["CONFIG_KEY", "LOADERS", "LoaderProcess", "choose_loader"]
 
@@ -59,7 +59,7 @@ ASK_SECONDS = 10.0
 
 _PENDING = object()
 
-_CHILD = "import sys; from dask_reservoir.loader_process import main; main(int(sys.argv[1]))"
+_CHILD = "import sys; from dask_reservoir._runtime.loader.child import main; main(int(sys.argv[1]))"
 
 
 def choose_loader(loader: str | None, handle: ClientHandle, source: Source) -> tuple[str, str]:
@@ -91,7 +91,7 @@ def choose_loader(loader: str | None, handle: ClientHandle, source: Source) -> t
 
 
 class LoaderProcess:
-    """The :class:`~dask_reservoir.runner.JobRunner` interface, served by a loader process.
+    """The :class:`~dask_reservoir._runtime.runner.JobRunner` interface, served by a loader process.
 
     Parameters
     ----------
@@ -99,7 +99,7 @@ class LoaderProcess:
         The consumer's client: the loader connects to its scheduler address (with its
         ``security``); with the embedded cluster, the workers import what this process imports.
     source, function, options, order, skip_first_pass, resume
-        As for :func:`~dask_reservoir.runner.runner_for`; pickled with cloudpickle.
+        As for :func:`~dask_reservoir._runtime.runner.runner_for`; pickled with cloudpickle.
     """
 
     def __init__(

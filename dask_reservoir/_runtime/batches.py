@@ -3,7 +3,7 @@
 Pure synchronous code: no threads started, no dask.  When every entry of the
 snapshot lives in the store's columnar slot table and no ``collate_fn`` is
 given, a batch is gathered with one ``numpy.take`` per column; otherwise the
-rows are collated with :func:`~dask_reservoir.collate.collate_rows`.  The
+rows are collated with :func:`~dask_reservoir._core.collate.collate_rows`.  The
 reservoir hands a ``check`` callback that raises when the reservoir was closed
 or a job failed with ``on_error="raise"``; it runs before every batch.
 
@@ -24,52 +24,13 @@ from typing import Any, cast
 
 import numpy as np
 
-from .collate import collate_rows
-from .errors import IteratorExpiredError
-from .prefetch import IDLE_SLICE, BatchBuilder
-from .samplers import Sampler
-from .slots import SlotTable
-from .store import Entry, ReservoirStore, Snapshot
+from dask_reservoir._core.collate import collate_rows
+from dask_reservoir._core.slots import SlotTable
+from dask_reservoir._core.store import Entry, ReservoirStore, Snapshot
+from dask_reservoir._runtime.prefetch import IDLE_SLICE, BatchBuilder
+from dask_reservoir.errors import IteratorExpiredError
 
-__all__ = ["BatchIterator", "epoch_order"]
-
-
-def epoch_order(
-    sampler: Sampler,
-    n: int,
-    epoch: int,
-    *,
-    name: str = "reservoir_sampler",
-    of: str = "entries in the reservoir",
-    positions: np.ndarray | None = None,
-) -> np.ndarray:
-    """The sampler's indices for one epoch, checked to lie in ``range(n)``.
-
-    ``positions`` are the source positions of the ``n`` entries, given to samplers
-    that read source columns (``uses_positions``).
-
-    Examples
-    --------
-    >>> from dask_reservoir.samplers import SequentialSampler
-    >>> epoch_order(SequentialSampler(), 3, 0).tolist()
-    [0, 1, 2]
-    """
-    if getattr(sampler, "uses_positions", False):
-        raw: Any = sampler.indices(n, epoch=epoch, positions=positions)  # type: ignore[call-arg]
-    else:
-        raw = sampler.indices(n, epoch=epoch)
-    if isinstance(raw, range) and (len(raw) == 0 or (min(raw) >= 0 and max(raw) < n)):
-        return np.arange(raw.start, raw.stop, raw.step, dtype=np.int64)  # no Python step per index
-    order = raw if isinstance(raw, np.ndarray) else np.asarray(list(raw))
-    if order.size and not np.issubdtype(order.dtype, np.integer):
-        raise TypeError(f"{name} {sampler!r} must yield int indices, got {order.dtype} values")
-    order = order.astype(np.int64, copy=False).ravel()
-    bad = order[(order < 0) | (order >= n)]
-    if bad.size:
-        raise ValueError(
-            f"{name} {sampler!r} must yield indices in range({n}) ({n} {of}), got {bad[:5].tolist()!r}"
-        )
-    return order
+__all__ = ["BatchIterator"]
 
 
 def snapshot_of(entries: list[Entry]) -> Snapshot:
@@ -253,7 +214,7 @@ class BatchIterator(Iterator[Any]):
     Examples
     --------
     >>> import numpy as np
-    >>> from dask_reservoir.store import Entry
+    >>> from dask_reservoir._core.store import Entry
     >>> snap = snapshot_of([Entry(i, i, ({"sample_uid": i, "x": i * 10},)) for i in range(5)])
     >>> it = BatchIterator(snap, np.array([4, 3, 2, 1, 0]), batch_size=2, drop_last=False)
     >>> len(it), [b["x"].tolist() for b in it]

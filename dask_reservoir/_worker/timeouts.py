@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .errors import JobTimeoutError
+from dask_reservoir.errors import JobTimeoutError
 
 __all__ = ["MAX_ABANDONED_CALLS"]
 
@@ -32,7 +32,7 @@ class _Abandoned:
     running = 0
 
 
-def _call_with_timeout(
+def call_with_timeout(
     function: Callable[[dict[str, Any]], Any], record: dict[str, Any], uid: Hashable, timeout: float
 ) -> Any:
     """Call ``function(record)`` in a thread with the worker's context; give up after ``timeout``."""

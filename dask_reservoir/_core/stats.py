@@ -1,4 +1,4 @@
-"""Counters and summaries: :class:`ReservoirStats`, :class:`FailureRecord`, :class:`Performance`.
+"""Counters and summaries: :class:`ReservoirStats` and :class:`Performance`.
 
 Plain data, no threads and no dask: the reservoir assembles a
 :class:`ReservoirStats` from the counters of its parts each time
@@ -10,52 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .ledger import RunnerCounters
+from dask_reservoir._core.records import FailureRecord, RunnerCounters
 
-__all__ = ["FailureRecord", "Performance", "ReservoirStats", "entry_summary", "percentiles", "runner_fields"]
-
-
-@dataclass(frozen=True)
-class FailureRecord:
-    """The latest failure of one UID.
-
-    Attributes
-    ----------
-    uid : Hashable
-        UID of the source row whose job failed.
-    exc_type : str
-        Name of the exception type, e.g. ``"ValueError"`` or ``"KilledWorker"``.
-    message : str
-        ``str()`` of the exception.
-    traceback : str
-        Formatted traceback text, as far as it could be recovered.
-    count : int
-        Failures of this UID in total.
-    consecutive : int
-        Failures since the last success of this UID.
-    """
-
-    uid: Hashable
-    exc_type: str
-    message: str
-    traceback: str = ""
-    count: int = 1
-    consecutive: int = 1
-
-    def describe(self) -> str:
-        """One line: ``UID 3: ValueError: bad file``.
-
-        Examples
-        --------
-        >>> FailureRecord(3, "ValueError", "bad file").describe()
-        'UID 3: ValueError: bad file'
-        """
-        return f"UID {self.uid!r}: {self.exc_type}: {self.message}"
+__all__ = ["Performance", "ReservoirStats", "entry_summary", "percentiles", "runner_fields"]
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from .blocks import ChunkLoaded, ColumnBlock
-from .errors import SHOWN, JobError, first_values
-from .outcomes import RowFailed, RowLoaded
-from .shipping import _load
-from .source import same_uid
-from .tasks import _picklable, misread, private_result
-from .timeouts import _call_with_timeout
+from dask_reservoir._core.blocks import ChunkLoaded, ColumnBlock, as_rows
+from dask_reservoir._core.records import RowFailed
+from dask_reservoir._core.uid_index import same_uid
+from dask_reservoir._worker.calls import misread, picklable_error, private_result
+from dask_reservoir._worker.shipping import load_function
+from dask_reservoir._worker.timeouts import call_with_timeout
+from dask_reservoir.errors import SHOWN, JobError, first_values
 
 __all__ = ["run_chunk", "run_partition_chunk", "to_block"]
 
@@ -158,7 +158,7 @@ def _failed_chunk(
     message = str(exc)
     if not isinstance(exc, JobError):  # it raised: say where, as a wrong result does
         message = f"{message} (raised by function_to_run {_name(function)}, batched=True, for the chunk of UIDs {first_values(uids)})"
-    kept = _picklable(exc)
+    kept = picklable_error(exc)
     return [RowFailed(uid, type(exc).__name__, message, text, kept, seconds) for uid in uids]
 
 
@@ -174,7 +174,7 @@ def _run(
                 result = function(chunk.copy(deep=False))
             else:
                 call = cast(Callable[[Any], Any], function)
-                result = _call_with_timeout(call, cast(Any, chunk.copy(deep=False)), uids[0], options.timeout)
+                result = call_with_timeout(call, cast(Any, chunk.copy(deep=False)), uids[0], options.timeout)
         except Exception as exc:
             error = exc
             continue
@@ -198,7 +198,7 @@ def run_chunk(options: Any, payload: bytes, chunk: Any, uids: Any) -> ChunkLoade
 
     Examples
     --------
-    >>> from dask_reservoir.tasks import JobSpec
+    >>> from dask_reservoir._worker.calls import JobSpec
     >>> spec = JobSpec.from_function(lambda df: df.assign(y=df.x * 2), uid_column="uid", retries=0, rows_per_job=2)
     >>> out = run_chunk(spec.options(), spec.payload, pd.DataFrame({"uid": ["a", "b"], "x": [1, 2]}), ["a", "b"])
     >>> out.counts.tolist(), out.block.columns["y"].tolist()
@@ -206,7 +206,7 @@ def run_chunk(options: Any, payload: bytes, chunk: Any, uids: Any) -> ChunkLoade
     """
     frame = chunk.value if hasattr(chunk, "value") else chunk
     uid_list = uids.value if hasattr(uids, "value") else uids
-    return _run(options, cast(Callable[[pd.DataFrame], Any], _load(payload)), frame, list(uid_list))
+    return _run(options, cast(Callable[[pd.DataFrame], Any], load_function(payload)), frame, list(uid_list))
 
 
 def run_partition_chunk(
@@ -220,7 +220,7 @@ def run_partition_chunk(
 
     Examples
     --------
-    >>> from dask_reservoir.tasks import JobSpec
+    >>> from dask_reservoir._worker.calls import JobSpec
     >>> spec = JobSpec.from_function(lambda df: df, uid_column="uid", retries=0, rows_per_job=2)
     >>> parts = {0: pd.DataFrame({"uid": ["a", "b"]}), 1: pd.DataFrame({"uid": ["c"]})}
     >>> run_partition_chunk(spec.options(), spec.payload, parts, [(1, 0), (0, 1)], ["c", "b"]).uids
@@ -228,7 +228,7 @@ def run_partition_chunk(
     """
     ref_list: Sequence[tuple[int, int]] = refs.value if hasattr(refs, "value") else refs
     uid_list: list[Hashable] = list(uids.value if hasattr(uids, "value") else uids)
-    function = cast(Callable[[pd.DataFrame], Any], _load(payload))
+    function = cast(Callable[[pd.DataFrame], Any], load_function(payload))
     by_part: dict[int, tuple[list[int], list[int]]] = {}  # partition -> (indices into refs, offsets)
     for i, (part, offset) in enumerate(ref_list):
         indices, offsets = by_part.setdefault(part, ([], []))
@@ -254,19 +254,6 @@ def run_partition_chunk(
         kept_uids = [uid_list[i] for i in keep.tolist()]
         rest = chunk.iloc[keep].reset_index(drop=True)
         cast(Any, rest)[column] = kept_uids
-        for i, outcome in zip(keep.tolist(), _as_rows(_run(options, function, rest, kept_uids)), strict=True):
+        for i, outcome in zip(keep.tolist(), as_rows(_run(options, function, rest, kept_uids)), strict=True):
             outcomes[i] = outcome
     return outcomes
-
-
-def _as_rows(outcome: ChunkLoaded | list[RowFailed]) -> list[Any]:
-    """A chunk's outcome as one :class:`~dask_reservoir.outcomes.RowLoaded` or ``RowFailed`` per UID."""
-    if not isinstance(outcome, ChunkLoaded):
-        return outcome
-    out: list[Any] = []
-    start = 0
-    share = outcome.seconds / max(1, len(outcome.uids))
-    for uid, count in zip(outcome.uids, outcome.counts.tolist(), strict=True):
-        out.append(RowLoaded(uid, [outcome.block.row(i) for i in range(start, start + count)], share))
-        start += count
-    return out

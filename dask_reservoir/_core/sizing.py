@@ -11,7 +11,7 @@ The averages weigh each task by its rows: the first rows set them outright
 moves them almost as far as its own mean, so the size reaches the packed one
 within a few round trips: for rows of 1 ms, tasks go 1 -> 75 rows after the
 first finished task.  The bound on rows in flight (how many tasks of this size
-may be out) is the ledger's (:mod:`~dask_reservoir.ledger`).
+may be out) is the ledger's (:mod:`~dask_reservoir._core.ledger`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .collate import is_immutable, str_array
+from dask_reservoir._core.collate import is_immutable, str_array
 
 __all__ = ["Column", "SlotPool", "SlotTable", "StoreError", "describe_value"]
 
@@ -384,7 +384,7 @@ class SlotTable:
         """Copy rows ``rows`` of ``columns`` (a block's arrays, matching the schema) into ``slots``.
 
         One assignment per column, for entries of a vectorized job (see
-        :mod:`~dask_reservoir.chunks`); the caller checked :meth:`block_columns`.
+        :mod:`~dask_reservoir._worker.chunks`); the caller checked :meth:`block_columns`.
         """
         for name, array in self.arrays.items():
             array[slots] = columns[name][rows]
@@ -460,7 +460,7 @@ class SlotTable:
         """The batch of rows ``slots``: one ``numpy.take`` per column, fresh arrays.
 
         Object columns holding only ``str`` become ``str`` arrays, as
-        :func:`~dask_reservoir.collate.collate_rows` makes them; their mutable
+        :func:`~dask_reservoir._core.collate.collate_rows` makes them; their mutable
         values are deep copies, so a batch never shares anything with the table.
         """
         batch: dict[str, np.ndarray] = {}

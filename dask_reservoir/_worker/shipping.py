@@ -2,7 +2,7 @@
 
 :func:`dumps_function` pickles the function (its user code by value, see
 :func:`function_package`); :func:`payload_of` is the task that holds the bytes
-on the cluster; :func:`_load` unpickles them on a worker (cached per payload),
+on the cluster; :func:`load_function` unpickles them on a worker (cached per payload),
 raising :class:`FunctionLoadError` when the worker cannot import what a
 reference names, so that the runner sends the function by value instead.
 """
@@ -150,7 +150,7 @@ def payload_of(payload: bytes) -> bytes:
 
 
 @functools.lru_cache(maxsize=32)
-def _load(payload: bytes) -> Callable[[dict[str, Any]], Any]:
+def load_function(payload: bytes) -> Callable[[dict[str, Any]], Any]:
     try:
         function: Callable[[dict[str, Any]], Any] = cloudpickle.loads(payload)
     except (ImportError, AttributeError) as exc:

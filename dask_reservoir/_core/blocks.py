@@ -1,6 +1,6 @@
 """Column blocks: the rows of a vectorized job as columns, and what refers to them.
 
-Plain data, no dask.  :mod:`~dask_reservoir.chunks` builds a :class:`ColumnBlock`
+Plain data, no dask.  :mod:`~dask_reservoir._worker.chunks` builds a :class:`ColumnBlock`
 on a worker per chunk (one array per column, rows grouped by source UID) and
 returns it in a :class:`ChunkLoaded`; the ledger gives each UID an entry whose
 rows are :class:`BlockRow` references into the block; the store writes runs of
@@ -22,7 +22,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-__all__ = ["BlockRow", "ChunkLoaded", "ColumnBlock", "compact", "gc_paused", "merge_dtypes"]
+from dask_reservoir._core.records import RowFailed, RowLoaded
+
+__all__ = ["BlockRow", "ChunkLoaded", "as_rows", "ColumnBlock", "compact", "gc_paused", "merge_dtypes"]
 
 _GC_LOCK = threading.Lock()
 _GC_HOLDERS = [0]  # threads inside gc_paused() that found the collector on
@@ -220,3 +222,16 @@ def compact(items: list[Any]) -> list[Any]:
                     for r in item.rows
                 )
     return items
+
+
+def as_rows(outcome: ChunkLoaded | list[RowFailed]) -> list[Any]:
+    """A chunk's outcome as one :class:`~dask_reservoir._core.records.RowLoaded` or ``RowFailed`` per UID."""
+    if not isinstance(outcome, ChunkLoaded):
+        return outcome
+    out: list[Any] = []
+    start = 0
+    share = outcome.seconds / max(1, len(outcome.uids))
+    for uid, count in zip(outcome.uids, outcome.counts.tolist(), strict=True):
+        out.append(RowLoaded(uid, [outcome.block.row(i) for i in range(start, start + count)], share))
+        start += count
+    return out

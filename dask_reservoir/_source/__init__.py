@@ -1,0 +1,1 @@
+"""Sources: a pandas or dask DataFrame validated, its UIDs indexed, its rows read for tasks."""
