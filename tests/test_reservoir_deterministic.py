@@ -203,7 +203,7 @@ def test_the_exact_ingest_logs_while_it_waits(
     client: Client, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 16, point 5a: the deterministic wait is never silent (like the wait for the minimum)."""
-    import dask_reservoir.reservoir as module
+    import dask_reservoir._runtime.feeder as module
 
     monkeypatch.setattr(module, "WAIT_WARNING_SECONDS", 0.0)
     utils.GATE.clear()

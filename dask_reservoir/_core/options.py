@@ -54,6 +54,9 @@ class ReservoirOptions:
     deterministic: bool = False
     batch_format: str = "numpy"
     batched: bool = False
+    progress: bool = False
+    prefetch_batches: int = 2
+    max_stale_epochs: int = 2
 
 
 DEFAULTS: dict[str, Any] = {
@@ -164,6 +167,7 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         raise TypeError(f"batched must be a bool, got {type(k['batched']).__name__}: {k['batched']!r}")
     timeout = _seconds("timeout", k["timeout"])
     job_timeout = _seconds("job_timeout", k["job_timeout"])
+    _check_serving(k)
     return ReservoirOptions(
         max_reservoir_samples=max_samples,
         min_reservoir_samples=min_samples,
@@ -192,4 +196,24 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         deterministic=k["deterministic"],
         batch_format=check_batch_format(k["batch_format"], custom_collate=collate_fn is not None),
         batched=k["batched"],
+        progress=k["progress"],
+        prefetch_batches=k["prefetch_batches"],
+        max_stale_epochs=k["max_stale_epochs"],
     )
+
+
+def _check_serving(k: dict[str, Any]) -> None:
+    """``progress``, ``prefetch_batches`` and ``max_stale_epochs``: how epochs are served."""
+    progress, prefetch, max_stale = k["progress"], k["prefetch_batches"], k["max_stale_epochs"]
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {type(progress).__name__}: {progress!r}")
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int):
+        raise TypeError(f"prefetch_batches must be an int, got {type(prefetch).__name__}: {prefetch!r}")
+    if prefetch < 0:
+        raise ValueError(f"prefetch_batches must be >= 0 (0: build each batch in next()), got {prefetch}")
+    if isinstance(max_stale, bool) or not isinstance(max_stale, int):
+        raise TypeError(f"max_stale_epochs must be an int, got {type(max_stale).__name__}: {max_stale!r}")
+    if max_stale < 0:
+        raise ValueError(
+            f"max_stale_epochs must be >= 0 (newer epochs an iterator may fall behind), got {max_stale}"
+        )

@@ -8,6 +8,7 @@ Plain data, no threads and no dask: the reservoir assembles a
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -15,8 +16,18 @@ from typing import Any, TypedDict
 import numpy as np
 
 from dask_reservoir._core.records import FailureRecord, RunnerCounters
+from dask_reservoir._core.served import Served
+from dask_reservoir._core.store import ReservoirStore
 
-__all__ = ["Performance", "ReservoirStats", "entry_summary", "percentiles", "runner_fields"]
+__all__ = [
+    "Performance",
+    "ReservoirStats",
+    "entry_summary",
+    "percentiles",
+    "runner_fields",
+    "served_fields",
+    "store_fields",
+]
 
 
 @dataclass(frozen=True)
@@ -310,3 +321,41 @@ class Performance:
 
     def __repr__(self) -> str:
         return f"<Performance: count={self._count} average={self.get_average_time():.6f}s>"
+
+
+def store_fields(store: ReservoirStore) -> dict[str, Any]:
+    """The fields of :class:`ReservoirStats` that come from the store: its entries and counters."""
+    now = time.monotonic()
+    entries = list(store)
+    ages = np.fromiter((now - e.loaded_at for e in entries), dtype=float, count=len(entries))
+    served = np.fromiter((e.times_served for e in entries), dtype=float, count=len(entries))
+    unserved = [e for e in entries if e.times_served == 0]
+    return {
+        **entry_summary(ages, served),
+        "reservoir_size": len(entries),
+        "uids_served": store.positions_served,
+        "oldest_unserved_uid": min(unserved, key=lambda e: e.loaded_at).uid if unserved else None,
+        "entries_ingested": store.ingested,
+        "entries_evicted": store.evicted,
+        "entries_replaced": store.replaced,
+        "columnar_bytes": store.columnar_bytes(),
+        "entries_pinned": store.pinned_retired,
+        "live_iterators": store.live_snapshots,
+    }
+
+
+def served_fields(served: Served, recent_load_seconds: Sequence[float]) -> dict[str, Any]:
+    """The fields of :class:`ReservoirStats` about what the consumer saw and how long loads take."""
+    p50, p90, p99 = percentiles(recent_load_seconds)
+    stall_p50, _, stall_p99 = percentiles(served.stalls)
+    return {
+        "batches_served": served.batches,
+        "samples_served": served.samples,
+        "consumer_wait_seconds": served.wait_seconds,
+        "minimum_wait_seconds": served.minimum_wait_seconds,
+        "stall_seconds_p50": stall_p50,
+        "stall_seconds_p99": stall_p99,
+        "load_seconds_p50": p50,
+        "load_seconds_p90": p90,
+        "load_seconds_p99": p99,
+    }

@@ -1,0 +1,216 @@
+"""Epochs: a snapshot of the store, ordered by the reservoir sampler, served by an iterator.
+
+:class:`Epochs` numbers the epochs (``set_epoch``), turns a snapshot into a
+:class:`~dask_reservoir._runtime.batches.BatchIterator`, keeps the iterators whose epoch may
+not be over (to expire those left more than ``max_stale_epochs`` behind) and prepares the next
+epoch's order on the batch builder's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+
+from dask_reservoir._core.formats import converter
+from dask_reservoir._core.options import ReservoirOptions
+from dask_reservoir._core.order import epoch_order
+from dask_reservoir._core.samplers import RandomSampler, Sampler
+from dask_reservoir._core.served import ServedCounters
+from dask_reservoir._core.store import Snapshot
+from dask_reservoir._runtime.batches import BatchIterator
+from dask_reservoir._runtime.prefetch import BatchBuilder
+
+__all__ = ["Epochs"]
+
+logger = logging.getLogger("dask_reservoir")
+
+
+class Epochs:
+    """The epochs of one reservoir: numbers, iterators, orders.
+
+    Parameters
+    ----------
+    options : ReservoirOptions
+        Batch size, ``drop_last``, ``collate_fn``, ranks, ``prefetch_batches``, ``max_stale_epochs``.
+    sampler : Sampler
+        The reservoir sampler, bound to the source.
+    served : ServedCounters
+        Where each ``next()`` is counted.
+    check : callable
+        Raises what the consumer must see now; runs before every batch.
+    rank_epoch_rows : callable
+        With ranks: the entries every rank's epoch serves.
+    dtypes : dict
+        The pandas dtypes of produced columns (read at each ``batch_format="pandas"`` batch).
+    name : str
+        Names the batch builder's thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        options: ReservoirOptions,
+        sampler: Sampler,
+        served: ServedCounters,
+        check: Callable[[], None],
+        rank_epoch_rows: Callable[[], int],
+        dtypes: dict[str, Any],
+        name: str,
+    ) -> None:
+        self.options = options
+        self.sampler = sampler
+        self.served = served
+        self.check = check
+        self.rank_epoch_rows = rank_epoch_rows
+        self.dtypes = dtypes
+        self.started = 0  # epochs started
+        self.number = 0  # the next epoch's number for the samplers (set_epoch)
+        self.builder = BatchBuilder(name=name, max_ahead=options.prefetch_batches)
+        self._iterators: list[weakref.ref[BatchIterator]] = []  # epochs not known to be over, oldest first
+        self._iterators_lock = threading.Lock()
+        self._next_order: tuple[int, int, Future[np.ndarray]] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        """The epochs' keys of the reservoir's state: the next epoch's number and the epochs started."""
+        return {"epoch": self.number, "epochs": self.started}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go on numbering from a state's ``epoch`` (the epochs this reservoir started stay counted)."""
+        self.number = int(state["epoch"])
+
+    def next_number(self) -> int:
+        """Number the epoch starting now, and count it."""
+        epoch = self.number
+        self.number += 1
+        self.started += 1
+        return epoch
+
+    def start(self, snapshot: Snapshot, epoch: int) -> BatchIterator:
+        """An iterator serving ``snapshot`` in the sampler's order for ``epoch``; it owns the snapshot.
+
+        Whatever raises here (a sampler, a warning turned into an error, a KeyboardInterrupt)
+        releases the snapshot: it never outlives a failed ``iter()``.
+        """
+        options = self.options
+        handed = False  # the iterator owns the snapshot from its construction on
+        try:
+            order = self._order(len(snapshot), epoch, snapshot.positions)
+            max_samples = options.maximum_number_of_samples_per_epoch
+            if options.world_size > 1 and len(order):  # the same number of entries on every rank
+                order, max_samples = np.resize(order, self.rank_epoch_rows()), None
+            if options.drop_last and len(order) < options.batch_size:
+                warnings.warn(
+                    f"batch_size={options.batch_size} is larger than the {len(order)} entries this "
+                    "epoch serves and drop_last=True: the epoch yields no batch",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            handed = True
+            it = BatchIterator(
+                snapshot,
+                order,
+                batch_size=options.batch_size,
+                drop_last=options.drop_last,
+                collate_fn=options.collate_fn,
+                uid_column=options.uid_column,
+                max_samples=max_samples,
+                check=self.check,
+                on_batch=self._count_batch,
+                builder=self.builder,
+                prefetch=options.prefetch_batches,
+                convert=converter(options.batch_format, self.dtypes),
+                epoch=epoch,
+            )
+        except BaseException:
+            if not handed:  # BatchIterator releases it when its construction fails
+                snapshot.release()
+            raise
+        try:
+            with self._iterators_lock:
+                self._iterators.append(weakref.ref(it))
+            self._prepare_order(len(snapshot), epoch + 1)
+        except BaseException:
+            it.close()
+            raise
+        return it
+
+    def _count_batch(self, rows: int, seconds: float, carried: float) -> None:
+        self.served.batch(rows=rows, seconds=seconds, carried=carried)
+
+    # ------------------------------------------------------------------ live iterators
+    def live(self) -> list[BatchIterator]:
+        """The iterators whose epoch may not be over, oldest first (forgets the others)."""
+        with self._iterators_lock:
+            alive = [(ref, it) for ref in self._iterators if (it := ref()) is not None and not it.ended]
+            self._iterators = [ref for ref, _ in alive]
+        return [it for _, it in alive]
+
+    def age(self) -> None:
+        """A newer epoch starts: expire the iterators left behind by more than ``max_stale_epochs``.
+
+        The others drop their batches built ahead (the budget goes to the newest epoch).
+        """
+        max_stale = self.options.max_stale_epochs
+        expired = [it for it in self.live() if it.note_newer_epoch(max_stale)]
+        if expired:
+            logger.info(
+                "dask_reservoir: expired %d iterators not advanced while more than %d newer epochs started "
+                "(max_stale_epochs); their entries are released, their next() raises IteratorExpiredError",
+                len(expired),
+                max_stale,
+            )
+
+    def expire_for_room(self) -> bool:
+        """``deterministic=True``: expire the oldest iterator whose pins may block the exact entries.
+
+        Returns whether one was expired (none when each is inside ``next()`` right now).
+        """
+        for it in self.live():
+            behind = it.behind
+            if it.expire(
+                f"{behind} newer epochs started since it was last advanced, and iter() with "
+                "deterministic=True needed the room its entries pinned for the epoch's exact entries "
+                "(it expires the iterators of earlier epochs, oldest first, rather than wait for them)"
+            ):
+                logger.info(
+                    "dask_reservoir: expired the iterator of an earlier epoch (%d behind): deterministic=True "
+                    "needs the room its entries pinned",
+                    behind,
+                )
+                return True
+        return False
+
+    # ------------------------------------------------------------------ orders
+    def _order(self, n: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+        """The sampler's order for ``epoch``: prepared by the builder when it guessed ``n`` right."""
+        prepared, self._next_order = self._next_order, None
+        if prepared is not None and prepared[:2] == (epoch, n) and prepared[2].done():
+            if not prepared[2].cancelled():
+                return prepared[2].result()
+        elif prepared is not None:
+            prepared[2].cancel()
+        return epoch_order(self.sampler, n, epoch, positions=positions)
+
+    def _prepare_order(self, n: int, epoch: int) -> None:
+        """Compute the next epoch's order in the builder, for a reservoir of the same size.
+
+        Only for the built-in samplers, whose order is a pure function of ``(n, epoch)``:
+        a user's sampler is called once per epoch, by ``iter()``, as documented.
+        """
+        if self.options.prefetch_batches and type(self.sampler) is RandomSampler:
+            sampler = self.sampler
+            self._next_order = (epoch, n, self.builder.submit(lambda: epoch_order(sampler, n, epoch)))
+
+    def close(self) -> None:
+        """Stop the batch builder's thread (idempotent)."""
+        self.builder.close()
+
+    def __repr__(self) -> str:
+        return f"<Epochs: started={self.started} next={self.number} live_iterators={len(self._iterators)}>"

@@ -1,0 +1,375 @@
+"""The reservoir's parts, wired: source -> runner -> feeder -> store -> epochs -> batches.
+
+:class:`Pipeline` is what an :class:`~dask_reservoir.reservoir.AsyncReservoir` holds: it
+builds the parts from checked options (one construction path for a reservoir and for its
+subsets), owns the lock that orders epochs, state and close, and answers the facade's calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import replace
+from typing import Any
+
+import pandas as pd
+
+from dask_reservoir._core.checkpoint import ResumePoint, check_state
+from dask_reservoir._core.frames import entries_frame
+from dask_reservoir._core.options import ReservoirOptions
+from dask_reservoir._core.samplers import Sampler
+from dask_reservoir._core.served import ServedCounters
+from dask_reservoir._core.stats import Performance, ReservoirStats, runner_fields, served_fields, store_fields
+from dask_reservoir._core.store import Entry, ReservoirStore
+from dask_reservoir._runtime.batches import BatchIterator
+from dask_reservoir._runtime.cluster import ClientHandle
+from dask_reservoir._runtime.epochs import Epochs
+from dask_reservoir._runtime.feeder import Feeder
+from dask_reservoir._runtime.loader.parent import LoaderProcess, choose_loader
+from dask_reservoir._runtime.protocols import RunnerLike
+from dask_reservoir._runtime.runner import runner_for
+from dask_reservoir._runtime.state import (
+    header,
+    ledger_state,
+    members_state,
+    resumed_samplers,
+    samplers_state,
+)
+from dask_reservoir._source.dask_source import DaskSource
+from dask_reservoir._source.pandas_source import Source
+from dask_reservoir.errors import ClusterLostError, ReservoirClosedError
+
+__all__ = ["CLOSE_LOCK_SECONDS", "Pipeline"]
+
+logger = logging.getLogger("dask_reservoir")
+
+CLOSE_LOCK_SECONDS = 2.0
+"""How long close() waits for a consumer in iter() to let go before leaving the entries to GC."""
+
+
+class Pipeline:
+    """The parts of one reservoir, built and wired from checked options.
+
+    Parameters
+    ----------
+    source : Source
+        The checked source (a subset's source for a subset).
+    function_to_run : callable
+        The user's job.
+    options : ReservoirOptions
+        Checked options.
+    samplers : tuple of Sampler
+        ``(reservoir_sampler, source_sampler)`` as given (bound here to ``source``).
+    handle : ClientHandle
+        The dask client, and whether this pipeline owns it.
+    preload : iterable of Entry
+        Entries already loaded (a subset's share of its parent's), stored first.
+    dtypes : dict, optional
+        pandas dtypes of produced columns known so far.
+    child : bool
+        A subset: a minimum the source sampler cannot reach fails ``iter()``, not construction.
+    owner : str
+        The reservoir's class name, for error messages.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        function_to_run: Callable[[dict[str, Any]], Any],
+        options: ReservoirOptions,
+        samplers: tuple[Sampler, Sampler],
+        handle: ClientHandle,
+        *,
+        preload: Iterable[Entry] = (),
+        dtypes: dict[str, Any] | None = None,
+        child: bool = False,
+        owner: str = "AsyncReservoir",
+    ) -> None:
+        if options.world_size > len(source):
+            raise ValueError(
+                f"world_size={options.world_size} is larger than the source's {len(source)} rows: "
+                "each rank needs at least one row in every pass"
+            )
+        self.closed = True  # until fully built
+        self.owner = owner
+        self.source, self.function, self.options, self.handle = source, function_to_run, options, handle
+        self.given_samplers = samplers  # as given: subsets bind them to their own source
+        self.reservoir_sampler, self.source_sampler = (
+            _bind(sampler, name, source, child=child)
+            for sampler, name in zip(samplers, ("reservoir_sampler", "source_sampler"), strict=True)
+        )
+        self.store = ReservoirStore(
+            options.max_reservoir_samples,
+            uid_column=options.uid_column,
+            uid_type=source.uid_index.stored_type,  # batches keep the source UID column's dtype
+            # a row the default collate could not stack with the others fails its UID (batches of
+            # one entry never stack entries: volumes of varying shapes, one per batch, are fine)
+            stackable=options.collate_fn is None and options.batch_size > 1,
+        )
+        self.lock = threading.RLock()  # epochs, state and close; held by iter() while it waits
+        self.close_lock = threading.Lock()
+        self.children: weakref.WeakSet[Any] = weakref.WeakSet()  # subsets' facades
+        self.served = ServedCounters()
+        self.warned_lost = False
+        self.address = handle.address
+        self.perf_sending = Performance()
+        self.perf_receiving = Performance()
+        preloaded = []
+        for entry in preload:
+            if self.store.room() <= 0:
+                break
+            self.store.put(entry)
+            preloaded.append(entry.uid)
+        self.loader, self.loader_reason = choose_loader(options.loader, handle, source)
+        self.runner: RunnerLike = self.make_runner(skip_first_pass=preloaded)
+        self.feeder = Feeder(
+            runner=self.runner,
+            store=self.store,
+            source=source,
+            options=options,
+            source_sampler=self.source_sampler,
+            served=self.served,
+            check=self.check_usable,
+            summary=lambda: self.stats().summary(),
+            expire_for_room=lambda: self.epochs.expire_for_room(),  # noqa: PLW0108 - built next
+            no_worker_note=self.no_worker_note,
+            address=self.address,
+            dtypes=dtypes,
+            child=child,
+        )
+        self.epochs = Epochs(
+            options=options,
+            sampler=self.reservoir_sampler,
+            served=self.served,
+            check=self.check_usable,
+            rank_epoch_rows=self.feeder.rank_epoch_rows,
+            dtypes=self.feeder.dtypes,
+            name=f"dask_reservoir-batches-{id(self):x}",
+        )
+        self.closed = False
+
+    def make_runner(
+        self,
+        *,
+        skip_first_pass: Iterable[Hashable] = (),
+        resume: ResumePoint | None = None,
+        order: Sampler | None = None,
+    ) -> RunnerLike:
+        """A runner (a thread, or a loader process) over this source, not started."""
+        make = LoaderProcess if self.loader == "process" else runner_for
+        return make(
+            self.handle,
+            self.source,
+            self.function,
+            self.options,
+            self.source_sampler if order is None else order,
+            skip_first_pass=list(skip_first_pass),
+            perf_sending=self.perf_sending,
+            perf_receiving=self.perf_receiving,
+            resume=resume,
+        )
+
+    # ------------------------------------------------------------------ checks
+    def check_open(self) -> None:
+        """Raise :class:`ReservoirClosedError` once closed."""
+        if self.closed:
+            raise ReservoirClosedError(f"this {self.owner} is closed; it cannot be used any more")
+
+    def check_usable(self) -> None:
+        """Raise what the consumer must see now: closed, runner crash, job error."""
+        self.check_open()
+        try:
+            self.runner.check()
+        except ClusterLostError as exc:
+            if self.options.on_cluster_loss == "raise":
+                raise
+            if not self.warned_lost:
+                self.warned_lost = True
+                logger.warning("dask_reservoir: %s; serving the %d loaded entries", exc, len(self.store))
+        if self.options.on_error == "raise":
+            error = self.runner.ledger.pop_error()
+            if error is not None:
+                raise error
+
+    def no_worker_note(self) -> str | None:
+        """Why nothing loads while the cluster has no worker (for the progress report), else None."""
+        if self.runner.ledger.counters().workers:
+            return None
+        if self.handle.cluster is not None:
+            return "starting the cluster (no worker yet)"
+        return "waiting for workers (none yet)"
+
+    # ------------------------------------------------------------------ epochs
+    def iterate(self) -> BatchIterator:
+        """Ingest, wait as the options say, and start an epoch over a snapshot of the store."""
+        with self.served.in_iter() as took:  # stats() counts a wait still going on
+            self.check_usable()
+            with self.lock:
+                self.epochs.age()  # before ingesting: a stale epoch's entries are released first
+                self.feeder.feed(epochs=self.epochs.started)
+                snapshot = self.store.snapshot()
+                epoch = self.epochs.next_number()
+            it = self.epochs.start(snapshot, epoch)
+        it.carry_seconds(took[0])  # the first batch's stall includes the epoch start (counted once, here)
+        return it
+
+    def set_epoch(self, epoch: int) -> None:
+        """Number the next epoch ``epoch``."""
+        self.check_open()
+        with self.lock:
+            self.epochs.number = epoch
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The resumable state, each part writing its own keys."""
+        self.check_open()
+        with self.lock:
+            counters = self.runner.ledger.counters()
+            served = self.served.copy()
+            return {
+                **header(self.source, self.options),
+                **self.epochs.state_dict(),
+                **ledger_state(self.runner.ledger, counters),
+                **samplers_state(self.source_sampler, self.reservoir_sampler),
+                **self.feeder.state_dict(epochs=self.epochs.started),
+                **members_state(self.store),
+                "counters": {
+                    "batches_served": served.batches,
+                    "samples_served": served.samples,
+                    "rows_loaded": counters.rows_loaded,
+                    "rows_failed": counters.rows_failed,
+                },
+            }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Check ``state`` whole, then let each part read its keys (nothing applied on an error)."""
+        self.check_open()
+        options = self.options
+        with self.lock:
+            if self.epochs.started:
+                raise ValueError(
+                    "load_state_dict() must come before the first iter(); this reservoir started "
+                    f"{self.epochs.started} epochs"
+                )
+            point = check_state(
+                state,
+                uids=self.source.uids,
+                uid_column=options.uid_column,
+                rank=options.rank,
+                world_size=options.world_size,
+                position=self.source.position,
+            )
+            source_sampler, reservoir_sampler, point = resumed_samplers(
+                self.source_sampler,
+                self.reservoir_sampler,
+                point,
+                source=self.source,
+                rank=options.rank,
+                world_size=options.world_size,
+            )
+            # built first: a failure leaves this reservoir as it was
+            runner = self.make_runner(resume=point, order=source_sampler)
+            self.runner.close()
+            self.store.clear()
+            self.runner = self.feeder.runner = runner
+            self.source_sampler = self.feeder.source_sampler = source_sampler
+            self.reservoir_sampler = self.epochs.sampler = reservoir_sampler
+            self.epochs.load_state_dict({"epoch": point.epoch})
+            self.feeder.load_state_dict(point)
+            self.runner.start()
+
+    # ------------------------------------------------------------------ reading
+    def frame(self, uids: Iterable[Hashable] | None, stamp_column: str | None) -> pd.DataFrame:
+        """The loaded entries (all, or those of ``uids``) as a DataFrame, now."""
+        self.check_open()
+        with self.lock:
+            snapshot = self.store.snapshot()
+        try:
+            return entries_frame(
+                snapshot,
+                uids,
+                source=self.source,
+                uid_values=self.source.uid_index.values,
+                uid_column=self.options.uid_column,
+                stamp_column=stamp_column,
+                dtypes=self.feeder.dtypes,
+            )
+        finally:
+            snapshot.release()
+
+    def subset(self, positions: list[int], sampler: Sampler) -> Pipeline:
+        """A pipeline on rows ``positions`` (not sharded), starting with their loaded entries."""
+        source = self.source.subset(positions)
+        preload = [replace(e, position=source.position(e.uid)) for e in self.store.copies(source.uids)]
+        try:
+            return Pipeline(
+                source,
+                self.function,
+                replace(self.options, rank=0, world_size=1),  # a subset is not sharded
+                (sampler, self.given_samplers[1].subset(positions)),
+                ClientHandle(self.handle.client, owned=False),
+                preload=sorted(preload, key=lambda e: e.loaded_at),
+                dtypes=self.feeder.dtypes,
+                child=True,
+                owner=self.owner,
+            )
+        except BaseException:
+            if isinstance(source, DaskSource):
+                source.release()
+            raise
+
+    def stats(self) -> ReservoirStats:
+        """The counters of every part, now."""
+        ledger = self.runner.ledger
+        counters = ledger.counters()
+        return ReservoirStats(
+            **runner_fields(counters),
+            **served_fields(self.served.copy(), ledger.recent_load_seconds()),
+            **store_fields(self.store),
+            max_reservoir_samples=self.options.max_reservoir_samples,
+            min_reservoir_samples=self.options.min_reservoir_samples,
+            epochs=self.epochs.started,
+            mean_job_seconds=ledger.mean_load_seconds,
+            address=self.address,
+            status="closed" if self.closed else counters.status,
+            loader=self.loader,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> bool:
+        """Stop the runner and the batch thread, close what is owned; False when already closed."""
+        with self.close_lock:
+            if self.closed:
+                return False
+            self.closed = True
+        self.runner.close()
+        if self.handle.owned:
+            for child in list(self.children):
+                child.close()
+        self.handle.close()
+        self.epochs.close()
+        # a consumer blocked in iter() holds the lock for at most one wait slice before it
+        # sees the reservoir closed; clear only under the lock, so it never sees half a store
+        if self.lock.acquire(timeout=CLOSE_LOCK_SECONDS):
+            try:
+                self.store.clear()
+            finally:
+                self.lock.release()
+        return True
+
+    def __repr__(self) -> str:
+        return (
+            f"<Pipeline: loader={self.loader} stored={len(self.store)} epochs={self.epochs.started} "
+            f"closed={self.closed}>"
+        )
+
+
+def _bind(sampler: Sampler, name: str, source: Source, *, child: bool) -> Sampler:
+    """``sampler.bind(source)``; its ``ValueError`` names the parameter (and the subset)."""
+    try:
+        return sampler.bind(source)
+    except ValueError as exc:
+        where = f" over the {len(source)} rows of this subset" if child else ""
+        raise ValueError(f"{name}={sampler!r}{where}: {exc}") from exc
