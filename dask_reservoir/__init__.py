@@ -12,14 +12,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 from dask_reservoir._core.collate import collate_rows
 from dask_reservoir._core.records import FailureRecord
-from dask_reservoir._core.samplers import (
-    BalancedSampler,
-    RandomSampler,
-    Sampler,
-    SequentialSampler,
-    WeightedSampler,
-)
+from dask_reservoir._core.samplers import RandomSampler, Sampler, SequentialSampler
 from dask_reservoir._core.stats import Performance, ReservoirStats
+from dask_reservoir._core.weighted import BalancedSampler, WeightedSampler
 from dask_reservoir.errors import (
     ClusterLostError,
     IteratorExpiredError,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dask_reservoir import RandomSampler, SequentialSampler
-from dask_reservoir._core.samplers import BalancedSampler, WeightedSampler, check_sampler
+from dask_reservoir._core.samplers import check_sampler
+from dask_reservoir._core.weighted import BalancedSampler, WeightedSampler
 
 
 def test_sequential() -> None:
