@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import dask_reservoir._core.slots as slots
+import dask_reservoir._core.table as table_module
 from dask_reservoir import collate_rows
-from dask_reservoir._core.slots import Column, SlotPool, SlotTable, StoreError, describe_value
+from dask_reservoir._core.slots import SlotPool
 from dask_reservoir._core.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore
+from dask_reservoir._core.table import Column, SlotTable, StoreError, describe_value
 from dask_reservoir._runtime.batches import BatchIterator
 
 
@@ -299,14 +300,14 @@ def test_a_failed_write_names_the_column_and_leaves_other_slots(monkeypatch: pyt
     table = SlotTable.infer(first, size=3)
     assert table is not None
     table.write(0, first)
-    real_copy = slots._copy_value
+    real_copy = table_module._copy_value
 
     def fail_on_datetimes(target: np.ndarray, slot: int, value: Any, buffer_copy: bool) -> None:
         if target.dtype.kind == "M":
             raise OSError("disk on fire")
         real_copy(target, slot, value, buffer_copy)
 
-    monkeypatch.setattr(slots, "_copy_value", fail_on_datetimes)
+    monkeypatch.setattr(table_module, "_copy_value", fail_on_datetimes)
     with pytest.raises(
         StoreError,
         match=r"^cannot store column 't' \(datetime64\[s\] array of shape \(2,\)\): OSError: disk on fire$",

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import dask_reservoir._core.slots as slots
+import dask_reservoir._core.table as table_module
 from dask_reservoir import collate_rows
 from dask_reservoir._core.blocks import BlockRow, ColumnBlock
 from dask_reservoir._core.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore, StoreError
@@ -79,7 +79,7 @@ def test_epoch_start_and_end_cost_the_changed_entries_not_the_reservoir() -> Non
     store = ReservoirStore(n)
     for i in range(n):
         store.put(entry(i, value=i))
-    store._entry_at = CountingReads(store._entry_at)
+    store._holders._entry_at = CountingReads(store._holders._entry_at)
     CountingReads.reads = 0
     first, again = store.snapshot(), store.snapshot()
     assert again.handles is first.handles  # nothing changed: nothing copied
@@ -254,7 +254,7 @@ def test_put_is_atomic_when_a_column_cannot_be_stored(monkeypatch: pytest.Monkey
     snap = store.snapshot()
     before = (store.uids(), store.ingested, store.evicted, store.replaced, store.room(), store.slots_used)
     calls = {"n": 0}
-    real_copy = slots._copy_value
+    real_copy = table_module._copy_value
 
     def fail_on_b(target: np.ndarray, slot: int, value: Any, buffer_copy: bool) -> None:
         calls["n"] += 1
@@ -262,7 +262,7 @@ def test_put_is_atomic_when_a_column_cannot_be_stored(monkeypatch: pytest.Monkey
             raise OSError("disk on fire")
         real_copy(target, slot, value, buffer_copy)
 
-    monkeypatch.setattr(slots, "_copy_value", fail_on_b)
+    monkeypatch.setattr(table_module, "_copy_value", fail_on_b)
     for uid, position in [("z", 2), ("x", 0)]:  # a new UID (evicts x) and a replacement of x
         with pytest.raises(
             StoreError,
@@ -283,7 +283,7 @@ def test_put_is_atomic_when_a_column_cannot_be_stored(monkeypatch: pytest.Monkey
         ) == before
         np.testing.assert_array_equal(store.rows_of(store.get("x"))[0]["a"], np.zeros(3))  # type: ignore[arg-type]
     assert calls["n"] == 4
-    monkeypatch.setattr(slots, "_copy_value", real_copy)
+    monkeypatch.setattr(table_module, "_copy_value", real_copy)
     assert [float(snap.rows_at(i)[0]["a"][0]) for i in range(2)] == [0.0, 1.0]
     store.put(Entry("z", 2, (dict(good, a=np.full(3, 7.0)),)))
     assert store.uids() == ["y", "z"]
