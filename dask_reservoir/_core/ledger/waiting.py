@@ -1,0 +1,191 @@
+"""Finished rows waiting to be taken, shipped ones not yet acknowledged, and the UIDs out.
+
+Plain synchronous state, no lock: the :class:`~dask_reservoir._core.ledger.Ledger`
+calls it under its condition.  Tested in ``tests/test_ledger_waiting.py``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Iterable, Sequence, Set
+
+from dask_reservoir._core.blocks import BlockRow, ChunkLoaded, gc_paused
+from dask_reservoir._core.ledger.sequence import Sequencer
+from dask_reservoir._core.records import Completed
+from dask_reservoir._core.uid_index import same_uid
+
+__all__ = ["Waiting", "chunk_entries"]
+
+
+def chunk_entries(
+    uids: Sequence[Hashable], positions: Sequence[int], chunk: ChunkLoaded, *, now: float
+) -> list[Completed] | None:
+    """One :class:`~dask_reservoir._core.records.Completed` per UID of a chunk, its rows referring to the chunk's block.
+
+    ``chunk.counts[i]`` rows of the block, in order, belong to ``uids[i]``; each entry's
+    load time is an equal share of the chunk's.  None when the worker reported other UIDs,
+    or the same in another order, than ``uids``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_reservoir._core.blocks import ColumnBlock
+    >>> chunk = ChunkLoaded(["a", "b"], np.array([2, 1]), ColumnBlock({"x": np.arange(3)}), 3.0)
+    >>> [([r.at for r in c.rows], c.load_seconds) for c in chunk_entries(["a", "b"], [0, 1], chunk, now=0.0)]
+    [([0, 1], 1.5), ([2], 1.5)]
+    >>> chunk_entries(["b", "a"], [1, 0], chunk, now=0.0) is None  # reported in another order
+    True
+    """
+    reported = chunk.uids
+    if len(reported) != len(uids) or any(
+        r is not u and not same_uid(r, u) for r, u in zip(reported, uids, strict=True)
+    ):
+        return None
+    counts = chunk.counts.tolist()
+    block = chunk.block
+    share = chunk.seconds / max(1, len(uids))
+    row = tuple.__new__  # BlockRow(block, i), without the named tuple's keyword handling
+    with gc_paused():
+        if len(block) == len(uids) and all(c == 1 for c in counts):  # one row per UID: the usual case
+            return [
+                Completed(uid, position, (row(BlockRow, (block, i)),), share, now)
+                for i, (uid, position) in enumerate(zip(uids, positions, strict=True))
+            ]
+        items = []
+        start = 0
+        for uid, position, count in zip(uids, positions, counts, strict=True):
+            rows = tuple(row(BlockRow, (block, i)) for i in range(start, start + count))
+            start += count
+            items.append(Completed(uid, position, rows, share, now))
+        return items
+
+
+class Waiting:
+    """The entries waiting to be taken, those shipped and not yet acknowledged, and the UIDs out.
+
+    A UID is out from its submission until its entry is taken (or acknowledged when
+    shipped), or until its row failed or goes again: a UID out is not submitted again.
+    Rows finished out of submission order wait in the :class:`~dask_reservoir._core.ledger.sequence.Sequencer`
+    when deterministic.
+
+    Parameters
+    ----------
+    deterministic : bool
+        Entries come out in submission order, whatever the workers' timing.
+
+    Examples
+    --------
+    >>> from dask_reservoir._core.records import Completed
+    >>> waiting = Waiting()
+    >>> waiting.submitted(["a", "b"])
+    >>> waiting.arrived("a", Completed("a", 0, (), 0.0, 0.0))
+    >>> waiting.occupied, sorted(waiting.out)
+    (1, ['a', 'b'])
+    >>> [c.uid for c in waiting.take()], sorted(waiting.out)
+    (['a'], ['b'])
+    """
+
+    def __init__(self, *, deterministic: bool = False) -> None:
+        self._sequence = Sequencer(deterministic=deterministic)
+        self._entries: deque[Completed] = deque()
+        self._shipped = 0  # taken by ship(), not yet acknowledged: still within the bound
+        self._out: set[Hashable] = set()  # in flight or waiting
+
+    # ------------------------------------------------------------------ rows going out
+    @property
+    def out(self) -> Set[Hashable]:
+        """UIDs in flight, waiting, or shipped and not yet acknowledged."""
+        return self._out
+
+    def submitted(self, uids: Iterable[Hashable]) -> None:
+        """These UIDs are on their way (chosen for a job)."""
+        self._out.update(uids)
+
+    def numbered(self, uids: Iterable[Hashable]) -> None:
+        """The job of these UIDs was submitted: number them in submission order."""
+        self._sequence.number(uids, keep=self._out)
+
+    def pending(self) -> list[Hashable]:
+        """The UIDs out, in submission order (those never numbered last)."""
+        return sorted(self._out, key=self._sequence.key)
+
+    # ------------------------------------------------------------------ rows coming back
+    def arrived(self, uid: Hashable, item: Completed | None) -> None:
+        """A submitted row finished (``item``) or gave no entry (None)."""
+        self._entries.extend(self._sequence.arrive(uid, item))
+
+    def dropped(self, uid: Hashable) -> None:
+        """A submitted row gave no entry and is no longer out (it failed, or goes again)."""
+        self._entries.extend(self._sequence.arrive(uid, None))
+        self._out.discard(uid)
+
+    def arrived_chunk(self, uids: Sequence[Hashable], items: Sequence[Completed]) -> None:
+        """The entries of a vectorized job, one per UID, arrived at once."""
+        if self._sequence.deterministic:
+            for uid, item in zip(uids, items, strict=True):
+                self.arrived(uid, item)
+        else:
+            self._entries.extend(items)
+
+    # ------------------------------------------------------------------ taking
+    def take(self, limit: int | None = None) -> list[Completed]:
+        """Remove and return up to ``limit`` waiting entries, oldest first: their UIDs are no longer out."""
+        n = len(self._entries) if limit is None else min(limit, len(self._entries))
+        taken = [self._entries.popleft() for _ in range(n)]
+        for item in taken:
+            self._out.discard(item.uid)
+        return taken
+
+    def ship(self, limit: int | None = None) -> list[Completed]:
+        """Like :meth:`take`, but the entries stay out until :meth:`acknowledge`.
+
+        Examples
+        --------
+        >>> from dask_reservoir._core.records import Completed
+        >>> waiting = Waiting()
+        >>> waiting.submitted(["a"])
+        >>> waiting.arrived("a", Completed("a", 0, (), 0.0, 0.0))
+        >>> len(waiting.ship()), waiting.occupied, "a" in waiting.out
+        (1, 1, True)
+        >>> waiting.acknowledge(["a"])
+        >>> waiting.occupied, "a" in waiting.out
+        (0, False)
+        """
+        n = len(self._entries) if limit is None else min(limit, len(self._entries))
+        shipped = [self._entries.popleft() for _ in range(n)]
+        self._shipped += n
+        return shipped
+
+    def acknowledge(self, uids: Sequence[Hashable]) -> None:
+        """The consumer took (or dropped) these shipped entries: they are no longer out."""
+        self._shipped = max(0, self._shipped - len(uids))
+        for uid in uids:
+            self._out.discard(uid)
+
+    # ------------------------------------------------------------------ how much
+    @property
+    def has_entries(self) -> bool:
+        """Whether entries wait to be taken."""
+        return bool(self._entries)
+
+    @property
+    def occupied(self) -> int:
+        """Rows counted in the bound besides those in flight: waiting, shipped, held back."""
+        return len(self._entries) + self._shipped + self._sequence.held
+
+    @property
+    def busy(self) -> bool:
+        """Whether entries wait or are shipped and not yet acknowledged."""
+        return bool(self._entries) or bool(self._shipped)
+
+    @property
+    def entries(self) -> int:
+        """Entries waiting, including those held back for the submission order."""
+        return len(self._entries) + self._sequence.held_entries
+
+    def clear(self) -> None:
+        """Drop every entry, shipped or held back, and forget the UIDs out (the reservoir closes)."""
+        self._entries.clear()
+        self._sequence.clear()
+        self._shipped = 0
+        self._out.clear()
