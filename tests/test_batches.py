@@ -9,7 +9,8 @@ from dask_reservoir import SequentialSampler, collate_rows
 from dask_reservoir._core.order import epoch_order
 from dask_reservoir._core.samplers import Sampler
 from dask_reservoir._core.store import Entry, ReservoirStore
-from dask_reservoir._runtime.batches import BatchIterator, snapshot_of
+from dask_reservoir._runtime.batches import BatchIterator
+from dask_reservoir._runtime.epoch_plan import snapshot_of
 
 
 def entries(n: int, rows_per_entry: int = 1) -> list[Entry]:

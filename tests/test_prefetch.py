@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from dask_reservoir._core.store import Entry, ReservoirStore
-from dask_reservoir._runtime.batches import BatchIterator, snapshot_of
+from dask_reservoir._runtime.batches import BatchIterator
+from dask_reservoir._runtime.epoch_plan import snapshot_of
 from dask_reservoir._runtime.prefetch import BatchBuilder
 from tests.utils import poll_for
 

@@ -1,9 +1,12 @@
 """One epoch: a snapshot of entries, ordered by a sampler, collated into batches.
 
-Pure synchronous code: no threads started, no dask.  When every entry of the
-snapshot lives in the store's columnar slot table and no ``collate_fn`` is
-given, a batch is gathered with one ``numpy.take`` per column; otherwise the
-rows are collated with :func:`~dask_reservoir._core.collate.collate_rows`.  The
+Pure synchronous code: no threads started, no dask.  What each batch holds, and how it
+is built, is the epoch's plan (:mod:`~dask_reservoir._runtime.epoch_plan`): when every
+entry of the snapshot lives in the store's columnar slot table and no ``collate_fn`` is
+given, a batch is gathered with one ``numpy.take`` per column; otherwise the rows are
+collated with :func:`~dask_reservoir._core.collate.collate_rows`.  The
+:class:`BatchIterator` serves the plan's batches, built in ``next()`` or ahead by a
+:class:`~dask_reservoir._runtime.prefetch.BatchBuilder`, and ends the epoch.  The
 reservoir hands a ``check`` callback that raises when the reservoir was closed
 or a job failed with ``on_error="raise"``; it runs before every batch.
 
@@ -20,147 +23,20 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from dask_reservoir._core.collate import collate_rows
-from dask_reservoir._core.slots import SlotTable
-from dask_reservoir._core.store import Entry, ReservoirStore, Snapshot
+from dask_reservoir._core.snapshot import Snapshot
+from dask_reservoir._runtime.epoch_plan import Built, EpochPlan, end_epoch
 from dask_reservoir._runtime.prefetch import IDLE_SLICE, BatchBuilder
 from dask_reservoir.errors import IteratorExpiredError
 
 __all__ = ["BatchIterator"]
 
 
-def snapshot_of(entries: list[Entry]) -> Snapshot:
-    """A snapshot of plain entries (for tests and examples)."""
-    store = ReservoirStore(max(1, len(entries)), columnar=False)
-    for e in entries:
-        store.put(e)
-    return store.snapshot()
-
-
-def _end_epoch(snapshot: Snapshot, served_counts: np.ndarray, builder: BatchBuilder | None) -> None:
-    """Fold the epoch's serve counts into its entries and release the snapshot (runs once).
-
-    With a builder, after the builds already submitted: none of them reads a released slot.
-    """
-
-    def end() -> None:
-        try:
-            snapshot.add_served(served_counts)
-        finally:  # whatever interrupts the counting, the entries are released
-            snapshot.release()
-
-    if builder is None:
-        end()
-    else:
-        builder.after(end)
-
-
 FINISH_WAIT = 5.0
 """Longest an ending epoch waits for its build in progress before leaving the release to the builder."""
-
-Built = tuple[Any, int, np.ndarray, bool, tuple[int, int]]
-"""A built batch: (batch, rows in it, snapshot indices it holds, whether it is the epoch's last,
-and the plan's ``(cursor, rows)`` before it was built, to build it again after a drop)."""
-
-
-class _EpochPlan:
-    """The building side of an epoch: which entries go in the next batch, and the batch itself.
-
-    Its ``build()`` calls run one at a time, in order (in the consumer's thread, or
-    all in the builder's), so the cursor needs no lock.
-    """
-
-    def __init__(
-        self,
-        snapshot: Snapshot,
-        order: np.ndarray,
-        *,
-        batch_size: int,
-        drop_last: bool,
-        collate_fn: Callable[[list[dict[str, Any]]], Any] | None,
-        uid_column: str,
-        max_samples: int | None,
-        convert: Callable[[dict[str, np.ndarray]], Any] | None = None,
-    ) -> None:
-        self.snapshot = snapshot
-        self.convert = convert
-        self.order = order
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self.collate_fn = collate_fn
-        self.uid_column = uid_column
-        self.max_samples = max_samples
-        self.table: SlotTable | None = snapshot.table if snapshot.all_slotted and collate_fn is None else None
-        self.cursor = 0
-        self.rows = 0  # rows built so far
-        self.ended = False  # the last batch, or the end, was built
-
-    def build(self) -> Built | None:
-        """The next batch, or None when the epoch has no more."""
-        mark = (self.cursor, self.rows)
-        if self.table is not None:
-            built = self._gathered()
-        else:
-            built = self._collated()
-        if built is None:
-            self.ended = True
-            return None
-        batch, n_rows, chunk = built
-        if self.convert is not None:
-            batch = self.convert(batch)
-        self.rows += n_rows
-        last = self.cursor >= len(self.order) or (
-            self.max_samples is not None and self.rows >= self.max_samples
-        )
-        self.ended = last
-        return batch, n_rows, chunk, last, mark
-
-    def rewind(self, mark: tuple[int, int]) -> None:
-        """Go back to before the build that started at ``mark`` (its batch was dropped unserved)."""
-        self.cursor, self.rows = mark
-        self.ended = False
-
-    def _budget(self) -> int | None:
-        return None if self.max_samples is None else self.max_samples - self.rows
-
-    def _gathered(self) -> tuple[Any, int, np.ndarray] | None:
-        take = self.batch_size
-        budget = self._budget()
-        if budget is not None:
-            take = min(take, budget)
-        chunk = self.order[self.cursor : self.cursor + take]
-        if len(chunk) == 0 or (self.drop_last and len(chunk) < self.batch_size):
-            return None
-        self.cursor += len(chunk)
-        table = cast(SlotTable, self.table)  # set whenever batches are gathered
-        return table.gather(self.snapshot.handles[chunk]), len(chunk), chunk
-
-    def _collated(self) -> tuple[Any, int, np.ndarray] | None:
-        rows: list[dict[str, Any]] = []
-        taken: list[int] = []
-        order = self.order
-        snapshot = self.snapshot
-        private = self.collate_fn is not None  # the default collate copies as it stacks
-        while len(taken) < self.batch_size and self.cursor < len(order):
-            budget = self._budget()
-            if budget is not None and budget - len(rows) <= 0:
-                break
-            index = int(order[self.cursor])
-            self.cursor += 1
-            taken.append(index)
-            entry_rows = snapshot.rows_at(index, copy=private)
-            rows.extend(entry_rows if budget is None else entry_rows[: budget - len(rows)])
-        if not taken or (self.drop_last and len(taken) < self.batch_size):
-            return None
-        if self.collate_fn is not None:
-            batch = self.collate_fn(rows)
-        else:
-            batch = collate_rows(rows, uid_column=self.uid_column)
-        return batch, len(rows), np.asarray(taken, np.int64)
 
 
 class BatchIterator(Iterator[Any]):
@@ -215,6 +91,7 @@ class BatchIterator(Iterator[Any]):
     --------
     >>> import numpy as np
     >>> from dask_reservoir._core.store import Entry
+    >>> from dask_reservoir._runtime.epoch_plan import snapshot_of
     >>> snap = snapshot_of([Entry(i, i, ({"sample_uid": i, "x": i * 10},)) for i in range(5)])
     >>> it = BatchIterator(snap, np.array([4, 3, 2, 1, 0]), batch_size=2, drop_last=False)
     >>> len(it), [b["x"].tolist() for b in it]
@@ -243,10 +120,10 @@ class BatchIterator(Iterator[Any]):
         finalizer = None
         try:
             finalizer = self._finalizer = weakref.finalize(
-                self, _end_epoch, snapshot, self._served_counts, self._builder
+                self, end_epoch, snapshot, self._served_counts, self._builder
             )
             self._order = np.asarray(order, dtype=np.int64)
-            self._plan = _EpochPlan(
+            self._plan = EpochPlan(
                 snapshot,
                 self._order,
                 batch_size=batch_size,
@@ -420,7 +297,7 @@ class BatchIterator(Iterator[Any]):
             detached = self._finalizer.detach()
             if detached is not None:
                 _, _, (snapshot, counts, _), _ = detached
-                _end_epoch(snapshot, counts, None)  # now, in this thread
+                end_epoch(snapshot, counts, None)  # now, in this thread
                 return
         self._finalizer()  # after the builds still running, in the builder's thread
 

@@ -7,8 +7,9 @@ loop and its (de)serialisation then cost the consumer's process nothing: it only
 receives finished entries over a socket (pickle protocol 5) into a
 :class:`~dask_reservoir._runtime.loader.mirror.LedgerMirror`, on one thread, and stores them when the
 consumer ingests, as in thread mode.  :class:`LoaderProcess` offers the
-:class:`~dask_reservoir._runtime.runner.JobRunner` methods the reservoir calls, so snapshots,
-UID keys, replacement rules and the memory bound are the same code in both modes.
+:class:`~dask_reservoir._runtime.runner.JobRunner` methods the reservoir calls (both are a
+:class:`~dask_reservoir._runtime.protocols.RunnerLike`, built by :func:`make_runner`), so
+snapshots, UID keys, replacement rules and the memory bound are the same code in both modes.
 
 The process is started with ``subprocess`` (``python -c``), not ``multiprocessing``: the
 user's ``__main__`` is never imported again, and the function travels by value with
@@ -29,7 +30,7 @@ import time
 from collections.abc import Hashable, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.config
 
@@ -40,12 +41,13 @@ from dask_reservoir._core.stats import Performance
 from dask_reservoir._runtime.cluster import ClientHandle
 from dask_reservoir._runtime.loader.child import RELEASE_SECONDS, dumps
 from dask_reservoir._runtime.loader.mirror import LedgerMirror
-from dask_reservoir._runtime.runner import JOIN_TIMEOUT, WAIT_SLICE, raise_fatal
+from dask_reservoir._runtime.protocols import JOIN_TIMEOUT, WAIT_SLICE, LedgerLike, RunnerLike, raise_fatal
+from dask_reservoir._runtime.runner import runner_for
 from dask_reservoir._source.dask_source import DaskSource
 from dask_reservoir._source.pandas_source import Source
 from dask_reservoir._worker.shipping import dumps_for_process
 
-__all__ = ["CONFIG_KEY", "LOADERS", "LoaderProcess", "choose_loader"]
+__all__ = ["CONFIG_KEY", "LOADERS", "LoaderProcess", "choose_loader", "make_runner"]
 
 logger = logging.getLogger("dask_reservoir")
 
@@ -322,3 +324,56 @@ class LoaderProcess:
         elif kind == "stopped":
             _, fatal, status = message
             self.ledger.stopped(fatal, status)
+
+
+def make_runner(
+    handle: ClientHandle,
+    source: Source,
+    function: Any,
+    options: ReservoirOptions,
+    order: Sampler,
+    *,
+    loader: str,
+    skip_first_pass: Sequence[Hashable] = (),
+    perf_sending: Performance | None = None,
+    perf_receiving: Performance | None = None,
+    resume: ResumePoint | None = None,
+) -> RunnerLike:
+    """The runner of a reservoir (not started): a :class:`LoaderProcess` or a thread's ``JobRunner``.
+
+    ``loader`` is the mode :func:`choose_loader` chose: ``"process"`` for a loader process,
+    else the :func:`~dask_reservoir._runtime.runner.runner_for` thread runner; the other
+    arguments are theirs.  Either is returned as a
+    :class:`~dask_reservoir._runtime.protocols.RunnerLike`, which makes mypy check that both
+    satisfy it.
+    """
+    if loader == "process":
+        return LoaderProcess(
+            handle,
+            source,
+            function,
+            options,
+            order,
+            skip_first_pass=skip_first_pass,
+            perf_sending=perf_sending,
+            perf_receiving=perf_receiving,
+            resume=resume,
+        )
+    return runner_for(
+        handle,
+        source,
+        function,
+        options,
+        order,
+        skip_first_pass=skip_first_pass,
+        perf_sending=perf_sending,
+        perf_receiving=perf_receiving,
+        resume=resume,
+    )
+
+
+if TYPE_CHECKING:  # for mypy only: each ledger satisfies LedgerLike (make_runner checks the runners)
+    from dask_reservoir._core.ledger import Ledger
+
+    def _ledgers_conform(ledger: Ledger, mirror: LedgerMirror) -> list[LedgerLike]:
+        return [ledger, mirror]
