@@ -51,15 +51,13 @@ lint: install-dev
 
 # The suite runs twice: with the default thread runner, then with DASK_DASK_RESERVOIR__LOADER=auto, which
 # puts every reservoir on a process, remote or embedded cluster (not a threaded one) behind a loader
-# process, over the test modules that build such reservoirs.
-LOADER_TESTS := tests/test_loader.py tests/test_reservoir_processes.py tests/test_remote.py \
-	tests/test_cluster.py tests/test_reservoir_lifecycle.py tests/test_reservoir_values.py \
-	tests/test_reservoir.py tests/test_reservoir_sampling.py tests/test_examples.py \
-	tests/test_reservoir_batched.py
-
+# process, over the tests whose reservoirs that changes.  The first run records them as they run
+# (tests/loader_pass.py: the library's choose_loader says a reservoir would get a loader process, or the
+# test starts a Python child that builds reservoirs) into .pytest_cache/; the second (--loader-pass)
+# runs those, and any test the record does not know (no record, or a record of other sources: all).
 test: install-dev lint
 	$(PY) -m pytest
-	DASK_DASK_RESERVOIR__LOADER=auto $(PY) -m pytest $(LOADER_TESTS)
+	DASK_DASK_RESERVOIR__LOADER=auto $(PY) -m pytest --loader-pass
 
 # The model-based test (tests/test_model.py) runs a small fixed budget in `make test`; here, many
 # random examples.  SOAK_EXAMPLES / SOAK_STEPS size it; a failure prints the example to replay.
