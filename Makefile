@@ -15,7 +15,7 @@ help:
 	@echo "make test   - create $(VENV), install with the test extra, run lint and the whole test suite"
 	@echo "make soak   - the model-based test of the public API with 500 random examples (about 15 minutes)"
 	@echo "make bench  - run the benchmark suite (prints a table, writes bench-results.json)"
-	@echo "make mutation - mutmut over the pure core, per-module scores (MUTATE='samplers options' for some)"
+	@echo "make mutation - mutmut over the pure core, per-module scores (MUTATE='samplers ledger.cursor' for some)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -73,14 +73,15 @@ bench: install-dev $(VENV)/.stamp-bench
 bench-quick: install-dev
 	$(PY) -m benchmarks.run --quick --only W2,W3,W4,W5,W6
 
-# Mutation testing (mutmut 3, configured in [tool.mutmut] of pyproject.toml) of the pure core
-# against its fast cluster-free tests and doctests; not part of `make test` (minutes, not seconds).
-# MUTATE='samplers options' limits the run to those modules; MUTMUT_CHILDREN sets the parallelism.
+# Mutation testing (mutmut 3, configured in [tool.mutmut] of pyproject.toml) of the pure core, the
+# dask_reservoir/_core folder, against tests/core and the core's doctests (no cluster); not part of
+# `make test` (minutes, not seconds).
+# MUTATE='samplers ledger.cursor' limits the run to those modules of _core; MUTMUT_CHILDREN sets the parallelism.
 # Results are kept in mutants/ and only changed functions are re-tested: `rm -rf mutants` to start over.
 MUTATE          ?=
 MUTMUT_CHILDREN ?= $(shell nproc 2>/dev/null || echo 2)
 mutation: install-dev
-	$(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN) $(foreach m,$(MUTATE),'dask_reservoir.$(m).*')
+	$(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN) $(foreach m,$(MUTATE),'dask_reservoir._core.$(m).*')
 	$(PY) tools/mutation_report.py
 
 clean:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dask_reservoir._core.blocks import BlockRow, ChunkLoaded, ColumnBlock
 from dask_reservoir._core.records import RowFailed, RowLoaded
 from dask_reservoir._core.store import Entry, ReservoirStore
-from dask_reservoir._core.table import SlotTable
+from dask_reservoir._core.store.table import SlotTable
 from dask_reservoir._worker.calls import JobSpec
 from dask_reservoir._worker.chunks import run_chunk, run_partition_chunk, to_block
 from dask_reservoir.errors import JobError

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dask_reservoir._core.entry import Entry
-from dask_reservoir._core.snapshot import Snapshot
 from dask_reservoir._core.store import ReservoirStore
+from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.snapshot import Snapshot
 from dask_reservoir._runtime.epoch_plan import EpochPlan, end_epoch, snapshot_of
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dask_reservoir._core.snapshot import Snapshot
+from dask_reservoir._core.store.snapshot import Snapshot
 from dask_reservoir._runtime.epoch_plan import Built, EpochPlan, end_epoch
 from dask_reservoir._runtime.prefetch import IDLE_SLICE, BatchBuilder
 from dask_reservoir.errors import IteratorExpiredError

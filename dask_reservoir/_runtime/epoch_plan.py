@@ -20,10 +20,10 @@ from typing import Any, cast
 import numpy as np
 
 from dask_reservoir._core.collate import collate_rows
-from dask_reservoir._core.entry import Entry
-from dask_reservoir._core.snapshot import Snapshot
 from dask_reservoir._core.store import ReservoirStore
-from dask_reservoir._core.table import SlotTable
+from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.snapshot import Snapshot
+from dask_reservoir._core.store.table import SlotTable
 from dask_reservoir._runtime.prefetch import BatchBuilder
 
 __all__ = ["Built", "EpochPlan", "end_epoch", "snapshot_of"]

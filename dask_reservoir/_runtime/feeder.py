@@ -26,8 +26,7 @@ from dask_reservoir._core.shards import rows_per_rank_epoch
 from dask_reservoir._core.store import Entry, ReservoirStore
 from dask_reservoir._core.weighted import WeightedSampler
 from dask_reservoir._runtime.progress import WaitProgress
-from dask_reservoir._runtime.protocols import RunnerLike
-from dask_reservoir._runtime.runner import WAIT_SLICE
+from dask_reservoir._runtime.protocols import WAIT_SLICE, RunnerLike
 from dask_reservoir._source.pandas_source import Source
 
 __all__ = ["WAIT_WARNING_SECONDS", "Feeder", "drawable_rows"]

@@ -27,9 +27,8 @@ from dask_reservoir._runtime.batches import BatchIterator
 from dask_reservoir._runtime.cluster import ClientHandle
 from dask_reservoir._runtime.epochs import Epochs
 from dask_reservoir._runtime.feeder import Feeder
-from dask_reservoir._runtime.loader.parent import LoaderProcess, choose_loader
+from dask_reservoir._runtime.loader.parent import choose_loader, make_runner
 from dask_reservoir._runtime.protocols import RunnerLike
-from dask_reservoir._runtime.runner import runner_for
 from dask_reservoir._runtime.state import (
     header,
     ledger_state,
@@ -158,13 +157,13 @@ class Pipeline:
         order: Sampler | None = None,
     ) -> RunnerLike:
         """A runner (a thread, or a loader process) over this source, not started."""
-        make = LoaderProcess if self.loader == "process" else runner_for
-        return make(
+        return make_runner(
             self.handle,
             self.source,
             self.function,
             self.options,
             self.source_sampler if order is None else order,
+            loader=self.loader,
             skip_first_pass=list(skip_first_pass),
             perf_sending=self.perf_sending,
             perf_receiving=self.perf_receiving,

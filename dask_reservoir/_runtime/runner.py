@@ -31,7 +31,7 @@ from dask_reservoir._core.blocks import ChunkLoaded
 from dask_reservoir._core.checkpoint import ResumePoint
 from dask_reservoir._core.ledger import Ledger
 from dask_reservoir._core.options import ReservoirOptions
-from dask_reservoir._core.records import Completed, RunnerCounters
+from dask_reservoir._core.records import Completed
 from dask_reservoir._core.samplers import Sampler
 from dask_reservoir._core.stats import Performance
 from dask_reservoir._runtime.cluster import ClientHandle, importable_on
@@ -51,15 +51,7 @@ from dask_reservoir._worker.calls import JobSpec
 from dask_reservoir._worker.shipping import FunctionLoadError, function_package
 from dask_reservoir.errors import ClusterLostError, JobError
 
-__all__ = [
-    "JOIN_TIMEOUT",
-    "WAIT_SLICE",
-    "Completed",
-    "JobRunner",
-    "RunnerCounters",
-    "raise_fatal",
-    "runner_for",
-]
+__all__ = ["JobRunner", "runner_for"]
 
 logger = logging.getLogger("dask_reservoir")
 

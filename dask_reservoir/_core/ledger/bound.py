@@ -1,7 +1,7 @@
 """The in-flight bound: how many source rows may be out, in tasks of how many rows.
 
 Plain synchronous state, no lock: the :class:`~dask_reservoir._core.ledger.Ledger`
-calls it under its condition.  Tested in ``tests/test_ledger_bound.py``.
+calls it under its condition.  Tested in ``tests/core/test_ledger_bound.py``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The source cursor: which source rows to submit next, in which order, pass after pass.
 
 Plain synchronous state, no lock: the :class:`~dask_reservoir._core.ledger.Ledger`
-calls it under its condition.  Tested in ``tests/test_ledger_cursor.py``.
+calls it under its condition.  Tested in ``tests/core/test_ledger_cursor.py``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The failure book: what happened to each UID, its failures, quarantine, the errors to report.
 
 Plain synchronous state, no lock: the :class:`~dask_reservoir._core.ledger.Ledger`
-calls it under its condition.  Tested in ``tests/test_ledger_failures.py``.
+calls it under its condition.  Tested in ``tests/core/test_ledger_failures.py``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 :class:`Ledger` holds the one ``threading.Condition`` (the runner thread writes, consumers
 read and take) around the parts of :mod:`~dask_reservoir._core.ledger`, each a plain
 synchronous class owning its state.  No dask, no thread of its own.  Tested without a
-cluster in ``tests/test_ledger.py``.
+cluster in ``tests/core/test_ledger.py``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Submission numbers, and the deterministic release of finished rows in submission order.
 
 Plain synchronous state, no lock: the :class:`~dask_reservoir._core.ledger.Ledger`
-calls it under its condition.  Tested in ``tests/test_ledger_sequence.py``.
+calls it under its condition.  Tested in ``tests/core/test_ledger_sequence.py``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The runner's counters: jobs and rows by what happened to them, load times, the cluster's workers.
 
 Plain synchronous state, no lock: the :class:`~dask_reservoir._core.ledger.Ledger`
-calls it under its condition.  Tested in ``tests/test_ledger_tally.py``.
+calls it under its condition.  Tested in ``tests/core/test_ledger_tally.py``.
 """
 
 from __future__ import annotations

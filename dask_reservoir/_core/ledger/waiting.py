@@ -1,7 +1,7 @@
 """Finished rows waiting to be taken, shipped ones not yet acknowledged, and the UIDs out.
 
 Plain synchronous state, no lock: the :class:`~dask_reservoir._core.ledger.Ledger`
-calls it under its condition.  Tested in ``tests/test_ledger_waiting.py``.
+calls it under its condition.  Tested in ``tests/core/test_ledger_waiting.py``.
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import dask_reservoir._core.table as table_module
+import dask_reservoir._core.store.table as table_module
 from dask_reservoir import collate_rows
-from dask_reservoir._core.slots import SlotPool
 from dask_reservoir._core.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore
-from dask_reservoir._core.table import Column, SlotTable, StoreError, describe_value
+from dask_reservoir._core.store.slots import SlotPool
+from dask_reservoir._core.store.table import Column, SlotTable, StoreError, describe_value
 from dask_reservoir._runtime.batches import BatchIterator
 
 

@@ -17,8 +17,8 @@ from typing import cast
 import numpy as np
 
 from dask_reservoir._core.collate import dtype_family, is_immutable
-from dask_reservoir._core.entry import Entry, Row
-from dask_reservoir._core.table import StoreError
+from dask_reservoir._core.store.entry import Entry, Row
+from dask_reservoir._core.store.table import StoreError
 
 __all__ = [
     "Layout",
@@ -115,7 +115,7 @@ def check_rows(uid: Hashable, rows: Sequence[object]) -> None:
     >>> check_rows(7, [{"x": 1}, ("x", 1)])
     Traceback (most recent call last):
     ...
-    dask_reservoir._core.table.StoreError: each row of an entry must be a dict, got tuple at index 1 for UID 7
+    dask_reservoir._core.store.table.StoreError: each row of an entry must be a dict, got tuple at index 1 for UID 7
     """
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -165,7 +165,7 @@ def stackable_layout(entry: Entry, stored: Layout | None, *, alone: bool, holder
     >>> stackable_layout(Entry(1, 1, ({"x": np.ones(3)},)), stored, alone=False, holder=0)
     Traceback (most recent call last):
     ...
-    dask_reservoir._core.table.StoreError: column 'x' holds an array of shape (3,) for UID 1 but the stored rows (UID 0 among them) hold an array of shape (2,): rows must be alike to be stacked into a batch (return one shape and kind of values per column, or pad in a collate_fn)
+    dask_reservoir._core.store.table.StoreError: column 'x' holds an array of shape (3,) for UID 1 but the stored rows (UID 0 among them) hold an array of shape (2,): rows must be alike to be stacked into a batch (return one shape and kind of values per column, or pad in a collate_fn)
     >>> stackable_layout(Entry(1, 1, ({"x": np.ones(3)},)), stored, alone=True, holder=0)
     {'x': ((3,), 'number')}
     """

@@ -9,9 +9,9 @@ from collections import deque
 
 import numpy as np
 
-from dask_reservoir._core.entry import Entry
-from dask_reservoir._core.pins import Pin, SlotHolders
-from dask_reservoir._core.table import SlotTable
+from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.pins import Pin, SlotHolders
+from dask_reservoir._core.store.table import SlotTable
 
 
 class Thing:

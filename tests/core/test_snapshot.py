@@ -7,10 +7,10 @@ import threading
 
 import numpy as np
 
-from dask_reservoir._core.entry import Entry
-from dask_reservoir._core.pins import SlotHolders
-from dask_reservoir._core.snapshot import Snapshot
 from dask_reservoir._core.store import UNLIMITED_ROOM, ReservoirStore
+from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.pins import SlotHolders
+from dask_reservoir._core.store.snapshot import Snapshot
 
 
 def store_of(n: int, *, columnar: bool = True) -> ReservoirStore:

@@ -3,7 +3,7 @@
 Pure code with no threads and no dask.  :class:`Members` keeps at most ``capacity``
 entries: adding one replaces the entry of its UID and evicts the oldest beyond
 ``capacity``; each removed entry lets go of its slot (see
-:class:`~dask_reservoir._core.pins.SlotHolders`).  The store calls it with its lock
+:class:`~dask_reservoir._core.store.pins.SlotHolders`).  The store calls it with its lock
 held.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Hashable, Iterator
 
 import numpy as np
 
-from dask_reservoir._core.entry import Entry
-from dask_reservoir._core.pins import SlotHolders
-from dask_reservoir._core.source_order import SourceOrder
+from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.pins import SlotHolders
+from dask_reservoir._core.store.source_order import SourceOrder
 
 __all__ = ["Members"]
 

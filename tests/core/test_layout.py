@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from dask_reservoir._core.entry import Entry
-from dask_reservoir._core.layout import (
+from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.layout import (
     block_layout,
     check_rows,
     check_servable,
@@ -18,7 +18,7 @@ from dask_reservoir._core.layout import (
     servable_block,
     stackable_layout,
 )
-from dask_reservoir._core.table import StoreError
+from dask_reservoir._core.store.table import StoreError
 
 
 def test_layouts_of_rows_and_blocks_agree() -> None:

@@ -4,7 +4,7 @@ Pure code with no threads and no dask.
 
 :class:`SlotTable` keeps single-row entries whose columns have fixed shapes and
 dtypes in column arrays allocated once, at the slot pool's size (see
-:class:`~dask_reservoir._core.slots.SlotPool`), with ``numpy.empty`` (pages never
+:class:`~dask_reservoir._core.store.slots.SlotPool`), with ``numpy.empty`` (pages never
 written cost no resident memory).  Serving a batch from it is one ``numpy.take``
 per column instead of stacking per-sample arrays.  A slot is only written while
 free, so what a live snapshot reads never changes.  :class:`Column` says how one

@@ -9,7 +9,7 @@ entries and unpins them when released; a retired slot becomes free as soon as
 its last pin goes.  Freed slots are reused last-freed first; a never-used slot
 is taken only when no freed one is left, so the slots ever written stay as few
 as the workload allows.  The columns of slotted rows live in a
-:class:`~dask_reservoir._core.table.SlotTable` of the pool's size.
+:class:`~dask_reservoir._core.store.table.SlotTable` of the pool's size.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_reservoir._core.entry import Entry
-from dask_reservoir._core.source_order import SourceOrder
+from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.source_order import SourceOrder
 
 
 def at(position: int, handle: int) -> Entry:

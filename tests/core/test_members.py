@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dask_reservoir._core.entry import Entry
-from dask_reservoir._core.members import Members
-from dask_reservoir._core.pins import SlotHolders
+from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.members import Members
+from dask_reservoir._core.store.pins import SlotHolders
 
 
 def setup(capacity: int) -> tuple[Members, SlotHolders]:

@@ -1,8 +1,8 @@
 """Which entry holds each slot of the store, how often it was served, and the snapshots pinning them.
 
 Pure code with no threads started and no dask.  :class:`SlotHolders` owns the store's
-:class:`~dask_reservoir._core.slots.SlotPool`, its columnar
-:class:`~dask_reservoir._core.table.SlotTable` and, per slot, the entry holding it,
+:class:`~dask_reservoir._core.store.slots.SlotPool`, its columnar
+:class:`~dask_reservoir._core.store.table.SlotTable` and, per slot, the entry holding it,
 whether its row lives in the table, and its serve count.  It has two sides:
 
 - the store's, called with the store's lock held: :meth:`~SlotHolders.hold` a slot for
@@ -28,9 +28,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from dask_reservoir._core.entry import Entry
-from dask_reservoir._core.slots import SlotPool
-from dask_reservoir._core.table import SlotTable
+from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.slots import SlotPool
+from dask_reservoir._core.store.table import SlotTable
 
 __all__ = ["Pin", "SlotHolders"]
 

@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from dask_reservoir._core.admission import Admission, block_run
 from dask_reservoir._core.blocks import BlockRow, ColumnBlock
-from dask_reservoir._core.entry import Entry
-from dask_reservoir._core.table import StoreError
+from dask_reservoir._core.store.admission import Admission, block_run
+from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.table import StoreError
 
 
 def admission(**options: object) -> Admission:

@@ -1,9 +1,9 @@
 """An epoch's snapshot of the store: its entries, frozen at ``iter()``, in source order.
 
 Pure code with no threads started and no dask.  A :class:`Snapshot` reads the store
-only through the pin API of its :class:`~dask_reservoir._core.pins.SlotHolders` (the
+only through the pin API of its :class:`~dask_reservoir._core.store.pins.SlotHolders` (the
 entry and table row of each pinned slot, the serve counts) and its
-:class:`~dask_reservoir._core.pins.Pin`, which it releases without taking the store's
+:class:`~dask_reservoir._core.store.pins.Pin`, which it releases without taking the store's
 lock: from any thread, and from a finalizer when nothing released it before.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dask_reservoir._core.collate import private_rows
-from dask_reservoir._core.entry import Entry, Row
-from dask_reservoir._core.pins import Pin, SlotHolders
-from dask_reservoir._core.table import SlotTable
+from dask_reservoir._core.store.entry import Entry, Row
+from dask_reservoir._core.store.pins import Pin, SlotHolders
+from dask_reservoir._core.store.table import SlotTable
 
 __all__ = ["Snapshot"]
 

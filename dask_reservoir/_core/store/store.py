@@ -1,23 +1,23 @@
 """The reservoir store: a bounded, UID-keyed, oldest-first collection of entries.
 
 Pure synchronous code with no threads started and no dask.  An
-:class:`~dask_reservoir._core.entry.Entry` holds the rows produced for one UID;
+:class:`~dask_reservoir._core.store.entry.Entry` holds the rows produced for one UID;
 putting an entry whose UID is present replaces the old one (and makes it the
 newest); beyond ``capacity`` entries the oldest are evicted.  Single-row entries
 whose columns have fixed shapes and dtypes are kept in a columnar
-:class:`~dask_reservoir._core.table.SlotTable`, so that a batch is gathered with one
+:class:`~dask_reservoir._core.store.table.SlotTable`, so that a batch is gathered with one
 ``numpy.take`` per column; other entries keep their rows as dicts, with their
 arrays made read-only.
 
 Memory bound
 ------------
 Every entry, slotted or kept as rows, holds one slot of a fixed
-:class:`~dask_reservoir._core.slots.SlotPool` of ``capacity + headroom`` slots,
+:class:`~dask_reservoir._core.store.slots.SlotPool` of ``capacity + headroom`` slots,
 ``headroom = ceil(capacity / 2)``; the table's arrays have that many rows,
 allocated once (rows never written cost no resident memory).  An epoch
-:class:`~dask_reservoir._core.snapshot.Snapshot` pins exactly the slots of its
+:class:`~dask_reservoir._core.store.snapshot.Snapshot` pins exactly the slots of its
 entries until released; an entry removed meanwhile is *retired* and keeps its
-slot until its last pin goes (see :mod:`~dask_reservoir._core.pins`).  So:
+slot until its last pin goes (see :mod:`~dask_reservoir._core.store.pins`).  So:
 
 - with no live snapshot, a full reservoir writes at most ``capacity + 1``
   distinct slots (a put writes the new entry before evicting, and freed slots
@@ -42,15 +42,15 @@ from typing import Any, cast
 
 import numpy as np
 
-from dask_reservoir._core.admission import Admission, block_run
-from dask_reservoir._core.entry import Entry, Row
-from dask_reservoir._core.layout import frozen_row
-from dask_reservoir._core.members import Members
-from dask_reservoir._core.pins import SlotHolders
-from dask_reservoir._core.snapshot import Snapshot
-from dask_reservoir._core.table import SlotTable, StoreError
+from dask_reservoir._core.store.admission import Admission, block_run
+from dask_reservoir._core.store.entry import Entry, Row
+from dask_reservoir._core.store.layout import frozen_row
+from dask_reservoir._core.store.members import Members
+from dask_reservoir._core.store.pins import SlotHolders
+from dask_reservoir._core.store.snapshot import Snapshot
+from dask_reservoir._core.store.table import SlotTable, StoreError
 
-__all__ = ["UNLIMITED_ROOM", "Entry", "NoRoomError", "ReservoirStore", "Snapshot", "StoreError"]
+__all__ = ["UNLIMITED_ROOM", "NoRoomError", "ReservoirStore"]
 
 UNLIMITED_ROOM = sys.maxsize
 """What :meth:`ReservoirStore.room` returns when no put can fail before the next snapshot."""
@@ -72,7 +72,7 @@ def headroom(capacity: int) -> int:
 
 
 class ReservoirStore:
-    """A bounded mapping UID -> :class:`~dask_reservoir._core.entry.Entry`, ordered from oldest to newest.
+    """A bounded mapping UID -> :class:`~dask_reservoir._core.store.entry.Entry`, ordered from oldest to newest.
 
     Parameters
     ----------

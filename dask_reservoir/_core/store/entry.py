@@ -1,7 +1,7 @@
 """An entry of the reservoir store: the rows produced for one source row, and how often it was served.
 
 Pure code with no threads and no dask.  While an entry holds a slot of its store
-(see :class:`~dask_reservoir._core.pins.SlotHolders`), its serve count lives in the
+(see :class:`~dask_reservoir._core.store.pins.SlotHolders`), its serve count lives in the
 store's per-slot counts, so that an ending epoch adds to every entry it served with
 one vectorized operation; once the entry leaves its slot, the count is copied back
 into the entry.
@@ -42,7 +42,7 @@ class Entry:
     times_served : int
         How many times the entry was put in a batch (counted when each epoch ends).
     slot : int or None
-        Slot of the store's :class:`~dask_reservoir._core.table.SlotTable` holding the row, if any.
+        Slot of the store's :class:`~dask_reservoir._core.store.table.SlotTable` holding the row, if any.
     handle : int or None
         Slot of the store's pool the entry holds (equal to ``slot`` when slotted).
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dask_reservoir._core.entry import Entry
-from dask_reservoir._core.layout import read_only
+from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.layout import read_only
 
 __all__ = ["SourceOrder"]
 

@@ -16,9 +16,15 @@ from typing import Any, cast
 import numpy as np
 
 from dask_reservoir._core.blocks import BlockRow
-from dask_reservoir._core.entry import Entry, Row
-from dask_reservoir._core.layout import Layout, block_layout, check_rows, servable_block, stackable_layout
-from dask_reservoir._core.table import Column, SlotTable
+from dask_reservoir._core.store.entry import Entry, Row
+from dask_reservoir._core.store.layout import (
+    Layout,
+    block_layout,
+    check_rows,
+    servable_block,
+    stackable_layout,
+)
+from dask_reservoir._core.store.table import Column, SlotTable
 
 __all__ = ["Admission", "block_run"]
 
@@ -89,7 +95,7 @@ class Admission:
 
         Returns the layout to keep once the put is done when it leaves no other entry
         (``alone``; None: the layout stays).  See
-        :func:`~dask_reservoir._core.layout.stackable_layout`.
+        :func:`~dask_reservoir._core.store.layout.stackable_layout`.
         """
         return stackable_layout(entry, self.layout, alone=alone, holder=holder)
 

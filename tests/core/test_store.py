@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import dask_reservoir._core.table as table_module
+import dask_reservoir._core.store.table as table_module
 from dask_reservoir import collate_rows
 from dask_reservoir._core.blocks import BlockRow, ColumnBlock
 from dask_reservoir._core.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore, StoreError

@@ -1,0 +1,14 @@
+"""The reservoir store: entries by UID, their columnar slots, and the snapshots epochs read.
+
+:class:`~dask_reservoir._core.store.store.ReservoirStore` composes the parts: ``members``
+(entries by UID, oldest first), ``admission`` and ``layout`` (what a put takes), ``pins``
+(which entry holds each slot, and the snapshots pinning them), ``slots`` and ``table`` (the
+slot pool and the column arrays), ``source_order`` and ``snapshot`` (an epoch's frozen view).
+"""
+
+from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.snapshot import Snapshot
+from dask_reservoir._core.store.store import UNLIMITED_ROOM, NoRoomError, ReservoirStore
+from dask_reservoir._core.store.table import StoreError
+
+__all__ = ["UNLIMITED_ROOM", "Entry", "NoRoomError", "ReservoirStore", "Snapshot", "StoreError"]
