@@ -56,6 +56,7 @@ class ReservoirDataset(IterableDataset):
 
     Examples
     --------
+    >>> import numpy as np
     >>> import pandas as pd
     >>> from distributed import Client, LocalCluster
     >>> from dask_reservoir import AsyncReservoir
