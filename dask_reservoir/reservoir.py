@@ -100,11 +100,9 @@ class AsyncReservoir(Uncopyable):
         batched: bool = False,
     ) -> None:
         given = locals()
-        options = validate_options(**{f.name: given[f.name] for f in fields(ReservoirOptions)})
-        if not callable(function_to_run):
-            raise TypeError(
-                f"function_to_run must be callable, got {type(function_to_run).__name__}: {function_to_run!r}"
-            )
+        options = validate_options(
+            function=function_to_run, **{f.name: given[f.name] for f in fields(ReservoirOptions)}
+        )
         samplers = (
             check_sampler(reservoir_sampler, "reservoir_sampler"),
             check_sampler(source_sampler, "source_sampler"),
@@ -115,7 +113,7 @@ class AsyncReservoir(Uncopyable):
         try:
             if table is None:
                 table = make_source(source, uid_column, scheduler=handle.client)
-            pipeline = Pipeline(table, function_to_run, options, samplers, handle, owner=type(self).__name__)
+            pipeline = Pipeline(table, function_to_run, options, samplers, handle, kind=type(self).__name__)
         except BaseException:
             if isinstance(table, DaskSource):
                 table.release()  # its persisted partitions, before the client goes
@@ -181,7 +179,7 @@ class AsyncReservoir(Uncopyable):
 
     def __iter__(self) -> BatchIterator:
         """Ingest waiting entries, wait for the minimum, and start an epoch over a snapshot."""
-        return self._p.iterate()
+        return self._p.iterate(owner=self)  # the iterator keeps this reservoir open
 
     def set_epoch(self, epoch: int) -> None:
         """Number the next epoch ``epoch`` (the ones after follow on), as frameworks expect.

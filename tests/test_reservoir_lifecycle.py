@@ -88,6 +88,43 @@ def test_dropped_reservoir_closes_itself(client: Client) -> None:
     )
 
 
+def test_iterating_a_reservoir_held_by_nothing_else_serves_every_batch(client: Client) -> None:
+    """``for b in AsyncReservoir(...)``: the iterator keeps its reservoir open (review of issue 17)."""
+    values = []
+    for batch in AsyncReservoir(
+        frame(6), load_value, 6, min_reservoir_samples=6, batch_size=2, client=client
+    ):
+        gc.collect()  # a reservoir that only the loop's iterator holds is not finalized meanwhile
+        assert batch["label"].tolist() == batch["sample_uid"].tolist()
+        values += batch["label"].tolist()
+    assert values == [0, 1, 2, 3, 4, 5]
+
+
+def test_iterating_a_subset_held_by_nothing_else_serves_its_rows(client: Client) -> None:
+    with AsyncReservoir(frame(8), load_value, 8, min_reservoir_samples=8, client=client, batch_size=4) as r:
+        list(r)
+        served = [b["sample_uid"].tolist() for b in r.subsample_uids([6, 2, 4])]
+        gc.collect()
+        it = iter(r.subsample(4, seed=1))
+        gc.collect()
+        first = next(it)
+        assert first["label"].tolist() == first["sample_uid"].tolist() and len(first["label"]) == 4
+        it.close()
+    assert served == [[6, 2, 4]]
+
+
+def test_closing_the_owner_of_the_client_closes_subsets_of_subsets(cluster_client: Client) -> None:
+    """A subset's subsets join the owner's family: its close() closes them all (review of issue 17)."""
+    address = cluster_client.scheduler.address
+    r = AsyncReservoir(frame(8), load_value, 8, min_reservoir_samples=8, client=address)  # owns its client
+    child = r.subsample_uids([1, 2, 3, 4])
+    grandchild = child.subsample_uids([2, 3])
+    threads = [x._runner._thread for x in (r, child, grandchild)]
+    r.close()
+    assert [x.stats().status for x in (r, child, grandchild)] == ["closed"] * 3
+    poll_for(lambda: not any(t.is_alive() for t in threads), timeout=30, what="every runner thread to stop")
+
+
 SCRIPT = textwrap.dedent(
     """
     import sys

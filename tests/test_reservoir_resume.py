@@ -44,6 +44,24 @@ def test_state_round_trips_and_the_refill_starts_with_the_members(client: Client
     state = run(client, 3)
     members = [m["uid"] for m in state["members"]]
     assert len(members) == 10 and state["epoch"] >= 4 and state["source_pass"] == 1
+    assert list(state) == [  # the order version 2 files have always had (its parts write their keys)
+        "format",
+        "version",
+        "source",
+        "rank",
+        "world_size",
+        "epoch",
+        "epochs",
+        "source_pass",
+        "source_cursor",
+        "source_order_sha256",
+        "samplers",
+        "next_fill",
+        "pending_uids",
+        "members",
+        "quarantined",
+        "counters",
+    ]
     assert all(m["times_served"] >= 1 and m["age_seconds"] >= 0 for m in state["members"])
     with AsyncReservoir(frame(100), load_value, 10, **settings(client)) as r:
         r.load_state_dict(state)

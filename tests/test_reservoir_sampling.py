@@ -109,6 +109,23 @@ def test_a_minimum_the_weighted_source_sampler_cannot_reach_is_refused_at_constr
         assert len(next(iter(r))["label"]) == 1  # 5 rows are enough for a minimum of 5
 
 
+def test_an_unreachable_minimum_is_refused_before_the_loader_is_chosen(client: Client) -> None:
+    """The sampler's refusal comes first, as before issue 17: loader='process' is refused on a threaded cluster."""
+    source = frame(10, w=[1.0] * 2 + [0.0] * 8)
+    with pytest.raises(ValueError, match=r"can draw only 2 of the 10 source rows"):
+        AsyncReservoir(
+            source,
+            load_value,
+            10,
+            min_reservoir_samples=5,
+            client=client,
+            source_sampler=WeightedSampler("w"),
+            loader="process",
+        )
+    with pytest.raises(ValueError, match=r"loader='process' cannot be used"):  # the loader's own refusal
+        AsyncReservoir(source, load_value, 10, min_reservoir_samples=2, client=client, loader="process")
+
+
 def test_weights_too_small_to_be_drawn_count_as_never_drawn(client: Client) -> None:
     """1e-300 beside 1e308 is never drawn: iter() reloaded the one other row forever."""
     with pytest.raises(ValueError, match=r"can draw only 1 of the 4 source rows"):

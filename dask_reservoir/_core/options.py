@@ -59,6 +59,8 @@ class ReservoirOptions:
     max_stale_epochs: int = 2
 
 
+_NOT_GIVEN: Any = object()
+
 DEFAULTS: dict[str, Any] = {
     **{f.name: f.default for f in fields(ReservoirOptions) if f.default is not MISSING},
     "rows_per_job": "auto",  # how the parameter spells the field's None
@@ -105,8 +107,11 @@ def _seconds(name: str, value: object) -> float | None:
     return seconds
 
 
-def validate_options(**kwargs: Any) -> ReservoirOptions:
-    """Check every parameter; see ``AsyncReservoir`` for the rules.
+def validate_options(*, function: object = _NOT_GIVEN, **kwargs: Any) -> ReservoirOptions:
+    """Check every parameter (and ``function_to_run`` when given); see ``AsyncReservoir`` for the rules.
+
+    The checks run in the order ``AsyncReservoir`` has always used, so the first of several bad
+    arguments is the one reported.
 
     Examples
     --------
@@ -167,8 +172,7 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         raise TypeError(f"batched must be a bool, got {type(k['batched']).__name__}: {k['batched']!r}")
     timeout = _seconds("timeout", k["timeout"])
     job_timeout = _seconds("job_timeout", k["job_timeout"])
-    _check_serving(k)
-    return ReservoirOptions(
+    checked = dict(
         max_reservoir_samples=max_samples,
         min_reservoir_samples=min_samples,
         uid_column=uid_column,
@@ -196,6 +200,12 @@ def validate_options(**kwargs: Any) -> ReservoirOptions:
         deterministic=k["deterministic"],
         batch_format=check_batch_format(k["batch_format"], custom_collate=collate_fn is not None),
         batched=k["batched"],
+    )
+    if function is not _NOT_GIVEN and not callable(function):
+        raise TypeError(f"function_to_run must be callable, got {type(function).__name__}: {function!r}")
+    _check_serving(k)  # last, as AsyncReservoir always checked them
+    return ReservoirOptions(
+        **checked,
         progress=k["progress"],
         prefetch_batches=k["prefetch_batches"],
         max_stale_epochs=k["max_stale_epochs"],

@@ -114,7 +114,9 @@ class BatchIterator(Iterator[Any]):
         prefetch: int = 0,
         convert: Callable[[dict[str, np.ndarray]], Any] | None = None,
         epoch: int | None = None,
+        owner: object = None,
     ) -> None:
+        self.owner = owner  # what must live while the epoch is served (the reservoir)
         self._served_counts = np.zeros(len(snapshot), dtype=np.int64)
         self._builder = builder if prefetch > 0 else None
         finalizer = None

@@ -92,10 +92,11 @@ class Epochs:
         self.started += 1
         return epoch
 
-    def start(self, snapshot: Snapshot, epoch: int) -> BatchIterator:
+    def start(self, snapshot: Snapshot, epoch: int, *, owner: object = None) -> BatchIterator:
         """An iterator serving ``snapshot`` in the sampler's order for ``epoch``; it owns the snapshot.
 
-        Whatever raises here (a sampler, a warning turned into an error, a KeyboardInterrupt)
+        ``owner`` (the reservoir) lives as long as the iterator: ``for b in AsyncReservoir(...)``
+        keeps it open.  Whatever raises here (a sampler, a warning turned into an error, a KeyboardInterrupt)
         releases the snapshot: it never outlives a failed ``iter()``.
         """
         options = self.options
@@ -127,6 +128,7 @@ class Epochs:
                 prefetch=options.prefetch_batches,
                 convert=converter(options.batch_format, self.dtypes),
                 epoch=epoch,
+                owner=owner,
             )
         except BaseException:
             if not handed:  # BatchIterator releases it when its construction fails

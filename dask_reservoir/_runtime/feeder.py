@@ -29,7 +29,7 @@ from dask_reservoir._runtime.progress import WaitProgress
 from dask_reservoir._runtime.protocols import WAIT_SLICE, RunnerLike
 from dask_reservoir._source.pandas_source import Source
 
-__all__ = ["WAIT_WARNING_SECONDS", "Feeder", "drawable_rows"]
+__all__ = ["WAIT_WARNING_SECONDS", "Feeder", "drawable_rows", "rank_epoch_rows", "required_entries"]
 
 logger = logging.getLogger("dask_reservoir")
 
@@ -79,6 +79,24 @@ def drawable_rows(
     return drawable, n - count
 
 
+def rank_epoch_rows(options: ReservoirOptions, n_source: int) -> int:
+    """With ranks: the entries every rank's epoch serves."""
+    return rows_per_rank_epoch(
+        min_reservoir_samples=options.min_reservoir_samples,
+        maximum_number_of_samples_per_epoch=options.maximum_number_of_samples_per_epoch,
+        n_source=n_source,
+        capacity=options.max_reservoir_samples,
+    )
+
+
+def required_entries(options: ReservoirOptions, n_source: int) -> int:
+    """Entries ``iter()`` waits for: the minimum (capped by the source), or with ranks a rank's epoch."""
+    required = min(options.min_reservoir_samples, n_source)
+    if options.world_size > 1:
+        return max(required, rank_epoch_rows(options, n_source))
+    return required
+
+
 class Feeder:
     """Moves finished entries from a runner into a store, and waits for them.
 
@@ -109,8 +127,8 @@ class Feeder:
         The scheduler's address, named when the cluster is lost.
     dtypes : dict, optional
         pandas dtypes of produced columns known so far (a subset starts with its parent's).
-    child : bool
-        A subset reservoir: a minimum beyond reach is an error of ``iter()``, not of construction.
+    drawable : tuple
+        :func:`drawable_rows` of the source sampler: which rows it draws, and how many it never does.
     """
 
     def __init__(
@@ -127,8 +145,8 @@ class Feeder:
         expire_for_room: Callable[[], bool],
         no_worker_note: Callable[[], str | None],
         address: str = "",
+        drawable: tuple[np.ndarray | None, int] = (None, 0),
         dtypes: dict[str, Any] | None = None,
-        child: bool = False,
     ) -> None:
         self.runner = runner
         self.store = store
@@ -144,30 +162,16 @@ class Feeder:
         self.dtypes: dict[str, Any] = dict(dtypes or {})  # batched: pandas dtypes of produced columns
         self.exact_fill: int | None = None  # deterministic: entries the next iter() ingests, if not the cap
         self.throttled = False  # ingestion paused by entries pinned by live iterators
-        self.drawable, self.undrawable = drawable_rows(
-            source_sampler,
-            len(source),
-            required=self.required(),
-            minimum=options.min_reservoir_samples,
-            refuse=not child,
-        )
+        self.drawable, self.undrawable = drawable  # the rows the source sampler draws (None: all)
 
     # ------------------------------------------------------------------ how many
     def required(self) -> int:
         """Entries ``iter()`` waits for: the minimum (capped by the source), or a rank's epoch."""
-        required = min(self.options.min_reservoir_samples, len(self.source))
-        if self.options.world_size > 1:
-            return max(required, self.rank_epoch_rows())
-        return required
+        return required_entries(self.options, len(self.source))
 
     def rank_epoch_rows(self) -> int:
         """With ranks: the entries every rank's epoch serves."""
-        return rows_per_rank_epoch(
-            min_reservoir_samples=self.options.min_reservoir_samples,
-            maximum_number_of_samples_per_epoch=self.options.maximum_number_of_samples_per_epoch,
-            n_source=len(self.source),
-            capacity=self.options.max_reservoir_samples,
-        )
+        return rank_epoch_rows(self.options, len(self.source))
 
     def next_fill(self, epochs: int) -> int:
         """``deterministic=True``: entries the next ``iter()`` ingests, after ``epochs`` epochs."""

@@ -26,11 +26,12 @@ from dask_reservoir._core.store import Entry, ReservoirStore
 from dask_reservoir._runtime.batches import BatchIterator
 from dask_reservoir._runtime.cluster import ClientHandle
 from dask_reservoir._runtime.epochs import Epochs
-from dask_reservoir._runtime.feeder import Feeder
+from dask_reservoir._runtime.feeder import Feeder, drawable_rows, required_entries
 from dask_reservoir._runtime.loader.parent import choose_loader, make_runner
 from dask_reservoir._runtime.protocols import RunnerLike
 from dask_reservoir._runtime.state import (
     header,
+    in_key_order,
     ledger_state,
     members_state,
     resumed_samplers,
@@ -69,8 +70,11 @@ class Pipeline:
         pandas dtypes of produced columns known so far.
     child : bool
         A subset: a minimum the source sampler cannot reach fails ``iter()``, not construction.
-    owner : str
+    kind : str
         The reservoir's class name, for error messages.
+    family : WeakSet, optional
+        The subsets of the reservoir that owns the client (a subset's subsets join it, so closing
+        that reservoir closes them all); a new one when None.
     """
 
     def __init__(
@@ -84,7 +88,8 @@ class Pipeline:
         preload: Iterable[Entry] = (),
         dtypes: dict[str, Any] | None = None,
         child: bool = False,
-        owner: str = "AsyncReservoir",
+        kind: str = "AsyncReservoir",
+        family: weakref.WeakSet[Any] | None = None,
     ) -> None:
         if options.world_size > len(source):
             raise ValueError(
@@ -92,12 +97,20 @@ class Pipeline:
                 "each rank needs at least one row in every pass"
             )
         self.closed = True  # until fully built
-        self.owner = owner
+        self.kind = kind
         self.source, self.function, self.options, self.handle = source, function_to_run, options, handle
         self.given_samplers = samplers  # as given: subsets bind them to their own source
         self.reservoir_sampler, self.source_sampler = (
             _bind(sampler, name, source, child=child)
             for sampler, name in zip(samplers, ("reservoir_sampler", "source_sampler"), strict=True)
+        )
+        # a minimum the source sampler can never reach is refused before anything starts
+        drawable = drawable_rows(
+            self.source_sampler,
+            len(source),
+            required=required_entries(options, len(source)),
+            minimum=options.min_reservoir_samples,
+            refuse=not child,
         )
         self.store = ReservoirStore(
             options.max_reservoir_samples,
@@ -109,7 +122,7 @@ class Pipeline:
         )
         self.lock = threading.RLock()  # epochs, state and close; held by iter() while it waits
         self.close_lock = threading.Lock()
-        self.children: weakref.WeakSet[Any] = weakref.WeakSet()  # subsets' facades
+        self.children: weakref.WeakSet[Any] = weakref.WeakSet() if family is None else family  # subsets
         self.served = ServedCounters()
         self.warned_lost = False
         self.address = handle.address
@@ -135,8 +148,8 @@ class Pipeline:
             expire_for_room=lambda: self.epochs.expire_for_room(),  # noqa: PLW0108 - built next
             no_worker_note=self.no_worker_note,
             address=self.address,
+            drawable=drawable,
             dtypes=dtypes,
-            child=child,
         )
         self.epochs = Epochs(
             options=options,
@@ -174,7 +187,7 @@ class Pipeline:
     def check_open(self) -> None:
         """Raise :class:`ReservoirClosedError` once closed."""
         if self.closed:
-            raise ReservoirClosedError(f"this {self.owner} is closed; it cannot be used any more")
+            raise ReservoirClosedError(f"this {self.kind} is closed; it cannot be used any more")
 
     def check_usable(self) -> None:
         """Raise what the consumer must see now: closed, runner crash, job error."""
@@ -201,8 +214,11 @@ class Pipeline:
         return "waiting for workers (none yet)"
 
     # ------------------------------------------------------------------ epochs
-    def iterate(self) -> BatchIterator:
-        """Ingest, wait as the options say, and start an epoch over a snapshot of the store."""
+    def iterate(self, owner: object = None) -> BatchIterator:
+        """Ingest, wait as the options say, and start an epoch over a snapshot of the store.
+
+        ``owner`` (the reservoir) is kept alive by the iterator.
+        """
         with self.served.in_iter() as took:  # stats() counts a wait still going on
             self.check_usable()
             with self.lock:
@@ -210,7 +226,7 @@ class Pipeline:
                 self.feeder.feed(epochs=self.epochs.started)
                 snapshot = self.store.snapshot()
                 epoch = self.epochs.next_number()
-            it = self.epochs.start(snapshot, epoch)
+            it = self.epochs.start(snapshot, epoch, owner=owner)
         it.carry_seconds(took[0])  # the first batch's stall includes the epoch start (counted once, here)
         return it
 
@@ -227,20 +243,22 @@ class Pipeline:
         with self.lock:
             counters = self.runner.ledger.counters()
             served = self.served.copy()
-            return {
-                **header(self.source, self.options),
-                **self.epochs.state_dict(),
-                **ledger_state(self.runner.ledger, counters),
-                **samplers_state(self.source_sampler, self.reservoir_sampler),
-                **self.feeder.state_dict(epochs=self.epochs.started),
-                **members_state(self.store),
-                "counters": {
-                    "batches_served": served.batches,
-                    "samples_served": served.samples,
-                    "rows_loaded": counters.rows_loaded,
-                    "rows_failed": counters.rows_failed,
-                },
-            }
+            return in_key_order(
+                {
+                    **header(self.source, self.options),
+                    **self.epochs.state_dict(),
+                    **ledger_state(self.runner.ledger, counters),
+                    **samplers_state(self.source_sampler, self.reservoir_sampler),
+                    **self.feeder.state_dict(epochs=self.epochs.started),
+                    **members_state(self.store),
+                    "counters": {
+                        "batches_served": served.batches,
+                        "samples_served": served.samples,
+                        "rows_loaded": counters.rows_loaded,
+                        "rows_failed": counters.rows_failed,
+                    },
+                }
+            )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Check ``state`` whole, then let each part read its keys (nothing applied on an error)."""
@@ -312,7 +330,8 @@ class Pipeline:
                 preload=sorted(preload, key=lambda e: e.loaded_at),
                 dtypes=self.feeder.dtypes,
                 child=True,
-                owner=self.owner,
+                kind=self.kind,
+                family=self.children,
             )
         except BaseException:
             if isinstance(source, DaskSource):

@@ -34,9 +34,50 @@ from dask_reservoir._core.store import Entry
 from dask_reservoir._runtime.protocols import LedgerLike
 from dask_reservoir._source.pandas_source import Source
 
-__all__ = ["header", "ledger_state", "members_state", "resumed_samplers", "samplers_state"]
+__all__ = [
+    "KEY_ORDER",
+    "header",
+    "in_key_order",
+    "ledger_state",
+    "members_state",
+    "resumed_samplers",
+    "samplers_state",
+]
 
 logger = logging.getLogger("dask_reservoir")
+
+
+KEY_ORDER = (
+    "format",
+    "version",
+    "source",
+    "rank",
+    "world_size",
+    "epoch",
+    "epochs",
+    "source_pass",
+    "source_cursor",
+    "source_order_sha256",
+    "samplers",
+    "next_fill",
+    "pending_uids",
+    "members",
+    "quarantined",
+    "counters",
+)
+"""The order of the keys in a saved state (the order version 2 has always written them in)."""
+
+
+def in_key_order(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with its keys in :data:`KEY_ORDER` (the parts write theirs part by part).
+
+    Examples
+    --------
+    >>> list(in_key_order({"members": [], "format": "f", "epoch": 0}))
+    ['format', 'epoch', 'members']
+    """
+    rank = {key: i for i, key in enumerate(KEY_ORDER)}
+    return dict(sorted(state.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
 def header(source: Source, options: ReservoirOptions) -> dict[str, Any]:

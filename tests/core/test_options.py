@@ -99,3 +99,26 @@ def test_given_values_come_back() -> None:
 def test_more_bad_options(bad: dict[str, object], error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         validate_options(**{**GOOD, **bad})
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ({"progress": 1, "retries": -1}, r"retries must be >= 0"),
+        ({"prefetch_batches": -1, "loader": "fork"}, r"loader must be one of"),
+        ({"max_stale_epochs": None, "batch_format": "arrow"}, r"batch_format must be one of"),
+        ({"function": 5, "progress": "yes"}, r"function_to_run must be callable, got int: 5"),
+        ({"function": 5, "retries": -1}, r"retries must be >= 0"),
+        ({"progress": "yes", "prefetch_batches": -1}, r"progress must be a bool"),
+    ],
+)
+def test_the_first_of_several_bad_arguments_is_the_one_asyncreservoir_always_reported(
+    bad: dict[str, object], match: str
+) -> None:
+    """The options, then function_to_run, then progress/prefetch_batches/max_stale_epochs."""
+    with pytest.raises((TypeError, ValueError), match=match):
+        validate_options(max_reservoir_samples=4, **bad)  # type: ignore[arg-type]
+
+
+def test_a_callable_function_passes() -> None:
+    assert validate_options(function=len, max_reservoir_samples=4).max_stale_epochs == 2
