@@ -1,27 +1,31 @@
 """The runtime's named interfaces: both runners and both ledgers offer every member; make_runner; raise_fatal.
 
 mypy checks the signatures (``make_runner`` returns either runner as a ``RunnerLike``); these tests
-check, without a cluster, that the members exist at run time and that ``make_runner`` picks by mode.
+check that the members exist at run time, and, on a real cluster, that ``make_runner`` picks by mode.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
 import pytest
+from distributed import Client, LocalCluster
 
 from dask_reservoir import SequentialSampler
 from dask_reservoir._core.ledger import Ledger
 from dask_reservoir._core.options import validate_options
 from dask_reservoir._runtime.cluster import ClientHandle
 from dask_reservoir._runtime.loader.mirror import LedgerMirror
-from dask_reservoir._runtime.loader.parent import LoaderProcess, make_runner
+from dask_reservoir._runtime.loader.parent import LoaderProcess, choose_loader, make_runner
 from dask_reservoir._runtime.protocols import LedgerLike, RunnerLike, raise_fatal
 from dask_reservoir._runtime.runner import JobRunner
 from dask_reservoir._source.pandas_source import PandasSource
 from dask_reservoir.errors import ClusterLostError
+from tests.utils import scheduler_task_count
 
 
 def members(protocol: type) -> set[str]:
@@ -72,16 +76,22 @@ def test_both_runners_offer_every_method(implementation: type) -> None:
         assert list(inspect.signature(method).parameters) == protocol_params, name
 
 
-class FakeClient:
-    status = "closed"  # nothing is ever submitted: closing waits for nothing
-
-    class scheduler:
-        address = "tcp://127.0.0.1:1"
-
-    security = None
-
-    def nthreads(self) -> dict[str, int]:
-        return {"tcp://w": 2}
+@pytest.fixture(scope="module")
+def tcp_client() -> Iterator[Client]:
+    """A client of a threaded LocalCluster (1 worker x 2 threads) reached over TCP, as a loader process would."""
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            processes=False,
+            protocol="tcp",
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
 
 
 def source() -> PandasSource:
@@ -95,8 +105,9 @@ def load(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("loader", "kind"), [("thread", JobRunner), ("process", LoaderProcess)])
-def test_make_runner_builds_the_runner_of_the_mode(loader: str, kind: type) -> None:
-    handle = ClientHandle(FakeClient(), owned=False, local_workers=True)  # type: ignore[arg-type]
+def test_make_runner_builds_the_runner_of_the_mode(tcp_client: Client, loader: str, kind: type) -> None:
+    handle = ClientHandle(tcp_client, owned=False, local_workers=True)
+    assert choose_loader(loader, handle, source())[0] == loader  # a mode this cluster allows
     options = validate_options(max_reservoir_samples=4, min_reservoir_samples=2)
     runner = make_runner(handle, source(), load, options, SequentialSampler(), loader=loader)
     try:
@@ -104,6 +115,8 @@ def test_make_runner_builds_the_runner_of_the_mode(loader: str, kind: type) -> N
         assert runner.ledger.counters().uids_tried == 0  # not started
     finally:
         runner.close()
+    assert scheduler_task_count(tcp_client) == 0  # nothing was submitted
+    assert tcp_client.status == "running"  # a client the reservoir does not own stays open
 
 
 def test_raise_fatal_keeps_a_lost_cluster_and_a_bad_argument() -> None:
