@@ -122,3 +122,89 @@ def test_the_first_of_several_bad_arguments_is_the_one_asyncreservoir_always_rep
 
 def test_a_callable_function_passes() -> None:
     assert validate_options(function=len, max_reservoir_samples=4).max_stale_epochs == 2
+
+
+def test_the_serving_and_sharding_options_come_back() -> None:
+    """The options checked apart (loader, rank, deterministic, formats, serving) are kept as given."""
+    given = {
+        "loader": "process",
+        "rank": 1,
+        "world_size": 3,
+        "deterministic": True,
+        "max_reservoir_replacement_size": 2,
+        "batch_format": "pandas",
+        "batched": True,
+        "progress": True,
+        "prefetch_batches": 0,
+        "max_stale_epochs": 0,  # the boundary: allowed
+    }
+    o = validate_options(max_reservoir_samples=8, **given)
+    assert {name: getattr(o, name) for name in given} == given
+    other = {**given, "loader": "thread", "rank": 0, "world_size": 1, "deterministic": False}
+    other.update(batch_format="numpy", batched=False, progress=False, prefetch_batches=5, max_stale_epochs=7)
+    o = validate_options(max_reservoir_samples=8, **other)
+    assert {name: getattr(o, name) for name in other} == other
+    assert validate_options(max_reservoir_samples=8, loader=None).loader is None
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (
+            {"loader": "fork"},
+            ValueError,
+            r"^loader must be one of \['auto', 'process', 'thread'\], got 'fork'$",
+        ),
+        ({"deterministic": 1}, TypeError, r"^deterministic must be a bool, got int: 1$"),
+        ({"deterministic": "yes"}, TypeError, r"^deterministic must be a bool, got str: 'yes'$"),
+        (
+            {"deterministic": True},
+            ValueError,
+            r"^deterministic=True needs max_reservoir_replacement_size \(the entries each iter\(\) ingests, "
+            r"exactly\), got max_reservoir_replacement_size=None$",
+        ),
+        ({"batched": 0}, TypeError, r"^batched must be a bool, got int: 0$"),
+        ({"batched": "no"}, TypeError, r"^batched must be a bool, got str: 'no'$"),
+        ({"job_timeout": -1}, ValueError, r"^job_timeout must be > 0 seconds or None, got -1$"),
+        ({"job_timeout": "later"}, ValueError, r"^job_timeout must be seconds .*got 'later'$"),
+        ({"progress": 1}, TypeError, r"^progress must be a bool, got int: 1$"),
+        ({"prefetch_batches": 1.5}, TypeError, r"^prefetch_batches must be an int, got float: 1.5$"),
+        ({"prefetch_batches": True}, TypeError, r"^prefetch_batches must be an int, got bool: True$"),
+        (
+            {"prefetch_batches": -1},
+            ValueError,
+            r"^prefetch_batches must be >= 0 \(0: build each batch in next\(\)\), got -1$",
+        ),
+        ({"max_stale_epochs": "2"}, TypeError, r"^max_stale_epochs must be an int, got str: '2'$"),
+        ({"max_stale_epochs": False}, TypeError, r"^max_stale_epochs must be an int, got bool: False$"),
+        (
+            {"max_stale_epochs": -1},
+            ValueError,
+            r"^max_stale_epochs must be >= 0 \(newer epochs an iterator may fall behind\), got -1$",
+        ),
+        (
+            {"max_jobs_at_once": 2, "rows_per_job": 4},
+            ValueError,
+            r"^max_jobs_at_once \(a bound in source rows\) must be >= rows_per_job, "
+            r"got max_jobs_at_once=2 < rows_per_job=4$",
+        ),
+        (
+            {"rank": 3, "world_size": 3},
+            ValueError,
+            r"rank must be in \[0, world_size\) = \[0, 3\), got rank=3",
+        ),
+    ],
+)
+def test_bad_option_messages_in_full(bad: dict[str, object], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        validate_options(**{**GOOD, **bad})
+
+
+def test_a_collate_fn_leaves_the_batch_format_to_it() -> None:
+    def collate(rows: list[dict[str, object]]) -> int:
+        return len(rows)
+
+    assert validate_options(**GOOD, collate_fn=collate).batch_format == "numpy"
+    assert validate_options(**GOOD, batch_format="pandas").batch_format == "pandas"
+    with pytest.raises(ValueError, match=r"batch_format='pandas' converts the default collate's batches"):
+        validate_options(**GOOD, collate_fn=collate, batch_format="pandas")
