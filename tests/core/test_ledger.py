@@ -766,3 +766,64 @@ def test_results_the_store_rejects_count_towards_quarantine_despite_loading() ->
     assert submit(ledger) == [0]
     ledger.finished([0], [ok("a")], now=0.0)
     assert ledger.counters().failures[0].consecutive == 0  # a plain load after release resets the count
+
+
+# ---------------------------------------------------------------------- vectorized jobs (finished_chunk)
+def chunk_of(uids: list[Any], counts: list[int], seconds: float) -> Any:
+    from dask_reservoir._core.blocks import ChunkLoaded, ColumnBlock
+
+    return ChunkLoaded(uids, np.array(counts), ColumnBlock({"x": np.arange(10, 10 + sum(counts))}), seconds)
+
+
+def test_a_chunk_in_submission_order_gives_one_entry_per_uid() -> None:
+    ledger = Ledger(list("abc"), SequentialSampler(), max_rows=10, rows_per_job=3)
+    assert submit(ledger) == [0, 1, 2]
+    ledger.finished_chunk([0, 1, 2], chunk_of(["a", "b", "c"], [2, 0, 1], 3.0), now=5.0)
+    c = ledger.counters()
+    assert (c.jobs_completed, c.jobs_failed, c.rows_failed, c.failures) == (1, 0, 0, ())
+    assert (c.rows_loaded, c.rows_in_flight, c.jobs_in_flight, c.entries_waiting) == (3, 0, 0, 3)
+    assert (c.uids_tried, c.uids_loaded, c.unloadable) == (3, 2, frozenset({"b"}))
+    assert ledger.recent_load_seconds() == [1.0, 1.0, 1.0] and ledger.mean_load_seconds == 1.0
+    taken = ledger.take()
+    assert [(e.uid, e.position, e.load_seconds, e.finished_at) for e in taken] == [
+        ("a", 0, 1.0, 5.0),
+        ("b", 1, 1.0, 5.0),
+        ("c", 2, 1.0, 5.0),
+    ]
+    assert [[r.as_dict()["x"] for r in e.rows] for e in taken] == [[10, 11], [], [12]]
+    assert submit(ledger) == [0, 1, 2]  # taken: no longer out, the next pass submits them again
+
+
+def test_a_chunk_reported_in_another_order_is_a_failure_of_each_uid() -> None:
+    ledger = Ledger(list("ab"), SequentialSampler(), max_rows=10, rows_per_job=2)
+    submit(ledger)
+    ledger.finished_chunk([0, 1], chunk_of(["b", "a"], [1, 1], 2.0), now=0.0)
+    c = ledger.counters()
+    assert c.rows_loaded == 0 and c.rows_in_flight == 0 and c.jobs_completed == 1
+    assert ledger.take() == []
+    assert sorted(r.uid for r in c.failures) == ["a", "b"]
+    assert all("reported UID" in r.message for r in c.failures)
+
+
+def test_a_chunk_loading_a_uid_resets_its_consecutive_failures() -> None:
+    ledger = Ledger(list("a"), SequentialSampler(), max_rows=1, rows_per_job=1, max_failures_per_uid=2)
+    submit(ledger)
+    ledger.finished([0], [err("a")], now=0.0)
+    submit(ledger)
+    ledger.finished_chunk([0], chunk_of(["a"], [1], 1.0), now=0.0)
+    ledger.take()
+    submit(ledger)
+    ledger.finished([0], [err("a")], now=0.0)
+    c = ledger.counters()
+    assert not c.quarantined and c.failures[0].consecutive == 1  # not two in a row: the chunk loaded
+
+
+def test_a_chunk_sizes_auto_tasks_from_its_rows_time() -> None:
+    ledger = Ledger(
+        list(range(10_000)), SequentialSampler(), max_rows=None, rows_per_job=None, auto_bound_threads=2
+    )
+    job = submit(ledger)
+    assert job == [0]
+    ledger.finished_chunk(job, chunk_of([0], [1], 0.0015), now=0.0)
+    # README: tasks of about 75 ms, so 1.5 ms rows make 50-row tasks; bound 8 tasks x 50
+    assert ledger.rows_per_job == 50 and ledger.max_rows == 400

@@ -162,3 +162,24 @@ def test_uids_reported_equal_are_the_same() -> None:
     loaded = chunk([1.0, "b"], [1, 1])
     items = chunk_entries([1, "b"], [0, 1], loaded, now=0.0)
     assert items is not None and [c.uid for c in items] == [1, "b"]  # the submitted UIDs
+
+
+def test_several_rows_per_uid_keep_uid_position_and_finish_time() -> None:
+    loaded = chunk(["a", "b"], [2, 1], seconds=4.0)
+    items = chunk_entries(["a", "b"], [3, 8], loaded, now=7.5)
+    assert items is not None
+    assert [(c.uid, c.position, c.load_seconds, c.finished_at) for c in items] == [
+        ("a", 3, 2.0, 7.5),
+        ("b", 8, 2.0, 7.5),
+    ]
+
+
+def test_a_chunk_of_one_uid_gets_all_of_the_chunk_time() -> None:
+    items = chunk_entries(["a"], [0], chunk(["a"], [1], seconds=3.0), now=0.0)
+    assert items is not None and [c.load_seconds for c in items] == [3.0]
+
+
+def test_a_block_as_long_as_the_uids_still_follows_uneven_counts() -> None:
+    # two rows for "a", none for "b": the block has as many rows as there are UIDs
+    items = chunk_entries(["a", "b"], [0, 1], chunk(["a", "b"], [2, 0]), now=0.0)
+    assert items is not None and [[r.at for r in c.rows] for c in items] == [[0, 1], []]

@@ -116,3 +116,71 @@ def test_unsigned_uids_are_stored_as_their_numpy_type() -> None:
     index = validate_uids(hashes, "uid")
     assert list(index) == [2**63, 2**63 + 1, 5] and index.position(5) == 2 and index.has(2**63 + 1)
     assert index.positions([5, 2**63, 7]).tolist() == [2, 0, -1]
+
+
+class SameHashToken:
+    """Hashes like every other token, equal only to itself: a pickled copy is another UID."""
+
+    def __hash__(self) -> int:
+        return 1
+
+
+def test_a_list_of_uids_reads_like_the_list() -> None:
+    uids = UidIndex(["a", "b", "c"])
+    assert len(uids) == 3 and uids[1] == "b" and uids[1:] == ["b", "c"] and uids[:0] == []
+    assert UidIndex([3, 1])[0:2] == [3, 1]
+
+
+def test_equality_with_lists_tuples_and_other_indexes() -> None:
+    uids = UidIndex(np.array([1, 2, 3]))
+    assert uids == [1, 2, 3] and uids == (1, 2, 3) and uids == UidIndex([1, 2, 3])
+    assert not uids == [1, 2] and not uids == UidIndex([3, 2, 1]) and not uids == [3, 2, 1]
+    assert uids != "123" and uids != np.array([1, 2, 3]) and uids != {1, 2, 3}
+
+
+def test_repr_shows_the_first_uids_and_how_many_there_are() -> None:
+    from dask_reservoir.errors import SHOWN
+
+    assert repr(UidIndex(np.array([7, 8]))) == "UidIndex([7, 8], dtype=int64)"
+    assert repr(UidIndex(np.arange(SHOWN))) == f"UidIndex({list(range(SHOWN))!r}, dtype=int64)"
+    long = repr(UidIndex(np.arange(1000)))
+    assert long.startswith(f"UidIndex({list(range(SHOWN))!r}, ... (1000 UIDs)") and "999" not in long
+
+
+def test_an_absent_uid_is_a_key_error_naming_it() -> None:
+    uids = UidIndex(["a", "b"])
+    with pytest.raises(KeyError) as info:
+        uids.position("zz")
+    assert info.value.args == ("zz",)
+    with pytest.raises(KeyError) as info:
+        uids.position(["unhashable"])  # type: ignore[arg-type]
+    assert info.value.args == (["unhashable"],)
+
+
+def test_nbytes_counts_the_array_then_the_lookup_table_not_the_objects() -> None:
+    numbers = UidIndex(np.arange(100, dtype=np.int64))
+    assert numbers.nbytes() == 800  # 100 int64, no lookup table yet
+    numbers.position(5)
+    assert numbers.nbytes() > 800  # the lookup table is built now
+    short = UidIndex(["a", 1, 2.5])  # mixed values: an object array and table
+    long = UidIndex(["a" * 1000, 1, 2.5])
+    short.position(1)
+    long.position(1)
+    assert short.nbytes() == long.nbytes()  # the Python objects themselves are not counted
+
+
+def test_signed_integer_uids_of_any_width_are_kept_as_int64() -> None:
+    index = validate_uids(pd.Series([3, 1, 2], dtype=np.int32), "uid")
+    assert index.values.dtype == np.int64 and list(index) == [3, 1, 2]
+
+
+def test_unpicklable_uids_are_refused_naming_the_column() -> None:
+    with pytest.raises(TypeError, match=r"UID column 'uid' must hold picklable values"):
+        validate_uids(["a", lambda: 1], "uid")
+
+
+def test_uids_not_equal_to_their_pickled_copy_are_refused_even_with_equal_hashes() -> None:
+    with pytest.raises(
+        ValueError, match=r"UID column 'uid'.*pickle round trip.*SameHashToken.*row position 0"
+    ):
+        validate_uids([SameHashToken(), "b"], "uid")
