@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import gc
 import pickle
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from dask_reservoir._core.blocks import BlockRow, ColumnBlock, compact, gc_paused, merge_dtypes
+from dask_reservoir._core.blocks import (
+    BlockRow,
+    ChunkLoaded,
+    ColumnBlock,
+    as_rows,
+    compact,
+    gc_paused,
+    merge_dtypes,
+)
+from dask_reservoir._core.records import RowFailed, RowLoaded
 from dask_reservoir._worker.chunks import to_block
 
 
@@ -75,3 +86,44 @@ def test_categories_of_different_chunks_merge_and_no_value_becomes_missing() -> 
     assert frame["c"].tolist()[:3] == ["low", "high", "new"] and pd.isna(frame["c"].iloc[3])
     assert list(frame["c"].cat.categories) == ["low", "high", "new"]
     assert frame["n"].isna().tolist() == [False, False, True, False] and frame["n"].iloc[1] == "x"
+
+
+def test_as_rows_splits_a_chunk_per_uid_in_order() -> None:
+    block = ColumnBlock({"x": np.array([10, 11, 12, 13, 14])})
+    # uid "a" produced 2 rows, "b" none, "c" 3: the rows of each follow those before it
+    out = as_rows(ChunkLoaded(["a", "b", "c"], np.array([2, 0, 3]), block, 6.0))
+    assert [type(r) for r in out] == [RowLoaded] * 3
+    assert [r.uid for r in out] == ["a", "b", "c"]
+    assert [[row["x"] for row in r.rows] for r in out] == [[10, 11], [], [12, 13, 14]]
+    assert [r.seconds for r in out] == [2.0, 2.0, 2.0]  # the chunk's time shared by its rows
+    assert as_rows(ChunkLoaded([], np.array([], dtype=np.int64), ColumnBlock({}), 1.0)) == []
+    (single,) = as_rows(ChunkLoaded(["z"], np.array([1]), block, 0.75))  # one row: the whole time
+    assert single.seconds == 0.75 and single.rows[0]["x"] == 10
+    with pytest.raises(ValueError):  # counts not matching the UIDs: refused, not silently cut
+        as_rows(ChunkLoaded(["a"], np.array([1, 1]), block, 1.0))
+    failed = [RowFailed("a", "ValueError", "bad")]  # a failed chunk passes through as it is
+    assert as_rows(failed) is failed
+
+
+def test_empty_block_has_no_rows_and_take_keeps_dtypes() -> None:
+    assert len(ColumnBlock({})) == 0
+    block = ColumnBlock(
+        {"c": np.array(["p", "q", "p"], dtype=object)}, {"c": pd.CategoricalDtype(["q", "p"])}
+    )
+    taken = block.take(np.array([2, 0]))
+    assert len(taken) == 2 and taken.dtypes == block.dtypes
+    assert taken.row(0)["c"] == "p"
+
+
+def test_compact_keeps_a_block_whose_every_row_is_shipped() -> None:
+    whole = ColumnBlock({"x": np.arange(2)})
+    part = ColumnBlock({"x": np.arange(10)})
+    items = [
+        SimpleNamespace(rows=(BlockRow(whole, 0), BlockRow(part, 8))),
+        SimpleNamespace(rows=(BlockRow(whole, 1), {"x": 99})),
+    ]
+    compact(items)
+    # the whole block is shipped as it is; the other is cut down to the one row shipped
+    assert items[0].rows[0].block is whole and items[1].rows[0].block is whole
+    assert len(items[0].rows[1].block) == 1 and items[0].rows[1].as_dict() == {"x": 8}
+    assert items[1].rows[1] == {"x": 99}
