@@ -25,6 +25,11 @@ class Fixed:
         return "Fixed()"
 
 
+def fixed(indices: Any) -> Any:
+    """A :class:`Fixed` sampler (typed loosely: it is not a ``Sampler`` subclass)."""
+    return Fixed(indices)
+
+
 class ByPosition:
     """A sampler reading the source positions: it serves the entries by descending position."""
 
@@ -41,23 +46,23 @@ class ByPosition:
 
 def test_a_sampler_reading_positions_gets_them() -> None:
     sampler = ByPosition()
-    out = epoch_order(sampler, 3, 4, positions=np.array([10, 30, 20]))
+    out = epoch_order(sampler, 3, 4, positions=np.array([10, 30, 20]))  # type: ignore[arg-type]
     assert out.tolist() == [1, 2, 0]
     assert sampler.calls == [(3, 4, [10, 30, 20])]
 
 
 def test_a_plain_sampler_is_not_given_positions() -> None:
     # Fixed.indices takes no positions: passing them would raise TypeError
-    assert epoch_order(Fixed([2, 0]), 3, 0, positions=np.array([5, 6, 7])).tolist() == [2, 0]
+    assert epoch_order(fixed([2, 0]), 3, 0, positions=np.array([5, 6, 7])).tolist() == [2, 0]
 
 
 def test_ranges_become_int64_arrays() -> None:
-    out = epoch_order(Fixed(range(0, 6, 2)), 6, 0)
+    out = epoch_order(fixed(range(0, 6, 2)), 6, 0)
     assert out.dtype == np.int64 and out.tolist() == [0, 2, 4]
-    assert epoch_order(Fixed(range(4, 0, -1)), 5, 0).tolist() == [4, 3, 2, 1]
-    empty = epoch_order(Fixed(range(0)), 3, 0)
+    assert epoch_order(fixed(range(4, 0, -1)), 5, 0).tolist() == [4, 3, 2, 1]
+    empty = epoch_order(fixed(range(0)), 3, 0)
     assert empty.dtype == np.int64 and empty.size == 0
-    assert epoch_order(Fixed(range(2, 3)), 3, 0).tolist() == [2]
+    assert epoch_order(fixed(range(2, 3)), 3, 0).tolist() == [2]
 
 
 @pytest.mark.parametrize("raw", [range(5, 6), range(-1, 2), range(0, 4), [0, 3], np.array([-1])])
@@ -65,7 +70,7 @@ def test_indices_out_of_range_are_refused(raw: Any) -> None:
     with pytest.raises(
         ValueError, match=r"^reservoir_sampler Fixed\(\) must yield indices in range\(3\) \(3 entries"
     ):
-        epoch_order(Fixed(raw), 3, 0)
+        epoch_order(fixed(raw), 3, 0)
 
 
 def test_the_error_names_the_caller_and_shows_five_bad_indices() -> None:
@@ -73,19 +78,19 @@ def test_the_error_names_the_caller_and_shows_five_bad_indices() -> None:
         ValueError,
         match=r"^source_sampler Fixed\(\) must yield indices in range\(2\) \(2 source rows\), got \[5, 6, 7, 8, 9\]$",
     ):
-        epoch_order(Fixed([0, 5, 6, 7, 8, 9, 10]), 2, 0, name="source_sampler", of="source rows")
+        epoch_order(fixed([0, 5, 6, 7, 8, 9, 10]), 2, 0, name="source_sampler", of="source rows")
 
 
 def test_non_int_indices_are_refused() -> None:
     with pytest.raises(
         TypeError, match=r"^reservoir_sampler Fixed\(\) must yield int indices, got float64 values$"
     ):
-        epoch_order(Fixed([0.0, 1.0]), 3, 0)
-    assert epoch_order(Fixed([]), 3, 0).size == 0  # no index: no dtype to check
+        epoch_order(fixed([0.0, 1.0]), 3, 0)
+    assert epoch_order(fixed([]), 3, 0).size == 0  # no index: no dtype to check
 
 
 def test_arrays_are_flattened_to_int64() -> None:
-    out = epoch_order(Fixed(np.array([[1, 0], [2, 1]], dtype=np.int32)), 3, 0)
+    out = epoch_order(fixed(np.array([[1, 0], [2, 1]], dtype=np.int32)), 3, 0)
     assert out.dtype == np.int64 and out.tolist() == [1, 0, 2, 1]
 
 
@@ -104,4 +109,4 @@ def test_pass_order_errors_name_the_source_sampler() -> None:
     with pytest.raises(
         ValueError, match=r"^source_sampler Fixed\(\) must yield indices in range\(2\) \(2 source rows\)"
     ):
-        pass_order(Fixed([3]), 2, 0)  # type: ignore[arg-type]
+        pass_order(fixed([3]), 2, 0)

@@ -107,7 +107,7 @@ def test_entry_summary_values_and_empty() -> None:
     }
     empty = entry_summary(np.array([]), np.array([]))
     assert set(empty) == set(out)
-    assert all(math.isnan(v) for v in empty.values())
+    assert all(math.isnan(float(v)) for v in empty.values())  # type: ignore[arg-type]
     # ages known, serve counts not (and back): each side is NaN on its own
     half = entry_summary(np.array([3.0]), np.array([]))
     assert half["age_seconds_max"] == 3.0 and math.isnan(half["times_served_max"])
@@ -207,7 +207,8 @@ def test_store_fields_ages_serves_and_counters() -> None:
     # serve uid 2 twice and uid 1 once: the oldest never served is then uid 3
     snap = store.snapshot()
     order = [e.uid for e in snap.entries]
-    snap.add_served(np.array([{1: 1, 2: 2, 3: 0}[uid] for uid in order]))
+    served = {1: 1, 2: 2, 3: 0}
+    snap.add_served(np.array([served[int(uid)] for uid in order]))  # type: ignore[call-overload]
     fields = store_fields(store)
     assert fields["reservoir_size"] == 3
     assert (fields["entries_ingested"], fields["entries_evicted"], fields["entries_replaced"]) == (5, 1, 1)
