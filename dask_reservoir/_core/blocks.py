@@ -72,39 +72,53 @@ class ColumnBlock:
         Equal-length arrays (their first axis is the row).
     dtypes : dict of str to pandas dtype, optional
         The pandas dtype of columns that numpy cannot hold (see :meth:`restore`).
+    python : frozenset of str, optional
+        Columns whose values were Python ``bool``/``int``/``float``/``complex`` scalars
+        (rows of a row function packed on the worker): read back as such, and stored
+        in a table column that reads them back as such.
 
     Examples
     --------
-    >>> block = ColumnBlock({"x": np.array([1.5, 2.5]), "uid": np.array([7, 8])})
+    >>> block = ColumnBlock({"x": np.array([1.5, 2.5]), "uid": np.array([7, 8])}, python=frozenset({"uid"}))
     >>> len(block), block.row(1)
-    (2, {'x': np.float64(2.5), 'uid': np.int64(8)})
+    (2, {'x': np.float64(2.5), 'uid': 8})
     >>> block.take(np.array([1])).columns["uid"].tolist()
     [8]
     """
 
-    __slots__ = ("columns", "dtypes")
+    __slots__ = ("columns", "dtypes", "python")
 
-    def __init__(self, columns: dict[str, np.ndarray], dtypes: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        columns: dict[str, np.ndarray],
+        dtypes: dict[str, Any] | None = None,
+        python: frozenset[str] = frozenset(),
+    ) -> None:
         self.columns = columns
         self.dtypes = dtypes or {}
+        self.python = python
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()))) if self.columns else 0
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ColumnBlock, (self.columns, self.dtypes))
+        return (ColumnBlock, (self.columns, self.dtypes, self.python))
 
     def nbytes(self) -> int:
         """Bytes of the column arrays (object columns count their pointers)."""
         return sum(v.nbytes for v in self.columns.values())
 
     def row(self, index: int) -> dict[str, Any]:
-        """Row ``index`` as a dict (numpy scalars, arrays or objects)."""
-        return {name: values[index] for name, values in self.columns.items()}
+        """Row ``index`` as a dict (numpy scalars, arrays or objects; Python scalars where they were)."""
+        python = self.python
+        return {
+            name: values[index].item() if name in python else values[index]
+            for name, values in self.columns.items()
+        }
 
     def take(self, indices: np.ndarray) -> ColumnBlock:
         """A new block of rows ``indices``."""
-        return ColumnBlock({k: v[indices] for k, v in self.columns.items()}, self.dtypes)
+        return ColumnBlock({k: v[indices] for k, v in self.columns.items()}, self.dtypes, self.python)
 
     @staticmethod
     def restore(frame: pd.DataFrame, dtypes: dict[str, Any]) -> pd.DataFrame:
@@ -162,6 +176,21 @@ class ChunkLoaded(NamedTuple):
     counts: np.ndarray
     block: ColumnBlock
     seconds: float
+    row_seconds: np.ndarray | None = None
+    """Running time per UID (rows of a row function packed on the worker); None: an equal share each."""
+
+    def seconds_per_uid(self) -> np.ndarray:
+        """Running time of each UID: its own when measured, else an equal share of the chunk's.
+
+        Examples
+        --------
+        >>> chunk = ChunkLoaded(["a", "b"], np.array([1, 1]), ColumnBlock({"x": np.arange(2)}), 3.0)
+        >>> chunk.seconds_per_uid().tolist()
+        [1.5, 1.5]
+        """
+        if self.row_seconds is not None:
+            return self.row_seconds
+        return np.full(len(self.uids), self.seconds / max(1, len(self.uids)))
 
 
 def merge_dtypes(known: dict[str, Any], new: dict[str, Any]) -> None:
@@ -230,8 +259,8 @@ def as_rows(outcome: ChunkLoaded | list[RowFailed]) -> list[Any]:
         return outcome
     out: list[Any] = []
     start = 0
-    share = outcome.seconds / max(1, len(outcome.uids))
-    for uid, count in zip(outcome.uids, outcome.counts.tolist(), strict=True):
-        out.append(RowLoaded(uid, [outcome.block.row(i) for i in range(start, start + count)], share))
+    seconds = outcome.seconds_per_uid().tolist()
+    for uid, count, took in zip(outcome.uids, outcome.counts.tolist(), seconds, strict=True):
+        out.append(RowLoaded(uid, [outcome.block.row(i) for i in range(start, start + count)], took))
         start += count
     return out

@@ -31,9 +31,11 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from dask_reservoir._core.blocks import ChunkLoaded
 from dask_reservoir._core.collate import is_immutable
 from dask_reservoir._core.records import Outcome, RowFailed, RowLoaded
 from dask_reservoir._core.uid_index import same_uid
+from dask_reservoir._worker.packing import pack
 from dask_reservoir._worker.produced import normalize_result
 from dask_reservoir._worker.shipping import dumps_function, function_package, load_function
 from dask_reservoir._worker.timeouts import call_with_timeout
@@ -276,7 +278,7 @@ def run_rows(
     payload: bytes,
     records: Sequence[dict[str, Any]] | Opaque | RowColumns,
     uids: Sequence[Hashable] | Opaque,
-) -> Outcomes:
+) -> Outcomes | ChunkLoaded:
     """Run ``function_to_run`` (pickled in ``payload``) on each record; one outcome per record.
 
     ``records`` are row dicts (each copied before the call), or :class:`~dask_reservoir._source.pandas_source.RowColumns`.
@@ -298,9 +300,10 @@ def run_rows(
         row_list = records.records()
     else:
         row_list = [dict(record) for record in _unwrap(records)]
-    return Outcomes(
-        [_run_one(options, function, record, uid) for record, uid in zip(row_list, uid_list, strict=True)]
-    )
+    outcomes = [
+        _run_one(options, function, record, uid) for record, uid in zip(row_list, uid_list, strict=True)
+    ]
+    return pack(outcomes) or Outcomes(outcomes)
 
 
 def run_partition_rows(
@@ -309,7 +312,7 @@ def run_partition_rows(
     parts: dict[int, pd.DataFrame],
     refs: Sequence[tuple[int, int]] | Opaque,
     uids: Sequence[Hashable] | Opaque,
-) -> Outcomes:
+) -> Outcomes | ChunkLoaded:
     """Read rows ``refs`` (partition, offset) of a dask source on the worker, then run them.
 
     With ``options.check_uid``, a row whose UID column, as read here, is not the
@@ -345,4 +348,4 @@ def run_partition_rows(
             continue
         record[column] = uid
         outcomes.append(_run_one(options, function, record, uid))
-    return outcomes
+    return pack(outcomes) or outcomes

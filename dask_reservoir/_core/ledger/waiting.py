@@ -43,20 +43,20 @@ def chunk_entries(
         return None
     counts = chunk.counts.tolist()
     block = chunk.block
-    share = chunk.seconds / max(1, len(uids))
+    seconds = chunk.seconds_per_uid().tolist()
     row = tuple.__new__  # BlockRow(block, i), without the named tuple's keyword handling
     with gc_paused():
         if len(block) == len(uids) and all(c == 1 for c in counts):  # one row per UID: the usual case
             return [
-                Completed(uid, position, (row(BlockRow, (block, i)),), share, now)
-                for i, (uid, position) in enumerate(zip(uids, positions, strict=True))
+                Completed(uid, position, (row(BlockRow, (block, i)),), took, now)
+                for i, (uid, position, took) in enumerate(zip(uids, positions, seconds, strict=True))
             ]
         items = []
         start = 0
-        for uid, position, count in zip(uids, positions, counts, strict=True):
+        for uid, position, count, took in zip(uids, positions, counts, seconds, strict=True):
             rows = tuple(row(BlockRow, (block, i)) for i in range(start, start + count))
             start += count
-            items.append(Completed(uid, position, rows, share, now))
+            items.append(Completed(uid, position, rows, took, now))
         return items
 
 

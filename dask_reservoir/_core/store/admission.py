@@ -146,7 +146,8 @@ class Admission:
             wanted = np.dtype(cast(Any, self.uid_type))
             if uid_values.dtype != wanted:  # the chunk's UIDs, checked equal to the source's
                 block.columns[self.uid_column] = uid_values.astype(wanted)
-        schema = SlotTable.block_columns(block.columns)
+            block.python = block.python - {self.uid_column}  # stored as uid_type, as put() does
+        schema = SlotTable.block_columns(block.columns, block.python)
         if schema is None:
             return None
         rows = np.fromiter((cast(BlockRow, e.rows[0]).at for e in entries), np.intp, count=len(entries))

@@ -262,8 +262,12 @@ class SlotTable:
         self._written[slots] = True
 
     @staticmethod
-    def block_columns(columns: dict[str, np.ndarray]) -> dict[str, Column] | None:
+    def block_columns(
+        columns: dict[str, np.ndarray], python: frozenset[str] = frozenset()
+    ) -> dict[str, Column] | None:
         """The schema a table needs for one row of each of ``columns`` (None: not slottable).
+
+        ``python``: the scalar columns whose values were Python scalars (read back as such).
 
         Examples
         --------
@@ -278,7 +282,7 @@ class SlotTable:
             if values.dtype.kind in "OUSV":
                 schema[name] = Column(_OBJECT, np.dtype(object))
             elif values.ndim == 1:
-                schema[name] = Column(_SCALAR, values.dtype)
+                schema[name] = Column(_SCALAR, values.dtype, python=name in python)
             else:
                 schema[name] = Column(_ARRAY, values.dtype, values.shape[1:])
         return schema
