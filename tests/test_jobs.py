@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from distributed import Client, Future, LocalCluster
 
+from dask_reservoir._core.blocks import ChunkLoaded, as_rows
 from dask_reservoir._runtime.jobs import GONE, FunctionPayload, function_key, job_call, load_key
 from dask_reservoir._source.dask_source import DaskSource
 from dask_reservoir._source.make import make_source
@@ -150,7 +151,8 @@ def test_a_pandas_job_sends_its_rows_as_columns(client: Client) -> None:
     assert rows.records() == [{"uid": "c", "v": 3}, {"uid": "a", "v": 1}]
     assert isinstance(uids, Opaque) and uids.value == ["c", "a"]
     outcomes = run(client, call)  # the worker runs the function on those rows
-    assert [(o.uid, o.rows) for o in outcomes] == [
+    assert type(outcomes) is ChunkLoaded  # packed as columns on the worker
+    assert [(o.uid, o.rows) for o in as_rows(outcomes)] == [
         ("c", [{"uid": "c", "v": 3}]),
         ("a", [{"uid": "a", "v": 1}]),
     ]

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from dask_reservoir import JobError
+from dask_reservoir._core.blocks import ChunkLoaded, as_rows
 from dask_reservoir._core.records import RowFailed, RowLoaded
 from dask_reservoir._worker.calls import JobSpec, Outcomes, _loaded_outcomes, run_partition_rows, run_rows
 from dask_reservoir._worker.shipping import FunctionLoadError
@@ -77,7 +78,8 @@ def test_run_partition_rows() -> None:
     )
     parts = {0: pd.DataFrame({"v": [1, 2]}), 1: pd.DataFrame({"v": [3]})}
     out = run_partition_rows(spec.options(), spec.payload, parts, [(1, 0), (0, 1)], ["c", "b"])
-    assert [o.rows for o in out] == [[{"double": 6, "uid": "c"}], [{"double": 4, "uid": "b"}]]
+    assert type(out) is ChunkLoaded  # every row loaded into one row of one kind: packed as columns
+    assert [o.rows for o in as_rows(out)] == [[{"double": 6, "uid": "c"}], [{"double": 4, "uid": "b"}]]
 
 
 def test_run_partition_rows_keeps_order_across_interleaved_partitions() -> None:
@@ -85,7 +87,7 @@ def test_run_partition_rows_keeps_order_across_interleaved_partitions() -> None:
     parts = {0: pd.DataFrame({"v": [10, 11, 12]}), 1: pd.DataFrame({"v": [20, 21]})}
     refs = [(0, 2), (1, 1), (0, 0), (1, 0)]
     out = run_partition_rows(spec.options(), spec.payload, parts, refs, ["a", "b", "c", "d"])
-    assert [(o.uid, o.rows[0]["v"]) for o in out] == [("a", 12), ("b", 21), ("c", 10), ("d", 20)]
+    assert [(o.uid, o.rows[0]["v"]) for o in as_rows(out)] == [("a", 12), ("b", 21), ("c", 10), ("d", 20)]
 
 
 def test_uid_column_mismatch_is_that_rows_failure() -> None:
@@ -129,7 +131,8 @@ def _frames_on_the_wire(result: object) -> int:
 
 
 def test_outcomes_travel_as_one_pickle_not_one_frame_per_row() -> None:
-    spec = JobSpec.from_function(lambda row: {"y": row["v"]}, uid_column="uid", retries=0, rows_per_job=2)
+    # a list value does not pack into columns: the outcomes travel as they are
+    spec = JobSpec.from_function(lambda row: {"y": [row["v"]]}, uid_column="uid", retries=0, rows_per_job=2)
     rows = [{"v": i} for i in range(200)]
     out = run_rows(spec.options(), spec.payload, rows, list(range(200)))
     assert type(out) is Outcomes
