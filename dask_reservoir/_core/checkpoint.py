@@ -15,6 +15,11 @@ states are still read: their orders come from the samplers as given (exact for s
 and sequential samplers); with an unseeded ``source_sampler`` the rest of the
 interrupted pass cannot be known, so the resumed run starts the next pass after the
 former members and the rows that were out (logged).
+
+Version 3 changes only how ``uids_sha256`` is computed: vectorized (integers as int64
+bytes, strings as their UTF-8 bytes and offsets), so that saving and loading the state
+of a source of ten million rows takes a fraction of a second.  States of versions 1 and
+2 are checked with their own digest (:func:`legacy_uids_digest`).
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import json
 import numbers
 import os
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dask_reservoir._core.uid_index import UidIndex
 
 __all__ = [
     "STATE_FORMAT",
@@ -36,6 +43,7 @@ __all__ = [
     "ResumePoint",
     "check_state",
     "jsonable_uid",
+    "legacy_uids_digest",
     "order_digest",
     "read_state",
     "uids_digest",
@@ -43,8 +51,8 @@ __all__ = [
 ]
 
 STATE_FORMAT = "dask_reservoir.state"
-STATE_VERSION = 2
-READ_VERSIONS = (1, 2)
+STATE_VERSION = 3
+READ_VERSIONS = (1, 2, 3)
 """State versions :func:`check_state` reads (see the module docstring for version 1)."""
 
 
@@ -75,6 +83,9 @@ class ResumePoint:
     """:func:`order_digest` of the order of pass ``source_pass - 1`` (None before the first pass)."""
     next_fill: int | None = None
     """``deterministic=True``: entries the saving run's next ``iter()`` would ingest (None: not saved)."""
+    order: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """The order of the interrupted pass once computed and checked against ``source_order_sha256``
+    (so that the resumed ledger does not draw it again); None: not computed."""
 
 
 def jsonable_uid(uid: Hashable) -> int | float | str | bool:
@@ -100,7 +111,22 @@ def jsonable_uid(uid: Hashable) -> int | float | str | bool:
 
 
 def uids_digest(uids: Sequence[Hashable]) -> str:
-    """SHA-256 of the source's UIDs in order: a state is loaded only on the same source."""
+    """SHA-256 of the source's UIDs in order (version 3): a state is loaded only on the same source.
+
+    Vectorized for integer and string UIDs, and kept by a
+    :class:`~dask_reservoir._core.uid_index.UidIndex` once computed (see
+    :meth:`~dask_reservoir._core.uid_index.UidIndex.digest`).
+
+    Examples
+    --------
+    >>> uids_digest([1, 2]) == uids_digest(np.array([1, 2])), uids_digest([1, 2]) == uids_digest([2, 1])
+    (True, False)
+    """
+    return (uids if isinstance(uids, UidIndex) else UidIndex(uids)).digest()
+
+
+def legacy_uids_digest(uids: Sequence[Hashable]) -> str:
+    """The ``uids_sha256`` of states of versions 1 and 2: one ``repr`` per UID (slow at millions)."""
     h = hashlib.sha256()
     for uid in uids:
         h.update(repr(jsonable_uid(uid)).encode())
@@ -139,6 +165,19 @@ def _int(state: dict[str, Any], key: str) -> int:
     return int(value)
 
 
+def _positions(named: list[Any], uids: Sequence[Hashable], position: Any) -> np.ndarray:
+    """Source positions of the UIDs a state names (-1: not in the source), vectorized for a UidIndex."""
+    if isinstance(uids, UidIndex) and not any(type(uid) is bool for uid in named):
+        return uids.positions(named)
+    found = np.full(len(named), -1, np.int64)
+    for i, uid in enumerate(named):
+        try:
+            found[i] = int(position(uid))
+        except KeyError:
+            continue
+    return found
+
+
 def check_state(
     state: Any,
     *,
@@ -172,7 +211,8 @@ def check_state(
             f"the state was saved on a source of {source.get('rows')!r} rows with UID column "
             f"{source.get('uid_column')!r}; this source has {len(uids)} rows with UID column {uid_column!r}"
         )
-    if source.get("uids_sha256") != uids_digest(uids):
+    expected = uids_digest(uids) if version >= 3 else legacy_uids_digest(uids)
+    if source.get("uids_sha256") != expected:
         raise ValueError(
             "the state was saved on a source with other UIDs (or another row order): uids_sha256 differs"
         )
@@ -188,16 +228,15 @@ def check_state(
     quarantined = state.get("quarantined", [])
     if not isinstance(pending, list) or not isinstance(quarantined, list):
         raise ValueError("state['pending_uids'] and state['quarantined'] must be lists")
-    first: list[int] = []
-    for uid in [m["uid"] for m in members] + pending + quarantined:
+    named = [m["uid"] for m in members] + pending + quarantined
+    for uid in named:
         if not isinstance(uid, (bool, int, float, str)):
             raise ValueError(f"state names UID {uid!r}: UIDs in a state are ints, floats, strs or bools")
-        try:
-            where = int(position(uid))
-        except KeyError:
-            raise ValueError(f"state names UID {uid!r}, which is not in this source") from None
-        if len(first) < len(members) + len(pending):
-            first.append(where)
+    found = _positions(named, uids, position)
+    missing = np.flatnonzero(found < 0)
+    if len(missing):
+        raise ValueError(f"state names UID {named[int(missing[0])]!r}, which is not in this source")
+    first = found[: len(members) + len(pending)].tolist()
     samplers = state.get("samplers", {}) if version >= 2 else {}
     if not isinstance(samplers, dict):
         raise ValueError(f"state['samplers'] must be a dict, got {samplers!r}")

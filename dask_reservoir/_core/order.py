@@ -36,8 +36,9 @@ def epoch_order(
         raw: Any = sampler.indices(n, epoch=epoch, positions=positions)  # type: ignore[call-arg]
     else:
         raw = sampler.indices(n, epoch=epoch)
-    if isinstance(raw, range) and (len(raw) == 0 or (min(raw) >= 0 and max(raw) < n)):
-        return np.arange(raw.start, raw.stop, raw.step, dtype=np.int64)  # no Python step per index
+    if isinstance(raw, range) and (len(raw) == 0 or (min(raw[0], raw[-1]) >= 0 and max(raw[0], raw[-1]) < n)):
+        # bounds from its ends (min() of a range steps through it), no Python step per index
+        return np.arange(raw.start, raw.stop, raw.step, dtype=np.int64)
     order = raw if isinstance(raw, np.ndarray) else np.asarray(list(raw))
     if order.size and not np.issubdtype(order.dtype, np.integer):
         raise TypeError(f"{name} {sampler!r} must yield int indices, got {order.dtype} values")

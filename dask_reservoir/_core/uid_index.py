@@ -11,12 +11,15 @@ value, hashable, unique, and unchanged by a pickle round trip.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any, cast, overload
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dask_reservoir.errors import SHOWN, first_values
 
@@ -38,7 +41,7 @@ class UidIndex(Sequence[Hashable]):
     (2, True, False, [30, 10])
     """
 
-    __slots__ = ("_index", "values")
+    __slots__ = ("_digest", "_index", "values")
 
     def __init__(self, values: np.ndarray | pd.api.extensions.ExtensionArray | Sequence[Hashable]) -> None:
         if isinstance(values, UidIndex):
@@ -48,6 +51,7 @@ class UidIndex(Sequence[Hashable]):
         # numbers: a numeric array; pandas strings: their (Arrow) string array; else objects
         self.values: Any = values
         self._index: pd.Index | None = None
+        self._digest: str | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -129,13 +133,127 @@ class UidIndex(Sequence[Hashable]):
         return True
 
     def positions(self, uids: Sequence[Hashable]) -> np.ndarray:
-        """Row positions of ``uids``, -1 for those absent (vectorized)."""
-        return np.asarray(self.lookup.get_indexer(pd.Index(_as_array(list(uids)))), dtype=np.int64)
+        """Row positions of ``uids``, -1 for those absent (vectorized).
+
+        Before the lookup table is built (:attr:`lookup`), integer and string UIDs are
+        found by one scan of the source's UIDs against a table of ``uids``: a resumed
+        reservoir finds its former members without a hash table of every UID (which,
+        for ten million strings, costs seconds and gigabytes).
+
+        Examples
+        --------
+        >>> UidIndex(np.array([10, 20, 30])).positions([30, 5, 10]).tolist()
+        [2, -1, 0]
+        >>> UidIndex(pd.array(["a", "b"], dtype="string[pyarrow]")).positions(["b", "z"]).tolist()
+        [1, -1]
+        """
+        wanted = _as_array(list(uids))
+        if self._index is None:
+            found = _scan(self.values, wanted)
+            if found is not None:
+                return found
+        return np.asarray(self.lookup.get_indexer(pd.Index(wanted)), dtype=np.int64)
+
+    def digest(self) -> str:
+        """SHA-256 of the UIDs in order, computed once: vectorized for integer and string UIDs.
+
+        Equal UIDs in the same order give the same digest whatever holds them: integers of
+        any width, strings in an Arrow or an object array.  Integers and strings never share
+        a digest; other UIDs (floats, bools, mixed) are hashed one by one, by their repr.
+
+        Examples
+        --------
+        >>> a = UidIndex(np.array([1, 2], np.uint8)).digest()
+        >>> a == UidIndex([1, 2]).digest(), a == UidIndex([2, 1]).digest(), a == UidIndex(["1", "2"]).digest()
+        (True, False, False)
+        >>> UidIndex(pd.array(["a", "b"], dtype="string[pyarrow]")).digest() == UidIndex(["a", "b"]).digest()
+        True
+        """
+        if self._digest is None:
+            self._digest = _digest(self.values)
+        return self._digest
 
     def nbytes(self) -> int:
         """Bytes of the array and, once built, the lookup table (object values not counted)."""
         table = 0 if self._index is None else int(self._index.memory_usage(deep=False))
         return int(self.values.nbytes) + table
+
+
+def _scan(values: Any, wanted: np.ndarray) -> np.ndarray | None:
+    """Positions in ``values`` of each of ``wanted`` (-1: absent) by one scan, or None: not here.
+
+    Integers scan against a hash table of ``wanted``, strings through Arrow; UIDs are
+    unique, so each row matches at most one of them.
+    """
+    if not len(wanted):
+        return np.empty(0, np.int64)
+    codes, distinct = pd.factorize(wanted)  # a UID asked twice gets its row twice
+    distinct = np.asarray(distinct, dtype=wanted.dtype)
+    dtype = getattr(values, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu" and distinct.dtype.kind in "iu":
+        match = np.asarray(pd.Index(distinct).get_indexer(values), dtype=np.int64)
+    elif _is_strings(values) and distinct.dtype == object and all(type(w) is str for w in distinct.tolist()):
+        found = pc.index_in(
+            pa.array(values, type=pa.large_string()), value_set=pa.array(distinct, pa.large_string())
+        )
+        match = np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    else:
+        return None
+    rows = np.flatnonzero(match >= 0)
+    at = np.full(len(distinct), -1, np.int64)
+    at[match[rows]] = rows
+    return at[codes]
+
+
+def _is_strings(values: Any) -> bool:
+    return isinstance(getattr(values, "dtype", None), pd.StringDtype)
+
+
+def _digest(values: Any) -> str:
+    """See :meth:`UidIndex.digest`."""
+    h = hashlib.sha256()
+    dtype = getattr(values, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        if dtype.kind == "i" or not len(values) or int(values.max()) < 2**63:
+            h.update(b"int64:")
+            h.update(np.ascontiguousarray(values, dtype="<i8").tobytes())
+        else:
+            h.update(b"uint64:")
+            h.update(np.ascontiguousarray(values, dtype="<u8").tobytes())
+        return h.hexdigest()
+    strings = _string_buffers(values)
+    if strings is not None:
+        offsets, data = strings
+        h.update(b"str:")
+        h.update(offsets.tobytes())
+        h.update(data)
+        return h.hexdigest()
+    h.update(b"repr:")
+    for uid in values.tolist() if hasattr(values, "tolist") else values:
+        h.update(repr(uid).encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _string_buffers(values: Any) -> tuple[np.ndarray, memoryview] | None:
+    """The UTF-8 bytes of all-string UIDs and where each starts (int64 offsets from 0); None otherwise."""
+    if isinstance(values, np.ndarray):
+        if values.dtype != object or not all(type(v) is str for v in values.tolist()):
+            return None
+        array = pa.array(values, type=pa.large_string())
+    elif isinstance(getattr(values, "dtype", None), pd.StringDtype):
+        array = pa.array(values, type=pa.large_string())
+    else:
+        return None
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.null_count:
+        return None
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype="<i8")[array.offset : array.offset + len(array) + 1]
+    start, end = int(offsets[0]), int(offsets[-1])
+    data = memoryview(b"") if data_buffer is None else memoryview(data_buffer)[start:end]
+    return offsets - start, data
 
 
 def _as_array(values: list[Any]) -> np.ndarray:

@@ -134,6 +134,7 @@ class JobRunner:
                 source_cursor=resume.source_cursor,
                 first=resume.first,
                 quarantined=resume.quarantined,
+                order=resume.order,
             )
         self.perf_sending = perf_sending or Performance()
         self.perf_receiving = perf_receiving or Performance()

@@ -157,6 +157,7 @@ def resumed_samplers(
                 "cannot be found, and rows would be skipped or loaded twice; resume with that run's "
                 "source_sampler (the same seed, or none if it had none)"
             )
+        point = replace(point, order=order)  # the ledger goes on in it: not drawn twice
     elif getattr(resumed_source, "entropy", None) is not None:
         logger.warning(
             "dask_reservoir: the state (version %d) holds no entropy of the unseeded source_sampler, so "

@@ -88,30 +88,27 @@ class PandasSource(Source):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._text = text_columns(self.frame.dtypes)
-        self._columns: list[tuple[Any, np.ndarray | list[Any]]] | None = None
+        self._columns: list[tuple[Any, Any, bool]] | None = None
 
-    def _column_values(self) -> list[tuple[Any, np.ndarray | list[Any]]]:
-        """Per column, its values as ``to_dict("records")`` gives them, converted once.
+    def _column_values(self) -> list[tuple[Any, Any, bool]]:
+        """Per column: its name, its values as one array, and whether it holds text.
 
-        Numeric columns stay numpy arrays (``item``/``tolist`` give Python scalars); other
-        columns become lists, with missing text as None and missing extension values as None.
+        Numeric columns are numpy arrays (``item``/``tolist`` give Python scalars); the
+        others keep their pandas array (object, Arrow strings, extension types), converted
+        to Python values per job by :meth:`row_columns`: no Python object per source row
+        lives on the client.
         """
         if self._columns is not None:
             return self._columns
-        columns: list[tuple[Any, np.ndarray | list[Any]]] = []
+        columns: list[tuple[Any, Any, bool]] = []
         text = set(self._text)
         for name in self.frame.columns:
             series = self.frame[name]
             dtype = series.dtype
             if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
-                columns.append((name, series.to_numpy()))
-                continue
-            values = series.tolist()
-            if str(name) in text:
-                values = [none_if_missing(v) for v in values]
-            else:  # nullable extension columns: NA as None, as to_dict("records") gives
-                values = [None if v is pd.NA else v for v in values]
-            columns.append((name, values))
+                columns.append((name, series.to_numpy(), False))
+            else:
+                columns.append((name, series.array, str(name) in text))
         self._columns = columns
         return columns
 
@@ -134,12 +131,20 @@ class PandasSource(Source):
 
     def row_columns(self, positions: Sequence[int]) -> RowColumns:
         """Rows ``positions`` as :class:`RowColumns` (a numpy ``take`` per numeric column)."""
-        columns = self._column_values()
         index = np.asarray(positions, dtype=np.intp)
-        return RowColumns(
-            [name for name, _ in columns],
-            [v[index] if isinstance(v, np.ndarray) else [v[p] for p in positions] for _, v in columns],
-        )
+        names: list[Any] = []
+        values: list[np.ndarray | list[Any]] = []
+        for name, column, is_text in self._column_values():
+            names.append(name)
+            if isinstance(column, np.ndarray) and column.dtype.kind in "biuf":
+                values.append(column[index])
+                continue
+            taken = column.take(index).tolist()  # as to_dict("records") gives them
+            if is_text:
+                values.append([none_if_missing(v) for v in taken])
+            else:  # nullable extension columns: NA as None
+                values.append([None if v is pd.NA else v for v in taken])
+        return RowColumns(names, values)
 
     def chunk(self, positions: Sequence[int]) -> Any:
         """Rows ``positions`` as a pandas DataFrame (dtypes kept), wrapped for a task argument."""

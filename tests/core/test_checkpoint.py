@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dask_reservoir._core.checkpoint import (
@@ -13,10 +14,12 @@ from dask_reservoir._core.checkpoint import (
     STATE_VERSION,
     check_state,
     jsonable_uid,
+    legacy_uids_digest,
     read_state,
     uids_digest,
     write_state,
 )
+from dask_reservoir._core.uid_index import UidIndex
 
 UIDS = [10, 11, 12, 13]
 
@@ -158,11 +161,66 @@ def test_malformed_fields_are_named(changes: dict[str, Any], message: str) -> No
         check(state(**changes))
 
 
+def legacy(version: int, **changes: Any) -> dict[str, Any]:
+    """A state of an older version, with the UID digest that version wrote."""
+    source = {"rows": 4, "uid_column": "uid", "uids_sha256": legacy_uids_digest(UIDS)}
+    return state(version=version, source=source, **changes)
+
+
+def test_each_version_is_checked_with_the_uid_digest_it_wrote() -> None:
+    """Version 3 digests UIDs vectorized; versions 1 and 2 wrote one repr per UID: each is read as written."""
+    assert uids_digest(UIDS) != legacy_uids_digest(UIDS)
+    for version in (1, 2):
+        assert check(legacy(version)).version == version
+        with pytest.raises(ValueError, match="uids_sha256 differs"):
+            check(state(version=version))  # a version 3 digest in an older state: another source
+    with pytest.raises(ValueError, match="uids_sha256 differs"):
+        check(legacy(3))
+    with pytest.raises(ValueError, match="uids_sha256 differs"):
+        check(state(), uids=[10, 11, 13, 12])
+
+
 def test_version_2_carries_the_orders_and_version_1_is_still_read() -> None:
     """Issue 16, points 3 and 4: the entropy of unseeded samplers, the pass order's digest, the next fill."""
     saved = {"source_entropy": str(2**127 + 5), "reservoir_entropy": None}
     point = check(state(samplers=saved, source_order_sha256="ab", next_fill=13, epochs=3))
-    assert (point.version, point.source_entropy, point.reservoir_entropy) == (2, 2**127 + 5, None)
+    assert (point.version, point.source_entropy, point.reservoir_entropy) == (3, 2**127 + 5, None)
     assert (point.source_order_sha256, point.next_fill, point.epochs) == ("ab", 13, 3)
-    old = check(state(version=1, samplers=saved, source_order_sha256="ab", next_fill=13))
+    two = check(legacy(2, samplers=saved, source_order_sha256="ab", next_fill=13, epochs=3))
+    assert (two.version, two.source_entropy, two.source_order_sha256, two.first) == (
+        2,
+        2**127 + 5,
+        "ab",
+        point.first,
+    )
+    old = check(legacy(1, samplers=saved, source_order_sha256="ab", next_fill=13))
     assert (old.version, old.source_entropy, old.source_order_sha256, old.next_fill) == (1, None, None, None)
+
+
+@pytest.mark.parametrize(
+    "uids",
+    [np.array(UIDS), pd.array([str(u) for u in UIDS], dtype="string[pyarrow]")],
+    ids=["int64", "arrow strings"],
+)
+def test_a_uid_index_finds_the_state_uids_by_one_scan(uids: Any) -> None:
+    """The UIDs a state names are found vectorized, without building the source's lookup table."""
+    index = UidIndex(uids)
+    as_saved = [index[i] for i in range(4)]  # as JSON gives them back: Python ints or strs
+    saved = state(
+        source={"rows": 4, "uid_column": "uid", "uids_sha256": uids_digest(as_saved)},
+        members=[{"uid": as_saved[1]}, {"uid": as_saved[2]}],
+        pending_uids=[as_saved[3], as_saved[1]],
+        quarantined=[as_saved[0]],
+    )
+    point = check_state(saved, uids=index, uid_column="uid", rank=0, world_size=1, position=None)
+    assert point.first == (1, 2, 3, 1) and index._index is None
+    missing = "99" if isinstance(as_saved[0], str) else 99
+    with pytest.raises(ValueError, match=f"state names UID {missing!r}, which is not in this source"):
+        check_state(
+            {**saved, "quarantined": [as_saved[0], missing]},
+            uids=index,
+            uid_column="uid",
+            rank=0,
+            world_size=1,
+            position=None,
+        )

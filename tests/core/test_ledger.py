@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from dask_reservoir import JobError, RandomSampler, SequentialSampler
 from dask_reservoir._core.ledger import MIN_TASKS_IN_FLIGHT, Ledger
 from dask_reservoir._core.records import RowFailed, RowLoaded
+from dask_reservoir._core.uid_index import UidIndex
 
 
 def ok(uid: Any, seconds: float = 0.01) -> tuple[Any, ...]:
@@ -729,8 +730,9 @@ def test_auto_does_not_pack_a_small_source_into_fewer_tasks_than_two_per_thread(
     assert bigger.rows_per_job == 10  # 40 rows / (2 x 2 threads)
 
 
-def test_source_position_names_the_rows_out_and_restore_submits_them_first() -> None:
-    uids = list("abcdef")
+@pytest.mark.parametrize("indexed", [False, True], ids=["list", "UidIndex"])
+def test_source_position_names_the_rows_out_and_restore_submits_them_first(indexed: bool) -> None:
+    uids: Any = UidIndex(list("abcdef")) if indexed else list("abcdef")  # UidIndex: found by one scan
     ledger = Ledger(uids, SequentialSampler(), max_rows=3, rows_per_job=1)
     assert [submit(ledger) for _ in range(3)] == [[0], [1], [2]]
     ledger.finished([0], [ok("a")], now=0.0)  # "a" waits, "b" and "c" are in flight

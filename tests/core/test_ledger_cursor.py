@@ -316,6 +316,18 @@ def test_restore_goes_on_where_the_checkpoint_stopped() -> None:
     assert plain.position() == (2, 8) and plain.passes_done == 2
 
 
+def test_restore_goes_on_in_the_order_it_is_given() -> None:
+    """A resumed reservoir checked the interrupted pass's order already: the cursor does not draw it again."""
+    sampler = RandomSampler(seed=2)
+    order = pass_order(sampler, 8, 1)
+    given = SourceCursor(list(range(8)), sampler)
+    given.restore(source_pass=2, source_cursor=5, first=[], order=order[::-1].copy())
+    assert step(given, 3) == (order[::-1][5:].tolist(), [])
+    drawn = SourceCursor(list(range(8)), sampler)
+    drawn.restore(source_pass=2, source_cursor=5, first=[])
+    assert step(drawn, 3) == (order[5:].tolist(), [])
+
+
 def test_restore_clamps_a_cursor_beyond_the_pass() -> None:
     cursor = SourceCursor(list("abc"), SequentialSampler())
     cursor.restore(source_pass=1, source_cursor=10, first=[])

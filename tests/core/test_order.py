@@ -65,7 +65,9 @@ def test_ranges_become_int64_arrays() -> None:
     assert epoch_order(fixed(range(2, 3)), 3, 0).tolist() == [2]
 
 
-@pytest.mark.parametrize("raw", [range(5, 6), range(-1, 2), range(0, 4), [0, 3], np.array([-1])])
+@pytest.mark.parametrize(
+    "raw", [range(5, 6), range(-1, 2), range(0, 4), range(3, 0, -1), range(2, -2, -1), [0, 3], np.array([-1])]
+)
 def test_indices_out_of_range_are_refused(raw: Any) -> None:
     with pytest.raises(
         ValueError, match=r"^reservoir_sampler Fixed\(\) must yield indices in range\(3\) \(3 entries"

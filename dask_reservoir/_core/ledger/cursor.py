@@ -219,8 +219,12 @@ class SourceCursor:
             self._digest = (self._pass, order_digest(self._order))
         return self._digest[1]
 
-    def restore(self, *, source_pass: int, source_cursor: int, first: Sequence[int]) -> None:
+    def restore(
+        self, *, source_pass: int, source_cursor: int, first: Sequence[int], order: np.ndarray | None = None
+    ) -> None:
         """Go on from a checkpoint: pass ``source_pass`` at ``source_cursor``, ``first`` submitted first.
+
+        ``order``: the order of pass ``source_pass - 1`` when the caller computed it (not drawn again).
 
         Examples
         --------
@@ -231,7 +235,7 @@ class SourceCursor:
         ([0, 2, 3, 1], [])
         """
         if source_pass > 0:
-            self._order = self._pass_order(source_pass - 1)
+            self._order = order if order is not None else self._pass_order(source_pass - 1)
             self._pass = source_pass
             self._cursor = min(source_cursor, len(self._order))
         self._retry.extend(first)

@@ -9,8 +9,10 @@ cluster in ``tests/core/test_ledger.py``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from typing import Any, cast
+
+import numpy as np
 
 from dask_reservoir._core.blocks import ChunkLoaded, as_rows
 from dask_reservoir._core.ledger.bound import InFlightBound
@@ -20,7 +22,7 @@ from dask_reservoir._core.ledger.tally import Tally
 from dask_reservoir._core.ledger.waiting import Waiting, chunk_entries
 from dask_reservoir._core.records import Completed, Outcome, RowFailed, RowLoaded, RunnerCounters
 from dask_reservoir._core.samplers import Sampler
-from dask_reservoir._core.uid_index import same_uid
+from dask_reservoir._core.uid_index import UidIndex, same_uid
 from dask_reservoir.errors import JobError
 
 __all__ = ["Ledger"]
@@ -275,16 +277,33 @@ class Ledger:
             return (*self._cursor.position(), tuple(dict.fromkeys(pending)))
 
     def restore(
-        self, *, source_pass: int, source_cursor: int, first: Sequence[int], quarantined: Sequence[Hashable]
+        self,
+        *,
+        source_pass: int,
+        source_cursor: int,
+        first: Sequence[int],
+        quarantined: Sequence[Hashable],
+        order: np.ndarray | None = None,
     ) -> None:
         """Go on from a checkpoint: the source order where it stopped, ``first`` submitted first.
 
         Call before the first job is submitted.  Quarantined UIDs stay quarantined
-        (:meth:`release_quarantine` frees them).
+        (:meth:`release_quarantine` frees them).  ``order``: the interrupted pass's
+        order, when the caller computed it already.
         """
         with self.cond:
-            self._cursor.restore(source_pass=source_pass, source_cursor=source_cursor, first=first)
-            self._book.restore(quarantined, known=set(self._uids))
+            self._cursor.restore(
+                source_pass=source_pass, source_cursor=source_cursor, first=first, order=order
+            )
+            named = list(quarantined)
+            if isinstance(self._uids, UidIndex):  # one scan: no set of every UID of a huge source
+                found = self._uids.positions(named)
+                known: Collection[Hashable] = [
+                    u for u, p in zip(named, found.tolist(), strict=True) if p >= 0
+                ]
+            else:
+                known = set(self._uids)
+            self._book.restore(named, known=known)
 
     # ------------------------------------------------------------------ what happened to jobs
     def submitted(self, positions: Sequence[int]) -> None:
