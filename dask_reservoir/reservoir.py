@@ -216,7 +216,7 @@ class AsyncReservoir(Uncopyable):
         --------
         >>> from dask_reservoir._core.checkpoint import STATE_FORMAT, STATE_VERSION
         >>> (STATE_FORMAT, STATE_VERSION)
-        ('dask_reservoir.state', 2)
+        ('dask_reservoir.state', 3)
         """
         return self._p.state_dict()
 

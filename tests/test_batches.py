@@ -43,12 +43,12 @@ def test_max_samples_counts_rows_and_truncates() -> None:
 
 
 def test_multi_row_entries_all_rows_in_batch_and_times_served() -> None:
-    es = entries(3, rows_per_entry=3)
-    it = BatchIterator(snapshot_of(es), [2, 0, 1], batch_size=2, drop_last=False)
+    snap = snapshot_of(entries(3, rows_per_entry=3))
+    it = BatchIterator(snap, [2, 0, 1], batch_size=2, drop_last=False)
     first = next(it)
     assert first["sample_uid"].tolist() == [2, 2, 2, 0, 0, 0]
     del it  # an abandoned epoch still counts what it served
-    assert [e.times_served for e in es] == [1, 0, 1]
+    assert [e.times_served for e in snap.entries] == [1, 0, 1]
 
 
 def test_collate_fn_gets_row_dicts() -> None:
@@ -222,17 +222,17 @@ def test_len_with_max_samples_beyond_the_epoch() -> None:
 
 
 def test_max_samples_truncates_multi_row_entries_within_a_batch() -> None:
-    es = entries(5, rows_per_entry=2)
-    it = BatchIterator(snapshot_of(es), range(5), batch_size=4, drop_last=False, max_samples=5)
+    snap = snapshot_of(entries(5, rows_per_entry=2))
+    it = BatchIterator(snap, range(5), batch_size=4, drop_last=False, max_samples=5)
     assert uids(it) == [[0, 0, 1, 1, 2]]
-    assert [e.times_served for e in es] == [1, 1, 1, 0, 0]  # entry 3 gave no row: not served
+    assert [e.times_served for e in snap.entries] == [1, 1, 1, 0, 0]  # entry 3 gave no row: not served
 
 
 def test_max_samples_reached_mid_epoch_serves_no_further_entry() -> None:
-    es = entries(5, rows_per_entry=2)
-    it = BatchIterator(snapshot_of(es), range(5), batch_size=2, drop_last=False, max_samples=5)
+    snap = snapshot_of(entries(5, rows_per_entry=2))
+    it = BatchIterator(snap, range(5), batch_size=2, drop_last=False, max_samples=5)
     assert [b["r"].tolist() for b in it] == [[0, 1, 0, 1], [0]]
-    assert [e.times_served for e in es] == [1, 1, 1, 0, 0]
+    assert [e.times_served for e in snap.entries] == [1, 1, 1, 0, 0]
 
 
 @pytest.mark.parametrize("max_samples", [None, 4, 3])
@@ -254,10 +254,12 @@ def test_the_snapshot_is_released_with_the_last_batch(columnar: bool, max_sample
 
 
 def test_times_served_adds_up_over_epochs() -> None:
-    es = entries(3)
+    store = ReservoirStore(3, columnar=False)
+    for e in entries(3):
+        store.put(e)
     for _ in range(2):
-        list(BatchIterator(snapshot_of(es), [0, 0, 1], batch_size=2, drop_last=False))
-    assert [e.times_served for e in es] == [4, 2, 0]
+        list(BatchIterator(store.snapshot(), [0, 0, 1], batch_size=2, drop_last=False))
+    assert [store.get(uid).times_served for uid in range(3)] == [4, 2, 0]  # type: ignore[union-attr]
 
 
 def test_stop_iteration_stays_after_the_epoch_ends() -> None:

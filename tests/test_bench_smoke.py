@@ -38,6 +38,9 @@ NEW_ROWS = {
         for n in ("1e+02", "1e+03")
         for what in ("64 changed per epoch", "all waiting ingested")
     ],
+    "W5": ["dask_reservoir, 2e+03 entries of 1 KB", "dask_reservoir, 2e+03 entries of 16 B"],
+    "W8": ["row function, rows_per_job=2048", "row function, defaults", "batched=True, rows_per_job=2048"],
+    "W9": ["int64 UIDs, 1e+05 rows", "Arrow string UIDs, 1e+05 rows"],
 }
 W1_METRICS = (
     "first_batch_s",
@@ -72,7 +75,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
 def test_quick_suite_writes_table_and_json(quick_run: tuple[str, dict[str, Any]]) -> None:
     printed, data = quick_run
     assert "W2" in printed and "numpy take(out=, clip) limit" in printed and "ratio_to_smallest" in printed
-    assert set(data["results"]) == {"W1", "W2", "W3", "W4", "W5", "W6", "W7"}
+    assert set(data["results"]) == {"W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"}
     assert data["machine"]["quick"] is True
     assert all(row["batches_per_s"] > 0 for row in data["results"]["W2"])
     for workload, systems in NEW_ROWS.items():
@@ -117,9 +120,20 @@ def test_new_ratio_columns_are_finite(quick_run: tuple[str, dict[str, Any]]) -> 
     assert index and all(_finite(r, "ns_per_uid") for r in index)
 
 
+def test_issue_18_rows_are_finite(quick_run: tuple[str, dict[str, Any]]) -> None:
+    results = quick_run[1]["results"]
+    assert all(_finite(r, "overhead_bytes_per_entry") for r in results["W5"])
+    for row in results["W8"]:
+        assert all(_finite(row, k) for k in ("cpu_us_per_entry", "entries_per_s", "iter_ms_median")), row
+        assert row["entries_per_s"] > 0
+    for row in results["W9"]:
+        metrics = ("state_dict_s", "save_s", "load_state_dict_s", "state_dict_rss_mb", "load_rss_mb")
+        assert all(_finite(row, k) for k in metrics), row
+
+
 def test_targets_block_lists_every_target(quick_run: tuple[str, dict[str, Any]]) -> None:
     printed, data = quick_run
-    assert "targets (issue 10)" in printed
+    assert "targets (issue 10)" in printed and "targets (issue 18)" in printed
     records = {r["target"]: r for r in data["targets"]}
     assert set(records) == {t.name for t in TARGETS}
     for record in records.values():
@@ -130,9 +144,11 @@ def test_targets_block_lists_every_target(quick_run: tuple[str, dict[str, Any]])
         records["W6 iter() at 1e5 entries, 64 changed per epoch, median (us)"]["measured"] is None
     )  # quick sizes stop at 1e3
     assert records["W1 defaults: stall p99 (ms)"]["measured"] is not None
+    assert records["W8 row function rows_per_job=2048: client CPU per entry (us)"]["measured"] is not None
+    assert records["W9 state_dict() at 1e7 int64 UIDs (s)"]["measured"] is None  # quick sizes: 1e5 UIDs
 
 
 def test_unknown_workload_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["--only", "W9"])
-    assert info.value.code == 2 and "unknown workloads ['W9']" in capsys.readouterr().err
+        main(["--only", "W99"])
+    assert info.value.code == 2 and "unknown workloads ['W99']" in capsys.readouterr().err

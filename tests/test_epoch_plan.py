@@ -185,9 +185,9 @@ def test_end_epoch_counts_the_serves_then_releases_now_without_a_builder() -> No
 
 
 def test_end_epoch_counts_into_the_entries() -> None:
-    es = entries(3)
-    end_epoch(snapshot_of(es), np.array([2, 0, 1], dtype=np.int64), None)
-    assert [e.times_served for e in es] == [2, 0, 1]
+    snap = snapshot_of(entries(3))
+    end_epoch(snap, np.array([2, 0, 1], dtype=np.int64), None)
+    assert [e.times_served for e in snap.entries] == [2, 0, 1]
 
 
 def test_end_epoch_with_a_builder_runs_after_its_builds() -> None:

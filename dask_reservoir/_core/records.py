@@ -112,7 +112,8 @@ class Completed:
     position: int
     rows: tuple[Any, ...]  # dicts, or BlockRow references into a vectorized job's block
     load_seconds: float
-    finished_at: float
+    loaded_at: float
+    """``time.monotonic()`` when the job finished on the client side (the entry's ``loaded_at``)."""
 
 
 @dataclass(frozen=True)

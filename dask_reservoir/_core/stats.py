@@ -326,15 +326,14 @@ class Performance:
 def store_fields(store: ReservoirStore) -> dict[str, Any]:
     """The fields of :class:`ReservoirStats` that come from the store: its entries and counters."""
     now = time.monotonic()
-    entries = list(store)
-    ages = np.fromiter((now - e.loaded_at for e in entries), dtype=float, count=len(entries))
-    served = np.fromiter((e.times_served for e in entries), dtype=float, count=len(entries))
-    unserved = [e for e in entries if e.times_served == 0]
+    slots, loaded_at, served = store.member_arrays()  # arrays: no object per entry
+    unserved = np.flatnonzero(served == 0)
+    oldest = unserved[np.argmin(loaded_at[unserved])] if len(unserved) else None
     return {
-        **entry_summary(ages, served),
-        "reservoir_size": len(entries),
+        **entry_summary(now - loaded_at, served.astype(float)),
+        "reservoir_size": len(slots),
         "uids_served": store.positions_served,
-        "oldest_unserved_uid": min(unserved, key=lambda e: e.loaded_at).uid if unserved else None,
+        "oldest_unserved_uid": None if oldest is None else store.uids_at(slots[oldest : oldest + 1])[0],
         "entries_ingested": store.ingested,
         "entries_evicted": store.evicted,
         "entries_replaced": store.replaced,

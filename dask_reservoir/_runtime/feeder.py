@@ -23,7 +23,8 @@ from dask_reservoir._core.options import ReservoirOptions
 from dask_reservoir._core.samplers import Sampler
 from dask_reservoir._core.served import ServedCounters
 from dask_reservoir._core.shards import rows_per_rank_epoch
-from dask_reservoir._core.store import Entry, ReservoirStore
+from dask_reservoir._core.store import ReservoirStore
+from dask_reservoir._core.store.runs import put_all
 from dask_reservoir._core.weighted import WeightedSampler
 from dask_reservoir._runtime.progress import WaitProgress
 from dask_reservoir._runtime.protocols import WAIT_SLICE, RunnerLike
@@ -238,13 +239,10 @@ class Feeder:
                 last = block
                 merge_dtypes(self.dtypes, block.dtypes)
         with gc_paused():
-            entries = [
-                Entry(i.uid, i.position, i.rows, i.finished_at, i.load_seconds) for i in items if i.rows
-            ]
-            rejected = self.store.put_many(entries)
-        for entry, exc in rejected:
-            self.runner.ledger.rejected(entry.uid, exc)
-        return len(entries) - len(rejected)
+            stored, rejected = put_all(self.store, items)  # a finished task's block at once
+        for item, exc in rejected:
+            self.runner.ledger.rejected(item.uid, exc)
+        return stored
 
     def note_throttle(self, room: int) -> None:
         """Log once per episode that live iterators pin the store's memory bound."""

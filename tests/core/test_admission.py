@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dask_reservoir._core.blocks import BlockRow, ColumnBlock
-from dask_reservoir._core.store.admission import Admission, block_run
+from dask_reservoir._core.store.admission import Admission
 from dask_reservoir._core.store.entry import Entry
 from dask_reservoir._core.store.table import StoreError
 
@@ -48,16 +48,21 @@ def test_table_for_warns_once_per_column() -> None:
 
 
 def test_block_writes_need_columns_that_slot_and_values_that_serve() -> None:
-    block = ColumnBlock({"uid": np.array([1, 2], np.int32), "x": np.zeros((2, 3))})
-    entries = [Entry(u, u, (BlockRow(block, k),)) for k, u in enumerate([1, 2])]
-    assert admission(columnar=False).block(entries, block) is None
-    prepared = admission(uid_type=np.int64).block(entries, block)
+    block = ColumnBlock({"uid": np.array([1, 2], np.int32), "x": np.zeros((2, 3))}, python=frozenset({"uid"}))
+    rows = np.array([0, 1])
+    assert admission(columnar=False).block([1, 2], block, rows) is None
+    prepared = admission(uid_type=np.int64).block([1, 2], block, rows)
     assert prepared is not None
-    schema, rows, layout = prepared
+    schema, layout = prepared
     assert block.columns["uid"].dtype == np.int64  # converted in place, as the store keeps them
-    assert rows.tolist() == [0, 1] and layout == {"uid": None, "x": ((3,), "number")}
+    assert block.python == frozenset()  # and read back as uid_type, not as Python ints
+    assert layout == {"uid": None, "x": ((3,), "number")}
     assert sorted(schema) == ["uid", "x"]
-    assert admission().block(entries, ColumnBlock({1: np.zeros(2)})) is None  # type: ignore[dict-item]
+    assert admission().block([1, 2], ColumnBlock({1: np.zeros(2)}), rows) is None  # type: ignore[dict-item]
+    objects = ColumnBlock({"o": np.array([[1], [2]], dtype=object)[:, 0]})
+    objects.columns["o"][1] = np.zeros(2)  # an array in an object column: served only alone
+    assert admission(stackable=True).block([1, 2], objects, rows) is None
+    assert admission().block([1, 2], objects, rows) is not None
 
 
 def test_a_stackable_store_keeps_the_layout_of_its_first_rows() -> None:
@@ -75,13 +80,3 @@ def test_a_stackable_store_keeps_the_layout_of_its_first_rows() -> None:
     rules.took_block({"x": ((3,), "number")})
     assert rules.layout == {"x": ((3,), "number")}
     assert admission().fits_block({"y": None}) and "stackable=True layout=set" in repr(rules)
-
-
-def test_block_runs_group_the_rows_of_one_block() -> None:
-    one, two = ColumnBlock({"x": np.arange(3)}), ColumnBlock({"x": np.arange(2)})
-    entries = [Entry(i, i, (BlockRow(one, i),)) for i in range(3)]
-    entries += [Entry(3, 3, (BlockRow(two, 0),)), Entry(4, 4, ({"x": 1},)), Entry(5, 5, ())]
-    assert block_run(entries, 0, limit=10) == (3, one)
-    assert block_run(entries, 1, limit=1) == (2, one)
-    assert block_run(entries, 3, limit=10) == (4, two)
-    assert block_run(entries, 4, limit=10) == (5, None) and block_run(entries, 5, limit=10) == (6, None)

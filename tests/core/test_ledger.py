@@ -330,7 +330,7 @@ def test_taken_entries_carry_row_position_rows_and_times() -> None:
     submit(ledger)
     ledger.finished([0, 1], [RowLoaded("a", [{"x": 1}, {"x": 2}], 0.25), ok("b")], now=7.0)
     first, second = ledger.take()
-    assert (first.uid, first.position, first.rows, first.load_seconds, first.finished_at) == (
+    assert (first.uid, first.position, first.rows, first.load_seconds, first.loaded_at) == (
         "a",
         0,
         ({"x": 1}, {"x": 2}),
@@ -787,7 +787,7 @@ def test_a_chunk_in_submission_order_gives_one_entry_per_uid() -> None:
     assert (c.uids_tried, c.uids_loaded, c.unloadable) == (3, 2, frozenset({"b"}))
     assert ledger.recent_load_seconds() == [1.0, 1.0, 1.0] and ledger.mean_load_seconds == 1.0
     taken = ledger.take()
-    assert [(e.uid, e.position, e.load_seconds, e.finished_at) for e in taken] == [
+    assert [(e.uid, e.position, e.load_seconds, e.loaded_at) for e in taken] == [
         ("a", 0, 1.0, 5.0),
         ("b", 1, 1.0, 5.0),
         ("c", 2, 1.0, 5.0),

@@ -122,7 +122,7 @@ def test_one_row_per_uid_refers_to_the_block_row_by_row() -> None:
     loaded = chunk(["a", "b"], [1, 1], seconds=3.0)
     items = chunk_entries(["a", "b"], [5, 7], loaded, now=9.0)
     assert items is not None
-    assert [(c.uid, c.position, c.load_seconds, c.finished_at) for c in items] == [
+    assert [(c.uid, c.position, c.load_seconds, c.loaded_at) for c in items] == [
         ("a", 5, 1.5, 9.0),
         ("b", 7, 1.5, 9.0),
     ]
@@ -168,7 +168,7 @@ def test_several_rows_per_uid_keep_uid_position_and_finish_time() -> None:
     loaded = chunk(["a", "b"], [2, 1], seconds=4.0)
     items = chunk_entries(["a", "b"], [3, 8], loaded, now=7.5)
     assert items is not None
-    assert [(c.uid, c.position, c.load_seconds, c.finished_at) for c in items] == [
+    assert [(c.uid, c.position, c.load_seconds, c.loaded_at) for c in items] == [
         ("a", 3, 2.0, 7.5),
         ("b", 8, 2.0, 7.5),
     ]

@@ -1,47 +1,65 @@
-"""Members: the store's entries by UID (oldest first) and by source position, with eviction."""
+"""Members: the store's entries by source position, oldest first, in arrays (replacement, eviction, FIFO)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dask_reservoir._core.store.entry import Entry
 from dask_reservoir._core.store.members import Members
 from dask_reservoir._core.store.pins import SlotHolders
 
 
-def setup(capacity: int) -> tuple[Members, SlotHolders]:
-    holders = SlotHolders(capacity + 2)
+def setup(capacity: int, extra: int = 2) -> tuple[Members, SlotHolders]:
+    holders = SlotHolders(capacity + extra)
     return Members(capacity, holders), holders
 
 
-def add(members: Members, holders: SlotHolders, uid: object, position: int) -> list[object]:
-    entry = Entry(uid, position, ({"x": 1},))
-    entry.handle = holders.hold(entry, None)
-    members.check_position(entry)
-    return [e.uid for e in members.add(entry)]
+def add(members: Members, holders: SlotHolders, *pairs: tuple[object, int]) -> list[int]:
+    """Store entries ``(uid, position)`` at once, as the store does; the positions evicted."""
+    positions = np.array([p for _, p in pairs], np.int64)
+    uids = [u for u, _ in pairs]
+    members.check_position(positions, uids)
+    replaced, evicted, gone = members.make_room(positions)
+    holders.let_go(np.concatenate([replaced, gone]))
+    slots = holders.claim(len(pairs))
+    holders.hold(
+        slots, positions=positions, uids=uids, loaded_at=np.zeros(len(pairs)), rows=[({"x": 1},)] * len(pairs)
+    )
+    members.insert(positions, slots)
+    return evicted.tolist()
 
 
 def test_the_oldest_is_evicted_and_a_replacement_becomes_the_newest() -> None:
     members, holders = setup(3)
-    assert [add(members, holders, uid, uid) for uid in range(3)] == [[], [], []]
-    assert add(members, holders, 0, 0) == []  # replaces 0: now the newest
+    assert [add(members, holders, (uid, uid)) for uid in range(3)] == [[], [], []]
+    assert add(members, holders, (0, 0)) == []  # replaces 0: now the newest
     assert members.uids() == [1, 2, 0] and members.newest_uid() == 0
-    assert [e.uid for e in members.newest_first()] == [0, 2, 1]
-    assert add(members, holders, 3, 3) == [1]
+    assert members.oldest_first()[0].tolist() == [1, 2, 0]
+    assert add(members, holders, (3, 3)) == [1]
     assert (members.ingested, members.evicted, members.replaced) == (5, 1, 1)
     assert members.in_source_order()[0].tolist() == [0, 2, 3]
     assert holders.available() == 2  # five slots: three held, the two let go are free
     assert "size=3/3 ingested=5 evicted=1 replaced=1" in repr(members)
 
 
+def test_a_block_replaces_its_positions_then_evicts_the_oldest_others() -> None:
+    members, holders = setup(4, extra=4)
+    add(members, holders, ("a", 0), ("b", 1), ("c", 2), ("d", 3))
+    assert add(members, holders, ("e", 4), ("b", 1), ("f", 5)) == [0, 2]  # b replaced; a, c evicted
+    assert members.uids() == ["d", "e", "b", "f"]
+    assert (members.ingested, members.evicted, members.replaced) == (7, 2, 1)
+    assert members.in_source_order()[0].tolist() == [1, 3, 4, 5]
+
+
 def test_a_removed_entry_lets_go_of_its_slot() -> None:
     members, holders = setup(1)
-    add(members, holders, "a", 0)
-    first = members.get("a")
-    assert first is not None and first.handle == 0
+    add(members, holders, ("a", 0))
+    assert members.slot_of(0) == 0 and members.position_of("a") == 0
     pin = holders.pin()
-    add(members, holders, "b", 1)  # evicts "a", pinned: retired
-    assert first.handle is None and first.slot is None and holders.retired == 1
+    add(members, holders, ("b", 1))  # evicts "a", pinned: retired
+    assert members.slot_of(0) == -1 and members.position_of("a") is None and holders.retired == 1
     pin.release()
     holders.apply_releases()
     assert holders.retired == 0
@@ -49,29 +67,81 @@ def test_a_removed_entry_lets_go_of_its_slot() -> None:
 
 def test_others_counts_the_entries_that_stay_beside_a_put() -> None:
     members, holders = setup(3)
-    assert members.others("a") == 0 and members.newest_uid() is None
-    add(members, holders, "a", 0)
-    add(members, holders, "b", 1)
-    assert members.others("a") == 1 and members.others("c") == 2
-    assert "a" in members and "c" not in members and len(members) == 2
+    assert members.others(0, "a") == 0 and members.newest_uid() is None
+    add(members, holders, ("a", 0))
+    add(members, holders, ("b", 1))
+    assert members.others(0, "a") == 1 and members.others(2, "c") == 2
+    assert "a" in members and "c" not in members and [[1]] not in members and len(members) == 2
 
 
 def test_positions_are_unique_across_uids() -> None:
     members, holders = setup(3)
-    add(members, holders, "a", 4)
-    add(members, holders, "a", 4)  # the same UID may take its position again
+    add(members, holders, ("a", 4))
+    add(members, holders, ("a", 4))  # the same UID may take its position again
     with pytest.raises(
         ValueError, match=r"^entry positions must be unique: position 4 holds UID 'a', got UID 'b'$"
     ):
-        add(members, holders, "b", 4)
+        add(members, holders, ("b", 4))
+    assert members.uids() == ["a"]
+
+
+def test_pinned_held_counts_the_members_an_open_snapshot_reads() -> None:
+    members, holders = setup(4, extra=4)
+    add(members, holders, ("a", 0), ("b", 1))
+    assert members.pinned_held() == 0  # no snapshot open
+    pin = holders.pin()
+    assert members.pinned_held() == 2
+    add(members, holders, ("c", 2), ("a", 0))  # a put again: the new one is not read
+    assert members.pinned_held() == 1
+    newer = holders.pin()
+    assert members.pinned_held() == 3
+    newer.release()
+    holders.apply_releases()
+    assert members.pinned_held() == 1
+    pin.release()
+    holders.apply_releases()
+    assert members.pinned_held() == 0
 
 
 def test_clear_removes_every_entry_and_keeps_the_counters() -> None:
     members, holders = setup(2)
     for uid in range(3):
-        add(members, holders, uid, uid)
-    entries = members.entries()
-    members.clear()
+        add(members, holders, (uid, uid))
+    holders.let_go(members.clear())
     assert len(members) == 0 and members.uids() == [] and members.in_source_order()[0].tolist() == []
-    assert all(e.handle is None for e in entries) and holders.available() == 4
+    assert holders.available() == 4 and members.newest_uid() is None
     assert (members.ingested, members.evicted) == (3, 1)
+    add(members, holders, ("x", 1))
+    assert members.uids() == ["x"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    capacity=st.integers(1, 6),
+    puts=st.lists(st.lists(st.integers(0, 12), min_size=1, max_size=6, unique=True), max_size=40),
+)
+def test_blocks_match_a_model_and_the_fifo_stays_compact(capacity: int, puts: list[list[int]]) -> None:
+    """Any puts (blocks of unique positions, at most capacity): members, order and counters as a model."""
+    members, holders = setup(capacity, extra=capacity)
+    model: dict[int, None] = {}  # positions, oldest first
+    replaced = evicted = 0
+    for drawn in puts:
+        block = drawn[:capacity]
+        gone = add(members, holders, *((f"u{p}", p) for p in block))
+        for p in block:
+            if p in model:
+                del model[p]
+                replaced += 1
+        expected_gone = []
+        while len(model) + len(block) > capacity:
+            oldest = next(iter(model))
+            del model[oldest]
+            expected_gone.append(oldest)
+        evicted += len(expected_gone)
+        model.update(dict.fromkeys(block))
+        assert gone == expected_gone
+        assert members.oldest_first()[0].tolist() == list(model)
+        assert members.uids() == [f"u{p}" for p in model]
+        assert members.in_source_order()[0].tolist() == sorted(model)
+        assert (members.replaced, members.evicted, len(members)) == (replaced, evicted, len(model))
+        assert members._tail - members._head <= 2 * (capacity + 6) + 64  # dead items are compacted away

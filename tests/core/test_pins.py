@@ -9,7 +9,6 @@ from collections import deque
 
 import numpy as np
 
-from dask_reservoir._core.store.entry import Entry
 from dask_reservoir._core.store.pins import Pin, SlotHolders
 from dask_reservoir._core.store.table import SlotTable
 
@@ -21,8 +20,19 @@ class Thing:
         self.value = value
 
 
-def entry(uid: int) -> Entry:
-    return Entry(uid, uid, ({"x": uid},))
+def hold(holders: SlotHolders, *uids: int, table: SlotTable | None = None) -> list[int]:
+    """Claim a slot per UID and hold it for the entry of that UID (position = UID), kept as rows unless ``table``."""
+    slots = holders.claim(len(uids))
+    positions = np.array(uids, np.int64)
+    rows = None if table is not None else [({"x": uid},) for uid in uids]
+    holders.hold(
+        slots, positions=positions, uids=list(uids), loaded_at=positions * 1.0, table=table, rows=rows
+    )
+    return slots.tolist()
+
+
+def let_go(holders: SlotHolders, *slots: int) -> list[bool]:
+    return holders.let_go(np.array(slots, np.int64)).tolist()
 
 
 def test_a_pin_is_released_once_whatever_the_threads() -> None:
@@ -39,15 +49,16 @@ def test_a_pin_is_released_once_whatever_the_threads() -> None:
 
 def test_a_removed_entry_frees_its_slot_unless_pinned() -> None:
     holders = SlotHolders(4)
-    a, b, c = entry(0), entry(1), entry(2)
-    ha, hb = holders.hold(a, None), holders.hold(b, None)
+    ha, hb = hold(holders, 0, 1)
     assert (ha, hb) == (0, 1) and holders.kept_as_rows == 2 and holders.available() == 2
-    assert holders.let_go(ha)  # no snapshot: free at once, reused first
+    assert let_go(holders, ha) == [True]  # no snapshot: free at once, reused first
     assert holders.entry_at(ha) is None and holders.kept_as_rows == 1
-    assert holders.next_slot() == ha and holders.hold(c, None) == ha
+    assert holders.next_slot() == ha and hold(holders, 2) == [ha]
     pin = holders.pin()
-    assert not holders.let_go(hb)  # pinned: retired, still its entry's
-    assert holders.entry_at(hb) is b and holders.retired == 1 and holders.live == 1
+    assert let_go(holders, hb) == [False]  # pinned: retired, still its entry's
+    kept = holders.entry_at(hb)
+    assert kept is not None and (kept.uid, kept.position, kept.rows) == (1, 1, ({"x": 1},))
+    assert holders.rows_at(hb) == ({"x": 1},) and holders.retired == 1 and holders.live == 1
     assert holders.available() == 2  # slots 2 and 3: never used
     pin.release()
     assert holders.live == 1  # applied at the store's next call, not by the release
@@ -58,12 +69,11 @@ def test_a_removed_entry_frees_its_slot_unless_pinned() -> None:
 
 def test_a_retired_slot_is_freed_by_its_last_pin_only() -> None:
     holders = SlotHolders(3)
-    a = entry(0)
-    handle = holders.hold(a, None)
+    (handle,) = hold(holders, 0)
     first, second = holders.pin(), holders.pin()
-    holders.let_go(handle)
+    let_go(holders, handle)
     first.release()
-    assert holders.apply_releases().tolist() == [] and holders.entry_at(handle) is a
+    assert holders.apply_releases().tolist() == [] and holders.entry_at(handle) is not None
     second.release()
     assert holders.apply_releases().tolist() == [handle] and holders.entry_at(handle) is None
 
@@ -71,33 +81,47 @@ def test_a_retired_slot_is_freed_by_its_last_pin_only() -> None:
 def test_a_pin_opened_after_a_put_does_not_hold_an_entry_put_later() -> None:
     holders = SlotHolders(3)
     pin = holders.pin()
-    handle = holders.hold(entry(0), None)  # claimed after the snapshot opened: not read by it
-    assert holders.let_go(handle) and holders.retired == 0
+    (handle,) = hold(holders, 0)  # claimed after the snapshot opened: not read by it
+    assert let_go(holders, handle) == [True] and holders.retired == 0
     pin.release()
     holders.apply_releases()
     assert holders.live == 0
 
 
-def test_serve_counts_live_in_the_slots_and_stay_with_the_entry_once_freed() -> None:
+def test_several_slots_let_go_at_once_are_freed_or_retired_each() -> None:
+    holders = SlotHolders(6)
+    old = hold(holders, 0, 1, 2)
+    pin = holders.pin()
+    new = hold(holders, 3, 4)
+    assert let_go(holders, old[1], new[0], old[0], new[1]) == [False, True, False, True]
+    assert holders.retired == 2 and holders.next_slot() == new[1]  # the last freed, reused first
+    assert holders.claim(2).tolist() == [new[1], new[0]]
+    pin.release()
+    assert sorted(holders.apply_releases().tolist()) == sorted([old[0], old[1]])
+
+
+def test_serve_counts_live_in_the_slots() -> None:
     holders = SlotHolders(3)
-    a, b = entry(0), entry(1)
-    handles = np.array([holders.hold(a, None), holders.hold(b, None)])
+    handles = np.array(hold(holders, 0, 1))
     pin = holders.pin()
     holders.add_served(handles, np.array([0, 40]), np.array([3, 1]))
-    assert (a.times_served, b.times_served, holders.positions_served) == (3, 1, 2)
-    holders.let_go(int(handles[0]))  # retired: still counted in its slot
+    assert [holders.entry_at(h).times_served for h in handles.tolist()] == [3, 1]  # type: ignore[union-attr]
+    assert holders.positions_served == 2 and holders.served(handles).tolist() == [3, 1]
+    let_go(holders, int(handles[0]))  # retired: still counted in its slot
     holders.add_served(handles[:1], np.array([0]), np.array([2]))
+    assert holders.entry_at(int(handles[0])).times_served == 5  # type: ignore[union-attr]
     pin.release()
     holders.apply_releases()
-    assert a.times_served == 5 and holders.positions_served == 2
-    again = holders.hold(a, None)  # the same entry held again starts from its count
-    assert again == handles[0] and a.times_served == 5
+    assert holders.positions_served == 2
+    (again,) = hold(holders, 0)  # a new entry in the freed slot starts from 0
+    assert again == handles[0] and holders.entry_at(again).times_served == 0  # type: ignore[union-attr]
+    holders.set_served(again, 7)
+    assert holders.served(np.array([again])).tolist() == [7]
 
 
 def test_concurrent_serve_counts_add_up() -> None:
     holders = SlotHolders(2)
-    a = entry(0)
-    handles = np.array([holders.hold(a, None)])
+    handles = np.array(hold(holders, 0))
 
     def count() -> None:
         for _ in range(500):
@@ -108,19 +132,19 @@ def test_concurrent_serve_counts_add_up() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert a.times_served == 2000
+    assert holders.entry_at(int(handles[0])).times_served == 2000  # type: ignore[union-attr]
 
 
-def test_pinned_held_counts_the_entries_a_snapshot_reads() -> None:
-    holders = SlotHolders(6)
-    entries = [entry(i) for i in range(4)]
-    for e in entries[:2]:
-        e.handle = holders.hold(e, None)
-    assert holders.pinned_held(reversed(entries[:2]), 2) == 0  # no snapshot open
-    holders.pin()
-    for e in entries[2:]:
-        e.handle = holders.hold(e, None)
-    assert holders.pinned_held(reversed(entries), 4) == 2  # the two put before the snapshot
+def test_what_each_slot_holds_is_read_from_arrays() -> None:
+    holders = SlotHolders(4)
+    slots = hold(holders, 5, 9)
+    assert holders.uids_at(np.array(slots[::-1])) == [9, 5]
+    assert holders.loaded_at(np.array(slots)).tolist() == [5.0, 9.0]
+    assert holders.uids_at(np.array([], np.int64)) == []
+    assert holders.opened == 0 and holders.newest_open == -1
+    pin = holders.pin()
+    assert holders.opened == 1 and holders.newest_open == 0
+    pin.release()
 
 
 def test_freed_table_slots_drop_their_objects() -> None:
@@ -128,18 +152,18 @@ def test_freed_table_slots_drop_their_objects() -> None:
     first = {"o": Thing(0)}
     table = SlotTable.infer(first, size=3)
     assert table is not None
-    a, b = Entry(0, 0, ()), Entry(1, 1, ())
     table.write(holders.next_slot(), first)
-    ha = holders.hold(a, table)
+    (ha,) = hold(holders, 0, table=table)
     table.write(holders.next_slot(), {"o": Thing(1)})
-    hb = holders.hold(b, table)
+    (hb,) = hold(holders, 1, table=table)
     assert holders.table is table and holders.kept_as_rows == 0 and holders.slotted(ha)
+    assert holders.entry_at(ha).rows == () and holders.entry_at(ha).slot == ha  # type: ignore[union-attr]
     gone_a = weakref.ref(table.read_row(ha, copy=False)["o"])
     gone_b = weakref.ref(table.read_row(hb, copy=False)["o"])
     del first
-    assert holders.let_go(ha)  # freed at once: the table forgets the object
+    assert let_go(holders, ha) == [True]  # freed at once: the table forgets the object
     pin = holders.pin()
-    assert not holders.let_go(hb)  # retired: the object stays readable
+    assert let_go(holders, hb) == [False]  # retired: the object stays readable
     gc.collect()
     assert gone_a() is None and gone_b() is not None
     pin.release()
@@ -148,17 +172,28 @@ def test_freed_table_slots_drop_their_objects() -> None:
     assert gone_b() is None
 
 
+def test_freed_slots_drop_their_uids_and_rows() -> None:
+    holders = SlotHolders(2)
+    uid = Thing(3)
+    slots = holders.claim(1)
+    holders.hold(slots, positions=np.array([0]), uids=[uid], loaded_at=np.zeros(1), rows=[({"x": Thing(4)},)])
+    gone_uid, gone_row = weakref.ref(uid), weakref.ref(holders.rows_at(0)[0]["x"])
+    del uid
+    holders.let_go(slots)
+    gc.collect()
+    assert gone_uid() is None and gone_row() is None and holders.kept_as_rows == 0
+
+
 def test_reset_starts_a_new_pool_and_drops_the_table() -> None:
     holders = SlotHolders(2)
-    a = entry(0)
     table = SlotTable.infer({"x": 1}, size=2)
-    holders.hold(a, table)
+    hold(holders, 0, table=table)
     holders.add_served(np.array([0]), np.array([0]), np.array([4]))
-    holders.let_go(0)
-    holders.hold(entry(1), None)
-    holders.let_go(1)
+    let_go(holders, 0)
+    hold(holders, 1)
+    let_go(holders, 1)
     holders.reset()
     assert holders.table is None and holders.used == 0 and holders.available() == 2
-    assert holders.entry_at(0) is None and a.times_served == 4
+    assert holders.entry_at(0) is None and holders.positions_served == 1
     assert not holders.in_table(np.arange(2)).any()
     assert "size=2 free=2 retired=0 live_snapshots=0" in repr(holders)

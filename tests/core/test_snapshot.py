@@ -80,15 +80,17 @@ def test_release_does_not_take_the_store_lock() -> None:
 
 def test_a_snapshot_of_holders_alone() -> None:
     holders = SlotHolders(3)
-    entries = [Entry(uid, uid, ({"x": uid},)) for uid in range(2)]
-    handles = np.array([holders.hold(e, None) for e in entries])
+    handles = holders.claim(2)
+    holders.hold(
+        handles, positions=np.arange(2), uids=[0, 1], loaded_at=np.zeros(2), rows=[({"x": 0},), ({"x": 1},)]
+    )
     snap = Snapshot(handles, None, False, np.arange(2), holders=holders, pin=holders.pin())
     assert len(snap) == 2 and snap.arrays is None and snap.slots.tolist() == [-1, -1]
     rows = snap.rows_at(1)
     rows[0]["x"] = 100
-    assert snap.rows_at(1, copy=False) is entries[1].rows and entries[1].rows[0]["x"] == 1
+    assert snap.rows_at(1, copy=False) is holders.rows_at(int(handles[1])) and holders.rows_at(1)[0]["x"] == 1
     snap.add_served(np.array([0, 3]))
-    assert [e.times_served for e in entries] == [0, 3] and holders.positions_served == 1
+    assert [e.times_served for e in snap.entries] == [0, 3] and holders.positions_served == 1
     snap.release()
     assert snap.pin.released and holders.live == 1  # applied at the store's next call
     holders.apply_releases()

@@ -1,62 +1,54 @@
-"""SourceOrder: entries by source position, the sorted arrays snapshots share (pure, hypothesis)."""
+"""SourceOrder: stored positions in source order, the sorted arrays snapshots share (pure, hypothesis)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_reservoir._core.store.entry import Entry
 from dask_reservoir._core.store.source_order import SourceOrder
-
-
-def at(position: int, handle: int) -> Entry:
-    return Entry(f"u{position}", position, ({"x": 1},), handle=handle)
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 60), st.booleans()), max_size=60))
 def test_current_matches_sorting_the_positions(ops: list[tuple[bool, int, bool]]) -> None:
-    order, model, handles = SourceOrder(), {}, 0
+    order, slot_at, handles = SourceOrder(), np.full(61, -1, np.int32), 0
     previous: list[tuple[np.ndarray, np.ndarray, list[int], list[int]]] = []
     for add, position, look in ops:
-        if add and position not in model:
-            order.add(at(position, handles))
-            model[position] = handles
+        if add:  # stored, or stored again in another slot
+            slot_at[position] = handles
             handles += 1
-        elif not add and position in model:
-            assert order.remove(position) == model.pop(position)
+        else:
+            slot_at[position] = -1
+        order.changed(np.array([position]))
         if look:
-            positions, slots = order.current()
-            expected = sorted(model)
-            assert positions.tolist() == expected and slots.tolist() == [model[p] for p in expected]
-            assert not slots.flags.writeable
+            positions, slots = order.current(slot_at)
+            expected = np.flatnonzero(slot_at >= 0).tolist()
+            assert positions.tolist() == expected and slots.tolist() == slot_at[expected].tolist()
+            assert not slots.flags.writeable and not positions.flags.writeable
             previous.append((positions, slots, positions.tolist(), slots.tolist()))
-        assert len(order) == len(model)
-        assert all(order.get(p).position == p for p in model)  # type: ignore[union-attr]
     for positions, slots, were, slots_were in previous:  # never written after being handed out
         assert positions.tolist() == were and slots.tolist() == slots_were
 
 
 def test_no_change_hands_out_the_same_arrays() -> None:
-    order = SourceOrder()
-    order.add(at(3, 0))
-    first = order.current()
-    again = order.current()
+    order, slot_at = SourceOrder(), np.full(8, -1, np.int32)
+    slot_at[3] = 0
+    order.changed(np.array([3]))
+    first = order.current(slot_at)
+    again = order.current(slot_at)
     assert first[0] is again[0] and first[1] is again[1]
-    order.add(at(1, 1))
-    assert order.current()[1] is not first[1]
+    slot_at[1] = 1
+    order.changed(np.array([1]))
+    assert order.current(slot_at)[1] is not first[1]
+    order.changed(np.array([], np.int64))  # nothing changed: the same arrays
+    assert order.current(slot_at)[0] is order.current(slot_at)[0]
 
 
-def test_positions_beyond_the_first_sixteen_and_clear() -> None:
-    order = SourceOrder()
-    order.add(at(1000, 7))
-    order.add(Entry("none", 2, ({"x": 1},)))  # no slot yet: recorded as -1
-    assert order.current()[1].tolist() == [-1, 7]
-    order.remove(1000)
-    order.remove(2)
+def test_clear_forgets_every_position() -> None:
+    order, slot_at = SourceOrder(), np.full(1001, -1, np.int32)
+    slot_at[[1000, 2]] = [7, 3]
+    order.changed(np.array([1000, 2]))
+    assert order.current(slot_at)[1].tolist() == [3, 7]
     order.clear()
-    assert len(order) == 0 and order.get(1000) is None and order.current()[0].tolist() == []
-    with pytest.raises(KeyError):
-        order.remove(5)
+    assert order.current(slot_at)[0].tolist() == []

@@ -15,6 +15,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from dask_reservoir._core.blocks import ColumnBlock
 from dask_reservoir._core.store import UNLIMITED_ROOM, Entry, NoRoomError, ReservoirStore, Snapshot
 from dask_reservoir._runtime.batches import BatchIterator
 
@@ -91,6 +92,44 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.uids() == list(self.model)
         if room != UNLIMITED_ROOM:
             assert self.store.room() >= room - 1  # at most one slot lost per put
+
+    @rule(uids=st.lists(st.integers(0, 9), min_size=1, max_size=5, unique=True))
+    def put_block(self, uids: list[int]) -> None:
+        """A finished task's rows as one block: stored at once (replacements, then the oldest evicted)."""
+        uids = uids[: self.capacity]
+        room = self.store.room()
+        versions = list(range(self.version + 1, self.version + 1 + len(uids)))
+        self.version += len(uids)
+        block = ColumnBlock(
+            {
+                "sample_uid": np.array(uids, np.int64),
+                "x": np.repeat(np.array(versions, np.int64)[:, None], 3, axis=1),
+                "tag": np.array([f"v{v}" for v in versions], dtype=object),
+                "r": np.zeros(len(uids), np.int64),
+            },
+            python=frozenset({"sample_uid", "r"}),
+        )
+        before = (self.store.uids(), self.store.ingested, self.store.slots_used)
+        stored = self.store.put_block(
+            np.array(uids, np.int64),
+            list(uids),
+            block,
+            np.arange(len(uids)),
+            loaded_at=np.zeros(len(uids)),
+            load_seconds=np.zeros(len(uids)),
+        )
+        assert stored == (room >= len(uids))
+        if not stored:
+            assert (self.store.uids(), self.store.ingested, self.store.slots_used) == before
+            return
+        for uid in uids:
+            if uid in self.model:
+                self.removed.add(self.model.pop(uid)[0])
+        while len(self.model) + len(uids) > self.capacity:
+            self.removed.add(self.model.pop(next(iter(self.model)))[0])
+        for uid, version in zip(uids, versions, strict=True):
+            self.model[uid] = (version, 1)
+        assert self.store.uids() == list(self.model)
 
     @rule()
     def snapshot(self) -> None:

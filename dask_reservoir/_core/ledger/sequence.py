@@ -36,7 +36,7 @@ class Sequencer:
     >>> seq.held, seq.held_entries
     (1, 1)
     >>> seq.arrive("a", None)  # "a" gave no entry: "b" may go
-    [Completed(uid='b', position=1, rows=(), load_seconds=0.0, finished_at=0.0)]
+    [Completed(uid='b', position=1, rows=(), load_seconds=0.0, loaded_at=0.0)]
     >>> seq.held
     0
     """

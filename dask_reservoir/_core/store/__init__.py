@@ -1,9 +1,11 @@
-"""The reservoir store: entries by UID, their columnar slots, and the snapshots epochs read.
+"""The reservoir store: entries by source position, their columnar slots, and the snapshots epochs read.
 
-:class:`~dask_reservoir._core.store.store.ReservoirStore` composes the parts: ``members``
-(entries by UID, oldest first), ``admission`` and ``layout`` (what a put takes), ``pins``
-(which entry holds each slot, and the snapshots pinning them), ``slots`` and ``table`` (the
-slot pool and the column arrays), ``source_order`` and ``snapshot`` (an epoch's frozen view).
+:class:`~dask_reservoir._core.store.store.ReservoirStore` composes the parts, all of them
+arrays rather than an object per entry: ``members`` (entries by position, oldest first),
+``admission`` and ``layout`` (what a put takes), ``pins`` (what each slot holds, and the
+snapshots pinning them), ``slots`` and ``table`` (the slot pool and the column arrays),
+``room`` (the memory bound's arithmetic), ``runs`` (a finished task's rows put at once),
+``source_order`` and ``snapshot`` (an epoch's frozen view).
 """
 
 from dask_reservoir._core.store.entry import Entry

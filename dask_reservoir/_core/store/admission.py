@@ -10,7 +10,7 @@ changing anything, so that a put it refuses leaves the store as it was.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -26,7 +26,7 @@ from dask_reservoir._core.store.layout import (
 )
 from dask_reservoir._core.store.table import Column, SlotTable
 
-__all__ = ["Admission", "block_run"]
+__all__ = ["Admission"]
 
 
 class Admission:
@@ -132,8 +132,10 @@ class Admission:
                 )
         return None
 
-    def block(self, entries: list[Entry], block: Any) -> tuple[dict[str, Column], np.ndarray, Layout] | None:
-        """The schema, block rows and layout of writing ``entries`` from ``block`` at once.
+    def block(
+        self, uids: Sequence[Hashable], block: Any, rows: np.ndarray
+    ) -> tuple[dict[str, Column], Layout] | None:
+        """The schema and layout of writing rows ``rows`` of ``block`` (UIDs ``uids``) at once.
 
         None when they cannot be written at once (not columnar, not slottable, or a
         value the store would refuse alone); the store then puts them one by one.
@@ -150,11 +152,10 @@ class Admission:
         schema = SlotTable.block_columns(block.columns, block.python)
         if schema is None:
             return None
-        rows = np.fromiter((cast(BlockRow, e.rows[0]).at for e in entries), np.intp, count=len(entries))
         layout = block_layout(block.columns)
-        if not servable_block([e.uid for e in entries], block.columns, rows, stackable=self.stackable):
+        if not servable_block(uids, block.columns, rows, stackable=self.stackable):
             return None
-        return schema, rows, layout
+        return schema, layout
 
     def fits_block(self, layout: Layout) -> bool:
         """Whether rows of ``layout`` stack with the stored rows (always, unless ``stackable``)."""
@@ -174,31 +175,3 @@ class Admission:
             f"<Admission: columnar={self.columnar} uid_column={self.uid_column!r} "
             f"stackable={self.stackable} layout={'set' if self.layout is not None else 'none'}>"
         )
-
-
-def block_run(entries: list[Entry], start: int, limit: int) -> tuple[int, Any]:
-    """The run of entries from ``start`` whose one row each lives in the same block: its end and the block.
-
-    At most ``limit`` entries; ``(start + 1, None)`` when the row of ``entries[start]`` is
-    not from a block.
-
-    Examples
-    --------
-    >>> from dask_reservoir._core.blocks import ColumnBlock
-    >>> block = ColumnBlock({"x": np.arange(3)})
-    >>> entries = [Entry(i, i, (BlockRow(block, i),)) for i in range(3)] + [Entry(3, 3, ({"x": 3},))]
-    >>> block_run(entries, 0, limit=2)[0], block_run(entries, 1, limit=5)[0], block_run(entries, 3, limit=5)
-    (2, 3, (4, None))
-    """
-    block = _single_block(entries[start])
-    end = start + 1
-    if block is not None:
-        while end < len(entries) and end - start < limit and _single_block(entries[end]) is block:
-            end += 1
-    return end, block
-
-
-def _single_block(entry: Entry) -> Any:
-    """The block holding the one row of ``entry``, or None."""
-    rows = entry.rows
-    return rows[0].block if len(rows) == 1 and type(rows[0]) is BlockRow else None

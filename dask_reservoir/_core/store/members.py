@@ -1,51 +1,60 @@
-"""The entries a store holds: by UID from the oldest to the newest, and by source position.
+"""The entries a store holds: by source position, from the oldest to the newest, in arrays.
 
 Pure code with no threads and no dask.  :class:`Members` keeps at most ``capacity``
-entries: adding one replaces the entry of its UID and evicts the oldest beyond
-``capacity``; each removed entry lets go of its slot (see
+entries, one per source position, with no Python object per entry: the slot of each
+position in one array, and the order of the puts in a first-in first-out array of
+positions (an entry replaced or evicted leaves a dead item there, skipped and
+compacted away).  Storing ``k`` entries, with the replacements and evictions they
+cause, is a few numpy operations (see :meth:`Members.make_room` and
+:meth:`Members.insert`); what the entries hold lives in the slots (see
 :class:`~dask_reservoir._core.store.pins.SlotHolders`).  The store calls it with its lock
 held.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 
 import numpy as np
 
-from dask_reservoir._core.store.entry import Entry
 from dask_reservoir._core.store.pins import SlotHolders
 from dask_reservoir._core.store.source_order import SourceOrder
 
 __all__ = ["Members"]
 
+_NO_SLOTS = np.empty(0, np.int64)
+
 
 class Members:
-    """At most ``capacity`` entries, one per UID, from the oldest to the newest, and in source order.
+    """At most ``capacity`` entries, one per source position, oldest first and in source order.
 
     Parameters
     ----------
     capacity : int
-        Most entries held; adding more evicts the oldest.
+        Most entries held; storing more evicts the oldest.
     holders : SlotHolders
-        The slots the entries hold (an added entry holds one already).
+        The slots the entries hold.
 
     Attributes
     ----------
     ingested, evicted, replaced : int
-        Entries added; removed as the oldest beyond ``capacity``; replaced by an entry of their UID.
+        Entries stored; removed as the oldest beyond ``capacity``; replaced by an entry of
+        their position.
 
     Examples
     --------
     >>> holders = SlotHolders(3)
     >>> members = Members(2, holders)
-    >>> def add(uid, position):
-    ...     entry = Entry(uid, position, ({"x": 1},))
-    ...     entry.handle = holders.hold(entry, None)
-    ...     return [e.uid for e in members.add(entry)]
-    >>> add("a", 5), add("b", 1), add("c", 3), add("b", 1)
-    ([], [], ['a'], [])
+    >>> def put(uid, position):
+    ...     positions = np.array([position])
+    ...     replaced, evicted, gone = members.make_room(positions)
+    ...     holders.let_go(np.concatenate([replaced, gone]))
+    ...     slots = holders.claim(1)
+    ...     holders.hold(slots, positions=positions, uids=[uid], loaded_at=np.zeros(1), rows=[({"x": 1},)])
+    ...     members.insert(positions, slots)
+    ...     return evicted.tolist()
+    >>> put("a", 5), put("b", 1), put("c", 3), put("b", 1)  # c evicts a; b is put again
+    ([], [], [5], [])
     >>> members.uids(), members.in_source_order()[0].tolist()
     (['c', 'b'], [1, 3])
     >>> members.ingested, members.evicted, members.replaced
@@ -58,80 +67,193 @@ class Members:
         self.evicted = 0
         self.replaced = 0
         self._holders = holders
-        self._entries: OrderedDict[Hashable, Entry] = OrderedDict()
+        self._size = 0
+        self._slot_at = np.full(16, -1, np.int32)  # per source position: the slot of its entry, -1: none
+        self._seq = np.zeros(holders.size, np.int64)  # per slot: the number of the put of its entry
+        self._next_seq = 0
+        # the puts in order: (position, put number, snapshots opened before it); dead items skipped
+        self._fifo = np.empty((3, 64), np.int64)
+        self._head = 0
+        self._tail = 0
         self._order = SourceOrder()
+        self._lookup: dict[Hashable, int] | None = None  # UID -> position, built when asked
 
-    def get(self, uid: Hashable) -> Entry | None:
-        """The entry of ``uid``, or None."""
-        return self._entries.get(uid)
+    # ------------------------------------------------------------------ storing
+    def make_room(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Remove what storing entries for ``positions`` (unique, at most ``capacity``) replaces and evicts.
+
+        Returns the slots of the replaced entries, and the positions and slots of the
+        entries evicted (the oldest beyond ``capacity``, oldest first); the caller lets
+        go of those slots, then :meth:`insert` s the new entries.
+        """
+        self._grow(int(positions.max()) + 1 if len(positions) else 0)
+        old = self._slot_at[positions]
+        replaced_slots = old[old >= 0].astype(np.int64)
+        self._kill(positions[old >= 0])
+        self.replaced += len(replaced_slots)
+        excess = self._size + len(positions) - self.capacity
+        evicted = self._pop_oldest(excess) if excess > 0 else _NO_SLOTS
+        evicted_slots = self._slot_at[evicted].astype(np.int64)
+        self._kill(evicted)
+        self.evicted += len(evicted)
+        return replaced_slots, evicted, evicted_slots
+
+    def insert(self, positions: np.ndarray, slots: np.ndarray) -> None:
+        """Store the entries of ``positions`` (after :meth:`make_room`), held in ``slots``, as the newest."""
+        count = len(positions)
+        seqs = np.arange(self._next_seq, self._next_seq + count, dtype=np.int64)
+        self._next_seq += count
+        self._slot_at[positions] = slots
+        self._seq[slots] = seqs
+        self._append(positions, seqs, self._holders.opened)
+        self._size += count
+        self.ingested += count
+        self._order.changed(positions)
+        self._lookup = None
+
+    def _kill(self, positions: np.ndarray) -> None:
+        """The entries of ``positions`` are no longer members (their FIFO items are dead from now on)."""
+        if len(positions):
+            self._slot_at[positions] = -1
+            self._size -= len(positions)
+            self._order.changed(positions)
+            self._lookup = None
+
+    def _alive(self, start: int, stop: int) -> np.ndarray:
+        """Per FIFO item in ``start:stop``: whether its entry is still a member."""
+        positions, seqs = self._fifo[0, start:stop], self._fifo[1, start:stop]
+        slots = self._slot_at[positions]
+        return (slots >= 0) & (self._seq[np.maximum(slots, 0)] == seqs)
+
+    def _pop_oldest(self, count: int) -> np.ndarray:
+        """Remove the ``count`` oldest members from the FIFO; their positions, oldest first."""
+        found: list[np.ndarray] = []
+        head = self._head
+        while count > 0:
+            if head >= self._tail:  # pragma: no cover - fewer members than counted
+                raise RuntimeError(f"the store counts {self._size} entries but holds fewer")
+            stop = min(self._tail, head + max(2 * count, 64))
+            alive = np.flatnonzero(self._alive(head, stop))[:count]
+            found.append(self._fifo[0, head + alive])
+            count -= len(alive)
+            head = head + int(alive[-1]) + 1 if count == 0 else stop
+        self._head = head
+        return np.concatenate(found) if len(found) > 1 else found[0]
+
+    def _append(self, positions: np.ndarray, seqs: np.ndarray, opened: int) -> None:
+        count = len(positions)
+        if self._tail + count > self._fifo.shape[1]:  # compact: keep the live items only
+            alive = self._alive(self._head, self._tail)
+            kept = self._fifo[:, self._head : self._tail][:, alive]
+            fifo = np.empty((3, max(64, 2 * (kept.shape[1] + count))), np.int64)
+            fifo[:, : kept.shape[1]] = kept
+            self._fifo, self._head, self._tail = fifo, 0, kept.shape[1]
+        self._fifo[0, self._tail : self._tail + count] = positions
+        self._fifo[1, self._tail : self._tail + count] = seqs
+        self._fifo[2, self._tail : self._tail + count] = opened
+        self._tail += count
+
+    def _grow(self, positions: int) -> None:
+        if positions > len(self._slot_at):
+            grown = np.full(max(positions, 2 * len(self._slot_at)), -1, np.int32)
+            grown[: len(self._slot_at)] = self._slot_at
+            self._slot_at = grown
+
+    # ------------------------------------------------------------------ reading
+    def slot_of(self, position: int) -> int:
+        """The slot of the entry of ``position``, -1 when none is stored."""
+        return int(self._slot_at[position]) if 0 <= position < len(self._slot_at) else -1
+
+    def slots_of(self, positions: np.ndarray) -> np.ndarray:
+        """The slots of the entries of ``positions`` (-1: none), vectorized."""
+        inside = (positions >= 0) & (positions < len(self._slot_at))
+        out = np.full(len(positions), -1, np.int64)
+        out[inside] = self._slot_at[positions[inside]]
+        return out
+
+    def oldest_first(self) -> tuple[np.ndarray, np.ndarray]:
+        """The members' positions and slots, from the oldest put to the newest."""
+        alive = self._alive(self._head, self._tail)
+        positions = self._fifo[0, self._head : self._tail][alive]
+        return positions, self._slot_at[positions].astype(np.int64)
 
     def uids(self) -> list[Hashable]:
         """UIDs from the oldest entry to the newest."""
-        return list(self._entries)
-
-    def entries(self) -> list[Entry]:
-        """The entries from the oldest to the newest (a new list)."""
-        return list(self._entries.values())
-
-    def newest_first(self) -> Iterator[Entry]:
-        """The entries from the newest to the oldest (not a copy: do not add meanwhile)."""
-        return reversed(self._entries.values())
+        return self._holders.uids_at(self.oldest_first()[1])
 
     def newest_uid(self) -> Hashable:
         """The UID of the newest entry, or None."""
-        return next(reversed(self._entries)) if self._entries else None
+        stop = self._tail
+        while stop > self._head:
+            start = max(self._head, stop - 64)
+            alive = np.flatnonzero(self._alive(start, stop))
+            if len(alive):
+                return self._holders.uids_at(np.array([self._slot_at[self._fifo[0, start + alive[-1]]]]))[0]
+            stop = start
+        return None
 
-    def others(self, uid: Hashable) -> int:
-        """How many entries would stay beside one of ``uid`` (which replaces its UID's)."""
-        return len(self._entries) - (uid in self._entries)
+    def others(self, position: int, uid: Hashable) -> int:
+        """How many entries would stay beside one of ``uid`` at ``position`` (which replaces its own)."""
+        slot = self.slot_of(position)
+        same = slot >= 0 and self._holders.uids_at(np.array([slot]))[0] == uid
+        return self._size - same
 
-    def check_position(self, entry: Entry) -> None:
-        """Raise ``ValueError`` when another UID holds ``entry.position``."""
-        present = self._order.get(entry.position)
-        if present is not None and present.uid != entry.uid:
-            raise ValueError(
-                f"entry positions must be unique: position {entry.position} holds UID {present.uid!r}, "
-                f"got UID {entry.uid!r}"
-            )
+    def check_position(self, positions: np.ndarray, uids: list[Hashable]) -> None:
+        """Raise ``ValueError`` when another UID holds one of ``positions`` (``uids``: theirs, in order)."""
+        slots = self.slots_of(positions)
+        held = np.flatnonzero(slots >= 0)
+        if not len(held):
+            return
+        present = self._holders.uids_at(slots[held])
+        for i, stored in zip(held.tolist(), present, strict=True):
+            if stored != uids[i]:
+                raise ValueError(
+                    f"entry positions must be unique: position {int(positions[i])} holds UID {stored!r}, "
+                    f"got UID {uids[i]!r}"
+                )
 
-    def add(self, entry: Entry) -> list[Entry]:
-        """Add ``entry`` (holding its slot) as the newest; return the entries evicted to make room."""
-        self.ingested += 1
-        old = self._entries.pop(entry.uid, None)
-        if old is not None:
-            self.replaced += 1
-            self._remove(old)
-        evicted: list[Entry] = []
-        while len(self._entries) >= self.capacity:
-            _, oldest = self._entries.popitem(last=False)
-            self._remove(oldest)
-            evicted.append(oldest)
-        self._entries[entry.uid] = entry
-        self._order.add(entry)
-        self.evicted += len(evicted)
-        return evicted
+    def pinned_held(self) -> int:
+        """How many members an open snapshot reads: all but those put since the newest one opened.
 
-    def _remove(self, entry: Entry) -> None:
-        handle = self._order.remove(entry.position)  # the order's record, whatever the entry says
-        self._holders.let_go(handle)
-        entry.slot = entry.handle = None
+        Costs time in the entries put since (the FIFO is in the order of the puts).
+        """
+        newest = self._holders.newest_open
+        if newest < 0:
+            return 0
+        since = self._head + int(
+            np.searchsorted(self._fifo[2, self._head : self._tail], newest, side="right")
+        )
+        return self._size - int(np.count_nonzero(self._alive(since, self._tail)))
+
+    def position_of(self, uid: Hashable) -> int | None:
+        """The position of the member of ``uid``, or None (a table built on first use after a change)."""
+        if self._lookup is None:
+            positions, slots = self.oldest_first()
+            self._lookup = dict(zip(self._holders.uids_at(slots), positions.tolist(), strict=True))
+        try:
+            return self._lookup.get(uid)
+        except TypeError:  # an unhashable value is no UID
+            return None
 
     def in_source_order(self) -> tuple[np.ndarray, np.ndarray]:
         """The entries' source positions, ascending, and their slots (read-only arrays to share)."""
-        return self._order.current()
+        return self._order.current(self._slot_at)
 
-    def clear(self) -> None:
-        """Remove every entry (the counters are kept)."""
-        for entry in self._entries.values():
-            self._remove(entry)
-        self._entries.clear()
+    def clear(self) -> np.ndarray:
+        """Remove every entry (the counters are kept); return the slots they held."""
+        slots = self.oldest_first()[1]
+        self._slot_at[:] = -1
+        self._size = 0
+        self._head = self._tail = 0
         self._order.clear()
+        self._lookup = None
+        return slots
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._size
 
     def __contains__(self, uid: object) -> bool:
-        return uid in self._entries
+        return self.position_of(uid) is not None
 
     def __repr__(self) -> str:
         return (

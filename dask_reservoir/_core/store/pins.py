@@ -1,34 +1,38 @@
-"""Which entry holds each slot of the store, how often it was served, and the snapshots pinning them.
+"""What each slot of the store holds, how often it was served, and the snapshots pinning them.
 
 Pure code with no threads started and no dask.  :class:`SlotHolders` owns the store's
 :class:`~dask_reservoir._core.store.slots.SlotPool`, its columnar
-:class:`~dask_reservoir._core.store.table.SlotTable` and, per slot, the entry holding it,
-whether its row lives in the table, and its serve count.  It has two sides:
+:class:`~dask_reservoir._core.store.table.SlotTable` and, per slot, in arrays: the source
+position, UID, load time and serve count of the entry holding it, and whether its row
+lives in the table (the rows of the others are kept by slot).  No Python object per
+entry: claiming, recording and letting go of ``k`` slots are a few numpy operations.  It
+has two sides:
 
-- the store's, called with the store's lock held: :meth:`~SlotHolders.hold` a slot for
-  a new entry, :meth:`~SlotHolders.let_go` of the slot of a removed one,
-  :meth:`~SlotHolders.pin` the held slots for a snapshot and
+- the store's, called with the store's lock held: :meth:`~SlotHolders.claim` slots,
+  :meth:`~SlotHolders.hold` them for new entries, :meth:`~SlotHolders.let_go` of the
+  slots of removed ones, :meth:`~SlotHolders.pin` the held slots for a snapshot and
   :meth:`~SlotHolders.apply_releases` of the snapshots released since (a freed slot
-  drops what it references: its entry, the objects of its table row);
+  drops what it references: its UID, its rows, the objects of its table row);
 - the snapshot's (the *pin API*), which takes no store lock:
-  :meth:`~SlotHolders.entry_at`, :meth:`~SlotHolders.slotted`,
-  :meth:`~SlotHolders.in_table` and :meth:`~SlotHolders.add_served` read and count the
-  pinned slots, and :meth:`Pin.release` queues the snapshot's release, once, from any
-  thread (an iterator's finalizer), to be applied at the store's next call.
+  :meth:`~SlotHolders.entry_at`, :meth:`~SlotHolders.rows_at`,
+  :meth:`~SlotHolders.slotted`, :meth:`~SlotHolders.in_table` and
+  :meth:`~SlotHolders.add_served` read and count the pinned slots, and
+  :meth:`Pin.release` queues the snapshot's release, once, from any thread (an
+  iterator's finalizer), to be applied at the store's next call.
 
-A pinned slot keeps its entry until the release is applied, so what a snapshot reads
-never changes under it.
+A pinned slot keeps what it holds until the release is applied, so what a snapshot
+reads never changes under it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.entry import Entry, Row
 from dask_reservoir._core.store.slots import SlotPool
 from dask_reservoir._core.store.table import SlotTable
 
@@ -99,24 +103,25 @@ class SlotHolders:
     Examples
     --------
     >>> holders = SlotHolders(3)
-    >>> a, b = Entry("a", 0, ()), Entry("b", 1, ({"x": 2},))
     >>> table = SlotTable.infer({"x": 1}, size=3)
-    >>> slots = [holders.hold(a, table), holders.hold(b, None)]  # a's row goes in the table
-    >>> holders.table is table, holders.kept_as_rows, holders.in_table(np.array(slots)).tolist()
+    >>> a, b = holders.claim(2).tolist()
+    >>> holders.hold(np.array([a]), positions=np.array([0]), uids=["a"], loaded_at=np.zeros(1), table=table)
+    >>> holders.hold(np.array([b]), positions=np.array([1]), uids=["b"], loaded_at=np.zeros(1), rows=[({"x": 2},)])
+    >>> holders.table is table, holders.kept_as_rows, holders.in_table(np.array([a, b])).tolist()
     (True, 1, [True, False])
     >>> pin = holders.pin()  # a snapshot reads both
-    >>> holders.let_go(slots[0])  # a is removed while pinned: its slot is retired
-    False
-    >>> holders.entry_at(slots[0]) is a, holders.retired
-    (True, 1)
-    >>> holders.add_served(np.array(slots), np.array([0, 1]), np.array([2, 1]))
-    >>> a.times_served, b.times_served, holders.positions_served
+    >>> holders.let_go(np.array([a])).tolist()  # a is removed while pinned: its slot is retired
+    [False]
+    >>> holders.entry_at(a).uid, holders.retired
+    ('a', 1)
+    >>> holders.add_served(np.array([a, b]), np.array([0, 1]), np.array([2, 1]))
+    >>> holders.entry_at(a).times_served, holders.entry_at(b).times_served, holders.positions_served
     (2, 1, 2)
     >>> pin.release()
     >>> holders.apply_releases().tolist()  # the retired slot is free again
     [0]
-    >>> holders.entry_at(slots[0]) is None, a.times_served, holders.live
-    (True, 2, 0)
+    >>> holders.entry_at(a) is None, holders.live
+    (True, 0)
     """
 
     def __init__(self, size: int) -> None:
@@ -125,7 +130,11 @@ class SlotHolders:
         self.kept_as_rows = 0
         self._pool = SlotPool(size)
         self._in_table = np.zeros(size, bool)  # per slot: holds a table row
-        self._entry_at: list[Entry | None] = [None] * size  # slot -> entry (or retired)
+        self._position = np.full(size, -1, np.int64)  # per slot: its entry's source position (-1: free)
+        self._uid = np.empty(size, object)  # per slot: its entry's UID
+        self._loaded_at = np.zeros(size)  # per slot: when its entry's job finished (monotonic)
+        self._load_seconds = np.zeros(size)  # per slot: its entry's running time on the worker
+        self._rows: dict[int, tuple[Row, ...]] = {}  # the rows of the slots not in the table
         self._served = np.zeros(size, np.int64)  # per slot: times its entry was served
         self._served_lock = threading.RLock()  # epochs may end in two threads at once
         self._ever_served = np.zeros(16, bool)  # per source position: some entry of it was served
@@ -134,39 +143,64 @@ class SlotHolders:
 
     # ------------------------------------------------------------------ the store's side
     def available(self) -> int:
-        """Slots :meth:`hold` can hand out now."""
+        """Slots :meth:`claim` can hand out now."""
         return self._pool.available()
 
     def next_slot(self) -> int:
-        """The slot :meth:`hold` would hand out, without taking it."""
+        """The slot :meth:`claim` would hand out first, without taking it."""
         return self._pool.next_slot()
 
-    def hold(self, entry: Entry, table: SlotTable | None) -> int:
-        """Give ``entry`` a slot, its row in ``table`` (then the table of every slot) or not; return the slot.
+    def claim(self, count: int) -> np.ndarray:
+        """Take ``count`` slots for new entries (written by the caller, then :meth:`hold`)."""
+        return self._pool.claim_many(count)
 
-        The row is written into the table at :meth:`next_slot` by the caller.
+    def hold(
+        self,
+        slots: np.ndarray,
+        *,
+        positions: np.ndarray,
+        uids: Sequence[Hashable] | np.ndarray,
+        loaded_at: np.ndarray,
+        load_seconds: np.ndarray | None = None,
+        table: SlotTable | None = None,
+        rows: Sequence[tuple[Row, ...]] | None = None,
+    ) -> None:
+        """Record the new entries holding ``slots`` (claimed).
+
+        Their rows live in ``table`` (from now on the table of every slot), or are kept
+        as ``rows`` (one tuple per slot).
         """
-        handle = self._pool.claim()
-        self._entry_at[handle] = entry
-        entry.count_in(self._served, handle)
-        if table is not None:
+        count = len(slots)
+        self._position[slots] = positions
+        self._uid[slots] = uids if isinstance(uids, np.ndarray) else np.fromiter(uids, object, count=count)
+        self._loaded_at[slots] = loaded_at
+        self._load_seconds[slots] = 0.0 if load_seconds is None else load_seconds
+        self._served[slots] = 0
+        if rows is None:
             self.table = table
-            self._in_table[handle] = True
+            self._in_table[slots] = True
         else:
-            self._in_table[handle] = False
-            self.kept_as_rows += 1
-        return handle
+            self._in_table[slots] = False
+            self._rows.update(zip(slots.tolist(), rows, strict=True))
+            self.kept_as_rows += count
 
-    def let_go(self, handle: int) -> bool:
-        """The entry holding ``handle`` is removed; return whether the slot is free (else retired)."""
-        if not self._in_table[handle]:
-            self.kept_as_rows -= 1
-        if not self._pool.release(handle):
-            return False
-        if self.table is not None and self._in_table[handle] and self.table.has_objects:
-            self.table.forget(np.array([handle]))
-        self._forget(handle)
-        return True
+    def set_served(self, slot: int, count: int) -> None:
+        """Start the serve count of the entry in ``slot`` at ``count`` (an entry put again)."""
+        self._served[slot] = count
+
+    def let_go(self, slots: np.ndarray) -> np.ndarray:
+        """The entries holding ``slots`` are removed; per slot, whether it is free (else retired)."""
+        slots = np.asarray(slots, dtype=np.int64)
+        if not len(slots):
+            return np.zeros(0, bool)
+        self.kept_as_rows -= int(np.count_nonzero(~self._in_table[slots]))
+        free = self._pool.release_many(slots)
+        freed = slots[free]
+        if len(freed):
+            if self.table is not None and self.table.has_objects:
+                self.table.forget(freed[self._in_table[freed]])
+            self._forget(freed)
+        return free
 
     def pin(self) -> Pin:
         """A snapshot of the held slots starts: they stay as they are until its :class:`Pin` is released."""
@@ -186,8 +220,7 @@ class SlotHolders:
             slots = self._pool.close(number)
             if self.table is not None:
                 self.table.forget(slots[self._in_table[slots]])
-            for handle in slots.tolist():
-                self._forget(handle)
+            self._forget(slots)
             freed.append(slots)
         if not freed:
             return _NONE_FREED
@@ -198,25 +231,25 @@ class SlotHolders:
         self.table = None
         self._pool = SlotPool(self.size)
         self._in_table[:] = False
-        for handle in np.flatnonzero([e is not None for e in self._entry_at]).tolist():
-            self._forget(handle)
+        self._forget(np.flatnonzero(self._position >= 0))
 
-    def pinned_held(self, newest_first: Iterable[Entry], count: int) -> int:
-        """How many of the ``count`` held entries an open snapshot reads.
+    @property
+    def opened(self) -> int:
+        """Snapshots opened so far (the number the next one gets)."""
+        return self._pool.opened
 
-        All but those put since the newest snapshot opened; ``newest_first`` lists the
-        entries from the newest, so counting takes time in the number put since.
-        """
-        newest = self._pool.newest_open
-        if newest < 0:
-            return 0
-        added = self._pool.added
-        newer = 0
-        for entry in newest_first:
-            if added[entry.handle] <= newest:
-                break
-            newer += 1
-        return count - newer
+    @property
+    def newest_open(self) -> int:
+        """Number of the newest open snapshot, -1 when none is open."""
+        return self._pool.newest_open
+
+    def _forget(self, slots: np.ndarray) -> None:
+        """``slots`` are free again: drop what they reference."""
+        self._position[slots] = -1
+        self._uid[slots] = None
+        if self._rows:
+            for slot in slots.tolist():
+                self._rows.pop(slot, None)
 
     @property
     def live(self) -> int:
@@ -238,17 +271,40 @@ class SlotHolders:
         """Distinct source positions some entry of which was ever served."""
         return int(np.count_nonzero(self._ever_served))
 
-    def _forget(self, handle: int) -> None:
-        """Slot ``handle`` is free again: drop its entry (which keeps its serve count from now on)."""
-        entry = self._entry_at[handle]
-        if entry is not None:
-            entry.stop_counting(self._served, handle)
-        self._entry_at[handle] = None
+    # ------------------------------------------------------------------ per slot, in arrays
+    def uids_at(self, slots: np.ndarray) -> list[Hashable]:
+        """The UIDs of the entries holding ``slots``."""
+        return list(self._uid[slots].tolist()) if len(slots) else []
+
+    def loaded_at(self, slots: np.ndarray) -> np.ndarray:
+        """When the entries holding ``slots`` finished loading (``time.monotonic()``)."""
+        return self._loaded_at[slots]
+
+    def served(self, slots: np.ndarray) -> np.ndarray:
+        """How many times the entries holding ``slots`` were served."""
+        return self._served[slots]
 
     # ------------------------------------------------------------------ the snapshot's side: the pin API
     def entry_at(self, handle: int) -> Entry | None:
-        """The entry holding (or, retired, held) slot ``handle``; None when the slot is free."""
-        return self._entry_at[handle]
+        """A copy of the entry holding (or, retired, held) slot ``handle``; None when the slot is free."""
+        position = int(self._position[handle])
+        if position < 0:
+            return None
+        slotted = bool(self._in_table[handle])
+        return Entry(
+            self._uid[handle],
+            position,
+            () if slotted else self._rows[handle],
+            float(self._loaded_at[handle]),
+            float(self._load_seconds[handle]),
+            slot=handle if slotted else None,
+            handle=handle,
+            times_served=int(self._served[handle]),
+        )
+
+    def rows_at(self, handle: int) -> tuple[Row, ...]:
+        """The stored rows of the entry in ``handle`` (not in the table): read them, do not change them."""
+        return self._rows[handle]
 
     def slotted(self, handle: int) -> bool:
         """Whether the row of the entry in ``handle`` lives in the table."""

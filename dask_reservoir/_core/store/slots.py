@@ -78,6 +78,11 @@ class SlotPool:
         return self._fresh
 
     @property
+    def opened(self) -> int:
+        """Snapshots opened so far (the number the next one gets)."""
+        return self._opened
+
+    @property
     def newest_open(self) -> int:
         """Number of the newest open snapshot, -1 when none is open."""
         return self._live[-1] if self._live else -1
@@ -104,6 +109,47 @@ class SlotPool:
         self.held[slot] = True
         self.added[slot] = self._opened
         return slot
+
+    def claim_many(self, count: int) -> np.ndarray:
+        """Take ``count`` slots at once: the ones ``count`` calls of :meth:`claim` would take, in order.
+
+        Examples
+        --------
+        >>> pool = SlotPool(4)
+        >>> first = pool.claim_many(3)
+        >>> pool.release_many(first[[2, 0]]).tolist(), pool.claim_many(3).tolist()  # last-freed first
+        ([True, True], [0, 2, 3])
+        """
+        if count > self.available():
+            raise RuntimeError(
+                f"cannot claim {count} slots: {self.available()} of {self.size} are free "
+                "(the others are held or retired, pinned by live snapshots)"
+            )
+        reused = min(count, len(self._free))
+        slots = np.empty(count, np.int64)
+        if reused:
+            slots[:reused] = self._free[: -reused - 1 : -1]  # popped from the end, one after another
+            del self._free[-reused:]
+        slots[reused:] = np.arange(self._fresh, self._fresh + count - reused)
+        self._fresh += count - reused
+        self.held[slots] = True
+        self.added[slots] = self._opened
+        return slots
+
+    def release_many(self, slots: np.ndarray) -> np.ndarray:
+        """:meth:`release` each of ``slots`` in order; per slot, whether it is free (else retired)."""
+        slots = np.asarray(slots, dtype=np.int64)
+        self.held[slots] = False
+        free = np.ones(len(slots), bool)
+        if self._live and len(slots):  # read by an open snapshot numbered added .. opened - 1
+            live = np.asarray(self._live, np.int64)
+            at = np.searchsorted(live, self.added[slots])
+            free = ~((at < len(live)) & (live[np.minimum(at, len(live) - 1)] < self._opened))
+            retired = slots[~free]
+            self._removed[retired] = self._opened
+            self._retired.extend(retired.tolist())
+        self._free.extend(slots[free].tolist())
+        return free
 
     def _read_by_open(self, added: int, removed: int) -> bool:
         """Whether an open snapshot numbered in ``added .. removed - 1`` exists."""

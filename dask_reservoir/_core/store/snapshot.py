@@ -49,13 +49,14 @@ class Snapshot:
     Examples
     --------
     >>> holders = SlotHolders(2)
-    >>> entries = [Entry(uid, uid, ({"x": uid},)) for uid in (0, 1)]
-    >>> handles = np.array([holders.hold(e, None) for e in entries])
+    >>> handles = holders.claim(2)
+    >>> holders.hold(handles, positions=np.array([0, 1]), uids=[0, 1], loaded_at=np.zeros(2),
+    ...              rows=[({"x": 0},), ({"x": 1},)])
     >>> snap = Snapshot(handles, None, False, np.array([0, 1]), holders=holders, pin=holders.pin())
     >>> [e.uid for e in snap.entries], snap.rows_at(1), snap.slots.tolist()
     ([0, 1], ({'x': 1},), [-1, -1])
     >>> snap.add_served(np.array([0, 2]))
-    >>> [e.times_served for e in entries]
+    >>> [e.times_served for e in snap.entries]
     [0, 2]
     >>> snap.release()
     >>> snap.pin.released
@@ -89,7 +90,7 @@ class Snapshot:
         return handles if self.all_slotted else np.where(self.holders.in_table(handles), handles, -1)
 
     def entry(self, index: int) -> Entry:
-        """Entry ``index`` (in source order); its slot is pinned, so it is this snapshot's entry."""
+        """A copy of entry ``index`` (in source order); its slot is pinned, so it is this snapshot's entry."""
         entry = self.holders.entry_at(int(self.handles[index]))
         if entry is None:  # pragma: no cover - a pinned slot always keeps its entry
             raise RuntimeError(f"snapshot entry {index} was released while the snapshot is live")
@@ -97,7 +98,7 @@ class Snapshot:
 
     @property
     def entries(self) -> list[Entry]:
-        """The entries, in source order (a new list)."""
+        """Copies of the entries, in source order (a new list; one object each: not for hot paths)."""
         return [self.entry(i) for i in range(len(self))]
 
     def add_served(self, counts: np.ndarray) -> None:
@@ -118,7 +119,7 @@ class Snapshot:
         handle = int(self.handles[index])
         if self.table is not None and self.holders.slotted(handle):
             return (self.table.read_row(handle, copy=copy),)
-        rows = self.entry(index).rows
+        rows = self.holders.rows_at(handle)
         return tuple(private_rows(rows)) if copy else rows
 
     def release(self) -> None:

@@ -1,13 +1,17 @@
-"""The reservoir store: a bounded, UID-keyed, oldest-first collection of entries.
+"""The reservoir store: a bounded, oldest-first collection of entries, one per source position.
 
-Pure synchronous code with no threads started and no dask.  An
-:class:`~dask_reservoir._core.store.entry.Entry` holds the rows produced for one UID;
-putting an entry whose UID is present replaces the old one (and makes it the
-newest); beyond ``capacity`` entries the oldest are evicted.  Single-row entries
-whose columns have fixed shapes and dtypes are kept in a columnar
-:class:`~dask_reservoir._core.store.table.SlotTable`, so that a batch is gathered with one
-``numpy.take`` per column; other entries keep their rows as dicts, with their
-arrays made read-only.
+Pure synchronous code with no threads started and no dask.  An entry holds the rows
+produced for one UID; putting an entry whose position (that is, whose UID) is present
+replaces the old one (and makes it the newest); beyond ``capacity`` entries the oldest
+are evicted.  The store keeps no Python object per entry: what it knows of each lives
+in arrays per slot and per position (see :mod:`~dask_reservoir._core.store.pins` and
+:mod:`~dask_reservoir._core.store.members`), so that a finished task's ``k`` entries
+go in with a few numpy operations and one assignment per column
+(:meth:`ReservoirStore.put_block`).  Single-row entries whose columns have fixed shapes
+and dtypes are kept in a columnar :class:`~dask_reservoir._core.store.table.SlotTable`,
+so that a batch is gathered with one ``numpy.take`` per column; other entries keep
+their rows as dicts, with their arrays made read-only.  UIDs are looked up (``get``,
+``in``, ``copies``) through a table built on first use after a change: not a hot path.
 
 Memory bound
 ------------
@@ -33,8 +37,6 @@ Stored data never changes under a reader: batches and rows handed to a
 
 from __future__ import annotations
 
-import math
-import sys
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import replace
@@ -42,37 +44,22 @@ from typing import Any, cast
 
 import numpy as np
 
-from dask_reservoir._core.store.admission import Admission, block_run
+from dask_reservoir._core.blocks import ColumnBlock
+from dask_reservoir._core.store.admission import Admission
 from dask_reservoir._core.store.entry import Entry, Row
 from dask_reservoir._core.store.layout import frozen_row
 from dask_reservoir._core.store.members import Members
 from dask_reservoir._core.store.pins import SlotHolders
+from dask_reservoir._core.store.room import UNLIMITED_ROOM, NoRoomError, headroom, room
+from dask_reservoir._core.store.runs import put_all
 from dask_reservoir._core.store.snapshot import Snapshot
 from dask_reservoir._core.store.table import SlotTable, StoreError
 
 __all__ = ["UNLIMITED_ROOM", "NoRoomError", "ReservoirStore"]
 
-UNLIMITED_ROOM = sys.maxsize
-"""What :meth:`ReservoirStore.room` returns when no put can fail before the next snapshot."""
-
-
-class NoRoomError(RuntimeError):
-    """``put()`` found every slot held by an entry or retired (pinned by a live snapshot)."""
-
-
-def headroom(capacity: int) -> int:
-    """Slots beyond ``capacity`` for entries removed while a live snapshot reads them.
-
-    Examples
-    --------
-    >>> headroom(1), headroom(4), headroom(5)
-    (1, 2, 3)
-    """
-    return math.ceil(capacity / 2)
-
 
 class ReservoirStore:
-    """A bounded mapping UID -> :class:`~dask_reservoir._core.store.entry.Entry`, ordered from oldest to newest.
+    """At most ``capacity`` entries, one per source position, ordered from the oldest put to the newest.
 
     Parameters
     ----------
@@ -154,7 +141,8 @@ class ReservoirStore:
 
         An entry with no rows is ignored: an empty result means "nothing new for
         this UID" and any older entry of the UID stays.  Atomic: when it raises,
-        the store is as before.
+        the store is as before.  The store keeps a copy of what ``entry`` says, not the
+        object.
 
         Raises
         ------
@@ -176,18 +164,17 @@ class ReservoirStore:
         """
         if not entry.rows:
             return []
+        entry = replace(entry)  # the caller's object is left as it is
         self._admission.prepare(entry)
         with self._lock:
             self._holders.apply_releases()  # unpin the slots of the snapshots released since
+            members = self._members
             layout = None  # with stackable: the layout this put sets, if it leaves no other entry
             if self._admission.stackable:  # raises for a row that would not stack, before any change
-                alone = min(self._members.others(entry.uid), self.capacity - 1) <= 0
-                layout = self._admission.stackable_layout(
-                    entry, alone=alone, holder=self._members.newest_uid()
-                )
-            if self._members.get(entry.uid) is entry:  # put again: store it as a new entry
-                entry = replace(entry, slot=None, handle=None)
-            self._members.check_position(entry)
+                alone = min(members.others(entry.position, entry.uid), self.capacity - 1) <= 0
+                layout = self._admission.stackable_layout(entry, alone=alone, holder=members.newest_uid())
+            positions = np.array([entry.position], np.int64)
+            members.check_position(positions, [entry.uid])
             if self._holders.available() == 0:
                 raise NoRoomError(self._no_room_message(entry))
             slot = self._holders.next_slot()
@@ -199,40 +186,68 @@ class ReservoirStore:
                     exc.uid = entry.uid
                     exc.args = (f"{exc.args[0]} for UID {entry.uid!r}",)
                     raise
-            self._commit(entry, table)
-            evicted = self._members.add(entry)
+            slots = self._holders.claim(1)  # written before evicting: a failed write changes nothing
+            replaced, _, gone = members.make_room(positions)
+            evicted_entries = [  # copies: what they held, no longer in any slot
+                replace(cast(Entry, self._holders.entry_at(s)), slot=None, handle=None) for s in gone.tolist()
+            ]
+            self._holders.let_go(np.concatenate([replaced, gone]))
+            self._holders.hold(
+                slots,
+                positions=positions,
+                uids=[entry.uid],
+                loaded_at=np.array([entry.loaded_at]),
+                load_seconds=np.array([entry.load_seconds]),
+                table=table,
+                rows=None if table is not None else [tuple(frozen_row(row) for row in entry.rows)],
+            )
+            self._holders.set_served(int(slots[0]), entry.times_served)
+            members.insert(positions, slots)
             self._admission.took(layout)
-            return evicted
+            return evicted_entries
 
     def put_many(self, entries: list[Entry]) -> list[tuple[Entry, StoreError]]:
         """:meth:`put` each entry in order; return those that could not be stored, with why.
 
-        Entries of a vectorized job whose one row each lives in the same
-        :class:`~dask_reservoir._worker.chunks.ColumnBlock` are written to the table with
-        one assignment per column (at most ``capacity`` at a time, so that none
-        evicts another of the same write).  :class:`NoRoomError` and ``ValueError``
-        propagate as from :meth:`put`.
+        Runs of entries whose one row each lives in the same
+        :class:`~dask_reservoir._core.blocks.ColumnBlock` are stored with :meth:`put_block`
+        (see :func:`~dask_reservoir._core.store.runs.put_all`).  :class:`NoRoomError` and
+        ``ValueError`` propagate as from :meth:`put`.
         """
-        rejected: list[tuple[Entry, StoreError]] = []
-        i = 0
-        while i < len(entries):
-            end, block = block_run(entries, i, self.capacity)
-            if block is not None and self._put_block(entries[i:end], block):
-                i = end
-                continue
-            try:  # not from a block, or not written at once: this entry alone, then the next run
-                self.put(entries[i])
-            except StoreError as exc:
-                rejected.append((entries[i], exc))
-            i += 1
-        return rejected
+        return cast(list[tuple[Entry, StoreError]], put_all(self, entries)[1])
 
-    def _put_block(self, entries: list[Entry], block: Any) -> bool:
-        """Put entries whose row ``k`` is row ``entries[k].rows[0].at`` of ``block``; False: not here."""
-        prepared = self._admission.block(entries, block)
+    def put_block(
+        self,
+        positions: np.ndarray,
+        uids: list[Hashable],
+        block: ColumnBlock,
+        rows: np.ndarray,
+        *,
+        loaded_at: np.ndarray,
+        load_seconds: np.ndarray,
+    ) -> bool:
+        """Store, at once, one entry per row ``rows[k]`` of ``block``: UID ``uids[k]``, source ``positions[k]``.
+
+        Bookkeeping for the ``k`` entries is a few numpy operations, their data one
+        assignment per column: no Python object per entry.  Entries whose position holds
+        an entry replace it, then the oldest beyond ``capacity`` are evicted.  Returns
+        False, changing nothing, when they cannot be stored at once (not columnar, not
+        slottable, another table schema, rows that a ``stackable`` store would refuse,
+        positions repeated, more than ``capacity`` entries, or less room than entries):
+        the caller then puts them one by one.
+
+        Raises
+        ------
+        ValueError
+            When another UID holds one of ``positions``.
+        """
+        count = len(positions)
+        if not count or count > self.capacity or len(np.unique(positions)) < count:
+            return False
+        prepared = self._admission.block(uids, block, rows)
         if prepared is None:
-            return False  # put() one by one: only the entries that cannot be stored fail
-        schema, rows, layout = prepared
+            return False
+        schema, layout = prepared
         with self._lock:
             self._holders.apply_releases()
             table = self.table
@@ -242,28 +257,25 @@ class ReservoirStore:
                 return False  # put() one by one: it warns about the change
             if not self._admission.fits_block(layout):
                 return False  # put() one by one: it refuses the rows that would not stack
-            if self.room() < len(entries):
+            if self.room() < count:
                 return False  # put() one by one: it raises NoRoomError where room runs out
-            for entry in entries:
-                self._members.check_position(entry)
-            handles = np.empty(len(entries), np.intp)
-            for k, entry in enumerate(entries):
-                self._commit(entry, table)
-                handles[k] = cast(int, entry.handle)
-                self._members.add(entry)
-            table.write_many(handles, block.columns, rows)
+            members = self._members
+            members.check_position(positions, uids)
+            replaced, _, gone = members.make_room(positions)
+            self._holders.let_go(np.concatenate([replaced, gone]))  # freed first: reused at once
+            slots = self._holders.claim(count)
+            table.write_many(slots, block.columns, rows)
+            self._holders.hold(
+                slots,
+                positions=positions,
+                uids=uids,
+                loaded_at=loaded_at,
+                load_seconds=load_seconds,
+                table=table,
+            )
+            members.insert(positions, slots)
             self._admission.took_block(layout)
             return True
-
-    def _commit(self, entry: Entry, table: SlotTable | None) -> None:
-        """``entry`` takes a slot (its row written in ``table`` at that slot, or kept as rows)."""
-        entry.handle = self._holders.hold(entry, table)
-        if table is not None:
-            entry.slot = entry.handle
-            entry.rows = ()
-        else:
-            entry.slot = None
-            entry.rows = tuple(frozen_row(row) for row in entry.rows)
 
     def _no_room_message(self, entry: Entry) -> str:
         return (
@@ -277,12 +289,8 @@ class ReservoirStore:
     def room(self) -> int:
         """How many :meth:`put` calls succeed in a row from now, whatever their UIDs.
 
-        A put claims a free slot; the entry it replaces or evicts frees its slot,
-        unless a live snapshot pins it (it is then retired).  So puts never fail
-        before the next snapshot (returns :data:`UNLIMITED_ROOM`) when the free
-        slots outnumber the pinned entries plus the empty places; otherwise at
-        least the free slots' number of puts succeed, and a put succeeds exactly
-        when ``room() > 0``.
+        A put succeeds exactly when ``room() > 0``; see
+        :func:`~dask_reservoir._core.store.room.room`.
 
         Examples
         --------
@@ -304,11 +312,10 @@ class ReservoirStore:
         with self._lock:
             self._holders.apply_releases()
             free = self._holders.available()
-            if free > self.capacity:  # more than any puts before the next snapshot can retire
+            if free > self.capacity:  # no need to count the pinned entries
                 return UNLIMITED_ROOM
-            held = len(self._members)
-            at_risk = self._holders.pinned_held(self._members.newest_first(), held) + self.capacity - held
-            return UNLIMITED_ROOM if free > at_risk else free
+            members = self._members
+            return room(free=free, capacity=self.capacity, held=len(members), pinned=members.pinned_held())
 
     @property
     def live_snapshots(self) -> int:
@@ -340,7 +347,7 @@ class ReservoirStore:
 
     # ------------------------------------------------------------------ reading
     def rows_of(self, entry: Entry) -> tuple[Row, ...]:
-        """The rows of ``entry``: copies when they live in a slot, else the stored rows.
+        """The rows of ``entry`` (one the store handed back): copies when they live in a slot.
 
         Stored rows have read-only arrays; do not modify their other values.
         """
@@ -349,13 +356,26 @@ class ReservoirStore:
         return entry.rows
 
     def get(self, uid: Hashable) -> Entry | None:
-        """The entry of ``uid``, or None."""
-        return self._members.get(uid)
+        """A copy of the entry of ``uid``, or None."""
+        with self._lock:
+            position = self._members.position_of(uid)
+            return None if position is None else self._holders.entry_at(self._members.slot_of(position))
 
     def uids(self) -> list[Hashable]:
         """UIDs from the oldest entry to the newest."""
         with self._lock:
             return self._members.uids()
+
+    def member_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The entries' slots, load times and serve counts, from the oldest to the newest (arrays)."""
+        with self._lock:
+            slots = self._members.oldest_first()[1]
+            return slots, self._holders.loaded_at(slots), self._holders.served(slots)
+
+    def uids_at(self, slots: np.ndarray) -> list[Hashable]:
+        """The UIDs of the entries holding ``slots`` (from :meth:`member_arrays`)."""
+        with self._lock:
+            return self._holders.uids_at(slots)
 
     def copies(self, uids: Iterable[Hashable]) -> list[Entry]:
         """New entries holding copies of the stored rows of ``uids`` (those present), atomically.
@@ -368,11 +388,12 @@ class ReservoirStore:
         [('a', ({'x': 1},))]
         """
         with self._lock:
-            return [
-                Entry(e.uid, e.position, self.rows_of(e), e.loaded_at, e.load_seconds)
-                for uid in uids
-                if (e := self._members.get(uid)) is not None
-            ]
+            out = []
+            for uid in uids:
+                e = self.get(uid)
+                if e is not None:
+                    out.append(Entry(e.uid, e.position, self.rows_of(e), e.loaded_at, e.load_seconds))
+            return out
 
     def snapshot(self) -> Snapshot:
         """The entries in source order (by ``position``), frozen for an epoch.
@@ -398,7 +419,7 @@ class ReservoirStore:
         """Drop every entry (counters are kept); the table too once no snapshot pins it."""
         with self._lock:
             self._holders.apply_releases()
-            self._members.clear()
+            self._holders.let_go(self._members.clear())
             self._admission.clear()
             if self._holders.live == 0:
                 self._holders.reset()
@@ -410,8 +431,10 @@ class ReservoirStore:
         return uid in self._members
 
     def __iter__(self) -> Iterator[Entry]:
-        with self._lock:  # a copy: other threads may put meanwhile
-            return iter(self._members.entries())
+        """Copies of the entries, from the oldest to the newest (one object each: not for hot paths)."""
+        with self._lock:  # copies: other threads may put meanwhile
+            slots = self._members.oldest_first()[1]
+            return iter([cast(Entry, self._holders.entry_at(slot)) for slot in slots.tolist()])
 
     def __repr__(self) -> str:
         return (
