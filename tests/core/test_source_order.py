@@ -52,3 +52,16 @@ def test_clear_forgets_every_position() -> None:
     assert order.current(slot_at)[1].tolist() == [3, 7]
     order.clear()
     assert order.current(slot_at)[0].tolist() == []
+
+
+def test_many_changes_at_once_are_read_from_the_slot_array() -> None:
+    """More changes than an eighth of the positions: one pass over the slot array instead of a sort."""
+    order, slot_at = SourceOrder(), np.full(40, -1, np.int32)
+    slot_at[np.arange(20) * 2] = np.arange(20)[::-1]  # slot 0 among them
+    order.changed(np.arange(20) * 2)
+    positions, slots = order.current(slot_at)
+    assert positions.tolist() == list(range(0, 40, 2)) and slots.tolist() == list(range(19, -1, -1))
+    slot_at[[0, 38]] = -1  # two removed: few changes, the incremental way
+    order.changed(np.array([0, 38]))
+    positions, slots = order.current(slot_at)
+    assert positions.tolist() == list(range(2, 38, 2)) and slots.tolist() == list(range(18, 0, -1))

@@ -51,9 +51,15 @@ class SourceOrder:
         ``slot_at[p]`` is the slot of the entry of position ``p`` (-1: none), for every
         position ever changed.  Brought up to date with the changes since the last
         call, in new arrays: a live snapshot shares the previous ones.  Costs time in
-        the entries changed (plus one vectorized gather of the slots when some changed).
+        the entries changed (plus one vectorized gather of the slots when some changed), or,
+        when they are many, one pass over the positions.
         """
-        if self._changed:
+        if self._changed and sum(len(c) for c in self._changed) * 8 > len(slot_at):
+            # many changed: one pass over the positions costs less than sorting the changes
+            self._changed.clear()
+            self._sorted = read_only(np.flatnonzero(slot_at >= 0).astype(np.int64))
+            self._sorted_handles = read_only(slot_at[self._sorted].astype(np.int64))
+        elif self._changed:
             touched = np.unique(np.concatenate(self._changed))
             self._changed.clear()
             current = self._sorted
