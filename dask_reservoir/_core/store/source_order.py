@@ -60,20 +60,11 @@ class SourceOrder:
             self._sorted = read_only(np.flatnonzero(slot_at >= 0).astype(np.int64))
             self._sorted_handles = read_only(slot_at[self._sorted].astype(np.int64))
         elif self._changed:
-            touched = np.unique(np.concatenate(self._changed))
+            touched = np.concatenate(self._changed) if len(self._changed) > 1 else self._changed[0]
             self._changed.clear()
-            current = self._sorted
-            where = np.searchsorted(current, touched)
-            in_current = np.zeros(len(touched), dtype=bool)
-            if len(current):
-                in_current = (where < len(current)) & (
-                    current[np.minimum(where, len(current) - 1)] == touched
-                )
-            present = slot_at[touched] >= 0
-            current = np.delete(current, where[in_current & ~present])
-            new = touched[present & ~in_current]
-            self._sorted = read_only(np.insert(current, np.searchsorted(current, new), new))
-            self._sorted_handles = read_only(slot_at[self._sorted].astype(np.int64))
+            touched = np.sort(touched)
+            touched = touched[np.concatenate(([True], touched[1:] != touched[:-1]))]
+            self._sorted, self._sorted_handles = _merged(self._sorted, self._sorted_handles, touched, slot_at)
         return self._sorted, self._sorted_handles
 
     def clear(self) -> None:
@@ -81,3 +72,42 @@ class SourceOrder:
         self._sorted = _NONE
         self._sorted_handles = _NONE
         self._changed.clear()
+
+
+def _merged(
+    current: np.ndarray, handles: np.ndarray, touched: np.ndarray, slot_at: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``current`` (sorted positions) and their ``handles`` with the ``touched`` positions brought up to date.
+
+    New arrays, built in one pass of slice copies between the changes (few, sorted):
+    no sort of the whole and no gather of every slot.
+    """
+    where = np.searchsorted(current, touched)
+    in_current = np.zeros(len(touched), dtype=bool)
+    if len(current):
+        in_current = (where < len(current)) & (current[np.minimum(where, len(current) - 1)] == touched)
+    slots = slot_at[touched].astype(np.int64)
+    present = slots >= 0
+    removed = in_current & ~present
+    added = present & ~in_current
+    size = len(current) - int(np.count_nonzero(removed)) + int(np.count_nonzero(added))
+    positions, out_handles = np.empty(size, np.int64), np.empty(size, np.int64)
+    src = dst = 0
+    for k in np.flatnonzero(removed | added).tolist():  # the changes, in position order
+        at = int(where[k])
+        run = at - src
+        positions[dst : dst + run] = current[src:at]
+        out_handles[dst : dst + run] = handles[src:at]
+        dst += run
+        src = at
+        if added[k]:
+            positions[dst], out_handles[dst] = touched[k], slots[k]
+            dst += 1
+        else:
+            src += 1  # skip the removed one
+    positions[dst:] = current[src:]
+    out_handles[dst:] = handles[src:]
+    stayed = in_current & present  # still stored, maybe in another slot (put again)
+    if stayed.any():
+        out_handles[np.searchsorted(positions, touched[stayed])] = slots[stayed]
+    return read_only(positions), read_only(out_handles)
