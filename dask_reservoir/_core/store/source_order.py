@@ -90,23 +90,22 @@ def _merged(
     present = slots >= 0
     removed = in_current & ~present
     added = present & ~in_current
-    size = len(current) - int(np.count_nonzero(removed)) + int(np.count_nonzero(added))
-    positions, out_handles = np.empty(size, np.int64), np.empty(size, np.int64)
-    src = dst = 0
+    pieces: list[np.ndarray] = []  # slices of current and the added positions, in order
+    handle_pieces: list[np.ndarray] = []
+    src = 0
     for k in np.flatnonzero(removed | added).tolist():  # the changes, in position order
         at = int(where[k])
-        run = at - src
-        positions[dst : dst + run] = current[src:at]
-        out_handles[dst : dst + run] = handles[src:at]
-        dst += run
-        src = at
+        pieces.append(current[src:at])
+        handle_pieces.append(handles[src:at])
         if added[k]:
-            positions[dst], out_handles[dst] = touched[k], slots[k]
-            dst += 1
+            pieces.append(touched[k : k + 1])
+            handle_pieces.append(slots[k : k + 1])
+            src = at
         else:
-            src += 1  # skip the removed one
-    positions[dst:] = current[src:]
-    out_handles[dst:] = handles[src:]
+            src = at + 1  # skip the removed one
+    pieces.append(current[src:])
+    handle_pieces.append(handles[src:])
+    positions, out_handles = np.concatenate(pieces), np.concatenate(handle_pieces)
     stayed = in_current & present  # still stored, maybe in another slot (put again)
     if stayed.any():
         out_handles[np.searchsorted(positions, touched[stayed])] = slots[stayed]
