@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import psutil
 from distributed import Client, LocalCluster
 
@@ -52,6 +54,16 @@ def millisecond_loader(row: dict[str, Any]) -> dict[str, Any]:
 def kb_loader(row: dict[str, Any]) -> dict[str, Any]:
     """W5: a 1 KB sample."""
     return {"x": np.full(256, row["sample_uid"] % 251, dtype=np.float32)}
+
+
+def sixteen_byte_loader(row: dict[str, Any]) -> dict[str, Any]:
+    """W5: a 16-byte sample (four float32)."""
+    return {"x": np.full(4, row["sample_uid"] % 251, dtype=np.float32)}
+
+
+def tiny_batched(frame: pd.DataFrame) -> pd.DataFrame:
+    """W8: ``tiny_loader`` vectorized (``batched=True``): one produced row per source row."""
+    return pd.DataFrame({"sample_uid": frame["sample_uid"], "x": frame["sample_uid"]})
 
 
 class PeakRSS:
@@ -146,12 +158,12 @@ class Consumer:
                 self._train(batch, now, uid_key)
                 mark = time.perf_counter()
                 if mark >= deadline:
-                    self._t_end, self._cpu_end = mark, _process_cpu_seconds()
+                    self._t_end, self._cpu_end = mark, process_cpu_seconds()
                     return
 
     def _start(self, now: float, start: float) -> None:
         self.first_batch_at = now - start
-        self._t_first, self._cpu_first = now, _process_cpu_seconds()
+        self._t_first, self._cpu_first = now, process_cpu_seconds()
 
     def _train(self, batch: Any, t0: float, uid_key: str | None) -> None:
         """One step of ``self.step`` seconds on average: note the batch's UIDs, then sleep.
@@ -199,7 +211,7 @@ def _spin(seconds: float) -> None:
             x += i
 
 
-def _process_cpu_seconds() -> float:
+def process_cpu_seconds() -> float:
     """CPU time of this process alone (all its threads; not its children)."""
     times = psutil.Process().cpu_times()
     return float(times.user + times.system)
@@ -224,6 +236,51 @@ def local_cluster(workers: int = 2, scheduler: str | None = None) -> Iterator[Cl
         Client(cluster, set_as_default=False) as client,
     ):
         yield client
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def subprocess_cluster(workers: int = 2, scheduler: str | None = None) -> Iterator[Client]:
+    """A client of ``scheduler``, or of a ``dask scheduler`` and ``workers`` single-thread
+    ``dask worker`` processes started here: unlike a LocalCluster's, the scheduler does not run
+    in this process, so this process's CPU time is the client's alone."""
+    if scheduler:
+        with Client(scheduler, set_as_default=False, timeout="10s") as client:
+            yield client
+        return
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = os.path.join(os.path.dirname(sys.executable), "dask")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(
+            subprocess.Popen(
+                [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **quiet
+            )
+        )
+        for _ in range(workers):
+            worker = [dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"]
+            procs.append(subprocess.Popen(worker, **quiet))
+        with Client(address, set_as_default=False, timeout="30s") as client:
+            client.wait_for_workers(workers, timeout=60)
+            yield client
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def import_seconds(module: str = "distributed") -> float:

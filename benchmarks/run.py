@@ -72,6 +72,8 @@ FULL: dict[str, dict[str, Any]] = {
         "index_sizes": [100_000, 1_000_000, 10_000_000],
     },
     "W7": {"rows": 2000, "delay": 0.02, "workers": 2, "reservoir": 256, "minimum": 64, "epochs": 20},
+    "W8": {"entries": 100_000, "seconds": 8.0},
+    "W9": {"uids": 10_000_000, "settle": 1.0},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "W1": {**FULL["W1"], "rows": 200, "minimum": 16, "reservoir": 32, "seconds": 0.5},
@@ -95,6 +97,8 @@ QUICK: dict[str, dict[str, Any]] = {
         "index_sizes": [1000],
     },
     "W7": {"rows": 200, "delay": 0.005, "workers": 2, "reservoir": 32, "minimum": 8, "epochs": 3},
+    "W8": {"entries": 2000, "seconds": 1.0},
+    "W9": {"uids": 100_000, "settle": 1.0},
 }
 RUNNERS = {
     "W1": workloads.w1,
@@ -104,6 +108,8 @@ RUNNERS = {
     "W5": workloads.w5,
     "W6": lambda cfg, scheduler: workloads.w6(cfg, scheduler) + fill.w6_fill(cfg, scheduler),
     "W7": workloads.w7,
+    "W8": workloads.w8,
+    "W9": workloads.w9,
 }
 
 
@@ -151,7 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     parser.add_argument("--only", default=",".join(RUNNERS), help="comma-separated workloads")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per workload (default 3, quick 1)")
-    parser.add_argument("--scheduler", default=None, help="run on this scheduler instead of a LocalCluster")
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="run on this scheduler instead of starting one (a LocalCluster, or for W8 subprocesses)",
+    )
     parser.add_argument("--json", default="bench-results.json", help="where to write the results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)

@@ -1,4 +1,4 @@
-"""The targets of issue 10, checked against the rows a run measured."""
+"""The targets of issues 10, 11 and 18, checked against the rows a run measured."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ class Target:
     metric: str
     op: str
     threshold: float
+    issue: str = "10"
+    """The issue that set the target; the printed targets are grouped by it."""
 
 
 W1_DEFAULTS = ("dask_reservoir defaults",)
@@ -70,6 +72,7 @@ TARGETS = (
         "x_map_partitions",
         ">=",
         0.5,
+        issue="11",
     ),
     Target(
         "W6 vectorized fill, batched=True rows/s (issue 11)",
@@ -78,6 +81,7 @@ TARGETS = (
         "rows_per_s",
         ">=",
         1_000_000.0,
+        issue="11",
     ),
     Target(
         "W3 tiny rows packed / MONAI CacheDataset 2 threads",
@@ -86,6 +90,117 @@ TARGETS = (
         "ratio_to_monai",
         ">=",
         0.5,
+    ),
+)
+
+
+W9_INT = ("int64 UIDs, 1e+07 rows",)
+W9_STR = ("Arrow string UIDs, 1e+07 rows",)
+TARGETS += (
+    # issue 18, the columnar core: client CPU per entry, epoch start, serving, memory, state at scale
+    Target(
+        "W8 row function rows_per_job=2048: client CPU per entry (us)",
+        "W8",
+        ("row function, rows_per_job=2048",),
+        "cpu_us_per_entry",
+        "<=",
+        1.0,
+        issue="18",
+    ),
+    Target(
+        "W8 row function defaults: client CPU per entry (us) (report)",
+        "W8",
+        ("row function, defaults",),
+        "cpu_us_per_entry",
+        "<=",
+        1.0,
+        issue="18",
+    ),
+    Target(
+        "W6 iter() at 1e5 entries, 64 changed per epoch, median (us), issue 18",
+        "W6",
+        ("dask_reservoir, 1e+05 entries, 64 changed per epoch",),
+        "iter_us_median",
+        "<=",
+        300.0,
+        issue="18",
+    ),
+    Target(
+        "W2 under load (defaults) / numpy take limit",
+        "W2",
+        ("dask_reservoir under load (defaults)",),
+        "ratio_to_numpy",
+        ">=",
+        0.45,
+        issue="18",
+    ),
+    Target(
+        "W2 paused / numpy take limit, issue 18",
+        "W2",
+        ("dask_reservoir, loading paused",),
+        "ratio_to_numpy",
+        ">=",
+        0.85,
+        issue="18",
+    ),
+    Target(
+        "W5 1 KB entries: overhead bytes per entry",
+        "W5",
+        ("dask_reservoir, * entries of 1 KB",),
+        "overhead_bytes_per_entry",
+        "<=",
+        64.0,
+        issue="18",
+    ),
+    Target(
+        "W5 16 B entries: overhead bytes per entry",
+        "W5",
+        ("dask_reservoir, * entries of 16 B",),
+        "overhead_bytes_per_entry",
+        "<=",
+        64.0,
+        issue="18",
+    ),
+    Target(
+        "W3 tiny rows defaults / MONAI CacheDataset 2 threads",
+        "W3",
+        ("dask_reservoir defaults, tiny rows",),
+        "ratio_to_monai",
+        ">=",
+        1.0,
+        issue="18",
+    ),
+    Target("W9 state_dict() at 1e7 int64 UIDs (s)", "W9", W9_INT, "state_dict_s", "<=", 1.0, issue="18"),
+    Target("W9 state_dict() at 1e7 string UIDs (s)", "W9", W9_STR, "state_dict_s", "<=", 1.0, issue="18"),
+    Target(
+        "W9 load_state_dict() at 1e7 int64 UIDs (s)", "W9", W9_INT, "load_state_dict_s", "<=", 1.0, issue="18"
+    ),
+    Target(
+        "W9 load_state_dict() at 1e7 string UIDs (s)",
+        "W9",
+        W9_STR,
+        "load_state_dict_s",
+        "<=",
+        1.0,
+        issue="18",
+    ),
+    Target(
+        "W9 load_state_dict() at 1e7 int64 UIDs: RSS growth (MB)",
+        "W9",
+        W9_INT,
+        "load_rss_mb",
+        "<=",
+        200.0,
+        issue="18",
+    ),
+    Target(
+        "W9 load_state_dict() at 1e7 string UIDs: RSS growth (MB)",
+        "W9",
+        W9_STR,
+        "load_rss_mb",
+        "<=",
+        200.0,
+        issue="18",
     ),
 )
 
@@ -107,7 +222,13 @@ def evaluate(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     records = []
     for t in TARGETS:
         found = _measured(t, results)
-        record: dict[str, Any] = {"target": t.name, "metric": t.metric, "op": t.op, "threshold": t.threshold}
+        record: dict[str, Any] = {
+            "target": t.name,
+            "issue": t.issue,
+            "metric": t.metric,
+            "op": t.op,
+            "threshold": t.threshold,
+        }
         if found is None:
             record |= {"system": None, "measured": None, "met": None}
         else:
@@ -119,11 +240,17 @@ def evaluate(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def print_targets(records: list[dict[str, Any]], out: Any) -> None:
     width = max(len(r["target"]) for r in records)
-    print("\ntargets (issue 10)", file=out)
-    for r in records:
-        goal = f"{r['op']} {r['threshold']:g}"
-        if r["measured"] is None:
-            print(f"  {r['target']:<{width}}  {'-':>8}  {goal:<8}  not measured in this run", file=out)
-        else:
-            verdict = "met" if r["met"] else "NOT MET"
-            print(f"  {r['target']:<{width}}  {r['measured']:>8.3g}  {goal:<8}  {verdict}", file=out)
+    for issue in dict.fromkeys(r["issue"] for r in records):
+        print(f"\ntargets (issue {issue})", file=out)
+        for r in records:
+            if r["issue"] == issue:
+                _print_target(r, width, out)
+
+
+def _print_target(r: dict[str, Any], width: int, out: Any) -> None:
+    goal = f"{r['op']} {r['threshold']:g}"
+    if r["measured"] is None:
+        print(f"  {r['target']:<{width}}  {'-':>8}  {goal:<8}  not measured in this run", file=out)
+    else:
+        verdict = "met" if r["met"] else "NOT MET"
+        print(f"  {r['target']:<{width}}  {r['measured']:>8.3g}  {goal:<8}  {verdict}", file=out)

@@ -1,4 +1,4 @@
-"""The workloads W1-W6: each returns rows of results (system, metrics).
+"""The workloads W1-W9 (W6's vectorized fill is in :mod:`benchmarks.fill`): each returns rows of results (system, metrics).
 
 Ratio columns are asked for with :func:`benchmarks.common.ratios` and computed by the runner from the
 medians over repeats (:func:`benchmarks.common.with_ratios`).
@@ -7,9 +7,13 @@ medians over repeats (:func:`benchmarks.common.with_ratios`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
+import json
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,9 +32,13 @@ from benchmarks.common import (
     kb_loader,
     local_cluster,
     millisecond_loader,
+    process_cpu_seconds,
     ratios,
     rss_mb,
+    sixteen_byte_loader,
     slow_image_loader,
+    subprocess_cluster,
+    tiny_batched,
     tiny_loader,
 )
 from dask_reservoir import AsyncReservoir, RandomSampler
@@ -364,22 +372,43 @@ def w4(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
 
 
 # ---------------------------------------------------------------- W5 memory
+W5_ENTRIES: dict[str, tuple[Callable[[dict[str, Any]], Any], int]] = {
+    # label -> (loader, bytes of its sample); the small entries first, so that the large
+    # reservoir's freed memory does not serve the small one's growth
+    "16 B": (sixteen_byte_loader, 16),
+    "1 KB": (kb_loader, 1024),
+}
+
+
+def _w5_row(client: Any, n: int, label: str) -> Result:
+    """RSS growth of this process for a full reservoir of ``n`` entries of one size.
+
+    ``overhead_bytes_per_entry`` is what an entry costs beyond its sample's bytes (its UID,
+    the reservoir's bookkeeping, the allocator's slack).
+    """
+    loader, size = W5_ENTRIES[label]
+    gc.collect()
+    base = rss_mb()
+    r = _full_reservoir(client, n, loader, rows_per_job=2048, max_jobs_at_once=16384)
+    with r:
+        held = rss_mb() - base
+    raw = n * size / 2**20
+    return {
+        "system": f"dask_reservoir, {n:.0e} entries of {label}",
+        "rss_growth_mb": held,
+        "raw_mb": raw,
+        "ratio": held / raw,
+        "overhead_bytes_per_entry": (held - raw) * 2**20 / n,
+    }
+
+
 def w5(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
     n = cfg["entries"]
     with local_cluster(2, scheduler) as client:
-        base = rss_mb()
-        r = _full_reservoir(client, n, kb_loader, rows_per_job=2048, max_jobs_at_once=16384)
-        with r:
-            held = rss_mb() - base
-        raw = n * 1024 / 2**20
-    return [
-        {
-            "system": f"dask_reservoir, {n:.0e} entries of 1 KB",
-            "rss_growth_mb": held,
-            "raw_mb": raw,
-            "ratio": held / raw,
-        }
-    ]
+        with _full_reservoir(client, 256, sixteen_byte_loader, rows_per_job=2048, max_jobs_at_once=16384):
+            pass  # a first reservoir, unmeasured: what only the first one costs (imports, caches)
+        rows = {label: _w5_row(client, n, label) for label in W5_ENTRIES}
+    return [rows["1 KB"], rows["16 B"]]
 
 
 # ---------------------------------------------------------------- W6 epoch start
@@ -505,3 +534,143 @@ def w7(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
             ),
         },
     ]
+
+
+# ---------------------------------------------------------------- W8 client CPU per ingested entry
+W8_ROWS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+    # label -> (function, extra AsyncReservoir keyword arguments)
+    "row function, rows_per_job=2048": (tiny_loader, {"rows_per_job": 2048, "max_jobs_at_once": 16384}),
+    "row function, defaults": (tiny_loader, {}),
+    "batched=True, rows_per_job=2048": (
+        tiny_batched,
+        {"batched": True, "rows_per_job": 2048, "max_jobs_at_once": 16384},
+    ),
+}
+
+
+def _w8_row(client: Any, cfg: dict[str, Any], function: Any, options: dict[str, Any]) -> Result:
+    """Client CPU per entry ingested while a full reservoir of tiny entries keeps loading.
+
+    The consumer starts an epoch, takes one batch and drops it, then sleeps 5 ms (a step),
+    for ``seconds``; every ``iter()`` ingests what arrived meanwhile.
+    """
+    n = cfg["entries"]
+    source = pd.DataFrame({"i": np.arange(2 * n)})
+    with AsyncReservoir(
+        source,
+        function,
+        n,
+        min_reservoir_samples=n,
+        client=client,
+        batch_size=64,
+        reservoir_sampler=RandomSampler(seed=0),
+        **options,
+    ) as r:
+        iter(r)  # wait until full
+        before = r.stats().entries_ingested
+        cpu0 = process_cpu_seconds()
+        t0 = time.perf_counter()
+        iters = []
+        while time.perf_counter() - t0 < cfg["seconds"]:
+            t1 = time.perf_counter()
+            it = iter(r)
+            iters.append(time.perf_counter() - t1)
+            next(it)
+            del it
+            time.sleep(0.005)
+        wall = time.perf_counter() - t0
+        cpu = process_cpu_seconds() - cpu0
+        ingested = r.stats().entries_ingested - before
+    return {
+        "cpu_us_per_entry": 1e6 * cpu / ingested if ingested else float("nan"),
+        "entries_per_s": ingested / wall,
+        "iter_ms_median": 1e3 * float(np.median(iters)),
+        "client_cpu_cores": cpu / wall,
+    }
+
+
+def w8(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
+    """CPU seconds of this process (the client: all its threads) per entry ingested.
+
+    The scheduler and workers run in other processes (not a LocalCluster, whose scheduler
+    runs in this one and would count).
+    """
+    with subprocess_cluster(2, scheduler) as client:
+        return [
+            {"system": label, **_w8_row(client, cfg, function, options)}
+            for label, (function, options) in W8_ROWS.items()
+        ]
+
+
+# ---------------------------------------------------------------- W9 state at scale
+W9_CAPACITY = 1000
+
+
+def _w9_uids(kind: str, n: int) -> Any:
+    if kind == "int64":
+        return np.arange(n)
+    return pd.array([f"u{i}" for i in range(n)], dtype="string[pyarrow]")
+
+
+def _w9_reservoir(client: Any, source: pd.DataFrame) -> AsyncReservoir:
+    return AsyncReservoir(
+        source,
+        tiny_loader,
+        W9_CAPACITY,
+        min_reservoir_samples=W9_CAPACITY,
+        client=client,
+        rows_per_job=256,
+        batch_size=64,
+        source_sampler=RandomSampler(seed=3),
+    )
+
+
+def _w9_state(client: Any, source: pd.DataFrame, settle: float) -> Result:
+    """Time ``state_dict()`` (first call), ``save()`` and, in a second reservoir on the same
+    source, ``load_state_dict()`` of that state after a JSON round trip; RSS growth in MB."""
+    with _w9_reservoir(client, source) as r:
+        iter(r)
+        gc.collect()
+        m0, t0 = rss_mb(), time.perf_counter()
+        state = r.state_dict()
+        state_dict_s, state_dict_rss = time.perf_counter() - t0, rss_mb() - m0
+        with tempfile.TemporaryDirectory() as folder:
+            t0 = time.perf_counter()
+            path = r.save(Path(folder) / "state.json")
+            save_s = time.perf_counter() - t0
+            state_mb = path.stat().st_size / 2**20
+    state = json.loads(json.dumps(state))
+    with _w9_reservoir(client, source) as r:
+        time.sleep(settle)  # the reservoir's start-up work is done
+        gc.collect()
+        m0, t0 = rss_mb(), time.perf_counter()
+        r.load_state_dict(state)
+        load_s, load_rss = time.perf_counter() - t0, rss_mb() - m0
+    return {
+        "state_dict_s": state_dict_s,
+        "save_s": save_s,
+        "load_state_dict_s": load_s,
+        "state_dict_rss_mb": state_dict_rss,
+        "load_rss_mb": load_rss,
+        "state_mb": state_mb,
+    }
+
+
+W9_KINDS = {"int64": "int64 UIDs", "string[pyarrow]": "Arrow string UIDs"}
+
+
+def w9_label(kind: str, n: int) -> str:
+    return f"{W9_KINDS[kind]}, {n:.0e} rows"
+
+
+def w9(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
+    """``state_dict()``, ``save()`` and ``load_state_dict()`` of a 1000-entry reservoir over a
+    source of ``uids`` rows, once with int64 UIDs and once with Arrow strings."""
+    n = cfg["uids"]
+    results: list[Result] = []
+    with local_cluster(2, scheduler) as client:
+        for kind in W9_KINDS:
+            source = pd.DataFrame({"sample_uid": _w9_uids(kind, n)})
+            results.append({"system": w9_label(kind, n), **_w9_state(client, source, cfg["settle"])})
+            del source
+    return results
