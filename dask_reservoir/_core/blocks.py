@@ -16,15 +16,26 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from dask_reservoir._core.records import RowFailed, RowLoaded
+from dask_reservoir._core.records import Completed, RowFailed, RowLoaded
 
-__all__ = ["BlockRow", "ChunkLoaded", "as_rows", "ColumnBlock", "compact", "gc_paused", "merge_dtypes"]
+__all__ = [
+    "BlockRow",
+    "ChunkLoaded",
+    "ColumnBlock",
+    "CompletedBlock",
+    "as_rows",
+    "compact",
+    "entry_count",
+    "gc_paused",
+    "merge_dtypes",
+]
 
 _GC_LOCK = threading.Lock()
 _GC_HOLDERS = [0]  # threads inside gc_paused() that found the collector on
@@ -191,6 +202,87 @@ class ChunkLoaded(NamedTuple):
         if self.row_seconds is not None:
             return self.row_seconds
         return np.full(len(self.uids), self.seconds / max(1, len(self.uids)))
+
+
+@dataclass(slots=True, eq=False)
+class CompletedBlock:
+    """The finished rows of one task, one produced row each in a column block, waiting together.
+
+    What the ledger keeps of a task whose every source row loaded into one row of a
+    :class:`ColumnBlock` (a vectorized job, or a row function's rows packed on the
+    worker): arrays and the block, not a :class:`~dask_reservoir._core.records.Completed`
+    per row.  The store takes it with one ``put_block``.
+
+    Examples
+    --------
+    >>> block = ColumnBlock({"x": np.array([10, 11, 12])})
+    >>> done = CompletedBlock(["a", "b", "c"], np.array([4, 0, 9]), block, np.arange(3), np.full(3, 0.5), 7.0)
+    >>> head, tail = done.split(2)
+    >>> len(head), tail.uids, tail.positions.tolist()
+    (2, ['c'], [9])
+    >>> [(c.uid, c.position, c.rows[0].as_dict(), c.loaded_at) for c in tail.items()]
+    [('c', 9, {'x': np.int64(12)}, 7.0)]
+    """
+
+    uids: list[Hashable]
+    positions: np.ndarray
+    block: ColumnBlock
+    rows: np.ndarray
+    """The row of ``block`` of each UID."""
+    load_seconds: np.ndarray
+    loaded_at: float
+    """``time.monotonic()`` when the task's result was received."""
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def split(self, count: int) -> tuple[CompletedBlock, CompletedBlock]:
+        """The first ``count`` rows, and the others."""
+        return (
+            CompletedBlock(
+                self.uids[:count],
+                self.positions[:count],
+                self.block,
+                self.rows[:count],
+                self.load_seconds[:count],
+                self.loaded_at,
+            ),
+            CompletedBlock(
+                self.uids[count:],
+                self.positions[count:],
+                self.block,
+                self.rows[count:],
+                self.load_seconds[count:],
+                self.loaded_at,
+            ),
+        )
+
+    def items(self) -> list[Completed]:
+        """One :class:`~dask_reservoir._core.records.Completed` per row (for the paths that need them)."""
+        row = tuple.__new__
+        block = self.block
+        return [
+            Completed(uid, position, (row(BlockRow, (block, at)),), seconds, self.loaded_at)
+            for uid, position, at, seconds in zip(
+                self.uids,
+                self.positions.tolist(),
+                self.rows.tolist(),
+                self.load_seconds.tolist(),
+                strict=True,
+            )
+        ]
+
+
+def entry_count(items: Sequence[Any]) -> int:
+    """Entries in a list of finished rows (:class:`CompletedBlock` counting its rows).
+
+    Examples
+    --------
+    >>> block = CompletedBlock(["a", "b"], np.arange(2), ColumnBlock({}), np.arange(2), np.zeros(2), 0.0)
+    >>> entry_count([block, Completed("c", 2, (), 0.0, 0.0)])
+    3
+    """
+    return sum(len(item) if type(item) is CompletedBlock else 1 for item in items)
 
 
 def merge_dtypes(known: dict[str, Any], new: dict[str, Any]) -> None:

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, cast
 
 import numpy as np
 
-from dask_reservoir._core.blocks import BlockRow, gc_paused, merge_dtypes
+from dask_reservoir._core.blocks import (
+    BlockRow,
+    ColumnBlock,
+    CompletedBlock,
+    entry_count,
+    gc_paused,
+    merge_dtypes,
+)
 from dask_reservoir._core.checkpoint import ResumePoint
 from dask_reservoir._core.ingest import minimum_error, single_take, supply_error, take_limit
 from dask_reservoir._core.options import ReservoirOptions
+from dask_reservoir._core.records import Completed
 from dask_reservoir._core.samplers import Sampler
 from dask_reservoir._core.served import ServedCounters
 from dask_reservoir._core.shards import rows_per_rank_epoch
@@ -220,28 +228,33 @@ class Feeder:
             if not items:
                 break
             self.put(items)
-            moved += len(items)
+            taken = entry_count(items)
+            moved += taken
             if size >= required:
-                counted += len(items)
+                counted += taken
             if single_take(size=size, required=required, capped=capped, cap=cap):
                 break
         return moved
 
-    def put(self, items: list[Any]) -> int:
+    def put(self, items: Sequence[Completed | CompletedBlock]) -> int:
         """Put taken entries into the store; one that cannot be stored is that UID's failure.
 
         Returns the entries stored (an empty result stores nothing).
         """
         last = None
         for item in items:  # the pandas dtypes of batched results, to restore in tables
-            block = item.rows[0].block if item.rows and type(item.rows[0]) is BlockRow else None
+            block: ColumnBlock | None = None
+            if isinstance(item, CompletedBlock):
+                block = item.block
+            elif item.rows and type(item.rows[0]) is BlockRow:
+                block = item.rows[0].block
             if block is not None and block is not last:
                 last = block
                 merge_dtypes(self.dtypes, block.dtypes)
         with gc_paused():
             stored, rejected = put_all(self.store, items)  # a finished task's block at once
-        for item, exc in rejected:
-            self.runner.ledger.rejected(item.uid, exc)
+        for refused, exc in rejected:
+            self.runner.ledger.rejected(refused.uid, exc)
         return stored
 
     def note_throttle(self, room: int) -> None:

@@ -20,9 +20,10 @@ Both runners also share their wait slice (:data:`WAIT_SLICE`), their close timeo
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Protocol
 
+from dask_reservoir._core.blocks import CompletedBlock
 from dask_reservoir._core.records import Completed, RunnerCounters
 from dask_reservoir._core.stats import Performance
 from dask_reservoir.errors import ClusterLostError, JobError
@@ -100,7 +101,7 @@ class LedgerLike(Protocol):
     def max_rows(self) -> int:
         """The back-pressure bound now, in source rows."""
 
-    def take(self, limit: int | None = None) -> list[Completed]:
+    def take(self, limit: int | None = None) -> Sequence[Completed | CompletedBlock]:
         """Remove and return up to ``limit`` waiting entries, oldest first."""
 
     def has_waiting(self) -> bool:
@@ -164,7 +165,7 @@ class RunnerLike(Protocol):
     def start(self) -> None:
         """Start running jobs (idempotent)."""
 
-    def take(self, limit: int | None = None) -> list[Completed]:
+    def take(self, limit: int | None = None) -> Sequence[Completed | CompletedBlock]:
         """Remove and return up to ``limit`` finished entries, oldest first; room for more jobs."""
 
     def wait(self, timeout: float) -> None:

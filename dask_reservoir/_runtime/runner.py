@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from distributed import Client, Future
 
-from dask_reservoir._core.blocks import ChunkLoaded
+from dask_reservoir._core.blocks import ChunkLoaded, CompletedBlock
 from dask_reservoir._core.checkpoint import ResumePoint
 from dask_reservoir._core.ledger import Ledger
 from dask_reservoir._core.options import ReservoirOptions
@@ -156,7 +156,7 @@ class JobRunner:
         if not self._thread.is_alive() and not self._stop.is_set() and self._thread.ident is None:
             self._thread.start()
 
-    def take(self, limit: int | None = None) -> list[Completed]:
+    def take(self, limit: int | None = None) -> list[Completed | CompletedBlock]:
         """Remove and return up to ``limit`` waiting entries, oldest first; wake the runner."""
         taken = self.ledger.take(limit)
         if taken:

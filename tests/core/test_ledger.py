@@ -829,3 +829,27 @@ def test_a_chunk_sizes_auto_tasks_from_its_rows_time() -> None:
     ledger.finished_chunk(job, chunk_of([0], [1], 0.0015), now=0.0)
     # README: tasks of about 75 ms, so 1.5 ms rows make 50-row tasks; bound 8 tasks x 50
     assert ledger.rows_per_job == 50 and ledger.max_rows == 400
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_a_chunk_of_one_row_per_uid_waits_as_one_block_unless_deterministic(deterministic: bool) -> None:
+    from dask_reservoir._core.blocks import ChunkLoaded, ColumnBlock, CompletedBlock
+
+    ledger = Ledger(
+        list("abcd"), SequentialSampler(), max_rows=10, rows_per_job=3, deterministic=deterministic
+    )
+    assert submit(ledger) == [0, 1, 2]
+    chunk = ChunkLoaded(["a", "b", "c"], np.ones(3, np.int64), ColumnBlock({"x": np.arange(3)}), 0.6)
+    ledger.finished_chunk([0, 1, 2], chunk._replace(row_seconds=np.array([0.1, 0.2, 0.3])), now=4.0)
+    assert ledger.counters().entries_waiting == 3
+    taken = ledger.take(2)
+    if deterministic:  # released row by row, in submission order
+        assert [type(t).__name__ for t in taken] == ["Completed", "Completed"]
+        assert [(t.uid, t.load_seconds) for t in taken] == [("a", 0.1), ("b", 0.2)]  # type: ignore[union-attr]
+    else:  # no object per row: the task's block, split at the limit
+        (block,) = taken
+        assert isinstance(block, CompletedBlock) and block.uids == ["a", "b"]
+        assert block.positions.tolist() == [0, 1] and block.load_seconds.tolist() == [0.1, 0.2]
+        assert block.loaded_at == 4.0 and block.rows.tolist() == [0, 1]
+    assert ledger.counters().entries_waiting == 1
+    assert submit(ledger) == [3, 0, 1]  # the pass goes on to d, then a and b (taken: no longer out); c waits

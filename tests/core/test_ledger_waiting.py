@@ -7,7 +7,7 @@ from collections.abc import Hashable
 import numpy as np
 import pytest
 
-from dask_reservoir._core.blocks import BlockRow, ChunkLoaded, ColumnBlock
+from dask_reservoir._core.blocks import BlockRow, ChunkLoaded, ColumnBlock, CompletedBlock, entry_count
 from dask_reservoir._core.ledger.waiting import Waiting, chunk_entries
 from dask_reservoir._core.records import Completed
 
@@ -183,3 +183,51 @@ def test_a_block_as_long_as_the_uids_still_follows_uneven_counts() -> None:
     # two rows for "a", none for "b": the block has as many rows as there are UIDs
     items = chunk_entries(["a", "b"], [0, 1], chunk(["a", "b"], [2, 0]), now=0.0)
     assert items is not None and [[r.at for r in c.rows] for c in items] == [[0, 1], []]
+
+
+# ---------------------------------------------------------------- a task's rows waiting as one block
+def task_block(uids: list[str], first: int = 0) -> CompletedBlock:
+    block = ColumnBlock({"x": np.arange(first, first + len(uids))})
+    n = len(uids)
+    return CompletedBlock(uids, np.arange(first, first + n), block, np.arange(n), np.full(n, 0.5), 3.0)
+
+
+def test_a_task_block_waits_as_one_item_and_is_split_at_the_limit() -> None:
+    waiting = out_with(Waiting(), "a", "b", "c", "d", "e")
+    waiting.arrived_block(task_block(["a", "b", "c"]))
+    waiting.arrived("d", entry("d"))
+    assert state(waiting) == (True, True, 4, 4)
+    first = waiting.take(2)
+    assert len(first) == 1 and isinstance(first[0], CompletedBlock) and first[0].uids == ["a", "b"]
+    assert sorted(waiting.out) == ["c", "d", "e"] and state(waiting) == (True, True, 2, 2)
+    rest = waiting.take()
+    assert isinstance(rest[0], CompletedBlock) and rest[0].uids == ["c"] and rest[0].positions.tolist() == [2]
+    assert [type(i).__name__ for i in rest] == ["CompletedBlock", "Completed"] and entry_count(rest) == 2
+    assert sorted(waiting.out) == ["e"] and state(waiting) == (False, False, 0, 0)
+
+
+def test_a_shipped_block_travels_row_by_row() -> None:
+    waiting = out_with(Waiting(), "a", "b", "c")
+    waiting.arrived_block(task_block(["a", "b", "c"], first=10))
+    shipped = waiting.ship(2)
+    assert [(c.uid, c.position, c.rows[0].at, c.load_seconds, c.loaded_at) for c in shipped] == [
+        ("a", 10, 0, 0.5, 3.0),
+        ("b", 11, 1, 0.5, 3.0),
+    ]
+    assert waiting.occupied == 3 and sorted(waiting.out) == ["a", "b", "c"]  # shipped: still out
+    waiting.acknowledge(["a", "b"])
+    assert waiting.occupied == 1 and [c.uid for c in waiting.ship()] == ["c"]
+
+
+def test_deterministic_rows_never_wait_as_a_block() -> None:
+    waiting = Waiting(deterministic=True)
+    assert waiting.deterministic and not Waiting().deterministic
+    with pytest.raises(RuntimeError, match="row by row"):
+        waiting.arrived_block(task_block(["a"]))
+
+
+def test_clear_forgets_blocks_too() -> None:
+    waiting = out_with(Waiting(), "a", "b")
+    waiting.arrived_block(task_block(["a", "b"]))
+    waiting.clear()
+    assert state(waiting) == (False, False, 0, 0) and waiting.take() == []

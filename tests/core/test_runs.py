@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dask_reservoir._core.blocks import BlockRow, ColumnBlock
+from dask_reservoir._core.blocks import BlockRow, ColumnBlock, CompletedBlock
 from dask_reservoir._core.records import Completed
 from dask_reservoir._core.store import Entry, NoRoomError, ReservoirStore
 from dask_reservoir._core.store.runs import block_run, put_all
@@ -90,3 +90,37 @@ def test_a_run_the_store_has_no_room_for_goes_in_until_room_runs_out() -> None:
         put_all(store, finished(block, [0, 1]))  # one fits, the second finds every slot taken
     assert store.uids() == [8, 0]
     snapshot.release()
+
+
+def waiting_block(uids: list[int], *, first_row: int = 0) -> CompletedBlock:
+    n = len(uids)
+    block = ColumnBlock(  # packed from Python ints, as a row function's rows are
+        {"sample_uid": np.array(uids), "x": np.array(uids) * 10}, python=frozenset({"sample_uid", "x"})
+    )
+    return CompletedBlock(list(uids), np.array(uids), block, np.arange(n), np.full(n, 0.5), 9.0)
+
+
+def test_a_waiting_block_goes_in_at_once_in_pieces_of_capacity_in_order() -> None:
+    store = Counting(3, uid_column="sample_uid")
+    alone = Completed(20, 20, ({"sample_uid": 20, "x": 200},), 0.0, 1.0)
+    stored, rejected = put_all(store, [alone, waiting_block([0, 1, 2, 3, 4])])
+    assert (stored, rejected) == (6, [])
+    assert store.calls == ["put", "block:3:True", "block:2:True"]  # the row before the block first
+    assert store.uids() == [2, 3, 4] and store.evicted == 3
+    entry = store.get(3)
+    assert entry is not None and (entry.loaded_at, entry.load_seconds) == (9.0, 0.5)
+    assert store.rows_of(entry)[0]["x"] == 30
+
+
+def test_a_waiting_block_that_cannot_go_in_at_once_goes_in_row_by_row() -> None:
+    store = Counting(4, uid_column="sample_uid")
+    store.put(Entry(7, 1, ({"sample_uid": 7, "x": 70},)))  # position 1 held by another UID
+    with pytest.raises(ValueError, match="position 1 holds UID 7, got UID 1"):
+        put_all(store, [waiting_block([0, 1, 2])])
+    assert store.uids() == [7]  # refused before any change
+    other = Counting(4, uid_column="sample_uid")
+    other.put(Entry(9, 9, ({"sample_uid": 9, "x": np.zeros(2)},)))  # another table schema
+    with pytest.warns(UserWarning, match="column 'x' changed from float64 array"):
+        stored, rejected = put_all(other, [waiting_block([0, 1])])
+    assert stored == 2 and rejected == [] and other.calls == ["put", "block:2:False", "put", "put"]
+    assert other.uids() == [9, 0, 1] and other.rows_of(other.get(1))[0]["x"] == 10  # type: ignore[arg-type]

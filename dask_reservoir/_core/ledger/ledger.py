@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from dask_reservoir._core.blocks import ChunkLoaded, as_rows
+from dask_reservoir._core.blocks import ChunkLoaded, CompletedBlock, as_rows
 from dask_reservoir._core.ledger.bound import InFlightBound
 from dask_reservoir._core.ledger.cursor import SourceCursor, uids_at
 from dask_reservoir._core.ledger.failures import FailureBook, misreported
@@ -116,8 +116,8 @@ class Ledger:
         self.closed = False
 
     # ------------------------------------------------------------------ consumer side
-    def take(self, limit: int | None = None) -> list[Completed]:
-        """Remove and return up to ``limit`` waiting entries, oldest first."""
+    def take(self, limit: int | None = None) -> list[Completed | CompletedBlock]:
+        """Remove and return up to ``limit`` waiting entries, oldest first (a task's block as one item)."""
         with self.cond:
             return self._waiting.take(limit)
 
@@ -350,16 +350,35 @@ class Ledger:
         whose columns the store writes with one assignment per column.
         """
         uids = uids_at(self._uids, positions)
-        items = chunk_entries(uids, positions, chunk, now=now)
-        if items is None:  # rows in another order than submitted: nothing can be trusted
-            self.finished(positions, as_rows(chunk), now=now)
-            return
+        one_each = (
+            not self._waiting.deterministic
+            and len(chunk.block) == len(uids)
+            and bool((chunk.counts == 1).all())
+        )
+        if one_each and chunk.uids == uids:  # the usual case: the task's rows wait as one block
+            done = CompletedBlock(
+                uids,
+                np.asarray(positions, dtype=np.int64),
+                chunk.block,
+                np.arange(len(uids)),
+                chunk.seconds_per_uid(),
+                now,
+            )
+            items: list[Completed] | None = None
+        else:
+            items = chunk_entries(uids, positions, chunk, now=now)
+            if items is None:  # rows in another order than submitted: nothing can be trusted
+                self.finished(positions, as_rows(chunk), now=now)
+                return
         with self.cond:
             self._bound.done(len(positions))
             self._tally.completed(failed=False)
             self._book.tried(uids)
             self._book.loaded_chunk(uids, chunk.counts.tolist())
-            self._waiting.arrived_chunk(uids, items)
+            if items is None:
+                self._waiting.arrived_block(done)
+            else:
+                self._waiting.arrived_chunk(uids, items)
             self._tally.loaded_chunk(len(uids), chunk.seconds)
             self._bound.observe_block(chunk.seconds, chunk.block, len(uids))
             self.cond.notify_all()

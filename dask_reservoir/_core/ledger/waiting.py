@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable, Iterable, Sequence, Set
 
-from dask_reservoir._core.blocks import BlockRow, ChunkLoaded, gc_paused
+from dask_reservoir._core.blocks import BlockRow, ChunkLoaded, CompletedBlock, gc_paused
 from dask_reservoir._core.ledger.sequence import Sequencer
 from dask_reservoir._core.records import Completed
 from dask_reservoir._core.uid_index import same_uid
@@ -87,9 +87,15 @@ class Waiting:
 
     def __init__(self, *, deterministic: bool = False) -> None:
         self._sequence = Sequencer(deterministic=deterministic)
-        self._entries: deque[Completed] = deque()
+        self._entries: deque[Completed | CompletedBlock] = deque()  # a finished task's rows: one block
+        self._count = 0  # entries in _entries
         self._shipped = 0  # taken by ship(), not yet acknowledged: still within the bound
         self._out: set[Hashable] = set()  # in flight or waiting
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether entries come out in submission order."""
+        return self._sequence.deterministic
 
     # ------------------------------------------------------------------ rows going out
     @property
@@ -112,11 +118,11 @@ class Waiting:
     # ------------------------------------------------------------------ rows coming back
     def arrived(self, uid: Hashable, item: Completed | None) -> None:
         """A submitted row finished (``item``) or gave no entry (None)."""
-        self._entries.extend(self._sequence.arrive(uid, item))
+        self._add(self._sequence.arrive(uid, item))
 
     def dropped(self, uid: Hashable) -> None:
         """A submitted row gave no entry and is no longer out (it failed, or goes again)."""
-        self._entries.extend(self._sequence.arrive(uid, None))
+        self._add(self._sequence.arrive(uid, None))
         self._out.discard(uid)
 
     def arrived_chunk(self, uids: Sequence[Hashable], items: Sequence[Completed]) -> None:
@@ -125,15 +131,52 @@ class Waiting:
             for uid, item in zip(uids, items, strict=True):
                 self.arrived(uid, item)
         else:
-            self._entries.extend(items)
+            self._add(items)
+
+    def arrived_block(self, item: CompletedBlock) -> None:
+        """A task's rows arrived as one block (not when deterministic: those arrive row by row)."""
+        if self._sequence.deterministic:
+            raise RuntimeError("deterministic entries arrive row by row, in submission order")
+        self._entries.append(item)
+        self._count += len(item)
+
+    def _add(self, items: Sequence[Completed]) -> None:
+        self._entries.extend(items)
+        self._count += len(items)
 
     # ------------------------------------------------------------------ taking
-    def take(self, limit: int | None = None) -> list[Completed]:
-        """Remove and return up to ``limit`` waiting entries, oldest first: their UIDs are no longer out."""
-        n = len(self._entries) if limit is None else min(limit, len(self._entries))
-        taken = [self._entries.popleft() for _ in range(n)]
+    def take(self, limit: int | None = None) -> list[Completed | CompletedBlock]:
+        """Remove and return up to ``limit`` waiting entries, oldest first: their UIDs are no longer out.
+
+        A task's rows that arrived as one block come out as one
+        :class:`~dask_reservoir._core.blocks.CompletedBlock` (split at ``limit``).
+        """
+        taken = self._pop(limit)
+        out = self._out
         for item in taken:
-            self._out.discard(item.uid)
+            if isinstance(item, CompletedBlock):
+                out.difference_update(item.uids)
+            else:
+                out.discard(item.uid)
+        return taken
+
+    def _pop(self, limit: int | None) -> list[Completed | CompletedBlock]:
+        """Up to ``limit`` entries from the front of the queue (a block split at the limit)."""
+        left = self._count if limit is None else min(limit, self._count)
+        taken: list[Completed | CompletedBlock] = []
+        entries = self._entries
+        while left > 0:
+            item = entries.popleft()
+            if type(item) is CompletedBlock:
+                if len(item) > left:
+                    item, rest = item.split(left)
+                    entries.appendleft(rest)
+                left -= len(item)
+                self._count -= len(item)
+            else:
+                left -= 1
+                self._count -= 1
+            taken.append(item)
         return taken
 
     def ship(self, limit: int | None = None) -> list[Completed]:
@@ -151,9 +194,13 @@ class Waiting:
         >>> waiting.occupied, "a" in waiting.out
         (0, False)
         """
-        n = len(self._entries) if limit is None else min(limit, len(self._entries))
-        shipped = [self._entries.popleft() for _ in range(n)]
-        self._shipped += n
+        shipped: list[Completed] = []
+        for item in self._pop(limit):  # one per row: the loader process ships rows
+            if isinstance(item, CompletedBlock):
+                shipped.extend(item.items())
+            else:
+                shipped.append(item)
+        self._shipped += len(shipped)
         return shipped
 
     def acknowledge(self, uids: Sequence[Hashable]) -> None:
@@ -171,7 +218,7 @@ class Waiting:
     @property
     def occupied(self) -> int:
         """Rows counted in the bound besides those in flight: waiting, shipped, held back."""
-        return len(self._entries) + self._shipped + self._sequence.held
+        return self._count + self._shipped + self._sequence.held
 
     @property
     def busy(self) -> bool:
@@ -181,11 +228,12 @@ class Waiting:
     @property
     def entries(self) -> int:
         """Entries waiting, including those held back for the submission order."""
-        return len(self._entries) + self._sequence.held_entries
+        return self._count + self._sequence.held_entries
 
     def clear(self) -> None:
         """Drop every entry, shipped or held back, and forget the UIDs out (the reservoir closes)."""
         self._entries.clear()
+        self._count = 0
         self._sequence.clear()
         self._shipped = 0
         self._out.clear()

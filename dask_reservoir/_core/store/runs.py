@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dask_reservoir._core.blocks import BlockRow
+from dask_reservoir._core.blocks import BlockRow, CompletedBlock
 from dask_reservoir._core.store.entry import Entry
 from dask_reservoir._core.store.table import StoreError
 
@@ -86,19 +86,47 @@ def _single_block(item: Finished) -> Any:
     return rows[0].block if len(rows) == 1 and type(rows[0]) is BlockRow else None
 
 
-def put_all(store: _Store, items: Sequence[Finished]) -> tuple[int, list[tuple[Finished, StoreError]]]:
+def put_all(
+    store: _Store, items: Sequence[Finished | CompletedBlock]
+) -> tuple[int, list[tuple[Finished, StoreError]]]:
     """Put ``items`` in order; the entries stored, and the items that could not be, with why.
 
-    Runs from one block go in with one ``put_block`` each (at most ``capacity`` at a
+    A task's rows waiting as one :class:`~dask_reservoir._core.blocks.CompletedBlock`, and runs
+    of items from one block, go in with one ``put_block`` each (at most ``capacity`` at a
     time); an item not from a block, or a run that cannot be written at once, goes in
-    alone (an item with no rows stores nothing).  :class:`~dask_reservoir._core.store.store.NoRoomError`
+    alone (an item with no rows stores nothing).  :class:`~dask_reservoir._core.store.room.NoRoomError`
     and ``ValueError`` propagate as from ``put``.
     """
+    stored = 0
+    rows: list[Finished] = []
+    rejected: list[tuple[Finished, StoreError]] = []
+    for item in items:
+        if isinstance(item, CompletedBlock):
+            if rows:  # in order: the rows before it first
+                done, refused = _put_rows(store, rows)
+                stored, rows = stored + done, []
+                rejected.extend(refused)
+            done, left = _put_blocks(store, item)
+            stored += done
+            if left:  # what did not go in at once: row by row, without trying a block again
+                done, refused = _put_rows(store, left, blocks=False)
+                stored += done
+                rejected.extend(refused)
+        else:
+            rows.append(item)
+    done, refused = _put_rows(store, rows)
+    return stored + done, rejected + refused
+
+
+def _put_rows(
+    store: _Store, items: Sequence[Finished], *, blocks: bool = True
+) -> tuple[int, list[tuple[Finished, StoreError]]]:
+    """:func:`put_all` of items that are each one finished row (``blocks``: runs of one block at once)."""
     rejected: list[tuple[Finished, StoreError]] = []
     stored = 0
     i = 0
     while i < len(items):
-        end, block = block_run(items, i, store.capacity)
+        end, block = block_run(items, i, store.capacity) if blocks else (i + 1, None)
         run = items[i:end]
         i = end
         count = len(run)
@@ -121,3 +149,23 @@ def put_all(store: _Store, items: Sequence[Finished]) -> tuple[int, list[tuple[F
             except StoreError as exc:
                 rejected.append((item, exc))
     return stored, rejected
+
+
+def _put_blocks(store: _Store, item: CompletedBlock) -> tuple[int, list[Finished]]:
+    """Put a task's block in pieces of at most ``capacity``; the entries stored and the rows left."""
+    stored = 0
+    rest = item
+    while len(rest):
+        piece, rest = rest.split(store.capacity)
+        if not store.put_block(
+            piece.positions,
+            piece.uids,
+            piece.block,
+            piece.rows,
+            loaded_at=np.full(len(piece), piece.loaded_at),
+            load_seconds=piece.load_seconds,
+        ):
+            left: list[Finished] = [*piece.items(), *rest.items()]
+            return stored, left
+        stored += len(piece)
+    return stored, []
