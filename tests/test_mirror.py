@@ -102,8 +102,12 @@ def test_wait_wakes_when_entries_arrive() -> None:
 
 def test_rejected_and_release_go_to_the_loader() -> None:
     mirror, sent, asked = make()
-    mirror.rejected("u", ValueError("does not fit"))
-    assert sent == [("rejected", "u", "ValueError: does not fit")]
+    mirror.rejected("u", ValueError("does not fit"), 7)
+    mirror.rejected("v", ValueError("no"))
+    assert sent == [
+        ("rejected", "u", "ValueError: does not fit", 7),
+        ("rejected", "v", "ValueError: no", None),
+    ]
     assert mirror.release_quarantine(("q", "r")) == ["q"]
     assert mirror.release_quarantine() == ["q"]
     assert asked == [("release", ["q", "r"]), ("release", None)]

@@ -254,7 +254,7 @@ class Feeder:
         with gc_paused():
             stored, rejected = put_all(self.store, items)  # a finished task's block at once
         for refused, exc in rejected:
-            self.runner.ledger.rejected(refused.uid, exc)
+            self.runner.ledger.rejected(refused.uid, exc, refused.position)
         return stored
 
     def note_throttle(self, room: int) -> None:

@@ -125,8 +125,8 @@ class LedgerLike(Protocol):
     def checkpoint(self) -> tuple[int, int, tuple[Hashable, ...], str | None]:
         """:meth:`source_position` and the digest of the pass's order, at once."""
 
-    def rejected(self, uid: Hashable, exc: BaseException) -> None:
-        """An entry of ``uid`` could not be stored: that UID's failure."""
+    def rejected(self, uid: Hashable, exc: BaseException, position: int | None = None) -> None:
+        """An entry of ``uid`` (at source ``position``, when known) could not be stored: that UID's failure."""
 
     def release_quarantine(self, uids: Iterable[Hashable] | None = None) -> list[Hashable]:
         """Submit quarantined UIDs again (all when ``uids`` is None); the UIDs released."""

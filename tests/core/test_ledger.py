@@ -853,3 +853,17 @@ def test_a_chunk_of_one_row_per_uid_waits_as_one_block_unless_deterministic(dete
         assert block.loaded_at == 4.0 and block.rows.tolist() == [0, 1]
     assert ledger.counters().entries_waiting == 1
     assert submit(ledger) == [3, 0, 1]  # the pass goes on to d, then a and b (taken: no longer out); c waits
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["list", "UidIndex"])
+def test_a_rejected_entry_no_longer_counts_as_loaded(indexed: bool) -> None:
+    uids: Any = UidIndex(list("abc")) if indexed else list("abc")
+    ledger = Ledger(uids, SequentialSampler(), max_rows=3, rows_per_job=3)
+    assert submit(ledger) == [0, 1, 2]
+    ledger.finished([0, 1, 2], [ok("a"), ok("b"), ok("c")], now=0.0)
+    assert (ledger.counters().uids_tried, ledger.counters().uids_loaded) == (3, 3)
+    ledger.rejected("b", ValueError("cannot be stored"))  # the position found from the UID
+    ledger.rejected("c", ValueError("cannot be stored"), 2)  # or given
+    ledger.rejected("zz", ValueError("not a UID of the source"))
+    c = ledger.counters()
+    assert (c.uids_tried, c.uids_loaded) == (3, 1) and {f.uid for f in c.failures} == {"b", "c", "zz"}

@@ -27,7 +27,7 @@ def counts(book: FailureBook, uid: Hashable) -> tuple[int, int]:
 def test_a_new_book_is_empty() -> None:
     book = FailureBook()
     assert book.records() == () and list(book.quarantined) == [] and book.quarantine_records() == {}
-    assert book.unloadable() == frozenset() and (book.tried_count, book.loaded_count) == (0, 0)
+    assert book.unloadable() == frozenset()
     assert book.pop_error() is None and not book.has_errors
 
 
@@ -131,7 +131,7 @@ def test_no_limit_never_quarantines() -> None:
 def test_a_load_resets_the_count_in_a_row_not_the_total() -> None:
     book = FailureBook(max_failures_per_uid=2)
     fail(book, "u")
-    book.loaded("u", empty=False)
+    book.loaded("u")
     assert counts(book, "u") == (1, 0)
     fail(book, "u")
     assert "u" not in book.quarantined and counts(book, "u") == (2, 1)
@@ -139,17 +139,10 @@ def test_a_load_resets_the_count_in_a_row_not_the_total() -> None:
     assert "u" in book.quarantined and counts(book, "u") == (3, 2)
 
 
-def test_an_empty_load_resets_the_count_in_a_row_too() -> None:
-    book = FailureBook(max_failures_per_uid=2)
-    fail(book, "u")
-    book.loaded("u", empty=True)
-    assert counts(book, "u") == (1, 0)
-
-
 def test_a_load_of_another_uid_resets_nothing() -> None:
     book = FailureBook()
     fail(book, "u")
-    book.loaded("v", empty=False)
+    book.loaded("v")
     assert counts(book, "u") == (1, 1) and [r.uid for r in book.records()] == ["u"]
 
 
@@ -168,53 +161,22 @@ def test_quarantine_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
 # ---------------------------------------------------------------------- loads, empties, rejections
 
 
-def test_loaded_and_empty_decide_what_is_unloadable() -> None:
-    book = FailureBook()
-    book.loaded("a", empty=True)
-    assert book.unloadable() == frozenset({"a"}) and book.loaded_count == 0
-    book.loaded("a", empty=False)
-    assert book.unloadable() == frozenset() and book.loaded_count == 1
-    book.loaded("a", empty=True)  # loaded once: an empty result later does not make it unloadable
-    assert book.unloadable() == frozenset()
-
-
-def test_loaded_chunk_marks_uids_with_and_without_rows() -> None:
-    book = FailureBook()
-    book.loaded_chunk(["a", "b", "c"], [1, 0, 3])
-    assert book.unloadable() == frozenset({"b"}) and book.loaded_count == 2
-    book.loaded_chunk(["b"], [2])
-    assert book.unloadable() == frozenset() and book.loaded_count == 3
-
-
 def test_loaded_chunk_resets_counts_in_a_row_unless_rejected() -> None:
     book = FailureBook(max_failures_per_uid=5)
     fail(book, "a")
     fail(book, "b")
     book.rejected("c", OSError("x"))
-    book.loaded_chunk(["a", "c"], [1, 1])
+    book.loaded_chunk(["a", "c"])
     assert counts(book, "a") == (1, 0) and counts(book, "b") == (1, 1) and counts(book, "c") == (1, 1)
 
 
-def test_loaded_chunk_needs_one_count_per_uid() -> None:
-    with pytest.raises(ValueError):
-        FailureBook().loaded_chunk(["a", "b"], [1])
-
-
-def test_tried_and_skipped_count_uids_once() -> None:
-    book = FailureBook()
-    book.tried(["a", "b", "a"])
-    assert book.tried_count == 2 and book.loaded_count == 0
-    book.skipped(["c", "a"])
-    assert book.tried_count == 3 and book.loaded_count == 2 and book.unloadable() == frozenset()
-
-
-def test_a_rejected_uid_is_a_failure_and_no_longer_loaded() -> None:
+def test_a_rejected_uid_is_a_failure() -> None:
     book = FailureBook(max_failures_per_uid=1, collect_errors=True)
-    book.loaded("a", empty=False)
+    book.loaded("a")
     cause = OSError("disk full")
     book.rejected("a", cause)
     assert book.records() == (FailureRecord("a", "OSError", "disk full", "", 1, 1),)
-    assert book.loaded_count == 0 and list(book.quarantined) == ["a"]
+    assert list(book.quarantined) == ["a"]
     error = book.pop_error()
     assert error is not None and error.__cause__ is cause
 
@@ -222,22 +184,10 @@ def test_a_rejected_uid_is_a_failure_and_no_longer_loaded() -> None:
 def test_a_load_after_a_rejection_does_not_reset_the_count_in_a_row() -> None:
     book = FailureBook(max_failures_per_uid=3)
     for attempt in range(3):
-        book.loaded("a", empty=False)
+        book.loaded("a")
         book.rejected("a", ValueError("cannot be stored"))
         assert counts(book, "a") == (attempt + 1, attempt + 1)
     assert "a" in book.quarantined
-
-
-def test_rejected_uid_whose_last_result_was_empty_is_unloadable() -> None:
-    book = FailureBook()
-    book.loaded("a", empty=True)
-    book.rejected("a", OSError("x"))
-    assert book.unloadable() == frozenset({"a"})
-    other = FailureBook()
-    other.loaded("a", empty=True)
-    other.loaded("a", empty=False)
-    other.rejected("a", OSError("x"))
-    assert other.unloadable() == frozenset()
 
 
 # ---------------------------------------------------------------------- release and restore
@@ -271,7 +221,7 @@ def test_release_lifts_a_rejection() -> None:
     book.release()
     fail(book, "a")  # quarantined again...
     book.release()
-    book.loaded("a", empty=False)  # ... and a plain load now resets the count
+    book.loaded("a")  # ... and a plain load now resets the count
     fail(book, "a")
     assert counts(book, "a") == (3, 1)
 

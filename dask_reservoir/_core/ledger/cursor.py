@@ -88,14 +88,14 @@ class SourceCursor:
     # ------------------------------------------------------------------ what to submit
     def next_positions(
         self, limit: int, *, out: Container[Hashable], barred: Container[Hashable]
-    ) -> tuple[list[int], list[Hashable]]:
-        """Up to ``limit`` positions to submit next, and the UIDs skipped as loaded already.
+    ) -> tuple[list[int], list[int]]:
+        """Up to ``limit`` positions to submit next, and the positions skipped as loaded already.
 
         Requeued rows first, then the pass goes on (a new pass starts when one is
         through; at most one source's worth of rows is looked at per call).  Rows of a
         UID in ``barred`` (quarantined) are passed over; rows of a UID ``out`` (in flight
         or not yet taken) are passed over too, or waited for when deterministic.  The
-        second list holds the UIDs of ``skip_first_pass`` passed over in the first pass.
+        second list holds the positions of the UIDs of ``skip_first_pass`` passed over in the first pass.
         """
         n = len(self._uids)
         uids = self._uids
@@ -111,7 +111,7 @@ class SourceCursor:
             if not busy and uid not in barred:
                 found.append(pos)
                 chosen.add(uid)
-        skipped: list[Hashable] = []
+        skipped: list[int] = []
         scanned = 0
         while len(found) < limit and scanned < n:
             if self._cursor >= len(self._order):
@@ -135,7 +135,7 @@ class SourceCursor:
                         break
                     continue
                 if self._pass == 1 and uid in self._skip_first_pass:
-                    skipped.append(uid)
+                    skipped.append(pos)
                     continue
                 found.append(pos)
                 chosen.add(uid)

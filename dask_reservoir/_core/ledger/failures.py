@@ -35,7 +35,7 @@ def misreported(reported: Hashable, uid: Hashable) -> str:
 
 
 class FailureBook:
-    """Per UID: tried, loaded, empty, failed, rejected by the store, quarantined.
+    """Per UID that failed: its failures, whether the store rejected it, its quarantine.
 
     A UID is quarantined (never submitted again until released) once it failed
     ``max_failures_per_uid`` times in a row; a load resets the count in a row, unless
@@ -53,7 +53,7 @@ class FailureBook:
     --------
     >>> book = FailureBook(max_failures_per_uid=2)
     >>> book.failed("u", "ValueError", "bad", "", None)
-    >>> book.loaded("u", empty=False)  # a success: the count in a row starts again
+    >>> book.loaded("u")  # a success: the count in a row starts again
     >>> book.failed("u", "ValueError", "bad", "", None)
     >>> "u" in book.quarantined
     False
@@ -68,57 +68,35 @@ class FailureBook:
         self._failures: dict[Hashable, FailureRecord] = {}  # the latest failure of each UID
         self._quarantined: dict[Hashable, FailureRecord] = {}  # the failure that quarantined it
         self._errors: deque[JobError] = deque()  # not yet reported (collect_errors)
-        self._tried: set[Hashable] = set()
-        self._loaded: set[Hashable] = set()
-        self._empty: set[Hashable] = set()  # last result had no rows
         self._rejected: set[Hashable] = set()  # a result was loaded but could not be stored
 
     # ------------------------------------------------------------------ what happened
-    def tried(self, uids: Iterable[Hashable]) -> None:
-        """A job of these UIDs came back (loaded, failed, or reported under another UID)."""
-        self._tried.update(uids)
-
-    def skipped(self, uids: Iterable[Hashable]) -> None:
-        """These UIDs were not submitted in the first pass: their entries are loaded already."""
-        self._tried.update(uids)
-        self._loaded.update(uids)
-
-    def loaded(self, uid: Hashable, *, empty: bool) -> None:
-        """``uid`` loaded, with rows or (``empty``) none: its count of failures in a row is reset.
+    def loaded(self, uid: Hashable) -> None:
+        """``uid`` loaded (with rows or none): its count of failures in a row is reset.
 
         Not reset while the store's rejection of the UID's entry stands (until
-        :meth:`release`).
+        :meth:`release`).  What loaded is counted by
+        :class:`~dask_reservoir._core.ledger.coverage.Coverage`.
         """
-        if empty:
-            self._empty.add(uid)
-        else:
-            self._loaded.add(uid)
-            self._empty.discard(uid)
         if self._failures and uid not in self._rejected:
             previous = self._failures.get(uid)
             if previous is not None and previous.consecutive:
                 self._failures[uid] = replace(previous, consecutive=0)
 
-    def loaded_chunk(self, uids: Sequence[Hashable], counts: Sequence[int]) -> None:
-        """The UIDs of a vectorized job loaded, ``counts[i]`` rows for ``uids[i]`` (see :meth:`loaded`).
+    def loaded_chunk(self, uids: Sequence[Hashable]) -> None:
+        """The UIDs of a job loaded at once (see :meth:`loaded`): a step per UID only once some failed.
 
         Examples
         --------
         >>> book = FailureBook()
-        >>> book.loaded_chunk(["a", "b"], [2, 0])
-        >>> book.unloadable(), book.loaded_count
-        (frozenset({'b'}), 1)
+        >>> book.failed("a", "ValueError", "bad", "", None)
+        >>> book.loaded_chunk(["a", "b"])
+        >>> book.records()[0].consecutive
+        0
         """
-        with_rows = [u for u, c in zip(uids, counts, strict=True) if c]
-        without = [u for u, c in zip(uids, counts, strict=True) if not c]
-        self._loaded.update(with_rows)
-        self._empty.difference_update(with_rows)
-        self._empty.update(without)
         if self._failures:
             for uid in uids:
-                previous = self._failures.get(uid)
-                if previous is not None and previous.consecutive and uid not in self._rejected:
-                    self._failures[uid] = replace(previous, consecutive=0)
+                self.loaded(uid)
 
     def failed(
         self, uid: Hashable, exc_type: str, message: str, text: str, exc: BaseException | None
@@ -163,8 +141,7 @@ class FailureBook:
             )
 
     def rejected(self, uid: Hashable, exc: BaseException) -> None:
-        """The store could not keep ``uid``'s entry: a failure of the UID, which no longer counts as loaded."""
-        self._loaded.discard(uid)
+        """The store could not keep ``uid``'s entry: a failure of the UID (loads do not reset it until released)."""
         self._rejected.add(uid)
         self.failed(uid, type(exc).__name__, str(exc), "", exc)
 
@@ -227,15 +204,5 @@ class FailureBook:
         return {u: self._failures.get(u, r) for u, r in self._quarantined.items()}
 
     def unloadable(self) -> frozenset[Hashable]:
-        """UIDs that cannot give an entry now: quarantined, or their last result was empty."""
-        return frozenset(self._quarantined) | (self._empty - self._loaded)
-
-    @property
-    def tried_count(self) -> int:
-        """UIDs whose job came back at least once (or skipped as loaded)."""
-        return len(self._tried)
-
-    @property
-    def loaded_count(self) -> int:
-        """UIDs that loaded rows (and whose entry the store did not reject since)."""
-        return len(self._loaded)
+        """The quarantined UIDs: they cannot give an entry now (see also ``Coverage.unloadable``)."""
+        return frozenset(self._quarantined)

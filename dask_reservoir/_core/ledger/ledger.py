@@ -16,6 +16,7 @@ import numpy as np
 
 from dask_reservoir._core.blocks import ChunkLoaded, CompletedBlock, as_rows
 from dask_reservoir._core.ledger.bound import InFlightBound
+from dask_reservoir._core.ledger.coverage import Coverage
 from dask_reservoir._core.ledger.cursor import SourceCursor, uids_at
 from dask_reservoir._core.ledger.failures import FailureBook, misreported
 from dask_reservoir._core.ledger.tally import Tally
@@ -109,6 +110,7 @@ class Ledger:
             capacity=capacity,
         )
         self._book = FailureBook(max_failures_per_uid=max_failures_per_uid, collect_errors=collect_errors)
+        self._coverage = Coverage(len(uids))
         self._tally = Tally()
         self._waiting = Waiting(deterministic=deterministic)
         self.status = "running"
@@ -180,12 +182,12 @@ class Ledger:
                 jobs_in_flight=self._bound.jobs_in_flight,
                 rows_in_flight=self._bound.rows_in_flight,
                 entries_waiting=self._waiting.entries,
-                uids_tried=book.tried_count,
-                uids_loaded=book.loaded_count,
+                uids_tried=self._coverage.tried_count,
+                uids_loaded=self._coverage.loaded_count,
                 source_passes=self._cursor.passes_done,
                 failures=book.records(),
                 quarantined=book.quarantine_records(),
-                unloadable=book.unloadable(),
+                unloadable=book.unloadable() | self._coverage.unloadable(),
                 status=self.status,
             )
 
@@ -249,7 +251,8 @@ class Ledger:
             if self._bound.room(waiting=self._waiting.occupied) < k:
                 return []
             positions, skipped = self._cursor.next_positions(k, out=self._waiting.out, barred=quarantined)
-            self._book.skipped(skipped)
+            if skipped:
+                self._coverage.skipped(np.asarray(skipped, dtype=np.int64))
             if positions and len(positions) < k and (self._bound.jobs_in_flight or self._waiting.busy):
                 self._cursor.hold_back(positions)  # wait for a full job
                 return []
@@ -322,8 +325,10 @@ class Ledger:
             book = self._book
             self._bound.done(len(positions))
             self._tally.completed(failed=False)
+            self._coverage.tried(np.asarray(positions, dtype=np.int64))
+            loaded_at: list[int] = []
+            loaded_uids: list[Hashable] = []
             for position, uid, outcome in zip(positions, uids, outcomes, strict=True):
-                book.tried((uid,))
                 reported = outcome.uid
                 if reported is not uid and not same_uid(reported, uid):
                     self._waiting.dropped(uid)
@@ -333,12 +338,16 @@ class Ledger:
                     loaded_seconds.append(seconds)
                     loaded_rows.append(rows)
                     self._waiting.arrived(uid, Completed(uid, position, tuple(rows), seconds, now))
-                    book.loaded(uid, empty=not rows)
+                    book.loaded(uid)
+                    loaded_at.append(position)
+                    loaded_uids.append(uid)
                 else:
                     failed = cast(RowFailed, outcome)
                     self._waiting.dropped(uid)
                     self._failure(uid, failed.exc_type, failed.message, failed.traceback, failed.exception)
             if loaded_seconds:
+                counts = np.fromiter(map(len, loaded_rows), np.int64, count=len(loaded_rows))
+                self._coverage.loaded(np.asarray(loaded_at, dtype=np.int64), loaded_uids, counts)
                 self._tally.loaded(loaded_seconds)
                 self._bound.observe_rows(loaded_seconds, loaded_rows)
             self.cond.notify_all()
@@ -373,8 +382,10 @@ class Ledger:
         with self.cond:
             self._bound.done(len(positions))
             self._tally.completed(failed=False)
-            self._book.tried(uids)
-            self._book.loaded_chunk(uids, chunk.counts.tolist())
+            at = np.asarray(positions, dtype=np.int64)
+            self._coverage.tried(at)
+            self._coverage.loaded(at, uids, chunk.counts)
+            self._book.loaded_chunk(uids)
             if items is None:
                 self._waiting.arrived_block(done)
             else:
@@ -388,9 +399,9 @@ class Ledger:
         with self.cond:
             self._bound.done(len(positions))
             self._tally.completed(failed=True)
+            self._coverage.tried(np.asarray(positions, dtype=np.int64))
             for position in positions:
                 uid = self._uids[position]
-                self._book.tried((uid,))
                 self._waiting.dropped(uid)
                 self._failure(uid, type(exc).__name__, str(exc), text, exc)
             self.cond.notify_all()
@@ -424,14 +435,27 @@ class Ledger:
         with self.cond:
             self._tally.rerun(rows)
 
-    def rejected(self, uid: Hashable, exc: BaseException) -> None:
+    def rejected(self, uid: Hashable, exc: BaseException, position: int | None = None) -> None:
         """A loaded entry could not be stored (``StoreError``): a failure of its UID.
 
-        The row stays counted as loaded (it was); the failure counts towards quarantine.
+        The row no longer counts as loaded; the failure counts towards quarantine.
+        ``position``: the UID's source position, when the caller knows it.
         """
         with self.cond:
             self._book.rejected(uid, exc)
+            where = self._position_of(uid) if position is None else position
+            if where is not None:
+                self._coverage.unloaded(where)
             self.cond.notify_all()
+
+    def _position_of(self, uid: Hashable) -> int | None:
+        """The source position of ``uid`` (a lookup: not for hot paths)."""
+        try:
+            if isinstance(self._uids, UidIndex):
+                return self._uids.position(uid)
+            return list(self._uids).index(uid)
+        except (KeyError, ValueError):
+            return None
 
     def requeued(self, positions: Sequence[int]) -> None:
         """A job was cancelled under us or its result never came: submit its rows again."""

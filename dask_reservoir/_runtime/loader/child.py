@@ -142,7 +142,7 @@ class Loop:
             except Exception as exc:
                 bad.append(item.uid)
                 text = f"the result of UID {item.uid!r} cannot be sent to the consumer's process: {exc!r}"
-                self._ledger.rejected(item.uid, StoreError(text))
+                self._ledger.rejected(item.uid, StoreError(text), item.position)
         self._ledger.acknowledge(bad)
         return good
 
@@ -184,7 +184,7 @@ class Loop:
         elif kind == "rejected":
             from dask_reservoir._core.store import StoreError
 
-            self._ledger.rejected(message[1], StoreError(message[2]))
+            self._ledger.rejected(message[1], StoreError(message[2]), message[3])
         elif kind == "poke":
             self._runner.poke()
         elif kind == "ask":

@@ -182,9 +182,9 @@ class LedgerMirror:
         source_pass, cursor, pending, digest = self.ask("checkpoint", None)
         return int(source_pass), int(cursor), tuple(pending), digest
 
-    def rejected(self, uid: Hashable, exc: BaseException) -> None:
+    def rejected(self, uid: Hashable, exc: BaseException, position: int | None = None) -> None:
         """A shipped entry could not be stored: the loader records it as that UID's failure."""
-        self.send(("rejected", uid, f"{type(exc).__name__}: {exc}"))
+        self.send(("rejected", uid, f"{type(exc).__name__}: {exc}", position))
 
     def release_quarantine(self, uids: Iterable[Hashable] | None = None) -> list[Hashable]:
         """Ask the loader to submit quarantined UIDs again; return the UIDs it released."""
