@@ -14,8 +14,40 @@ import numpy as np
 from dask_reservoir._core.checkpoint import order_digest
 from dask_reservoir._core.order import pass_order
 from dask_reservoir._core.samplers import Sampler
+from dask_reservoir._core.uid_index import UidIndex
 
 __all__ = ["SourceCursor", "uids_at"]
+
+
+def position_in(uids: Sequence[Hashable], uid: Hashable) -> int | None:
+    """The source position of ``uid`` in ``uids``, or None (a lookup: not for hot paths).
+
+    Examples
+    --------
+    >>> position_in(["a", "b"], "b"), position_in(UidIndex(["a", "b"]), "a"), position_in(["a"], "z")
+    (1, 0, None)
+    """
+    try:
+        if isinstance(uids, UidIndex):
+            return uids.position(uid)
+        return list(uids).index(uid)
+    except (KeyError, ValueError):
+        return None
+
+
+def known_in(uids: Sequence[Hashable], named: Sequence[Hashable]) -> list[Hashable]:
+    """The UIDs of ``named`` that are in ``uids``, in order (one scan of a UidIndex: no set of every UID).
+
+    Examples
+    --------
+    >>> known_in(UidIndex(np.array([3, 4])), [4, 9]), known_in(["a", "b"], ["z", "a"])
+    ([4], ['a'])
+    """
+    if isinstance(uids, UidIndex):
+        found = uids.positions(named)
+        return [u for u, p in zip(named, found.tolist(), strict=True) if p >= 0]
+    present = set(uids)
+    return [u for u in named if u in present]
 
 
 def uids_at(uids: Sequence[Hashable], positions: Sequence[int]) -> list[Hashable]:

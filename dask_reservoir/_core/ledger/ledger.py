@@ -9,7 +9,7 @@ cluster in ``tests/core/test_ledger.py``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -17,13 +17,13 @@ import numpy as np
 from dask_reservoir._core.blocks import ChunkLoaded, CompletedBlock, as_rows
 from dask_reservoir._core.ledger.bound import InFlightBound
 from dask_reservoir._core.ledger.coverage import Coverage
-from dask_reservoir._core.ledger.cursor import SourceCursor, uids_at
+from dask_reservoir._core.ledger.cursor import SourceCursor, known_in, position_in, uids_at
 from dask_reservoir._core.ledger.failures import FailureBook, misreported
 from dask_reservoir._core.ledger.tally import Tally
-from dask_reservoir._core.ledger.waiting import Waiting, chunk_entries
+from dask_reservoir._core.ledger.waiting import Waiting, chunk_block, chunk_entries
 from dask_reservoir._core.records import Completed, Outcome, RowFailed, RowLoaded, RunnerCounters
 from dask_reservoir._core.samplers import Sampler
-from dask_reservoir._core.uid_index import UidIndex, same_uid
+from dask_reservoir._core.uid_index import same_uid
 from dask_reservoir.errors import JobError
 
 __all__ = ["Ledger"]
@@ -299,14 +299,7 @@ class Ledger:
                 source_pass=source_pass, source_cursor=source_cursor, first=first, order=order
             )
             named = list(quarantined)
-            if isinstance(self._uids, UidIndex):  # one scan: no set of every UID of a huge source
-                found = self._uids.positions(named)
-                known: Collection[Hashable] = [
-                    u for u, p in zip(named, found.tolist(), strict=True) if p >= 0
-                ]
-            else:
-                known = set(self._uids)
-            self._book.restore(named, known=known)
+            self._book.restore(named, known=known_in(self._uids, named))
 
     # ------------------------------------------------------------------ what happened to jobs
     def submitted(self, positions: Sequence[int]) -> None:
@@ -353,28 +346,15 @@ class Ledger:
             self.cond.notify_all()
 
     def finished_chunk(self, positions: Sequence[int], chunk: ChunkLoaded, *, now: float) -> None:
-        """A vectorized job (``batched=True``) returned its rows as one block (see :mod:`~dask_reservoir._worker.chunks`).
+        """A job returned its rows as one column block (``batched=True``, or a row function's rows packed).
 
-        Each UID's entry refers to its rows in the block (:class:`~dask_reservoir._worker.chunks.BlockRow`),
-        whose columns the store writes with one assignment per column.
+        One row per UID: the rows wait as one :class:`~dask_reservoir._core.blocks.CompletedBlock`;
+        else each UID's entry refers to its rows in the block.
         """
         uids = uids_at(self._uids, positions)
-        one_each = (
-            not self._waiting.deterministic
-            and len(chunk.block) == len(uids)
-            and bool((chunk.counts == 1).all())
-        )
-        if one_each and chunk.uids == uids:  # the usual case: the task's rows wait as one block
-            done = CompletedBlock(
-                uids,
-                np.asarray(positions, dtype=np.int64),
-                chunk.block,
-                np.arange(len(uids)),
-                chunk.seconds_per_uid(),
-                now,
-            )
-            items: list[Completed] | None = None
-        else:
+        done = None if self._waiting.deterministic else chunk_block(uids, positions, chunk, now=now)
+        items = None
+        if done is None:
             items = chunk_entries(uids, positions, chunk, now=now)
             if items is None:  # rows in another order than submitted: nothing can be trusted
                 self.finished(positions, as_rows(chunk), now=now)
@@ -386,10 +366,10 @@ class Ledger:
             self._coverage.tried(at)
             self._coverage.loaded(at, uids, chunk.counts)
             self._book.loaded_chunk(uids)
-            if items is None:
+            if done is not None:  # the usual case: the task's rows wait as one block
                 self._waiting.arrived_block(done)
             else:
-                self._waiting.arrived_chunk(uids, items)
+                self._waiting.arrived_chunk(uids, cast(list[Completed], items))
             self._tally.loaded_chunk(len(uids), chunk.seconds)
             self._bound.observe_block(chunk.seconds, chunk.block, len(uids))
             self.cond.notify_all()
@@ -443,19 +423,10 @@ class Ledger:
         """
         with self.cond:
             self._book.rejected(uid, exc)
-            where = self._position_of(uid) if position is None else position
+            where = position_in(self._uids, uid) if position is None else position
             if where is not None:
                 self._coverage.unloaded(where)
             self.cond.notify_all()
-
-    def _position_of(self, uid: Hashable) -> int | None:
-        """The source position of ``uid`` (a lookup: not for hot paths)."""
-        try:
-            if isinstance(self._uids, UidIndex):
-                return self._uids.position(uid)
-            return list(self._uids).index(uid)
-        except (KeyError, ValueError):
-            return None
 
     def requeued(self, positions: Sequence[int]) -> None:
         """A job was cancelled under us or its result never came: submit its rows again."""

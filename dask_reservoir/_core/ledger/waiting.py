@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable, Iterable, Sequence, Set
 
+import numpy as np
+
 from dask_reservoir._core.blocks import BlockRow, ChunkLoaded, CompletedBlock, gc_paused
 from dask_reservoir._core.ledger.sequence import Sequencer
 from dask_reservoir._core.records import Completed
 from dask_reservoir._core.uid_index import same_uid
 
-__all__ = ["Waiting", "chunk_entries"]
+__all__ = ["Waiting", "chunk_block", "chunk_entries"]
 
 
 def chunk_entries(
@@ -58,6 +60,27 @@ def chunk_entries(
             start += count
             items.append(Completed(uid, position, rows, took, now))
         return items
+
+
+def chunk_block(
+    uids: list[Hashable], positions: Sequence[int], chunk: ChunkLoaded, *, now: float
+) -> CompletedBlock | None:
+    """A chunk of one row per UID, reported as submitted, as one block waiting; None otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_reservoir._core.blocks import ColumnBlock
+    >>> chunk = ChunkLoaded(["a", "b"], np.array([1, 1]), ColumnBlock({"x": np.arange(2)}), 3.0)
+    >>> chunk_block(["a", "b"], [4, 7], chunk, now=1.0).positions.tolist()
+    [4, 7]
+    >>> chunk_block(["b", "a"], [4, 7], chunk, now=1.0) is None  # reported otherwise: row by row
+    True
+    """
+    if len(chunk.block) != len(uids) or not bool((chunk.counts == 1).all()) or chunk.uids != uids:
+        return None
+    at = np.asarray(positions, dtype=np.int64)
+    return CompletedBlock(uids, at, chunk.block, np.arange(len(uids)), chunk.seconds_per_uid(), now)
 
 
 class Waiting:
