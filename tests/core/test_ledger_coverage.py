@@ -102,3 +102,13 @@ def test_coverage_matches_sets_of_uids(ops: list[tuple[str, list[int], int]]) ->
             loaded.discard(positions[0])
         assert coverage.tried_count == len(tried) and coverage.loaded_count == len(loaded)
         assert coverage.unloadable() == {f"u{p}" for p in empty - loaded}
+
+
+def test_rows_at_last_end_only_their_own_empty_streak() -> None:
+    coverage = Coverage(6)
+    coverage.loaded(at(0, 1, 2), ["a", "b", "c"], at(0, 0, 0))
+    assert coverage.unloadable() == {"a", "b", "c"}
+    coverage.loaded(at(1, 3), ["b", "d"], at(2, 0))  # b loads rows; d is empty; a and c stay empty
+    assert coverage.unloadable() == {"a", "c", "d"} and coverage.loaded_count == 1
+    coverage.loaded(at(4), ["e"], at(1))  # a row with rows that was never empty ends nothing
+    assert coverage.unloadable() == {"a", "c", "d"}

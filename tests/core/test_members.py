@@ -145,3 +145,39 @@ def test_blocks_match_a_model_and_the_fifo_stays_compact(capacity: int, puts: li
         assert members.in_source_order()[0].tolist() == sorted(model)
         assert (members.replaced, members.evicted, len(members)) == (replaced, evicted, len(model))
         assert members._tail - members._head <= 2 * (capacity + 6) + 64  # dead items are compacted away
+
+
+@pytest.mark.parametrize("capacity", [3, 8])
+def test_a_long_run_of_puts_matches_the_model(capacity: int) -> None:
+    """Thousands of puts, most replacing: the FIFO is compacted many times, dead runs span windows."""
+    rng = np.random.default_rng(capacity)
+    members, holders = setup(capacity, extra=capacity)
+    model: dict[int, None] = {}
+    for step in range(3000):
+        block = rng.choice(
+            30 if step % 3 else 2 * capacity, size=int(rng.integers(1, capacity + 1)), replace=False
+        )
+        gone = add(members, holders, *((f"u{p}", int(p)) for p in block))
+        for p in block.tolist():
+            model.pop(p, None)
+        expected_gone = []
+        while len(model) + len(block) > capacity:
+            oldest = next(iter(model))
+            del model[oldest]
+            expected_gone.append(oldest)
+        model.update(dict.fromkeys(block.tolist()))
+        assert gone == expected_gone
+        assert members.oldest_first()[0].tolist() == list(model) and len(members) == len(model)
+        assert members._fifo.shape[1] <= max(64, 4 * capacity)  # dead items compacted away, not kept
+    assert members.newest_uid() == f"u{next(reversed(model))}"
+    assert members.in_source_order()[0].tolist() == sorted(model)
+
+
+def test_an_eviction_skips_a_dead_run_longer_than_a_window() -> None:
+    members, holders = setup(100, extra=100)
+    add(members, holders, *((f"u{p}", p) for p in range(100)))
+    for p in range(90):  # put again: 90 dead items at the head of the FIFO
+        add(members, holders, (f"u{p}", p))
+    assert add(members, holders, ("new", 500)) == [90]  # the oldest live one, past the dead run
+    assert add(members, holders, *((f"v{p}", 600 + p) for p in range(12))) == [*range(91, 100), 0, 1, 2]
+    assert members.uids()[:3] == ["u3", "u4", "u5"] and len(members) == 100

@@ -197,3 +197,41 @@ def test_reset_starts_a_new_pool_and_drops_the_table() -> None:
     assert holders.entry_at(0) is None and holders.positions_served == 1
     assert not holders.in_table(np.arange(2)).any()
     assert "size=2 free=2 retired=0 live_snapshots=0" in repr(holders)
+
+
+def test_an_entry_handed_back_is_a_copy_of_every_field_of_its_slot() -> None:
+    holders = SlotHolders(3)
+    slots = holders.claim(2)
+    holders.hold(
+        slots,
+        positions=np.array([0, 7]),
+        uids=np.array(["a", "b"], dtype=object),
+        loaded_at=np.array([1.5, 2.5]),
+        load_seconds=np.array([0.25, 0.75]),
+        rows=[({"x": 1},), ({"x": 2},)],
+    )
+    a = holders.entry_at(int(slots[0]))
+    assert a is not None and (a.uid, a.position, a.rows, a.loaded_at, a.load_seconds) == (
+        "a",
+        0,
+        ({"x": 1},),
+        1.5,
+        0.25,
+    )
+    assert (a.slot, a.handle, a.times_served) == (None, int(slots[0]), 0)
+    holders.reset()  # the entry at position 0 too
+    assert holders.entry_at(int(slots[0])) is None and holders.entry_at(int(slots[1])) is None
+    assert holders.kept_as_rows == 2  # reset drops what slots hold, not the count of held slots
+
+
+def test_several_snapshots_retire_and_free_slots_let_go_at_once() -> None:
+    holders = SlotHolders(8)
+    first = hold(holders, 0, 1)
+    old = holders.pin()
+    second = hold(holders, 2, 3)
+    new = holders.pin()
+    assert let_go(holders, *first, *second) == [False, False, False, False]  # all read by a snapshot
+    old.release()
+    assert sorted(holders.apply_releases().tolist()) == []  # the newer one still reads them all
+    new.release()
+    assert sorted(holders.apply_releases().tolist()) == sorted(first + second)
