@@ -80,6 +80,7 @@ NOT_PACKABLE = {
     "arrays of two shapes": [np.zeros(2), np.zeros(3)],
     "arrays of two dtypes": [np.zeros(2, np.float32), np.zeros(2, np.float64)],
     "0-d arrays": [np.array(1.0), np.array(2.0)],
+    "big-endian arrays": [np.zeros(2, ">f4"), np.ones(2, ">f4")],  # stacking would make them native
     "object arrays": [np.array([1, "a"], dtype=object)] * 2,
     "an array subclass": [np.ma.masked_array([1, 2])] * 2,
 }

@@ -10,7 +10,7 @@ of a dict per row, and the store writes the rows with one assignment per column.
 Only values that the store would keep in its columnar table, and read back
 unchanged, are packed:
 
-- numpy arrays (of ``ndim >= 1``) of one dtype and shape, not of objects;
+- numpy arrays (of ``ndim >= 1``) of one dtype and shape, not of objects, in native byte order;
 - numpy scalars of one dtype (not ``str_``, ``bytes_`` or ``void``);
 - Python ``bool``, ``int`` (in the int64 range), ``float`` or ``complex`` of one type,
   read back as Python scalars;
@@ -62,7 +62,12 @@ def pack_column(values: list[Any]) -> tuple[np.ndarray, bool] | None:
         return None
     if kind is np.ndarray:
         dtype, shape = first.dtype, first.shape
-        if dtype.hasobject or not shape or any(v.dtype != dtype or v.shape != shape for v in values):
+        if (
+            dtype.hasobject
+            or not dtype.isnative  # numpy.stack would make it native: the rows would change dtype
+            or not shape
+            or any(v.dtype != dtype or v.shape != shape for v in values)
+        ):
             return None
         return np.stack(values), False
     if kind is str:
