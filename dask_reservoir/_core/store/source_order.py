@@ -16,6 +16,10 @@ __all__ = ["SourceOrder"]
 
 _NONE = read_only(np.empty(0, np.int64))
 
+MERGE_LIMIT = 256
+"""Changes beyond which a snapshot reads the stored positions in one pass instead of merging each
+(a Python step per change, about 1.5 us, against about 0.5 ms for a pass over 2e5 positions)."""
+
 
 class SourceOrder:
     """The sorted positions of the stored entries and their slots, shared by snapshots.
@@ -54,8 +58,9 @@ class SourceOrder:
         the entries changed (plus one vectorized gather of the slots when some changed), or,
         when they are many, one pass over the positions.
         """
-        if self._changed and sum(len(c) for c in self._changed) * 8 > len(slot_at):
-            # many changed: one pass over the positions costs less than sorting the changes
+        changes = sum(len(c) for c in self._changed)
+        if changes > MERGE_LIMIT or changes * 8 > len(slot_at):
+            # many changed: one pass over the positions costs less than a step per change
             self._changed.clear()
             self._sorted = read_only(np.flatnonzero(slot_at >= 0).astype(np.int64))
             self._sorted_handles = read_only(slot_at[self._sorted].astype(np.int64))
