@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -198,11 +199,22 @@ def test_a_state_with_bad_quarantined_uids_leaves_the_reservoir_working(client: 
 
 
 def recording(log: Path, tag: Path) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """A loader writing ``<tag> <value>`` to ``log`` at each call (the tag read from the file ``tag``)."""
+    """A loader writing ``<tag> <value>`` to ``log`` at each call (the tag read from the file ``tag``).
+
+    A call tagged ``b0`` then waits (up to 30 s) for a file ``release`` beside ``tag``: a job of a
+    reservoir about to load a state stays in flight, so that its runner (one row in flight at most)
+    starts no other job before ``load_state_dict()`` replaces it.
+    """
+    release = tag.with_name("release")
 
     def load(row: dict[str, Any]) -> dict[str, Any]:
+        current = tag.read_text()
         with log.open("a") as f:
-            f.write(f"{tag.read_text()} {int(row['value'])}\n")
+            f.write(f"{current} {int(row['value'])}\n")
+        if current == "b0":
+            deadline = time.monotonic() + 30
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
         return load_value(row)
 
     return load
@@ -241,6 +253,7 @@ def test_an_unseeded_source_order_resumes_its_pass_loading_every_row_once(
         )  # bound: 1 row
         tag.write_text("b")
         r.load_state_dict(state)
+        (tmp_path / "release").write_text("")  # the held job of the replaced runner may end
         wanted = len(first) + n - state["source_cursor"]  # the refill, then the rest of the pass
         iterate_until(r, lambda: len(loads(log, "b")) >= wanted)
     resumed = loads(log, "b")
