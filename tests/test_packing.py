@@ -135,28 +135,17 @@ def _serve(
     client: Client, rows_per_job: int, uids: np.ndarray
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[Any]]:
     source = pd.DataFrame({"sample_uid": uids})
-    with AsyncReservoir(
-        source,
-        produce,
-        ROWS,
-        min_reservoir_samples=ROWS,
-        client=client,
-        rows_per_job=rows_per_job,
-        batch_size=ROWS,
-        reservoir_sampler=SequentialSampler(),
-    ) as r:
+    common: dict[str, Any] = {
+        "min_reservoir_samples": ROWS,
+        "client": client,
+        "rows_per_job": rows_per_job,
+        "batch_size": ROWS,
+    }
+    with AsyncReservoir(source, produce, ROWS, reservoir_sampler=SequentialSampler(), **common) as r:
         (batch,) = list(r)
         frame = r.to_pandas()
-    with AsyncReservoir(
-        source,
-        produce,
-        ROWS,
-        min_reservoir_samples=ROWS,
-        client=client,
-        rows_per_job=rows_per_job,
-        batch_size=ROWS,
-        collate_fn=list,  # the row dicts themselves, as a collate_fn receives them
-    ) as r:
+    # the row dicts themselves, as a collate_fn receives them
+    with AsyncReservoir(source, produce, ROWS, collate_fn=list, **common) as r:
         (given,) = list(r)
     rows = sorted(given, key=lambda row: row["sample_uid"])
     return frame, batch, rows
