@@ -1,4 +1,4 @@
-"""The targets of issues 10, 11 and 18, checked against the rows a run measured."""
+"""The targets of issues 10, 11, 18 and 19, checked against the rows a run measured."""
 
 from __future__ import annotations
 
@@ -90,6 +90,54 @@ TARGETS = (
         "ratio_to_monai",
         ">=",
         0.5,
+    ),
+    # issue 19: the loop never waits
+    Target("W1 defaults: consumer wait fraction", "W1", W1_DEFAULTS, "wait_fraction", "<", 0.02, issue="19"),
+    Target("W1 defaults: stall p99 (ms)", "W1", W1_DEFAULTS, "stall_p99_ms", "<", 2.0, issue="19"),
+    Target(
+        "W1 defaults: batch rate / step-limited",
+        "W1",
+        W1_DEFAULTS,
+        "step_rate_fraction",
+        ">=",
+        0.97,
+        issue="19",
+    ),
+    Target(
+        "W1 client=None: first batch / pure loading time",
+        "W1",
+        ("dask_reservoir defaults, client=None*",),
+        "first_batch_vs_loading",
+        "<=",
+        1.5,
+        issue="19",
+    ),
+    Target(
+        "W3 tiny rows max_jobs_at_once=512 / MONAI CacheDataset 2 threads",
+        "W3",
+        ("dask_reservoir max_jobs_at_once=512, tiny rows",),
+        "ratio_to_monai",
+        ">=",
+        1.0,
+        issue="19",
+    ),
+    Target(
+        "W3 tiny rows max_jobs_at_once=2048 / MONAI CacheDataset 2 threads",
+        "W3",
+        ("dask_reservoir max_jobs_at_once=2048, tiny rows",),
+        "ratio_to_monai",
+        ">=",
+        1.0,
+        issue="19",
+    ),
+    Target(
+        "W3 tiny rows max_jobs_at_once=32 / MONAI CacheDataset 2 threads",
+        "W3",
+        ("dask_reservoir max_jobs_at_once=32, tiny rows",),
+        "ratio_to_monai",
+        ">=",
+        0.5,
+        issue="19",
     ),
 )
 

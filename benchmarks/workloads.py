@@ -48,6 +48,8 @@ FLOOR = "first-batch floor: minimum x load / workers + import distributed"
 HOLD_GIL = "hold_gil"
 """A W1 variant's key (not an ``AsyncReservoir`` argument): the step spins in Python."""
 FIRST_VS_FLOOR = ("first_batch_vs_floor", "first_batch_s", FLOOR)
+LOADING = "pure loading time: minimum x load / workers (imports not counted)"
+FIRST_VS_LOADING = ("first_batch_vs_loading", "first_batch_s", LOADING)
 
 
 def unsupported(kwargs: dict[str, Any]) -> list[str]:
@@ -96,7 +98,11 @@ def _w1_variant(name: str, kwargs: dict[str, Any], cfg: dict[str, Any], schedule
         return {"system": name, "note": f"skipped: this AsyncReservoir does not accept {', '.join(missing)}"}
     if scheduler and "client" in kwargs:
         return {"system": name, "note": "skipped: --scheduler given"}
-    return {"system": name, **w1_reservoir(cfg, scheduler, kwargs), **ratios(FIRST_VS_FLOOR)}
+    return {
+        "system": name,
+        **w1_reservoir(cfg, scheduler, kwargs),
+        **ratios(FIRST_VS_FLOOR, FIRST_VS_LOADING),
+    }
 
 
 def _kwargs_label(kwargs: dict[str, Any]) -> str:
@@ -130,15 +136,17 @@ def w1(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
     rows = [_w1_variant(name, kwargs, cfg, scheduler) for name, kwargs in cfg["variants"].items()]
     rows.append({"system": "consumer alone (batches already in memory)", **w1_consumer_alone(cfg)})
     naive = peers.w1_naive_dask(cfg, scheduler)
-    rows.append({"system": "naive dask loop", **naive, **ratios(FIRST_VS_FLOOR)})
+    rows.append({"system": "naive dask loop", **naive, **ratios(FIRST_VS_FLOOR, FIRST_VS_LOADING)})
     for name, fn in (
         ("torch DataLoader", peers.w1_torch),
         ("MONAI SmartCache", peers.w1_monai),
         (f"torchdata.nodes ParallelMapper ({cfg['torchdata_method']}s)", peers.w1_torchdata),
     ):
         result = fn(cfg)
-        rows.append({"system": name, **result, **({} if "note" in result else ratios(FIRST_VS_FLOOR))})
+        first = {} if "note" in result else ratios(FIRST_VS_FLOOR, FIRST_VS_LOADING)
+        rows.append({"system": name, **result, **first})
     rows.append(w1_floor(cfg))
+    rows.append({"system": LOADING, "first_batch_s": cfg["minimum"] * cfg["delay"] / cfg["workers"]})
     return rows
 
 
@@ -192,7 +200,7 @@ def _check_shape(batch: Any, size: int) -> None:
 
 def _w2_paused(client: Any, cfg: dict[str, Any]) -> Result:
     n, batch = cfg["entries"], cfg["batch"]
-    r = _full_reservoir(client, n, image_loader, batch_size=batch, rows_per_job=256, max_jobs_at_once=1024)
+    r = _full_reservoir(client, n, image_loader, batch_size=batch, rows_per_job=256, max_jobs_at_once=4)
     with r:
         served, seconds, last = _time_batches(r, cfg["batches"])
     _check_shape(last, batch)
@@ -318,8 +326,8 @@ def _fill_variants(cfg: dict[str, Any], best: int | None) -> dict[str, dict[str,
         return {"defaults": {}}
     return {
         "defaults": {},
-        f"rows_per_job=1, {k} rows in flight": {"max_jobs_at_once": k},
-        f"packed rows_per_job={best}": {"rows_per_job": best, "max_jobs_at_once": best * 8},
+        f"rows_per_job=1, {k} rows in flight": {"rows_per_job": 1, "max_jobs_at_once": k},
+        f"packed rows_per_job={best}": {"rows_per_job": best, "max_jobs_at_once": 8},
         "rows_per_job='auto'": {"rows_per_job": "auto"},
     }
 
@@ -329,7 +337,10 @@ def _w3_kind(client: Any, cfg: dict[str, Any], name: str, loader: Any, best: int
     k, seconds = cfg["in_flight"], cfg["seconds"]
     raw_label = f"raw dask loop, {name}, {k} in flight"
     rows: list[Result] = [{"system": raw_label, "samples_per_s": _raw_dask_rate(client, loader, k, seconds)}]
-    for label, kwargs in _fill_variants(cfg, best).items():
+    variants = _fill_variants(cfg, best)
+    if name == "tiny rows":  # what trw users pass: max_jobs_at_once counts tasks, it does not shrink them
+        variants |= {f"max_jobs_at_once={j}": {"max_jobs_at_once": j} for j in cfg["max_jobs"]}
+    for label, kwargs in variants.items():
         rate = _fill_rate(client, loader, cfg["rows"], seconds, **kwargs)
         specs = [("ratio_to_raw", "samples_per_s", raw_label)]
         if name == "tiny rows":
@@ -361,9 +372,7 @@ def w4(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
     smallest = _entries_label(cfg["sizes"][0])
     with local_cluster(2, scheduler) as client:
         for n in cfg["sizes"]:
-            r = _full_reservoir(
-                client, n, tiny_loader, batch_size=64, rows_per_job=2048, max_jobs_at_once=16384
-            )
+            r = _full_reservoir(client, n, tiny_loader, batch_size=64, rows_per_job=2048, max_jobs_at_once=8)
             with r:
                 batches, seconds, _ = _time_batches(r, cfg["batches"])
             row = {"system": _entries_label(n), "us_per_batch": 1e6 * seconds / batches}
@@ -389,7 +398,7 @@ def _w5_row(client: Any, n: int, label: str) -> Result:
     loader, size = W5_ENTRIES[label]
     gc.collect()
     base = rss_mb()
-    r = _full_reservoir(client, n, loader, rows_per_job=2048, max_jobs_at_once=16384)
+    r = _full_reservoir(client, n, loader, rows_per_job=2048, max_jobs_at_once=8)
     with r:
         held = rss_mb() - base
     raw = n * size / 2**20
@@ -405,7 +414,7 @@ def _w5_row(client: Any, n: int, label: str) -> Result:
 def w5(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
     n = cfg["entries"]
     with local_cluster(2, scheduler) as client:
-        with _full_reservoir(client, 256, sixteen_byte_loader, rows_per_job=2048, max_jobs_at_once=16384):
+        with _full_reservoir(client, 256, sixteen_byte_loader, rows_per_job=2048, max_jobs_at_once=8):
             pass  # a first reservoir, unmeasured: what only the first one costs (imports, caches)
         rows = {label: _w5_row(client, n, label) for label in W5_ENTRIES}
     return [rows["1 KB"], rows["16 B"]]
@@ -466,7 +475,7 @@ def w6(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
                     batch_size=64,
                     reservoir_sampler=RandomSampler(seed=0),
                     rows_per_job=2048,
-                    max_jobs_at_once=16384,
+                    max_jobs_at_once=8,
                     max_reservoir_replacement_size=cap,
                 ) as r:
                     iter(r)  # wait until full
@@ -539,11 +548,11 @@ def w7(cfg: dict[str, Any], scheduler: str | None) -> list[Result]:
 # ---------------------------------------------------------------- W8 client CPU per ingested entry
 W8_ROWS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     # label -> (function, extra AsyncReservoir keyword arguments)
-    "row function, rows_per_job=2048": (tiny_loader, {"rows_per_job": 2048, "max_jobs_at_once": 16384}),
+    "row function, rows_per_job=2048": (tiny_loader, {"rows_per_job": 2048, "max_jobs_at_once": 8}),
     "row function, defaults": (tiny_loader, {}),
     "batched=True, rows_per_job=2048": (
         tiny_batched,
-        {"batched": True, "rows_per_job": 2048, "max_jobs_at_once": 16384},
+        {"batched": True, "rows_per_job": 2048, "max_jobs_at_once": 8},
     ),
 }
 

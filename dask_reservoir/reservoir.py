@@ -143,7 +143,17 @@ class AsyncReservoir(Uncopyable):
 
     @property
     def max_jobs_at_once(self) -> int:
-        """The back-pressure bound now, in source rows (it follows ``rows_per_job="auto"``)."""
+        """The back-pressure bound now, in dask tasks (given, or following the cluster's threads)."""
+        jobs = self._p.runner.ledger.max_jobs
+        return self._p.runner.ledger.max_rows if jobs is None else jobs
+
+    @property
+    def max_rows_at_once(self) -> int:
+        """The back-pressure bound now, in source rows.
+
+        ``max_jobs_at_once`` tasks of ``rows_per_job`` rows, at most ``max_reservoir_samples``
+        (it follows ``rows_per_job="auto"``).
+        """
         return self._p.runner.ledger.max_rows
 
     @property

@@ -56,12 +56,6 @@ CONSTRUCTOR_CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ),
     ("prefetch bool", {"prefetch_batches": True}, TypeError, "prefetch_batches must be an int, got bool"),
     (
-        "bound < rows_per_job",
-        {"max_jobs_at_once": 1, "rows_per_job": 2},
-        ValueError,
-        "max_jobs_at_once=1 < rows_per_job=2",
-    ),
-    (
         "reservoir sampler",
         {"reservoir_sampler": object()},
         TypeError,

@@ -91,8 +91,10 @@ def test_w1_rows_report_what_users_feel(quick_run: tuple[str, dict[str, Any]]) -
     assert all(_finite(alone, k) for k in ("step_rate_fraction", "wait_fraction", "stall_p99_ms"))
     floor = rows["first-batch floor: minimum x load / workers + import distributed"]
     assert _finite(floor, "import_distributed_s") and floor["first_batch_s"] > floor["import_distributed_s"]
-    measured = [r for r in rows.values() if "note" not in r and r is not floor and r is not alone]
-    assert all(_finite(r, "first_batch_vs_floor") for r in measured)
+    loading = rows["pure loading time: minimum x load / workers (imports not counted)"]
+    assert loading["first_batch_s"] == pytest.approx(floor["first_batch_s"] - floor["import_distributed_s"])
+    measured = [r for r in rows.values() if "note" not in r and r not in (floor, alone, loading)]
+    assert all(_finite(r, "first_batch_vs_floor") and _finite(r, "first_batch_vs_loading") for r in measured)
     torchdata = next(r for s, r in rows.items() if s.startswith("torchdata.nodes"))
     assert "note" in torchdata or _finite(torchdata, "step_rate_fraction")
 

@@ -338,6 +338,8 @@ class ReservoirMachine(RuleBasedStateMachine):
             batch_format=draw(st.sampled_from(["numpy", "pandas"]), label="batch_format"),
             rows_per_job=rows_per_job,
             prefetch_batches=draw(st.sampled_from([0, 2]), label="prefetch_batches"),
+            # a bound in tasks, smaller than rows_per_job too (it never shrinks tasks)
+            max_jobs_at_once=draw(st.sampled_from([None, 1, 2, 16]), label="max_jobs_at_once"),
             max_stale_epochs=draw(st.sampled_from([0, 1, 2]), label="max_stale_epochs"),
             max_failures_per_uid=2,
         )
@@ -687,6 +689,11 @@ class ReservoirMachine(RuleBasedStateMachine):
         )
         assert 0 <= s.reservoir_size <= self.model.capacity  # type: ignore[union-attr]
         assert s.entries_waiting >= 0 and s.rows_in_flight >= 0
+        assert 0 <= s.epochs_prepared <= s.epochs and s.loading_held_seconds >= 0
+        if self.kwargs["max_jobs_at_once"] is not None:  # a bound in tasks
+            assert s.jobs_in_flight <= self.kwargs["max_jobs_at_once"], s
+        if self.kwargs["deterministic"] or not self.kwargs["prefetch_batches"]:
+            assert s.epochs_prepared == 0  # epochs start in iter(): exact ingestion, or no builder
 
     @invariant()
     def nothing_pinned_without_iterators(self) -> None:

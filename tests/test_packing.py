@@ -83,6 +83,9 @@ NOT_PACKABLE = {
     "big-endian arrays": [np.zeros(2, ">f4"), np.ones(2, ">f4")],  # stacking would make them native
     "object arrays": [np.array([1, "a"], dtype=object)] * 2,
     "an array subclass": [np.ma.masked_array([1, 2])] * 2,
+    "str arrays": [np.array(["ab", "3"]), np.array(["c", "d"])],  # the store keeps them as objects
+    "bytes arrays": [np.array([b"ab", b"c"]), np.array([b"d", b""])],
+    "structured arrays": [np.zeros(1, dtype=[("a", "i4"), ("b", "f8")])] * 2,
 }
 
 
@@ -186,3 +189,44 @@ def test_packed_and_unpacked_rows_serve_the_same_values_and_types(
             assert _same(a[key], b[key]), (key, a[key], b[key])
     assert type(rows[0]["label"]) is int and type(rows[0]["small"]) is np.int16
     assert batch["sample_uid"].dtype == uid_dtype
+
+
+TEXT_KINDS: dict[str, Any] = {
+    "str": lambda uid: np.array([f"w{uid:02d}", "xyz"[uid % 3]]),  # one dtype (<U3) for every row
+    "bytes": lambda uid: np.array([f"{uid:02d}".encode(), b"b"]),
+    "records": lambda uid: np.array([(uid, uid / 2)], dtype=[("a", "i4"), ("b", "f8")]),
+}
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("kind", TEXT_KINDS)
+def test_arrays_of_text_or_records_per_row_serve_in_tasks_of_many_rows(
+    client: Client, kind: str, batched: bool
+) -> None:
+    """A str, bytes or structured array per row, 8 rows a task: served as returned (it failed every iter())."""
+    make = TEXT_KINDS[kind]
+
+    def per_row(row: dict[str, Any]) -> dict[str, Any]:
+        return {"x": make(int(row["sample_uid"]))}
+
+    def per_chunk(frame: pd.DataFrame) -> dict[str, Any]:
+        uids = frame["sample_uid"].to_numpy()
+        return {"sample_uid": uids, "x": np.stack([make(int(u)) for u in uids])}
+
+    with AsyncReservoir(
+        pd.DataFrame({"sample_uid": np.arange(ROWS)}),
+        per_chunk if batched else per_row,
+        ROWS,
+        min_reservoir_samples=ROWS,
+        client=client,
+        rows_per_job=8,
+        batched=batched,
+        batch_size=6,
+    ) as r:
+        served = 0
+        for batch in r:
+            for uid, x in zip(batch["sample_uid"].tolist(), batch["x"], strict=True):
+                expected = make(uid)
+                assert x.dtype == expected.dtype and x.tolist() == expected.tolist(), (uid, x, expected)
+                served += 1
+        assert served == ROWS and r.stats().rows_failed == 0

@@ -91,31 +91,41 @@ def test_min_capped_by_source_rows(client: Client) -> None:
         assert len(list(r)) == 3
 
 
-def test_back_pressure_bound_in_rows(client: Client) -> None:
-    bound = 6
+def test_back_pressure_bound_in_tasks(client: Client) -> None:
+    jobs, rows = 3, 6  # 3 tasks of 2 rows
     with AsyncReservoir(
-        frame(100), load_value, 50, client=client, max_jobs_at_once=bound, rows_per_job=2
+        frame(100), load_value, 50, client=client, max_jobs_at_once=jobs, rows_per_job=2
     ) as r:
-        assert r.max_jobs_at_once == bound
+        assert (r.max_jobs_at_once, r.max_rows_at_once) == (jobs, rows)
 
         def within_bound_and_full() -> bool:
             s = r.stats()
-            assert s.rows_in_flight + s.entries_waiting <= bound, s
-            return s.entries_waiting == bound
+            assert s.rows_in_flight + s.entries_waiting <= rows and s.jobs_in_flight <= jobs, s
+            return s.entries_waiting == rows
 
         poll_for(within_bound_and_full, what="waiting entries to reach the bound")
         submitted = r.stats().jobs_submitted
-        assert submitted == 3  # 6 rows / 2 rows per job; nothing more while nobody ingests
+        assert submitted == jobs  # nothing more while nobody ingests
+        poll_for(lambda: r.stats().loading_held_seconds > 0, what="the bound to be seen holding loading back")
         it = iter(r)  # ingests the waiting entries, which frees room
-        assert r.reservoir_size() == bound and len(list(it)) == bound
+        assert r.reservoir_size() == rows and len(list(it)) == rows
         poll_for(lambda: r.stats().jobs_submitted > submitted, what="jobs to resume after ingestion")
         poll_for(within_bound_and_full, what="the bound again")
+
+
+def test_a_bound_of_fewer_tasks_than_rows_per_job_is_fine(client: Client) -> None:
+    with AsyncReservoir(
+        frame(20), load_value, 20, min_reservoir_samples=20, client=client, max_jobs_at_once=1, rows_per_job=4
+    ) as r:
+        assert (r.max_jobs_at_once, r.max_rows_at_once) == (1, 4)
+        assert sorted(int(u) for b in r for u in b["sample_uid"]) == list(range(20))
+        assert r.stats().jobs_submitted >= 5
 
 
 def test_default_bound_is_in_tasks(client: Client) -> None:
     # 2 worker threads (the fixture): max(2 x 2, 8) = 8 tasks of 3 rows in flight or waiting
     with AsyncReservoir(frame(100), load_value, 50, client=client, rows_per_job=3) as r:
-        assert r.max_jobs_at_once == 24
+        assert (r.max_jobs_at_once, r.max_rows_at_once) == (8, 24)
 
         def within_bound_and_full() -> bool:
             s = r.stats()
@@ -127,11 +137,14 @@ def test_default_bound_is_in_tasks(client: Client) -> None:
         assert (s.jobs_submitted, s.rows_submitted, s.rows_in_flight) == (8, 24, 0)  # nobody ingests
     # never more rows out than the reservoir holds
     with AsyncReservoir(frame(100), load_value, 10, client=client, rows_per_job=3) as r:
-        assert r.max_jobs_at_once == 10
+        assert (r.max_jobs_at_once, r.max_rows_at_once) == (8, 10)
 
 
 def test_keyed_replacement_no_duplicates(client: Client) -> None:
-    with AsyncReservoir(frame(3), load_value, 10, min_reservoir_samples=3, client=client) as r:
+    # iter() ingests what waits when it is called: no epoch prepared ahead (prefetch_batches=0)
+    with AsyncReservoir(
+        frame(3), load_value, 10, min_reservoir_samples=3, client=client, prefetch_batches=0
+    ) as r:
         list(r)
         poll_for(lambda: r.stats().entries_waiting >= 3, what="a second pass to finish")
         list(r)
@@ -143,9 +156,9 @@ def test_keyed_replacement_no_duplicates(client: Client) -> None:
 
 def test_eviction_of_oldest(client: Client) -> None:
     with AsyncReservoir(
-        frame(40), load_value, 5, min_reservoir_samples=5, client=client, max_jobs_at_once=40
+        frame(40), load_value, 5, min_reservoir_samples=5, client=client, max_jobs_at_once=2, rows_per_job=15
     ) as r:
-        poll_for(lambda: r.stats().entries_waiting >= 30, what="30 finished entries")
+        poll_for(lambda: r.stats().entries_waiting >= 30, what="30 finished entries (2 tasks of 15 rows)")
         it = iter(r)
         s = r.stats()
         assert s.reservoir_size == 5 and s.entries_evicted >= 25
@@ -186,6 +199,8 @@ def test_epoch_snapshot_is_frozen(client: Client) -> None:
 
 
 def test_replacement_cap_per_iter(client: Client) -> None:
+    """Each ``iter()`` ingests at most the cap (no epoch prepared ahead: ``prefetch_batches=0``;
+    an epoch prepared ahead ingests at most the cap too, see tests/test_ahead.py)."""
     with AsyncReservoir(
         frame(50),
         load_value,
@@ -194,6 +209,7 @@ def test_replacement_cap_per_iter(client: Client) -> None:
         client=client,
         max_reservoir_replacement_size=3,
         max_jobs_at_once=40,
+        prefetch_batches=0,
     ) as r:
         list(r)
         assert r.reservoir_size() >= 5
@@ -844,12 +860,14 @@ def test_rows_per_job_auto_grows_tasks_for_fast_loaders(client: Client) -> None:
         assert s.rows_submitted >= 4 * s.jobs_submitted  # rows were packed: 4 rows a task or more
 
 
-def test_rows_per_job_auto_respects_a_given_bound(client: Client) -> None:
+def test_max_jobs_at_once_never_shrinks_auto_sized_tasks(client: Client) -> None:
+    """trw users pass max_jobs_at_once=32 and the like: it counts tasks, whose size stays the auto one."""
     with AsyncReservoir(
-        frame(500), load_value, 500, client=client, rows_per_job="auto", max_jobs_at_once=8
+        frame(2000), load_value, 2000, client=client, rows_per_job="auto", max_jobs_at_once=2
     ) as r:
-        iterate_until(r, lambda: r.rows_per_job > 1)
-        assert r.rows_per_job <= 8 and r.max_jobs_at_once == 8
+        iterate_until(r, lambda: r.rows_per_job > 16)  # far more rows per task than tasks allowed
+        assert r.max_jobs_at_once == 2 and r.max_rows_at_once == 2 * r.rows_per_job
+        assert r.stats().jobs_in_flight <= 2
 
 
 def load_slow_on_six_and_seven(row: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
@@ -272,3 +273,25 @@ def test_a_sampler_ordering_the_pass_otherwise_is_refused(client: Client) -> Non
         with pytest.raises(ValueError, match=r"orders pass 0 differently from the run that saved the state"):
             r.load_state_dict(state)
         assert len(list(r)) >= 1  # nothing applied: it runs on
+
+
+def test_a_dask_source_resumes(client: Client) -> None:
+    """load_state_dict() closed the replaced runner, which released the dask source's partitions."""
+    import dask.dataframe as dd
+
+    ddf = dd.from_pandas(pd.DataFrame({"sample_uid": np.arange(60), "value": np.arange(60)}), npartitions=4)
+    options: dict[str, Any] = {
+        "min_reservoir_samples": 8,
+        "batch_size": 4,
+        "rows_per_job": 7,
+        "client": client,
+    }
+    with AsyncReservoir(ddf, load_value, 16, **options) as first:
+        list(first)
+        state = first.state_dict()
+    with AsyncReservoir(ddf, load_value, 16, **options) as second:
+        second.load_state_dict(state)
+        for _ in range(3):
+            for batch in second:
+                assert (batch["label"] == batch["sample_uid"]).all()
+        assert second.stats().rows_failed == 0

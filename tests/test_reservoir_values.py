@@ -244,9 +244,19 @@ def test_a_row_of_another_shape_is_that_uids_failure(client: Client) -> None:
             served = [b for b in r]
             assert sorted(int(u) for b in served for u in b["sample_uid"]) == [0, 1, 3, 4, 5]
             assert all((b["x"][:, 0] == b["sample_uid"]).all() for b in served)
-        record = r.stats().quarantined[2]
+        stats = r.stats()
+        record = stats.quarantined[2]
         assert record.exc_type == "StoreError" and record.count == 2
         assert record.message.startswith("column 'x' holds an array of shape (3,) for UID 2 but the stored")
+        # a refused row is a failed row, not a loaded one: the balance of rows still holds
+        assert stats.rows_failed >= 2
+        assert stats.rows_submitted == (
+            stats.rows_loaded
+            + stats.rows_failed
+            + stats.rows_requeued
+            + stats.rows_cancelled
+            + stats.rows_in_flight
+        )
 
 
 _BUFFERS: dict[int, np.ndarray] = {}

@@ -145,11 +145,6 @@ def validate_options(*, function: object = _NOT_GIVEN, **kwargs: Any) -> Reservo
             raise ValueError(f"rows_per_job must be an int >= 1 or 'auto', got {k['rows_per_job']!r}")
         rows_per_job = _int("rows_per_job", k["rows_per_job"], minimum=1)
     max_jobs = _opt_int("max_jobs_at_once", k["max_jobs_at_once"], minimum=1)
-    if max_jobs is not None and rows_per_job is not None and max_jobs < rows_per_job:
-        raise ValueError(
-            "max_jobs_at_once (a bound in source rows) must be >= rows_per_job, got "
-            f"max_jobs_at_once={max_jobs} < rows_per_job={rows_per_job}"
-        )
     batch_size = _int("batch_size", k["batch_size"], minimum=1)
     if not isinstance(k["drop_last"], bool):
         raise TypeError(f"drop_last must be a bool, got {type(k['drop_last']).__name__}: {k['drop_last']!r}")

@@ -31,11 +31,14 @@ Parameters
     uid_column : str
         Column naming each row; when absent, UIDs are the positions ``0..n-1``.
     max_jobs_at_once : int, optional
-        Back-pressure bound: most source rows in flight or finished and waiting to be
-        ingested.  Default: ``max(2 x worker threads, 8)`` tasks of ``rows_per_job`` rows
-        (dask needs several tasks in flight to hide its per-task latency), at most
-        ``max_reservoir_samples`` rows but at least two tasks; it follows the cluster
-        and the task size.
+        Back-pressure bound, in dask tasks (jobs, as in trw): most tasks in flight, and
+        at most that many tasks of ``rows_per_job`` rows in flight or finished and
+        waiting to be ingested, but never more rows than ``max_reservoir_samples`` (results
+        beyond it would only evict each other).  It never shrinks tasks: each task still
+        packs as many rows as ``rows_per_job`` says.  Default: ``max(2 x worker threads,
+        8)`` tasks (dask needs several tasks in flight to hide its per-task latency),
+        following the cluster.  ``stats().loading_held_seconds`` says how long the bound
+        kept worker threads idle.  (It used to count source rows: see the README.)
     reservoir_sampler : Sampler, optional
         Order of entries in an epoch; default source order (:class:`SequentialSampler`).
     batch_size : int

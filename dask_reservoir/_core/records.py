@@ -146,3 +146,5 @@ class RunnerCounters:
     """Workers that left the cluster while the runner ran (a restarted worker counts as lost and new)."""
     rows_rerun: int = 0
     """Rows of tasks that a worker leaving the cluster was running or held the result of: dask runs them again."""
+    loading_held_seconds: float = 0.0
+    """Seconds the back-pressure bound held loading back while worker threads sat idle."""

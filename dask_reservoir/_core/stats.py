@@ -64,6 +64,9 @@ class ReservoirStats:
         fresher entry of the same UID.
     epochs, batches_served, samples_served : int
         ``iter()`` calls, batches yielded, rows yielded.
+    epochs_prepared : int
+        ``iter()`` calls that handed over an epoch prepared ahead: its entries ingested, its
+        snapshot taken and its first batches built while the previous epoch's last step ran.
     mean_job_seconds : float
         Mean running time of ``function_to_run`` per source row, measured on the worker.
     load_seconds_p50, load_seconds_p90, load_seconds_p99 : float
@@ -77,10 +80,11 @@ class ReservoirStats:
         what the columns really take in memory.
     entries_pinned : int
         Entries already evicted or replaced but still read by a live iterator (an epoch
-        not finished or not yet garbage-collected); they count against the store's
+        not finished or not yet garbage-collected) or by the epoch prepared ahead; they count against the store's
         memory bound, and while that bound is reached new results wait.
     live_iterators : int
-        Epochs started by ``iter()`` and not finished nor dropped.
+        Epochs started by ``iter()`` and not finished nor dropped (the epoch prepared ahead,
+        not handed out yet, is not one).
     uids_loaded : int
         Distinct UIDs loaded at least once (coverage of the source by loading).
     uids_served : int
@@ -124,6 +128,11 @@ class ReservoirStats:
         held: dask runs them again elsewhere, without telling the client (they stay in
         flight, or end as ``KilledWorker`` after dask's ``allowed-failures``).  Not part
         of the balance of ``rows_submitted``: they were submitted once.
+    loading_held_seconds : float
+        Seconds the back-pressure bound (``max_jobs_at_once`` tasks, at most
+        ``max_reservoir_samples`` rows, in flight or waiting to be ingested) held loading back
+        while worker threads sat idle.  Growing while the consumer loops: raise
+        ``max_jobs_at_once``, or call ``iter()`` more often (ingesting frees the bound).
     """
 
     jobs_submitted: int = 0
@@ -144,6 +153,7 @@ class ReservoirStats:
     entries_evicted: int = 0
     entries_replaced: int = 0
     epochs: int = 0
+    epochs_prepared: int = 0
     batches_served: int = 0
     samples_served: int = 0
     mean_job_seconds: float = 0.0
@@ -173,6 +183,7 @@ class ReservoirStats:
     workers: int = 0
     workers_lost: int = 0
     rows_rerun: int = 0
+    loading_held_seconds: float = 0.0
 
     def summary(self) -> str:
         """A one-line human summary of the counters.
@@ -189,6 +200,8 @@ class ReservoirStats:
         'waited 0.50 s (per batch: p50 0.20 ms, p99 3.00 ms), workers 0, status running'
         >>> ReservoirStats(workers=1, workers_lost=1, rows_rerun=4).summary().split("s, ")[-1]
         'workers 1 (1 lost, 4 rows re-run), status running'
+        >>> ReservoirStats(loading_held_seconds=2.5).summary().split(", ")[2]
+        'in flight 0 rows (the bound held loading back 2.5 s)'
         """
         stalls = ""
         if self.stall_seconds_p50 == self.stall_seconds_p50:  # not NaN: some batch was served
@@ -199,9 +212,12 @@ class ReservoirStats:
         workers = f"workers {self.workers}"
         if self.workers_lost:
             workers += f" ({self.workers_lost} lost, {self.rows_rerun} rows re-run)"
+        held = ""
+        if self.loading_held_seconds >= 0.05:
+            held = f" (the bound held loading back {self.loading_held_seconds:.1f} s)"
         return (
             f"reservoir {self.reservoir_size}/{self.max_reservoir_samples}, "
-            f"waiting {self.entries_waiting}, in flight {self.rows_in_flight} rows, "
+            f"waiting {self.entries_waiting}, in flight {self.rows_in_flight} rows{held}, "
             f"rows {self.rows_loaded} loaded / {failed}, "
             f"epochs {self.epochs}, samples served {self.samples_served}, "
             f"waited {self.consumer_wait_seconds:.2f} s{stalls}, {workers}, status {self.status}"
@@ -269,6 +285,7 @@ def runner_fields(c: RunnerCounters) -> dict[str, Any]:
         "workers": c.workers,
         "workers_lost": c.workers_lost,
         "rows_rerun": c.rows_rerun,
+        "loading_held_seconds": c.loading_held_seconds,
     }
 
 

@@ -77,6 +77,9 @@ class BatchIterator(Iterator[Any]):
         budget shared by all its iterators (:meth:`BatchBuilder.submit_ahead`).
     epoch : int, optional
         The epoch's number, for messages.
+    on_end : callable, optional
+        Called with the iterator once its last batch is handed out (not when it is closed,
+        expired or ended by an error): the reservoir prepares the next epoch then.
 
     Notes
     -----
@@ -115,6 +118,7 @@ class BatchIterator(Iterator[Any]):
         convert: Callable[[dict[str, np.ndarray]], Any] | None = None,
         epoch: int | None = None,
         owner: object = None,
+        on_end: Callable[[BatchIterator], None] | None = None,
     ) -> None:
         self.owner = owner  # what must live while the epoch is served (the reservoir)
         self._served_counts = np.zeros(len(snapshot), dtype=np.int64)
@@ -147,6 +151,8 @@ class BatchIterator(Iterator[Any]):
             self._carry = 0.0  # seconds reported with the next next()'s time (counted by who gave them)
             self._done = False
             self._epoch = epoch
+            self._on_end = on_end
+            self.snapshot_size = len(snapshot)
             self._behind = 0  # newer epochs started since the last next() (or since this one started)
             self._expired: IteratorExpiredError | None = None
             self._lock = threading.Lock()
@@ -353,6 +359,7 @@ class BatchIterator(Iterator[Any]):
             if built is None:
                 self._finish()
                 self._report(0, t0)
+                self._ended_served()
                 raise StopIteration
             batch, n_rows, chunk, last, _ = built
             np.add.at(self._served_counts, chunk, 1)  # folded into the entries at the epoch's end
@@ -362,7 +369,19 @@ class BatchIterator(Iterator[Any]):
             else:
                 self._fill()
         self._report(n_rows, t0)
+        if last:
+            self._ended_served()
         return batch
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch's number (None when not given)."""
+        return self._epoch
+
+    def _ended_served(self) -> None:
+        on_end, self._on_end = self._on_end, None  # once
+        if on_end is not None:
+            on_end(self)
 
     def _report(self, rows: int, t0: float) -> None:
         if self._on_batch is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from dask_reservoir._core.order import epoch_order
 from dask_reservoir._core.samplers import RandomSampler, Sampler
 from dask_reservoir._core.served import ServedCounters
 from dask_reservoir._core.store import Snapshot
+from dask_reservoir._runtime.ahead import EpochAhead, Prepared
 from dask_reservoir._runtime.batches import BatchIterator
 from dask_reservoir._runtime.prefetch import BatchBuilder
 
@@ -51,6 +53,10 @@ class Epochs:
         The pandas dtypes of produced columns (read at each ``batch_format="pandas"`` batch).
     name : str
         Names the batch builder's thread.
+    take_snapshot : callable, optional
+        Ingests and returns ``(snapshot, epoch number)`` for the next epoch, or None when it cannot
+        be prepared now; called in the builder's thread when the newest epoch has served its
+        last batch (see :mod:`~dask_reservoir._runtime.ahead`).  None: epochs start in ``iter()``.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class Epochs:
         rank_epoch_rows: Callable[[], int],
         dtypes: dict[str, Any],
         name: str,
+        take_snapshot: Callable[[], tuple[Snapshot, int] | None] | None = None,
     ) -> None:
         self.options = options
         self.sampler = sampler
@@ -76,6 +83,9 @@ class Epochs:
         self._iterators: list[weakref.ref[BatchIterator]] = []  # epochs not known to be over, oldest first
         self._iterators_lock = threading.Lock()
         self._next_order: tuple[int, int, Future[np.ndarray]] | None = None
+        # the pipeline's ingest-and-snapshot for an epoch prepared ahead (None: never prepare)
+        self._take_snapshot: Callable[[], tuple[Snapshot, int] | None] | None = take_snapshot
+        self.ahead = EpochAhead(self.builder, self._prepare)
 
     def state_dict(self) -> dict[str, int]:
         """The epochs' keys of the reservoir's state: the next epoch's number and the epochs started."""
@@ -99,6 +109,15 @@ class Epochs:
         keeps it open.  Whatever raises here (a sampler, a warning turned into an error, a KeyboardInterrupt)
         releases the snapshot: it never outlives a failed ``iter()``.
         """
+        it = self._iterator(snapshot, epoch, owner=owner, stacklevel=5)
+        try:
+            self._register(it)
+        except BaseException:
+            it.close()
+            raise
+        return it
+
+    def _iterator(self, snapshot: Snapshot, epoch: int, *, owner: object, stacklevel: int) -> BatchIterator:
         options = self.options
         handed = False  # the iterator owns the snapshot from its construction on
         try:
@@ -111,10 +130,10 @@ class Epochs:
                     f"batch_size={options.batch_size} is larger than the {len(order)} entries this "
                     "epoch serves and drop_last=True: the epoch yields no batch",
                     UserWarning,
-                    stacklevel=4,
+                    stacklevel=stacklevel,
                 )
             handed = True
-            it = BatchIterator(
+            return BatchIterator(
                 snapshot,
                 order,
                 batch_size=options.batch_size,
@@ -129,18 +148,56 @@ class Epochs:
                 convert=converter(options.batch_format, self.dtypes),
                 epoch=epoch,
                 owner=owner,
+                on_end=self._on_end,
             )
         except BaseException:
             if not handed:  # BatchIterator releases it when its construction fails
                 snapshot.release()
             raise
-        try:
-            with self._iterators_lock:
-                self._iterators.append(weakref.ref(it))
-            self._prepare_order(len(snapshot), epoch + 1)
-        except BaseException:
+
+    def _register(self, it: BatchIterator) -> None:
+        with self._iterators_lock:
+            self._iterators.append(weakref.ref(it))
+        self._prepare_order(it.snapshot_size, self.number)
+
+    # ------------------------------------------------------------------ epochs prepared ahead
+    def _on_end(self, it: BatchIterator) -> None:
+        """An epoch served its last batch: when it is the newest, prepare the next one."""
+        if (
+            self._take_snapshot is not None
+            and self.options.prefetch_batches
+            and not self.options.deterministic
+            and it.epoch == self.number - 1
+        ):
+            self.ahead.start()
+
+    def _prepare(self) -> Prepared | None:
+        """In the builder's thread: the next epoch's snapshot (from the pipeline), order and first builds."""
+        taken = self._take_snapshot() if self._take_snapshot is not None else None
+        if taken is None:
+            return None
+        snapshot, epoch = taken
+        at = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # iter() warns itself if it starts this epoch anew
+            it = self._iterator(snapshot, epoch, owner=None, stacklevel=2)
+        return Prepared(it, epoch, at)
+
+    def prepared(self) -> BatchIterator | None:
+        """The next epoch's iterator when it was prepared ahead (not yet registered), else None."""
+        return self.ahead.take(epoch=self.number)
+
+    def adopt(self, it: BatchIterator, *, owner: object) -> BatchIterator | None:
+        """Hand over the prepared ``it`` as the epoch starting now, or drop it (None) if another was asked for.
+
+        Call with the pipeline's lock held, after :meth:`age`.
+        """
+        if it.epoch != self.number or it.ended:
             it.close()
-            raise
+            return None
+        self.next_number()
+        it.owner = owner
+        self._register(it)
         return it
 
     def _count_batch(self, rows: int, seconds: float, carried: float) -> None:
@@ -211,8 +268,12 @@ class Epochs:
             self._next_order = (epoch, n, self.builder.submit(lambda: epoch_order(sampler, n, epoch)))
 
     def close(self) -> None:
-        """Stop the batch builder's thread (idempotent)."""
+        """Drop the epoch prepared ahead and stop the batch builder's thread (idempotent)."""
+        self.ahead.close()
         self.builder.close()
 
     def __repr__(self) -> str:
-        return f"<Epochs: started={self.started} next={self.number} live_iterators={len(self._iterators)}>"
+        return (
+            f"<Epochs: started={self.started} next={self.number} live_iterators={len(self._iterators)} "
+            f"prepared_ahead={self.ahead.handed}>"
+        )

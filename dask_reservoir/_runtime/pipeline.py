@@ -22,12 +22,13 @@ from dask_reservoir._core.options import ReservoirOptions
 from dask_reservoir._core.samplers import Sampler
 from dask_reservoir._core.served import ServedCounters
 from dask_reservoir._core.stats import Performance, ReservoirStats, runner_fields, served_fields, store_fields
-from dask_reservoir._core.store import Entry, ReservoirStore
+from dask_reservoir._core.store import Entry, ReservoirStore, Snapshot
 from dask_reservoir._runtime.batches import BatchIterator
 from dask_reservoir._runtime.cluster import ClientHandle
 from dask_reservoir._runtime.epochs import Epochs
 from dask_reservoir._runtime.feeder import Feeder, drawable_rows, required_entries
 from dask_reservoir._runtime.loader.parent import choose_loader, make_runner
+from dask_reservoir._runtime.prefetch import IDLE_SLICE
 from dask_reservoir._runtime.protocols import RunnerLike
 from dask_reservoir._runtime.state import (
     header,
@@ -159,6 +160,7 @@ class Pipeline:
             rank_epoch_rows=self.feeder.rank_epoch_rows,
             dtypes=self.feeder.dtypes,
             name=f"dask_reservoir-batches-{id(self):x}",
+            take_snapshot=self.snapshot_ahead,
         )
         self.closed = False
 
@@ -221,14 +223,36 @@ class Pipeline:
         """
         with self.served.in_iter() as took:  # stats() counts a wait still going on
             self.check_usable()
+            ready = self.epochs.prepared()  # prepared ahead while the last step ran, or None
             with self.lock:
                 self.epochs.age()  # before ingesting: a stale epoch's entries are released first
-                self.feeder.feed(epochs=self.epochs.started)
-                snapshot = self.store.snapshot()
-                epoch = self.epochs.next_number()
-            it = self.epochs.start(snapshot, epoch, owner=owner)
+                it = None if ready is None else self.epochs.adopt(ready, owner=owner)
+                if it is None:
+                    self.feeder.feed(epochs=self.epochs.started)
+                    snapshot = self.store.snapshot()
+                    epoch = self.epochs.next_number()
+            if it is None:
+                it = self.epochs.start(snapshot, epoch, owner=owner)
         it.carry_seconds(took[0])  # the first batch's stall includes the epoch start (counted once, here)
         return it
+
+    def snapshot_ahead(self) -> tuple[Snapshot, int] | None:
+        """For the next epoch, prepared ahead: ingest, then ``(snapshot, epoch number)``.
+
+        Runs in the batch builder's thread.  None, with nothing taken, when the reservoir is
+        busy (another thread holds its lock), closed, or below its minimum (``iter()`` waits).
+        """
+        if not self.lock.acquire(timeout=IDLE_SLICE):
+            return None
+        try:
+            if self.closed or self.feeder.throttled:
+                return None
+            self.feeder.ingest(capped=True)
+            if len(self.store) < self.feeder.required():
+                return None
+            return self.store.snapshot(), self.epochs.number
+        finally:
+            self.lock.release()
 
     def set_epoch(self, epoch: int) -> None:
         """Number the next epoch ``epoch``."""
@@ -342,13 +366,18 @@ class Pipeline:
         """The counters of every part, now."""
         ledger = self.runner.ledger
         counters = ledger.counters()
+        store = store_fields(self.store)
+        # the epoch prepared ahead is no iterator of the consumer's; read after the store's count: it
+        # holds from before its snapshot is taken until its iterator is handed over
+        store["live_iterators"] = max(0, store["live_iterators"] - self.epochs.ahead.holding)
         return ReservoirStats(
             **runner_fields(counters),
             **served_fields(self.served.copy(), ledger.recent_load_seconds()),
-            **store_fields(self.store),
+            **store,
             max_reservoir_samples=self.options.max_reservoir_samples,
             min_reservoir_samples=self.options.min_reservoir_samples,
             epochs=self.epochs.started,
+            epochs_prepared=self.epochs.ahead.handed,
             mean_job_seconds=ledger.mean_load_seconds,
             address=self.address,
             status="closed" if self.closed else counters.status,
@@ -363,6 +392,8 @@ class Pipeline:
                 return False
             self.closed = True
         self.runner.close()
+        if isinstance(self.source, DaskSource):
+            self.source.release()  # its persisted partitions, before the client goes
         if self.handle.owned:
             for child in list(self.children):
                 child.close()

@@ -101,6 +101,10 @@ class LedgerLike(Protocol):
     def max_rows(self) -> int:
         """The back-pressure bound now, in source rows."""
 
+    @property
+    def max_jobs(self) -> int | None:
+        """The back-pressure bound now, in tasks."""
+
     def take(self, limit: int | None = None) -> Sequence[Completed | CompletedBlock]:
         """Remove and return up to ``limit`` waiting entries, oldest first."""
 

@@ -64,14 +64,17 @@ class JobRunner:
     client : distributed.Client
         The client to submit to (not closed here).
     source : Source
-        The rows; ``source.uids[i]`` names row ``i``.  A :class:`DaskSource` is
-        owned: its partition futures are released at close.
+        The rows; ``source.uids[i]`` names row ``i``.  Not owned: the pipeline releases a
+        :class:`DaskSource`'s partitions (a resumed run replaces the runner, not the source).
     spec : JobSpec
         The pickled function and its options.
     order : Sampler
         Order of source rows in each pass.
     max_rows : int or None
-        Most source rows in flight plus finished-but-not-taken; None follows the cluster.
+        Most source rows in flight plus finished-but-not-taken, fixed (tests); None: the
+        bound follows ``max_jobs`` and the task size.
+    max_jobs : int or None
+        Most tasks out (``max_jobs_at_once``); None follows the cluster.
     rows_per_job : int or None
         Source rows per dask task; None sizes tasks (``rows_per_job="auto"``).
     retries : int
@@ -93,6 +96,7 @@ class JobRunner:
         order: Sampler,
         max_rows: int | None,
         rows_per_job: int | None,
+        max_jobs: int | None = None,
         retries: int = 0,
         auto_bound_threads: int | None = None,
         capacity: int | None = None,
@@ -118,6 +122,7 @@ class JobRunner:
             source.uids,
             order,
             max_rows=max_rows,
+            max_jobs=max_jobs,
             rows_per_job=rows_per_job,
             auto_bound_threads=auto_bound_threads,
             capacity=capacity,
@@ -355,8 +360,6 @@ class JobRunner:
             self.ledger.cancelled(job.positions)
         for positions in self._losses.drain():
             self.ledger.cancelled(positions)
-        if isinstance(self._source, DaskSource):
-            self._source.release()
 
 
 def _connection_lost(arrival: Arrival) -> bool:
@@ -397,7 +400,8 @@ def runner_for(
             batched=options.batched,
         ),
         order=order,
-        max_rows=options.max_jobs_at_once,
+        max_rows=None,
+        max_jobs=options.max_jobs_at_once,
         rows_per_job=options.rows_per_job,
         auto_bound_threads=handle.worker_threads(),
         capacity=options.max_reservoir_samples,

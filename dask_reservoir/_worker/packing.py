@@ -42,6 +42,10 @@ _PYTHON_SCALARS: dict[type, np.dtype[Any]] = {
 _NOT_PACKED = (np.str_, np.bytes_, np.void, np.object_)
 
 
+PACKED_ARRAY_KINDS = "biufcmM"
+"""numpy kinds of the arrays that pack: booleans, numbers, dates and durations."""
+
+
 def pack_column(values: list[Any]) -> tuple[np.ndarray, bool] | None:
     """One column's values as an array, and whether they were Python scalars; None: not packable.
 
@@ -63,7 +67,8 @@ def pack_column(values: list[Any]) -> tuple[np.ndarray, bool] | None:
     if kind is np.ndarray:
         dtype, shape = first.dtype, first.shape
         if (
-            dtype.hasobject
+            dtype.kind
+            not in PACKED_ARRAY_KINDS  # text and records stay rows: the store keeps them as objects
             or not dtype.isnative  # numpy.stack would make it native: the rows would change dtype
             or not shape
             or any(v.dtype != dtype or v.shape != shape for v in values)

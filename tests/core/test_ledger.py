@@ -435,7 +435,7 @@ def test_failures_are_logged_once_as_warning_then_as_debug(caplog: pytest.LogCap
     ]
 
 
-def test_rejected_entry_is_a_failure_of_its_uid_but_not_a_failed_row() -> None:
+def test_rejected_entry_is_a_failure_of_its_uid_and_a_failed_row() -> None:
     ledger = Ledger(
         list("ab"),
         SequentialSampler(),
@@ -450,7 +450,11 @@ def test_rejected_entry_is_a_failure_of_its_uid_but_not_a_failed_row() -> None:
     cause = OSError("disk full")
     ledger.rejected("a", cause)
     c = ledger.counters()
-    assert (c.uids_loaded, c.rows_loaded, c.rows_failed) == (0, 1, 0)
+    assert (c.uids_loaded, c.rows_loaded, c.rows_failed) == (0, 0, 1)  # failed, no longer loaded
+    assert (
+        c.rows_submitted
+        == c.rows_loaded + c.rows_failed + c.rows_requeued + c.rows_cancelled + c.rows_in_flight
+    )
     (record,) = c.failures
     assert (record.uid, record.exc_type, record.message, record.traceback) == (
         "a",

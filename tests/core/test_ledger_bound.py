@@ -13,6 +13,7 @@ from dask_reservoir._core.ledger.bound import (
     MIN_TASKS_IN_FLIGHT,
     InFlightBound,
     default_bound,
+    jobs_bound,
     tasks_in_flight,
 )
 from dask_reservoir._core.sizing import AUTO_TASK_SECONDS
@@ -216,3 +217,64 @@ def test_observe_block_of_no_rows_changes_nothing() -> None:
     bound = InFlightBound(10_000, max_rows=None, rows_per_job=None, threads=2)
     bound.observe_block(1.0, ColumnBlock({"x": np.zeros(0)}), 0)
     assert bound.rows_per_job == 1
+
+
+# ---------------------------------------------------------------------- max_jobs: a bound in tasks
+@pytest.mark.parametrize(
+    ("jobs", "rows_per_job", "capacity", "rows"),
+    [
+        (32, 1750, 100_000, 56_000),  # tasks of the auto size, not tasks shrunk to fit 32 rows
+        (32, 1750, 1000, 3500),  # at most the reservoir, but two tasks at least
+        (1, 64, 1000, 64),  # one task: one task's rows
+        (2, 10, 5, 20),
+        (8, 1, None, 8),
+    ],
+)
+def test_jobs_bound_is_tasks_of_their_size_within_the_reservoir(
+    jobs: int, rows_per_job: int, capacity: int | None, rows: int
+) -> None:
+    assert jobs_bound(jobs, rows_per_job, capacity) == rows
+
+
+def test_max_jobs_counts_tasks_and_never_shrinks_auto_sized_ones() -> None:
+    bound = InFlightBound(
+        1_000_000, max_rows=None, max_jobs=32, rows_per_job=None, threads=2, capacity=100_000
+    )
+    bound.observe(AUTO_TASK_SECONDS / 1000, 100.0, 1)  # rows of 75 us: tasks of 1000 rows
+    assert bound.rows_per_job == 1000 and bound.max_jobs == 32 and bound.max_rows == 32_000
+    bound.set_threads(16)  # an explicit number of tasks does not follow the cluster
+    assert bound.max_jobs == 32 and bound.max_rows == 32_000
+
+
+def test_max_jobs_stops_tasks_in_flight_at_the_number_given() -> None:
+    bound = InFlightBound(100, max_rows=None, max_jobs=3, rows_per_job=1, threads=8, capacity=100)
+    for _ in range(3):
+        assert bound.room(waiting=0) >= 1
+        bound.sent(1)
+    assert bound.room(waiting=0) == 0  # three tasks out, whatever the rows
+    bound.done(1)
+    assert bound.room(waiting=0) == 1  # two in flight: room for a third task
+    assert bound.room(waiting=1) == 0  # and its result not taken yet: that one is still out
+
+
+def test_the_default_max_jobs_follows_the_threads_and_a_fixed_row_bound_has_none() -> None:
+    bound = InFlightBound(100, max_rows=None, rows_per_job=1, threads=2)
+    assert bound.max_jobs == 8
+    bound.set_threads(10)
+    assert bound.max_jobs == 20
+    assert InFlightBound(100, max_rows=5, max_jobs=3, rows_per_job=1).max_jobs is None
+
+
+def test_held_seconds_count_refusals_while_threads_are_idle() -> None:
+    bound = InFlightBound(100, max_rows=None, max_jobs=1, rows_per_job=1, threads=2)
+    bound.note_room(granted=True, now=0.0)
+    assert bound.held_seconds(now=5.0) == 0.0
+    bound.note_room(granted=False, now=1.0)  # refused, no task in flight: held
+    bound.note_room(granted=False, now=2.0)  # still held: counted from the first refusal
+    assert bound.held_seconds(now=3.0) == 2.0
+    bound.note_room(granted=True, now=4.0)
+    assert bound.held_seconds(now=10.0) == 3.0
+    bound.sent(1)
+    bound.sent(1)  # two tasks in flight on two threads: a refusal now holds no thread back
+    bound.note_room(granted=False, now=11.0)
+    assert bound.held_seconds(now=20.0) == 3.0

@@ -20,7 +20,6 @@ GOOD = {"max_reservoir_samples": 8}
         ({"uid_column": ""}, TypeError, "uid_column must be a non-empty str"),
         ({"uid_column": 1}, TypeError, "uid_column must be a non-empty str, got int"),
         ({"max_jobs_at_once": 0}, ValueError, "max_jobs_at_once must be >= 1 or None, got 0"),
-        ({"max_jobs_at_once": 2, "rows_per_job": 4}, ValueError, "max_jobs_at_once=2 < rows_per_job=4"),
         ({"batch_size": 0}, ValueError, "batch_size must be >= 1, got 0"),
         ({"batch_size": "4"}, TypeError, "batch_size must be an int, got str"),
         ({"drop_last": 1}, TypeError, "drop_last must be a bool, got int"),
@@ -181,12 +180,6 @@ def test_the_serving_and_sharding_options_come_back() -> None:
             {"max_stale_epochs": -1},
             ValueError,
             r"^max_stale_epochs must be >= 0 \(newer epochs an iterator may fall behind\), got -1$",
-        ),
-        (
-            {"max_jobs_at_once": 2, "rows_per_job": 4},
-            ValueError,
-            r"^max_jobs_at_once \(a bound in source rows\) must be >= rows_per_job, "
-            r"got max_jobs_at_once=2 < rows_per_job=4$",
         ),
         (
             {"rank": 3, "world_size": 3},

@@ -137,6 +137,7 @@ def test_runner_fields_copy_every_counter_to_its_stats_field() -> None:
         workers=15,
         workers_lost=16,
         rows_rerun=17,
+        loading_held_seconds=18.5,
     )
     fields = runner_fields(counters)
     assert fields == {
@@ -158,6 +159,7 @@ def test_runner_fields_copy_every_counter_to_its_stats_field() -> None:
         "workers": 15,
         "workers_lost": 16,
         "rows_rerun": 17,
+        "loading_held_seconds": 18.5,
     }
     # the quarantine is a copy: the runner's dict may change after the snapshot
     assert fields["quarantined"] is not counters.quarantined

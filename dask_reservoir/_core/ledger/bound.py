@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from dask_reservoir._core.sizing import ROW_OVERHEAD_BYTES, TaskSizer, mean_row_bytes
 
-__all__ = ["MIN_TASKS_IN_FLIGHT", "Block", "InFlightBound", "default_bound", "tasks_in_flight"]
+__all__ = ["MIN_TASKS_IN_FLIGHT", "Block", "InFlightBound", "default_bound", "jobs_bound", "tasks_in_flight"]
 
 MIN_TASKS_IN_FLIGHT = 8
 """Fewest tasks the default bound keeps out (in flight, or finished and not yet taken).
@@ -37,13 +37,7 @@ def tasks_in_flight(threads: int) -> int:
 
 
 def default_bound(rows_per_job: int, threads: int, capacity: int | None) -> int:
-    """The default back-pressure bound, in source rows.
-
-    ``tasks_in_flight(threads)`` tasks of ``rows_per_job`` rows, but no more rows than
-    the reservoir holds (``capacity``): entries waiting beyond it would evict each
-    other at the next ingestion, loaded for nothing, and each ingestion would bring
-    more than one reservoir's worth.  At least two tasks, so that one loads while
-    the results of the other wait.
+    """The default back-pressure bound, in source rows: :func:`jobs_bound` of ``tasks_in_flight(threads)`` tasks.
 
     Examples
     --------
@@ -52,10 +46,26 @@ def default_bound(rows_per_job: int, threads: int, capacity: int | None) -> int:
     >>> default_bound(1, 2, 4)  # a reservoir of 4 entries
     4
     """
-    wanted = tasks_in_flight(threads) * rows_per_job
+    return jobs_bound(tasks_in_flight(threads), rows_per_job, capacity)
+
+
+def jobs_bound(jobs: int, rows_per_job: int, capacity: int | None) -> int:
+    """The back-pressure bound in source rows for ``jobs`` tasks of ``rows_per_job`` rows.
+
+    No more rows than the reservoir holds (``capacity``): entries waiting beyond it
+    would evict each other at the next ingestion, loaded for nothing, and each
+    ingestion would bring more than one reservoir's worth.  At least two tasks (one
+    when ``jobs`` is 1), so that one loads while the results of the other wait.
+
+    Examples
+    --------
+    >>> jobs_bound(32, 1750, 100_000), jobs_bound(32, 1750, 1000), jobs_bound(1, 64, 1000)
+    (56000, 3500, 64)
+    """
+    wanted = jobs * rows_per_job
     if capacity is not None:
         wanted = min(wanted, capacity)
-    return max(2 * rows_per_job, wanted)
+    return max(min(jobs, 2) * rows_per_job, wanted)
 
 
 class Block(Protocol):
@@ -74,13 +84,17 @@ class InFlightBound:
     source_rows : int
         Rows in the source (this rank's view of it).
     max_rows : int or None
-        Most source rows out (in flight, or finished and not yet taken); None: the bound
-        follows the cluster and the task size (:func:`default_bound`).
+        Most source rows out (in flight, or finished and not yet taken), fixed; None: the
+        bound in rows follows the tasks allowed (``max_jobs``) and their size (:func:`jobs_bound`).
+    max_jobs : int or None
+        Most tasks out (the reservoir's ``max_jobs_at_once``): no more tasks in flight, and no
+        more rows out than :func:`jobs_bound` of that many tasks; None: ``tasks_in_flight(threads)``,
+        following the cluster.  Ignored with ``max_rows``.
     rows_per_job : int or None
         Rows per task; None sizes tasks from measured row times and bytes
         (:class:`~dask_reservoir._core.sizing.TaskSizer`), at most as many rows as let
-        two tasks per worker thread fit in the bound (``max_rows``, else ``capacity``)
-        and in the source.
+        two tasks per worker thread fit in ``max_rows``, else in ``capacity``, and in the
+        source: ``max_jobs`` never shrinks tasks.
     threads : int or None
         Worker threads at the start (None or 0 counts as one).
     capacity : int or None
@@ -96,6 +110,9 @@ class InFlightBound:
     (1, 2, 10)
     >>> bound.set_threads(6), bound.max_rows  # 2 x 6 tasks of 2 rows
     (True, 24)
+    >>> jobs = InFlightBound(10_000, max_rows=None, max_jobs=3, rows_per_job=100, threads=2)
+    >>> jobs.max_jobs, jobs.max_rows
+    (3, 300)
     """
 
     def __init__(
@@ -106,15 +123,19 @@ class InFlightBound:
         rows_per_job: int | None,
         threads: int | None = None,
         capacity: int | None = None,
+        max_jobs: int | None = None,
     ) -> None:
         self._source_rows = source_rows
         self._fixed_bound = max_rows
+        self._fixed_jobs = max_jobs
         self._threads = max(1, threads or 1)
         self._capacity = capacity
         self._sizer = TaskSizer(1) if rows_per_job is None else None
         self._rows_per_job = 1 if rows_per_job is None else rows_per_job
         self._jobs_in_flight = 0
         self._rows_in_flight = 0
+        self._held_since: float | None = None  # when the bound started holding idle threads back
+        self._held_seconds = 0.0
 
     # ------------------------------------------------------------------ what is out
     @property
@@ -139,11 +160,24 @@ class InFlightBound:
 
     # ------------------------------------------------------------------ the bound
     @property
+    def max_jobs(self) -> int | None:
+        """Most tasks out now (None with a fixed ``max_rows``)."""
+        if self._fixed_bound is not None:
+            return None
+        return tasks_in_flight(self._threads) if self._fixed_jobs is None else self._fixed_jobs
+
+    @property
     def max_rows(self) -> int:
         """The bound now, in source rows."""
         if self._fixed_bound is not None:
             return self._fixed_bound
-        return default_bound(self._rows_per_job, self._threads, self._capacity)
+        jobs = tasks_in_flight(self._threads) if self._fixed_jobs is None else self._fixed_jobs
+        return jobs_bound(jobs, self._rows_per_job, self._capacity)
+
+    @property
+    def threads(self) -> int:
+        """Worker threads of the cluster (at least one)."""
+        return self._threads
 
     @property
     def rows_per_job(self) -> int:
@@ -151,8 +185,51 @@ class InFlightBound:
         return self._rows_per_job
 
     def room(self, *, waiting: int) -> int:
-        """Rows the bound lets out now, besides those in flight and the ``waiting`` rows not yet taken."""
+        """Rows the bound lets out now, besides those in flight and the ``waiting`` rows not yet taken.
+
+        0 once ``max_jobs`` tasks are in flight (with an explicit ``max_jobs``).
+
+        Examples
+        --------
+        >>> bound = InFlightBound(100, max_rows=None, max_jobs=2, rows_per_job=1)
+        >>> bound.sent(1); bound.room(waiting=0)
+        1
+        >>> bound.sent(1); bound.room(waiting=0)
+        0
+        """
+        if (
+            self._fixed_jobs is not None
+            and self._fixed_bound is None
+            and self._jobs_in_flight >= self._fixed_jobs
+        ):
+            return 0
         return self.max_rows - self._rows_in_flight - waiting
+
+    def note_room(self, *, granted: bool, now: float) -> None:
+        """A task was let out (``granted``) or refused at ``now``: track how long the bound holds loading back.
+
+        Loading is held back while tasks are refused for room and fewer tasks than worker
+        threads are in flight: threads sit idle because of the bound.
+
+        Examples
+        --------
+        >>> bound = InFlightBound(100, max_rows=None, max_jobs=1, rows_per_job=1, threads=2)
+        >>> bound.note_room(granted=False, now=10.0)
+        >>> bound.note_room(granted=True, now=12.5)
+        >>> bound.held_seconds(now=20.0)
+        2.5
+        """
+        held = not granted and self._jobs_in_flight < self._threads
+        if held and self._held_since is None:
+            self._held_since = now
+        elif not held and self._held_since is not None:
+            self._held_seconds += now - self._held_since
+            self._held_since = None
+
+    def held_seconds(self, *, now: float) -> float:
+        """Seconds the bound held loading back with idle worker threads, up to ``now``."""
+        since = self._held_since
+        return self._held_seconds + (0.0 if since is None else now - since)
 
     def job_rows(self, *, barred: int) -> int:
         """Rows of the next full task: ``rows_per_job``, no more than the source's rows not ``barred``, at least one.

@@ -9,6 +9,7 @@ cluster in ``tests/core/test_ledger.py``.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, cast
 
@@ -38,14 +39,10 @@ class Ledger:
         The UID of each source row.
     order : Sampler
         Order of the rows in each pass over the source.
-    max_rows, rows_per_job : int or None
-        The bound on source rows out and the rows per task; None: the bound follows the
-        cluster and the task size, tasks are sized from what rows cost
-        (:class:`~dask_reservoir._core.ledger.bound.InFlightBound`).
-    auto_bound_threads : int or None
-        Worker threads at the start (see :meth:`set_worker_threads`).
-    capacity : int or None
-        The reservoir's capacity: the default bound holds no more rows.
+    max_rows, max_jobs, rows_per_job, auto_bound_threads, capacity
+        The back-pressure bound and the task size: see
+        :class:`~dask_reservoir._core.ledger.bound.InFlightBound` (``threads``: the worker
+        threads at the start, see :meth:`set_worker_threads`).
     max_failures_per_uid : int or None
         Failures in a row after which a UID is quarantined.
     collect_errors : bool
@@ -83,6 +80,7 @@ class Ledger:
         *,
         max_rows: int | None,
         rows_per_job: int | None,
+        max_jobs: int | None = None,
         auto_bound_threads: int | None = None,
         capacity: int | None = None,
         max_failures_per_uid: int | None = None,
@@ -105,6 +103,7 @@ class Ledger:
         self._bound = InFlightBound(
             len(uids),
             max_rows=max_rows,
+            max_jobs=max_jobs,
             rows_per_job=rows_per_job,
             threads=auto_bound_threads,
             capacity=capacity,
@@ -126,9 +125,8 @@ class Ledger:
     def ship(self, limit: int | None = None) -> list[Completed]:
         """Like :meth:`take`, but the entries stay counted in the bound until :meth:`acknowledge`.
 
-        The loader process ships entries to the consumer's process before it takes them
-        (see :mod:`~dask_reservoir._runtime.loader.parent`): they still occupy the bound, and their UIDs
-        are not submitted again, until the consumer says it took them.
+        The loader process ships entries (:mod:`~dask_reservoir._runtime.loader.parent`): they occupy
+        the bound, and their UIDs are not submitted again, until the consumer says it took them.
         """
         with self.cond:
             return self._waiting.ship(limit)
@@ -154,8 +152,7 @@ class Ledger:
     def pop_error(self) -> JobError | None:
         """The oldest failure not yet reported, or None (kept only with ``collect_errors=True``).
 
-        One at a time: each ``iter()``/``next()`` of an ``on_error="raise"`` reservoir
-        raises the next one, so none is dropped.
+        One at a time: each ``iter()``/``next()`` of an ``on_error="raise"`` reservoir raises the next.
         """
         with self.cond:
             return self._book.pop_error()
@@ -163,8 +160,7 @@ class Ledger:
     def release_quarantine(self, uids: Iterable[Hashable] | None = None) -> list[Hashable]:
         """Submit quarantined UIDs again (all when ``uids`` is None); return those released.
 
-        Their count of failures in a row starts again from zero.  UIDs that are not
-        quarantined are ignored.
+        Their count of failures in a row starts again from zero; UIDs not quarantined are ignored.
         """
         with self.cond:
             wanted = self._book.release(uids)
@@ -185,6 +181,7 @@ class Ledger:
                 uids_tried=self._coverage.tried_count,
                 uids_loaded=self._coverage.loaded_count,
                 source_passes=self._cursor.passes_done,
+                loading_held_seconds=self._bound.held_seconds(now=time.monotonic()),
                 failures=book.records(),
                 quarantined=book.quarantine_records(),
                 unloadable=book.unloadable() | self._coverage.unloadable(),
@@ -210,6 +207,11 @@ class Ledger:
     def max_rows(self) -> int:
         """The back-pressure bound now, in source rows."""
         return self._bound.max_rows
+
+    @property
+    def max_jobs(self) -> int | None:
+        """The back-pressure bound now, in tasks (None with a fixed ``max_rows``)."""
+        return self._bound.max_jobs
 
     @property
     def jobs_in_flight(self) -> int:
@@ -248,7 +250,9 @@ class Ledger:
         with self.cond:
             quarantined = self._book.quarantined
             k = self._bound.job_rows(barred=len(quarantined))
-            if self._bound.room(waiting=self._waiting.occupied) < k:
+            granted = self._bound.room(waiting=self._waiting.occupied) >= k
+            self._bound.note_room(granted=granted, now=time.monotonic())
+            if not granted:
                 return []
             positions, skipped = self._cursor.next_positions(k, out=self._waiting.out, barred=quarantined)
             if skipped:
@@ -290,9 +294,8 @@ class Ledger:
     ) -> None:
         """Go on from a checkpoint: the source order where it stopped, ``first`` submitted first.
 
-        Call before the first job is submitted.  Quarantined UIDs stay quarantined
-        (:meth:`release_quarantine` frees them).  ``order``: the interrupted pass's
-        order, when the caller computed it already.
+        Call before the first job is submitted.  Quarantined UIDs stay quarantined.  ``order``:
+        the interrupted pass's order, when the caller computed it already.
         """
         with self.cond:
             self._cursor.restore(
@@ -423,6 +426,7 @@ class Ledger:
         """
         with self.cond:
             self._book.rejected(uid, exc)
+            self._tally.rejected()
             where = position_in(self._uids, uid) if position is None else position
             if where is not None:
                 self._coverage.unloaded(where)

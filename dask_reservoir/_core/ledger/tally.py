@@ -81,6 +81,19 @@ class Tally:
         """A submitted row failed."""
         self._rows_failed += 1
 
+    def rejected(self) -> None:
+        """A loaded row's result could not be stored: it counts as failed, no longer as loaded.
+
+        Examples
+        --------
+        >>> tally = Tally()
+        >>> tally.loaded([0.1, 0.1]); tally.rejected()
+        >>> tally.counts()["rows_loaded"], tally.counts()["rows_failed"]
+        (1, 1)
+        """
+        self._rows_loaded -= 1
+        self._rows_failed += 1
+
     def requeued(self, rows: int) -> None:
         """``rows`` submitted rows go again (their job was lost)."""
         self._rows_requeued += rows

@@ -17,6 +17,7 @@ import numpy as np
 
 from dask_reservoir._core.blocks import BlockRow, CompletedBlock
 from dask_reservoir._core.store.entry import Entry
+from dask_reservoir._core.store.room import NoRoomError
 from dask_reservoir._core.store.table import StoreError
 
 __all__ = ["Finished", "block_run", "put_all"]
@@ -148,6 +149,13 @@ def _put_rows(
                 stored += 1
             except StoreError as exc:
                 rejected.append((item, exc))
+            except NoRoomError:
+                raise  # the caller stops here: the rest waits for room
+            except Exception as exc:  # never a stall: whatever the store cannot hold is that UID's failure
+                error = StoreError(
+                    f"cannot store the entry of UID {item.uid!r}: {type(exc).__name__}: {exc}", uid=item.uid
+                )
+                rejected.append((item, error))
     return stored, rejected
 
 

@@ -274,12 +274,16 @@ class SlotTable:
         >>> schema = SlotTable.block_columns({"x": np.zeros((4, 2), np.float32), "n": np.array(["a"] * 4)})
         >>> [c.describe() for c in schema.values()]
         ['float32 array of shape (2,)', 'object']
+        >>> SlotTable.block_columns({"words": np.array([["a", "b"]] * 4)}) is None  # a str array per row
+        True
         """
         if not columns or not all(isinstance(k, str) for k in columns):
             return None
         schema = {}
         for name, values in columns.items():
             if values.dtype.kind in "OUSV":
+                if values.ndim != 1:  # an array of text or records per row: kept row by row
+                    return None
                 schema[name] = Column(_OBJECT, np.dtype(object))
             elif values.ndim == 1:
                 schema[name] = Column(_SCALAR, values.dtype, python=name in python)

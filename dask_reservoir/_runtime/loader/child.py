@@ -154,6 +154,7 @@ class Loop:
             mean_load_seconds=ledger.mean_load_seconds,
             rows_per_job=ledger.rows_per_job,
             max_rows=ledger.max_rows,
+            max_jobs=ledger.max_jobs,
             sending=runner.perf_sending.totals(),
             receiving=runner.perf_receiving.totals(),
         )

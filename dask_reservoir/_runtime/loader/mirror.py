@@ -50,6 +50,7 @@ class LoaderState:
     mean_load_seconds: float = 0.0
     rows_per_job: int = 1
     max_rows: int = 1
+    max_jobs: int | None = None
     sending: tuple[float, int] = (0.0, 0)
     """``Performance.totals()`` of the submit times."""
     receiving: tuple[float, int] = (0.0, 0)
@@ -166,6 +167,11 @@ class LedgerMirror:
     def max_rows(self) -> int:
         """The back-pressure bound now, in source rows."""
         return self._state.max_rows
+
+    @property
+    def max_jobs(self) -> int | None:
+        """The back-pressure bound now, in tasks."""
+        return self._state.max_jobs
 
     @property
     def state(self) -> LoaderState:
