@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import warnings
+from typing import Any
 
 import dask
 import pytest
@@ -12,7 +14,7 @@ from distributed import Client, LocalCluster
 
 from dask_reservoir import AsyncReservoir
 from dask_reservoir._runtime.cluster import ClientHandle, connect_timeout, resolve_client
-from tests.utils import frame, load_value
+from tests.utils import frame, load_value, poll_for
 
 
 def test_given_client_is_used_and_never_closed(client: Client) -> None:
@@ -40,7 +42,7 @@ def test_embedded_local_cluster_is_owned_and_closed() -> None:
         assert len(handle.cluster.worker_spec) == 1  # asked for; it may still be starting
         assert handle.cluster.scheduler_address.startswith("tcp://")
         assert sorted(int(b["label"][0]) for b in r) == list(range(6))
-        assert len(handle.cluster.workers) == 1
+        poll_for(lambda: len(handle.cluster.workers) == 1, timeout=60, what="the worker process to start")
     assert handle.client.status == "closed"
     assert handle.cluster.status.name == "closed"
 
@@ -54,7 +56,9 @@ def test_embedded_cluster_does_not_wait_for_its_workers() -> None:
         # answered here, not by the workers (the remote check says False with no worker yet)
         assert handle.can_import("tests") and not handle.can_import("no_such_package_here")
         assert handle.client.direct_to_workers  # results come from the workers, not via the scheduler
-        handle.client.wait_for_workers(2, timeout=60)
+        warmup = handle.warmup
+        assert warmup is not None and handle.transient_workers == {warmup.address}
+        poll_for(lambda: warmup.retired, timeout=60, what="the warm-up worker to retire")
         assert sum(handle.client.nthreads().values()) == 2  # one thread per worker process
         assert handle.client.submit(sum, [1, 2]).result(timeout=30) == 3
     finally:
@@ -133,3 +137,34 @@ def test_no_worker_yet_means_the_function_travels_by_value() -> None:
         cluster.scale(1)
         c.wait_for_workers(1, timeout=30)
         assert handle.can_import("tests")
+
+
+def started_in(row: dict[str, Any]) -> dict[str, Any]:
+    """Which process loaded the row."""
+    return {"pid": os.getpid(), "label": int(row["value"])}
+
+
+def test_the_embedded_cluster_loads_at_once_on_a_warm_up_worker_retired_when_the_processes_join() -> None:
+    with AsyncReservoir(
+        frame(400), started_in, 400, min_reservoir_samples=8, nb_workers=2, rows_per_job=1
+    ) as r:
+        handle = r._handle
+        warmup = handle.warmup
+        assert warmup is not None and not warmup.retired
+        first = next(iter(r))  # loaded before any worker process is up: by the warm-up worker
+        assert (first["label"] == first["sample_uid"]).all()
+        poll_for(lambda: warmup.retired, timeout=60, what="the warm-up worker to retire")
+        workers = handle.client.nthreads()
+        assert len(workers) == 2 and warmup.address not in workers  # the two processes, one thread each
+        pids = set(first["pid"].tolist())
+
+        def loaded_everything() -> bool:
+            for batch in r:
+                assert (batch["label"] == batch["sample_uid"]).all()
+                pids.update(batch["pid"].tolist())
+            return r.reservoir_size() == 400
+
+        poll_for(loaded_everything, timeout=60, what="every row loaded")
+        stats = r.stats()
+        assert stats.workers == 2 and stats.workers_lost == 0  # the warm-up worker left as planned
+        assert os.getpid() in pids and len(pids - {os.getpid()}) >= 1  # rows from here and from the processes

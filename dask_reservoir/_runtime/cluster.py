@@ -18,6 +18,8 @@ from dask.system import CPU_COUNT
 from dask.utils import parse_timedelta
 from distributed import Client, LocalCluster
 
+from dask_reservoir._runtime.warmup import Warmup
+
 __all__ = ["ClientHandle", "importable_on", "resolve_client"]
 
 logger = logging.getLogger("dask_reservoir")
@@ -25,6 +27,10 @@ logger = logging.getLogger("dask_reservoir")
 MAX_CONNECT_TIMEOUT = 10.0
 """Longest wait (seconds) for a scheduler address to answer; dask's own default is 30 s."""
 
+
+WARMUP = True
+"""Whether the embedded cluster starts with a warm-up worker of threads in this process
+(:mod:`~dask_reservoir._runtime.warmup`) while its worker processes start."""
 
 EMBEDDED_HTTP_ADDRESS = "127.0.0.1:0"
 """Where the embedded cluster's scheduler serves HTTP (no dashboard): any free loopback port."""
@@ -50,6 +56,10 @@ class ClientHandle:
     local_workers: bool = False
     """The workers are children of this process's parent (the loader process's view of
     the embedded cluster): they import what this process imports."""
+    warmup: Warmup | None = None
+    """The embedded cluster's warm-up worker (threads in this process while its processes start)."""
+    transient_workers: frozenset[str] = frozenset()
+    """Workers meant to leave (the warm-up worker): their departure is no loss."""
 
     @property
     def embedded(self) -> bool:
@@ -91,6 +101,8 @@ class ClientHandle:
         """Close the client and cluster if owned; never raises."""
         if not self.owned:
             return
+        if self.warmup is not None:
+            self.warmup.close()
         for thing in (self.client, self.cluster):
             if thing is None:
                 continue
@@ -150,13 +162,17 @@ def _embedded_cluster(nb_workers: int | None) -> ClientHandle:
         scheduler_kwargs={"dashboard_address": EMBEDDED_HTTP_ADDRESS},
         silence_logs=logging.ERROR,
     )
+    warmup = None
     try:
         client = Client(cluster, set_as_default=False, direct_to_workers=True)  # no worker to wait for
         cluster.scale(n)
+        if WARMUP:
+            warmup = Warmup(cluster, threads=n, processes=n)  # loads while the processes start
     except BaseException:
         cluster.close()
         raise
-    return ClientHandle(client, owned=True, cluster=cluster)
+    transient = frozenset() if warmup is None else frozenset({warmup.address})
+    return ClientHandle(client, owned=True, cluster=cluster, warmup=warmup, transient_workers=transient)
 
 
 def _default_client() -> Client | None:

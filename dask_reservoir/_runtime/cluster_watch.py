@@ -95,9 +95,17 @@ class ClusterWatch:
     (0, 1, 3, <ClusterWatch: workers=0 recent_tasks=1>)
     """
 
-    def __init__(self, client: Client, ledger: Ledger, *, empty_recheck: float = 0.1) -> None:
+    def __init__(
+        self,
+        client: Client,
+        ledger: Ledger,
+        *,
+        empty_recheck: float = 0.1,
+        transient: frozenset[str] = frozenset(),
+    ) -> None:
         self._client = client
         self._ledger = ledger
+        self._transient = transient  # workers meant to leave (the warm-up worker): not counted as lost
         self._empty_recheck = empty_recheck
         self._workers: set[str] = set()
         self._rows_of_key: dict[str, int] = {}  # the last RECENT_KEYS tasks submitted -> their rows
@@ -163,7 +171,7 @@ class ClusterWatch:
         joined = sorted(workers - self._workers)
         departed = sorted(self._workers - workers)
         self._workers = workers
-        self._ledger.set_workers(len(workers), lost=len(departed))
+        self._ledger.set_workers(len(workers), lost=sum(1 for w in departed if w not in self._transient))
         if departed:
             self._count_reruns(departed)
         return joined
@@ -186,7 +194,8 @@ class ClusterWatch:
                     keys = {*event.get("processing-tasks", ()), *event.get("lost-computed-tasks", ())}
                     rows += sum(self._rows_of_key.get(str(key), 0) for key in keys)
         self._ledger.rerun(rows)
-        (logger.warning if rows else logger.info)(
+        expected = all(w in self._transient for w in departed)
+        (logger.warning if rows else logger.debug if expected else logger.info)(
             "dask_reservoir: %d worker(s) left the cluster (%s); dask runs %d of our rows again; %d worker(s) now",
             len(departed),
             ", ".join(departed),

@@ -110,6 +110,7 @@ class JobRunner:
         world_size: int = 1,
         deterministic: bool = False,
         resume: ResumePoint | None = None,
+        transient_workers: frozenset[str] = frozenset(),
     ) -> None:
         self._client = client
         self._source = source
@@ -146,7 +147,7 @@ class JobRunner:
         # only touched by the runner thread (or by close() when it never started)
         self._in_flight: dict[Hashable, tuple[Future, Job]] = {}
         self._losses = LossTracker()
-        self._watch = ClusterWatch(client, self.ledger, empty_recheck=WAIT_SLICE)
+        self._watch = ClusterWatch(client, self.ledger, empty_recheck=WAIT_SLICE, transient=transient_workers)
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._poked = False
@@ -416,4 +417,5 @@ def runner_for(
         world_size=options.world_size,
         deterministic=options.deterministic,
         resume=resume,
+        transient_workers=handle.transient_workers,
     )

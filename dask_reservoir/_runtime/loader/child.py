@@ -224,7 +224,12 @@ def _connect(settings: dict[str, Any]) -> Any:
         timeout=connect_timeout(),
         direct_to_workers=settings["local_workers"],
     )
-    return ClientHandle(client, owned=True, local_workers=settings["local_workers"])
+    return ClientHandle(
+        client,
+        owned=True,
+        local_workers=settings["local_workers"],
+        transient_workers=settings["transient_workers"],
+    )
 
 
 def main(fd: int) -> None:

@@ -122,6 +122,7 @@ class LoaderProcess:
             "address": handle.address,
             "security": getattr(handle.client, "security", None),
             "local_workers": handle.embedded,
+            "transient_workers": handle.transient_workers,
             "source": source,
             "function": function,
             "options": replace(options, collate_fn=None),  # the loader never collates
