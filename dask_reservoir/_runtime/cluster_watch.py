@@ -194,8 +194,8 @@ class ClusterWatch:
                     keys = {*event.get("processing-tasks", ()), *event.get("lost-computed-tasks", ())}
                     rows += sum(self._rows_of_key.get(str(key), 0) for key in keys)
         self._ledger.rerun(rows)
-        expected = all(w in self._transient for w in departed)
-        (logger.warning if rows else logger.debug if expected else logger.info)(
+        expected = all(w in self._transient for w in departed)  # the warm-up worker, retired as planned
+        (logger.debug if expected else logger.warning if rows else logger.info)(
             "dask_reservoir: %d worker(s) left the cluster (%s); dask runs %d of our rows again; %d worker(s) now",
             len(departed),
             ", ".join(departed),

@@ -278,3 +278,14 @@ def test_held_seconds_count_refusals_while_threads_are_idle() -> None:
     bound.sent(1)  # two tasks in flight on two threads: a refusal now holds no thread back
     bound.note_room(granted=False, now=11.0)
     assert bound.held_seconds(now=20.0) == 3.0
+
+
+def test_many_jobs_wait_for_the_first_measure_before_flying_as_one_row_tasks() -> None:
+    """max_jobs_at_once=2048 with auto sizing sent 2048 one-row tasks at once (336 tiny rows/s)."""
+    bound = InFlightBound(1_000_000, max_rows=None, max_jobs=2048, rows_per_job=None, threads=2, capacity=100_000)
+    for _ in range(8):  # tasks_in_flight(2)
+        assert bound.room(waiting=0) >= 1
+        bound.sent(1)
+    assert bound.room(waiting=0) == 0  # the ninth waits for a measure
+    bound.observe(AUTO_TASK_SECONDS / 1000, 100.0, 1)
+    assert bound.rows_per_job == 1000 and bound.room(waiting=0) > 0  # sized: up to 2048 tasks

@@ -187,7 +187,8 @@ class InFlightBound:
     def room(self, *, waiting: int) -> int:
         """Rows the bound lets out now, besides those in flight and the ``waiting`` rows not yet taken.
 
-        0 once ``max_jobs`` tasks are in flight (with an explicit ``max_jobs``).
+        0 once ``max_jobs`` tasks are in flight (with an explicit ``max_jobs``); until tasks
+        sized automatically are measured, once ``tasks_in_flight(threads)`` are.
 
         Examples
         --------
@@ -197,12 +198,13 @@ class InFlightBound:
         >>> bound.sent(1); bound.room(waiting=0)
         0
         """
-        if (
-            self._fixed_jobs is not None
-            and self._fixed_bound is None
-            and self._jobs_in_flight >= self._fixed_jobs
-        ):
-            return 0
+        jobs = self._fixed_jobs
+        if jobs is not None and self._fixed_bound is None:
+            if self._sizer is not None and not self._sizer.rows_seen:
+                # tasks not sized yet: a few one-row tasks measure them, not thousands
+                jobs = min(jobs, tasks_in_flight(self._threads))
+            if self._jobs_in_flight >= jobs:
+                return 0
         return self.max_rows - self._rows_in_flight - waiting
 
     def note_room(self, *, granted: bool, now: float) -> None:
