@@ -871,3 +871,18 @@ def test_a_rejected_entry_no_longer_counts_as_loaded(indexed: bool) -> None:
     ledger.rejected("zz", ValueError("not a UID of the source"))
     c = ledger.counters()
     assert (c.uids_tried, c.uids_loaded) == (3, 1) and {f.uid for f in c.failures} == {"b", "c", "zz"}
+
+
+def test_a_checkpoint_between_choosing_a_job_and_submitting_it_keeps_the_submission_order() -> None:
+    """A row chosen again but not yet submitted sorted by its older submission's number: a resumed
+    deterministic run submitted it first, and went on with other rows than the saving run."""
+    ledger = Ledger(list("abc"), SequentialSampler(), max_rows=3, rows_per_job=1, deterministic=True)
+    for _ in range(3):  # the first pass: a, b, c, numbered 0, 1, 2
+        submit(ledger)
+    ledger.finished([0, 1, 2], [ok("a"), ok("b"), ok("c")], now=0.0)
+    assert [c.uid for c in ledger.take()] == ["a", "b", "c"]
+    submit(ledger)  # the second pass: a, numbered 3
+    assert ledger.next_job() == [1]  # b chosen; the runner has not submitted it yet
+    assert ledger.source_position()[2] == ("a", "b")  # b after a, not before it (its old number, 1)
+    ledger.submitted([1])
+    assert ledger.source_position()[2] == ("a", "b")

@@ -114,6 +114,8 @@ class Waiting:
         self._count = 0  # entries in _entries
         self._shipped = 0  # taken by ship(), not yet acknowledged: still within the bound
         self._out: set[Hashable] = set()  # in flight or waiting
+        # chosen for a job not yet submitted, in choice order: their last number is an older submission's
+        self._unnumbered: dict[Hashable, None] = {}
 
     @property
     def deterministic(self) -> bool:
@@ -128,15 +130,34 @@ class Waiting:
 
     def submitted(self, uids: Iterable[Hashable]) -> None:
         """These UIDs are on their way (chosen for a job)."""
-        self._out.update(uids)
+        chosen = dict.fromkeys(uids)
+        self._out.update(chosen)
+        self._unnumbered.update(chosen)
 
     def numbered(self, uids: Iterable[Hashable]) -> None:
         """The job of these UIDs was submitted: number them in submission order."""
+        uids = list(uids)
+        unnumbered = self._unnumbered
+        for uid in uids:
+            unnumbered.pop(uid, None)
         self._sequence.number(uids, keep=self._out)
 
     def pending(self) -> list[Hashable]:
-        """The UIDs out, in submission order (those never numbered last)."""
-        return sorted(self._out, key=self._sequence.key)
+        """The UIDs out, in submission order; those chosen for a job not yet submitted last, in choice order.
+
+        Examples
+        --------
+        >>> waiting = Waiting(deterministic=True)
+        >>> waiting.submitted(["a", "b"]); waiting.numbered(["a", "b"])
+        >>> waiting.dropped("a"); waiting.dropped("b")  # back, no longer out
+        >>> waiting.submitted(["c"]); waiting.numbered(["c"])
+        >>> waiting.submitted(["b", "a"])  # chosen again, not yet submitted: their numbers are old ones
+        >>> waiting.pending()
+        ['c', 'b', 'a']
+        """
+        unnumbered = self._unnumbered
+        numbered = sorted((u for u in self._out if u not in unnumbered), key=self._sequence.key)
+        return numbered + [u for u in unnumbered if u in self._out]
 
     # ------------------------------------------------------------------ rows coming back
     def arrived(self, uid: Hashable, item: Completed | None) -> None:
@@ -147,6 +168,7 @@ class Waiting:
         """A submitted row gave no entry and is no longer out (it failed, or goes again)."""
         self._add(self._sequence.arrive(uid, None))
         self._out.discard(uid)
+        self._unnumbered.pop(uid, None)
 
     def arrived_chunk(self, uids: Sequence[Hashable], items: Sequence[Completed]) -> None:
         """The entries of a vectorized job, one per UID, arrived at once."""
@@ -260,3 +282,4 @@ class Waiting:
         self._sequence.clear()
         self._shipped = 0
         self._out.clear()
+        self._unnumbered.clear()
