@@ -71,6 +71,7 @@ def test_others_counts_the_entries_that_stay_beside_a_put() -> None:
     add(members, holders, ("a", 0))
     add(members, holders, ("b", 1))
     assert members.others(0, "a") == 1 and members.others(2, "c") == 2
+    assert members.others(0, "b") == 2  # not the UID at position 0: nothing of its own is replaced
     assert "a" in members and "c" not in members and [[1]] not in members and len(members) == 2
 
 
@@ -181,3 +182,59 @@ def test_an_eviction_skips_a_dead_run_longer_than_a_window() -> None:
     assert add(members, holders, ("new", 500)) == [90]  # the oldest live one, past the dead run
     assert add(members, holders, *((f"v{p}", 600 + p) for p in range(12))) == [*range(91, 100), 0, 1, 2]
     assert members.uids()[:3] == ["u3", "u4", "u5"] and len(members) == 100
+
+
+def test_a_new_members_holds_nothing_at_any_position() -> None:
+    members, _ = setup(2)
+    assert len(members) == 0 and members.uids() == [] and members.newest_uid() is None
+    assert members.position_of("a") is None and "a" not in members
+    assert [members.slot_of(p) for p in (-1, 0, 5, 15, 16, 10**6)] == [-1] * 6
+    assert members.slots_of(np.array([-1, 0, 5, 15, 16, 10**6])).tolist() == [-1] * 6
+
+
+def test_slot_of_and_slots_of_name_the_slot_at_every_position_as_positions_grow() -> None:
+    members, holders = setup(4, extra=4)
+    for p in (0, 15, 16, 40, 300):  # ever further positions: the record of positions grows
+        add(members, holders, (f"u{p}", p))
+    positions, slots = members.oldest_first()
+    assert positions.tolist() == [15, 16, 40, 300]  # 0 evicted
+    assert holders.uids_at(slots) == ["u15", "u16", "u40", "u300"]
+    expected = dict(zip(positions.tolist(), slots.tolist(), strict=True))
+    everywhere = list(range(-2, 700))
+    assert members.slots_of(np.array(everywhere)).tolist() == [expected.get(p, -1) for p in everywhere]
+    assert [members.slot_of(p) for p in everywhere] == [expected.get(p, -1) for p in everywhere]
+    add(members, holders, ("u0", 0))  # position 0 stored again (evicts 15): found like any other
+    (slot,) = members.oldest_first()[1][-1:].tolist()
+    assert members.slot_of(0) == slot and members.slots_of(np.array([0, 15])).tolist() == [slot, -1]
+    assert members.position_of("u0") == 0 and members.position_of("u15") is None
+
+
+def test_make_room_removes_what_the_put_replaces_and_evicts_before_the_insert() -> None:
+    members, holders = setup(2)
+    add(members, holders, ("a", 0), ("b", 1))
+    assert members.position_of("a") == 0 and members.position_of("b") == 1
+    replaced, evicted, evicted_slots = members.make_room(np.array([1, 2]))  # b replaced, a evicted
+    assert holders.uids_at(replaced) == ["b"] and evicted.tolist() == [0]
+    assert holders.uids_at(evicted_slots) == ["a"]
+    assert len(members) == 0 and members.position_of("a") is None and "b" not in members
+    assert members.slot_of(0) == -1 and members.slot_of(1) == -1 and members.newest_uid() is None
+
+
+def test_making_room_for_no_positions_changes_nothing() -> None:
+    members, holders = setup(2)
+    add(members, holders, ("a", 3))
+    replaced, evicted, evicted_slots = members.make_room(np.array([], np.int64))
+    assert (replaced.tolist(), evicted.tolist(), evicted_slots.tolist()) == ([], [], [])
+    assert members.uids() == ["a"] and members.replaced == 0 and members.evicted == 0
+
+
+def test_after_clear_no_position_and_no_uid_is_found() -> None:
+    members, holders = setup(2)
+    add(members, holders, ("a", 0), ("b", 20))
+    assert members.position_of("b") == 20
+    holders.let_go(members.clear())
+    assert members.position_of("a") is None and "b" not in members
+    assert members.slot_of(0) == -1 and members.slot_of(20) == -1
+    assert members.slots_of(np.array([0, 20])).tolist() == [-1, -1]
+    add(members, holders, ("b", 20))
+    assert members.position_of("b") == 20 and members.uids() == ["b"]

@@ -235,3 +235,44 @@ def test_several_snapshots_retire_and_free_slots_let_go_at_once() -> None:
     assert sorted(holders.apply_releases().tolist()) == []  # the newer one still reads them all
     new.release()
     assert sorted(holders.apply_releases().tolist()) == sorted(first + second)
+
+
+def test_a_slot_never_held_has_no_entry_and_a_held_one_no_running_time_unless_given() -> None:
+    holders = SlotHolders(3)
+    assert [holders.entry_at(slot) for slot in range(3)] == [None, None, None]
+    (handle,) = hold(holders, 4)  # no load_seconds given
+    entry = holders.entry_at(handle)
+    assert entry is not None and (entry.position, entry.load_seconds) == (4, 0.0)
+    assert holders.entry_at(1) is None and holders.entry_at(2) is None  # still never held
+
+
+def test_letting_go_of_no_slots_changes_nothing() -> None:
+    holders = SlotHolders(2)
+    hold(holders, 0)
+    free = holders.let_go(np.array([], np.int64))
+    assert free.dtype == bool and free.tolist() == []
+    assert holders.available() == 1 and holders.kept_as_rows == 1 and holders.retired == 0
+
+
+def test_snapshots_released_together_free_the_slots_of_each() -> None:
+    holders = SlotHolders(4)
+    (a,) = hold(holders, 0)
+    first = holders.pin()  # reads a
+    assert let_go(holders, a) == [False]
+    (b,) = hold(holders, 1)
+    second = holders.pin()  # reads b only: a was removed before it opened
+    assert let_go(holders, b) == [False] and holders.retired == 2
+    first.release()
+    second.release()
+    assert sorted(holders.apply_releases().tolist()) == sorted([a, b])  # both, in one call
+    assert holders.retired == 0 and holders.live == 0 and holders.available() == 4
+
+
+def test_positions_served_remembers_every_position_as_the_record_grows() -> None:
+    holders = SlotHolders(2)
+    handles = np.array(hold(holders, 0, 1))
+    holders.add_served(handles, np.array([3, 5]), np.array([1, 1]))
+    holders.add_served(handles[:1], np.array([1000]), np.array([1]))  # far beyond the first positions
+    assert holders.positions_served == 3
+    holders.add_served(handles, np.array([5, 1000]), np.array([1, 1]))  # served again: counted once
+    assert holders.positions_served == 3

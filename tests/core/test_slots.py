@@ -265,6 +265,48 @@ def test_slot_pool_of_one_slot_and_its_exhaustion() -> None:
     assert pool.available() == 1 and pool.claim() == 0 and pool.used == 1
 
 
+def test_claiming_more_slots_than_are_free_names_the_count_and_takes_none() -> None:
+    pool = SlotPool(3)
+    held = pool.claim_many(2)
+    snapshot = pool.open()
+    assert pool.release_many(held[:1]).tolist() == [False]  # retired: pinned by the snapshot
+    with pytest.raises(
+        RuntimeError,
+        match=r"^cannot claim 2 slots: 1 of 3 are free \(the others are held or retired, pinned by live snapshots\)$",
+    ):
+        pool.claim_many(2)
+    assert pool.available() == 1 and pool.claim_many(1).tolist() == [2]
+    pool.close(snapshot)
+    assert pool.claim_many(1).tolist() == [int(held[0])]
+
+
+def test_closing_a_snapshot_that_is_not_open_raises_and_closes_nothing() -> None:
+    pool = SlotPool(2)
+    first, second = pool.open(), pool.open()
+    pool.close(first)
+    with pytest.raises(ValueError, match=rf"^snapshot {first} is not open \(open: \[{second}\]\)$"):
+        pool.close(first)  # closed already: the open one after it stays open
+    assert pool.newest_open == second
+    with pytest.raises(ValueError, match=r"^snapshot 7 is not open"):
+        pool.close(7)  # never opened
+    pool.close(second)
+    assert pool.newest_open == -1
+    with pytest.raises(ValueError, match=rf"^snapshot {second} is not open \(open: \[\]\)$"):
+        pool.close(second)
+
+
+def test_a_retired_slot_is_freed_when_its_readers_close_while_older_and_newer_snapshots_stay_open() -> None:
+    pool = SlotPool(3)
+    older = pool.open()  # opened before the slot was claimed: does not read it
+    slot = pool.claim()
+    reader = pool.open()  # reads the slot
+    assert pool.release(slot) is False and pool.retired == 1
+    newer = pool.open()  # opened after the slot's entry was removed: does not read it
+    assert pool.close(reader).tolist() == [slot]  # its only reader closed
+    assert pool.retired == 0 and pool.next_slot() == slot
+    assert pool.close(older).tolist() == [] and pool.close(newer).tolist() == []
+
+
 # ---------------------------------------------------------------- reading, copying, failed writes
 
 
