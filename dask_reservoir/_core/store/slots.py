@@ -58,7 +58,6 @@ class SlotPool:
         if size < 1:
             raise ValueError(f"a slot pool needs at least one slot, got size={size}")
         self.size = size
-        self.held = np.zeros(size, bool)
         self.added = np.zeros(size, np.int64)  # snapshots opened before the slot was claimed
         self._removed = np.zeros(size, np.int64)  # ... before it was released (retired slots)
         self._retired: list[int] = []
@@ -106,7 +105,6 @@ class SlotPool:
             self._free.pop()
         else:
             self._fresh += 1
-        self.held[slot] = True
         self.added[slot] = self._opened
         return slot
 
@@ -132,14 +130,12 @@ class SlotPool:
             del self._free[-reused:]
         slots[reused:] = np.arange(self._fresh, self._fresh + count - reused)
         self._fresh += count - reused
-        self.held[slots] = True
         self.added[slots] = self._opened
         return slots
 
     def release_many(self, slots: np.ndarray) -> np.ndarray:
         """:meth:`release` each of ``slots`` in order; per slot, whether it is free (else retired)."""
         slots = np.asarray(slots, dtype=np.int64)
-        self.held[slots] = False
         free = np.ones(len(slots), bool)
         if self._live and len(slots):  # read by an open snapshot numbered added .. opened - 1
             live = np.asarray(self._live, np.int64)
@@ -158,7 +154,6 @@ class SlotPool:
 
     def release(self, slot: int) -> bool:
         """The entry in ``slot`` is removed; return whether the slot is free (else retired)."""
-        self.held[slot] = False
         if self._read_by_open(int(self.added[slot]), self._opened):
             self._removed[slot] = self._opened
             self._retired.append(slot)
