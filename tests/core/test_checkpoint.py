@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from dask_reservoir._core.checkpoint import (
     check_state,
     jsonable_uid,
     legacy_uids_digest,
+    order_digest,
     read_state,
     uids_digest,
     write_state,
@@ -65,10 +67,14 @@ def test_a_good_state_gives_members_then_pending_first_without_duplicates() -> N
     ("changes", "kw", "message"),
     [
         ({"format": "other"}, {}, r"state\['format'\] must be 'dask_reservoir.state', got 'other'"),
-        ({"version": 99}, {}, r"state\['version'\] 99 is not supported"),
+        ({"version": 99}, {}, r"state\['version'\] 99 is not supported .*reads versions 1, 2, 3\)$"),
         ({}, {"uids": [10, 11, 12, 13, 14]}, r"saved on a source of 4 rows .* this source has 5 rows"),
         ({}, {"uid_column": "id"}, r"UID column 'uid'; this source has 4 rows with UID column 'id'"),
-        ({}, {"uids": [10, 11, 13, 12]}, r"other UIDs \(or another row order\)"),
+        (
+            {},
+            {"uids": [10, 11, 13, 12]},
+            r"^the state was saved on a source with other UIDs \(or another row order\): uids_sha256 differs$",
+        ),
         ({}, {"rank": 1, "world_size": 2}, r"saved by rank 0 of 1; this reservoir is rank 1 of 2"),
         ({"members": [{"uid": 99}]}, {}, r"state names UID 99, which is not in this source"),
         ({"epoch": -1}, {}, r"state\['epoch'\] must be an int >= 0, got -1"),
@@ -84,7 +90,7 @@ def test_states_that_do_not_fit_are_refused(
 
 
 def test_a_state_must_be_a_dict() -> None:
-    with pytest.raises(TypeError, match="state must be a dict from state_dict"):
+    with pytest.raises(TypeError, match=r"^state must be a dict from state_dict\(\), got list$"):
         check([1, 2])  # type: ignore[arg-type]
 
 
@@ -107,7 +113,9 @@ def test_write_is_atomic_and_read_names_a_corrupted_file(tmp_path: Path) -> None
     with pytest.raises(ValueError, match=r"state.json' is not a dask_reservoir state file \(corrupted JSON"):
         read_state(path)
     path.write_text("[1, 2]")
-    with pytest.raises(ValueError, match="no JSON object"):
+    with pytest.raises(
+        ValueError, match=r"state.json' is not a dask_reservoir state file \(no JSON object\)"
+    ):
         read_state(path)
 
 
@@ -146,10 +154,16 @@ def test_a_state_at_the_very_start_and_without_optional_lists_is_accepted() -> N
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"members": [5]}, r"state\['members'\] must be a list of \{'uid': \.\.\.\} dicts"),
+        ({"members": [5]}, r"^state\['members'\] must be a list of \{'uid': \.\.\.\} dicts$"),
         ({"members": [{"age_seconds": 1}]}, r"state\['members'\] must be a list"),
         ({"source": "x"}, r"state\['source'\] must be a dict, got 'x'"),
-        ({"pending_uids": "11"}, r"state\['pending_uids'\] and state\['quarantined'\] must be lists"),
+        ({"pending_uids": "11"}, r"^state\['pending_uids'\] and state\['quarantined'\] must be lists$"),
+        ({"quarantined": (10,)}, r"state\['pending_uids'\] and state\['quarantined'\] must be lists"),
+        ({"samplers": "x"}, r"state\['samplers'\] must be a dict, got 'x'"),
+        (
+            {"samplers": {"reservoir_entropy": "-3"}},
+            r"state\['samplers.reservoir_entropy'\] must be a decimal string or None, got '-3'",
+        ),
         ({"epoch": True}, r"state\['epoch'\] must be an int >= 0, got True"),
         ({"samplers": {"source_entropy": 5}}, r"state\['samplers.source_entropy'\] must be a decimal string"),
         ({"next_fill": -1}, r"state\['next_fill'\] must be an int >= 0, got -1"),
@@ -193,6 +207,7 @@ def test_version_2_carries_the_orders_and_version_1_is_still_read() -> None:
         "ab",
         point.first,
     )
+    assert (two.next_fill, two.epochs) == (13, 3)
     old = check(legacy(1, samplers=saved, source_order_sha256="ab", next_fill=13))
     assert (old.version, old.source_entropy, old.source_order_sha256, old.next_fill) == (1, None, None, None)
 
@@ -224,3 +239,49 @@ def test_a_uid_index_finds_the_state_uids_by_one_scan(uids: Any) -> None:
             world_size=1,
             position=None,
         )
+
+
+def test_optional_fields_absent_take_their_defaults() -> None:
+    """A state without quarantine, epochs, samplers or next fill: none quarantined, no entropy, nothing to fill."""
+    bare = state()
+    del bare["quarantined"]
+    point = check(bare)
+    assert (point.quarantined, point.epochs, point.next_fill) == ((), 0, None)
+    assert (point.source_entropy, point.reservoir_entropy, point.source_order_sha256) == (None, None, None)
+
+
+def test_the_entropy_of_each_unseeded_sampler_is_read_back() -> None:
+    saved = {"source_entropy": "12", "reservoir_entropy": str(2**128 - 1)}
+    point = check(state(samplers=saved))
+    assert (point.source_entropy, point.reservoir_entropy) == (12, 2**128 - 1)
+    only_reservoir = check(state(samplers={"reservoir_entropy": "7"}))
+    assert (only_reservoir.source_entropy, only_reservoir.reservoir_entropy) == (None, 7)
+
+
+def test_legacy_and_order_digests_are_the_formats_states_hold() -> None:
+    """Versions 1 and 2: one repr per UID (JSON's value: numpy scalars as Python ones) and a NUL; orders: int64."""
+    uids: list[Any] = [10, "a", 1.5, True]
+    expected = hashlib.sha256(b"".join(repr(u).encode() + b"\0" for u in uids)).hexdigest()
+    assert legacy_uids_digest(uids) == expected
+    assert legacy_uids_digest(np.array([10, 11])) == legacy_uids_digest([10, 11])
+    order = hashlib.sha256(b"".join(p.to_bytes(8, "little") for p in (2, 0, 1))).hexdigest()
+    assert order_digest(np.array([2, 0, 1], np.int32)) == order_digest([2, 0, 1]) == order
+    assert order_digest(np.array([2, 0, 1], np.uint16)) == order
+
+
+def test_a_state_uid_is_found_as_position_finds_it() -> None:
+    """A bool in a state names the row ``position(True)`` gives, not the vectorized lookup's number 1.0."""
+    index = UidIndex(np.array([1.0, 2.0, 0.5]))
+    assert not index.has(True)
+    saved = state(
+        source={"rows": 3, "uid_column": "uid", "uids_sha256": uids_digest(index)},
+        members=[{"uid": 2.0}],
+        pending_uids=[],
+        quarantined=[True],
+    )
+    with pytest.raises(ValueError, match="state names UID True, which is not in this source"):
+        check_state(saved, uids=index, uid_column="uid", rank=0, world_size=1, position=index.position)
+    point = check_state(
+        {**saved, "quarantined": [0.5]}, uids=index, uid_column="uid", rank=0, world_size=1, position=None
+    )
+    assert point.first == (1,) and point.quarantined == (0.5,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from typing import Any
 
@@ -63,7 +64,11 @@ def test_equal_numbers_are_the_same_uid() -> None:
         (["a", None, "b"], ValueError, r"missing values.*positions \[1\]"),
         ([1.5, float("nan")], ValueError, r"missing values.*positions \[1\]"),
         ([[1], [2]], TypeError, r"hashable values, got list \[1\] at row position 0"),
-        ([("A", 1.0), ("A", float("nan"))], ValueError, r"pickle round trip.*at row position 1"),
+        (
+            [("A", 1.0), ("A", float("nan"))],
+            ValueError,
+            r"pickle round trip.*got tuple \('A', nan\) at row position 1",
+        ),
         (["x", Decimal("NaN")], ValueError, r"missing values.*positions \[1\]"),
     ],
 )
@@ -92,6 +97,7 @@ def test_a_subset_keeps_the_array() -> None:
         ([2**63, 5], "uint64"),  # 64-bit hashes: an object array before, float64 in batches
         ([*range(64), 100.5], "object"),  # was int64, the float cut to 100: every value is checked
         ([1, "a"], "object"),
+        (["b", "a"], "object"),  # a list's strings: the Python objects, not an inferred string array
         ([True, False], "object"),  # bools are not numbers here
         (pd.Series(["a", "b"], dtype="str"), "str"),  # the string array itself
         (pd.Series([1.5, 2.5]), "object"),
@@ -184,3 +190,155 @@ def test_uids_not_equal_to_their_pickled_copy_are_refused_even_with_equal_hashes
         ValueError, match=r"UID column 'uid'.*pickle round trip.*SameHashToken.*row position 0"
     ):
         validate_uids([SameHashToken(), "b"], "uid")
+
+
+class HashedById:
+    """Equal to any copy of itself (same value), but hashed by identity: a pickled copy hashes otherwise."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HashedById) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def test_uids_equal_to_their_pickled_copy_but_hashing_otherwise_are_refused() -> None:
+    """A worker's copy must be found by a dict of the originals: equal is not enough, the hash must agree."""
+    with pytest.raises(
+        ValueError, match=r"UID column 'uid'.*pickle round trip.*got HashedById .* row position 0"
+    ):
+        validate_uids([HashedById(1), HashedById(2)], "uid")
+
+
+def expected_digest(uids: list[Any]) -> str:
+    """The version 3 ``uids_sha256`` of ``uids``, computed from its description, one UID at a time.
+
+    Integers: ``int64:`` then each as 8 little-endian bytes (``uint64:``, unsigned, when one is
+    2**63 or more); strings: ``str:``, the int64 offsets of each string's UTF-8 bytes, then the
+    bytes; anything else: ``repr:`` then each repr in UTF-8 and a NUL.
+    """
+    if all(type(u) is int for u in uids):
+        signed = all(u < 2**63 for u in uids)
+        head = b"int64:" if signed else b"uint64:"
+        return hashlib.sha256(
+            head + b"".join(u.to_bytes(8, "little", signed=signed) for u in uids)
+        ).hexdigest()
+    if all(type(u) is str for u in uids):
+        encoded = [u.encode("utf-8") for u in uids]
+        ends = [0]
+        for e in encoded:
+            ends.append(ends[-1] + len(e))
+        offsets = b"".join(end.to_bytes(8, "little", signed=True) for end in ends)
+        return hashlib.sha256(b"str:" + offsets + b"".join(encoded)).hexdigest()
+    return hashlib.sha256(
+        b"repr:" + b"".join(repr(u).encode("utf-8", "surrogatepass") + b"\0" for u in uids)
+    ).hexdigest()
+
+
+STRINGS = ["a", "héllo", "", "日本", "zz"]
+
+
+def chunked_strings() -> Any:
+    """An Arrow string array in two chunks, as a concatenation leaves it."""
+    parts = [pd.Series(STRINGS[:2], dtype="string[pyarrow]"), pd.Series(STRINGS[2:], dtype="string[pyarrow]")]
+    return pd.concat(parts, ignore_index=True).array
+
+
+@pytest.mark.parametrize(
+    ("values", "uids"),
+    [
+        (np.array([3, -1, 2**40]), [3, -1, 2**40]),
+        (np.array([1, 200], np.uint8), [1, 200]),
+        (np.array([2**63 - 1, 5], np.uint64), [2**63 - 1, 5]),  # unsigned, all below 2**63: as int64
+        (np.array([2**63, 5], np.uint64), [2**63, 5]),
+        ([2**64 - 1, 0], [2**64 - 1, 0]),
+        (STRINGS, STRINGS),
+        (pd.array(STRINGS, dtype="string[pyarrow]"), STRINGS),
+        (pd.array(STRINGS, dtype="string[python]"), STRINGS),
+        (pd.array(["x", *STRINGS, "y"], dtype="string[pyarrow]")[1:-1], STRINGS),  # a slice: Arrow offset 1
+        (chunked_strings(), STRINGS),
+        ([1, "a"], [1, "a"]),
+        (np.array([1.5, -2.0]), [1.5, -2.0]),  # Python floats' reprs, not numpy scalars'
+        ([True, False], [True, False]),
+        ([(1, "a"), (2, "b")], [(1, "a"), (2, "b")]),
+    ],
+    ids=[
+        "int64",
+        "uint8",
+        "uint64 below 2**63",
+        "uint64",
+        "list of 64-bit hashes",
+        "list of strings",
+        "arrow strings",
+        "python strings",
+        "sliced arrow strings",
+        "chunked arrow strings",
+        "mixed",
+        "float64",
+        "bools",
+        "tuples",
+    ],
+)
+def test_the_uid_digest_is_the_documented_stable_format(values: Any, uids: list[Any]) -> None:
+    """States of version 3 hold this digest: it must not change, whatever array holds the UIDs."""
+    index = UidIndex(values)
+    assert list(index) == uids
+    assert index.digest() == expected_digest(uids) == UidIndex(uids).digest()
+
+
+def test_integers_of_any_width_digest_alike_even_when_empty() -> None:
+    empty = UidIndex(np.array([], np.int64)).digest()
+    assert UidIndex(np.array([], np.uint64)).digest() == empty == UidIndex(np.array([], np.int8)).digest()
+    assert empty != UidIndex([]).digest() != UidIndex(np.array([], np.float64)).digest()
+
+
+class SurrogateRepr:
+    """A UID whose repr holds a lone surrogate (not valid UTF-8)."""
+
+    def __repr__(self) -> str:
+        return "SurrogateRepr(\udc80)"
+
+
+def test_any_repr_can_be_digested() -> None:
+    uids = [SurrogateRepr(), 1]
+    assert UidIndex(uids).digest() == expected_digest(uids)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [np.array([1, 2]), np.array([1, 2], np.uint64), ["a", "b"], pd.array(["a", "b"], dtype="str"), [1, "a"]],
+    ids=["int64", "uint64", "object strings", "arrow strings", "mixed"],
+)
+def test_no_uids_asked_no_positions(values: Any) -> None:
+    index = UidIndex(values)
+    found = index.positions([])
+    assert found.dtype == np.int64 and found.shape == (0,)
+    assert index.take(found) == []
+
+
+@pytest.mark.parametrize(
+    ("values", "asked", "expected"),
+    [
+        (np.array([1, 2, 3]), ["1", "a", 3], [-1, -1, 2]),  # a string is never an integer UID
+        (np.array([1, 2, 3]), ["1"], [-1]),
+        (pd.array(["1", "2"], dtype="string[pyarrow]"), [1, 2], [-1, -1]),
+        (
+            pd.array(["1", "2"], dtype="string[pyarrow]"),
+            ["2", "2", "1"],
+            [1, 1, 0],
+        ),  # asked twice: found twice
+        ([1, "a", 2.5], ["a", "b"], [1, -1]),
+        ([1, "a", 2.5], [2.5, 1], [2, 0]),
+        ([(1, "a"), (2, "b")], [(2, "b"), (1, "a"), (3, "c")], [1, 0, -1]),
+        (chunked_strings(), ["zz", "a", "nope", ""], [4, 0, -1, 2]),
+    ],
+)
+def test_positions_find_uids_only_among_uids_of_their_kind(
+    values: Any, asked: list[Any], expected: list[int]
+) -> None:
+    index = UidIndex(values)
+    assert index.positions(asked).tolist() == expected
+    assert [index.has(u) for u in asked] == [p >= 0 for p in expected]  # the same answer as one by one
