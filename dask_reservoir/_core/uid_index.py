@@ -240,10 +240,11 @@ def _string_buffers(values: Any) -> tuple[np.ndarray, memoryview] | None:
     if isinstance(values, np.ndarray):
         if values.dtype != object or not all(type(v) is str for v in values.tolist()):
             return None
+    elif not isinstance(getattr(values, "dtype", None), pd.StringDtype):
+        return None
+    try:
         array = pa.array(values, type=pa.large_string())
-    elif isinstance(getattr(values, "dtype", None), pd.StringDtype):
-        array = pa.array(values, type=pa.large_string())
-    else:
+    except (UnicodeEncodeError, pa.ArrowException):  # a lone surrogate: not UTF-8, digested by repr
         return None
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()

@@ -282,7 +282,9 @@ def test_held_seconds_count_refusals_while_threads_are_idle() -> None:
 
 def test_many_jobs_wait_for_the_first_measure_before_flying_as_one_row_tasks() -> None:
     """max_jobs_at_once=2048 with auto sizing sent 2048 one-row tasks at once (336 tiny rows/s)."""
-    bound = InFlightBound(1_000_000, max_rows=None, max_jobs=2048, rows_per_job=None, threads=2, capacity=100_000)
+    bound = InFlightBound(
+        1_000_000, max_rows=None, max_jobs=2048, rows_per_job=None, threads=2, capacity=100_000
+    )
     for _ in range(8):  # tasks_in_flight(2)
         assert bound.room(waiting=0) >= 1
         bound.sent(1)

@@ -342,3 +342,11 @@ def test_positions_find_uids_only_among_uids_of_their_kind(
     index = UidIndex(values)
     assert index.positions(asked).tolist() == expected
     assert [index.has(u) for u in asked] == [p >= 0 for p in expected]  # the same answer as one by one
+
+
+def test_a_string_uid_that_is_not_utf8_is_digested_by_its_repr() -> None:
+    """A lone surrogate passed validation, then saving the state raised UnicodeEncodeError."""
+    uids = ["a", "\ud800"]
+    digest = UidIndex(uids).digest()
+    assert len(digest) == 64 and digest == UidIndex(list(uids)).digest()
+    assert digest != UidIndex(["a", "\ud801"]).digest()
