@@ -152,7 +152,8 @@ class AsyncReservoir(Uncopyable):
         """The back-pressure bound now, in source rows.
 
         ``max_jobs_at_once`` tasks of ``rows_per_job`` rows, at most ``max_reservoir_samples``
-        (it follows ``rows_per_job="auto"``).
+        unless two tasks (one with ``max_jobs_at_once=1``) hold more; it follows
+        ``rows_per_job="auto"``.
         """
         return self._p.runner.ledger.max_rows
 

@@ -233,3 +233,33 @@ def test_a_prepared_epoch_ingests_at_most_the_replacement_cap(client: Client) ->
             assert r.stats().entries_ingested - before == 3
             assert list(it) == []
         assert r.stats().epochs_prepared == 3
+
+
+def test_a_dropped_prepared_epoch_leaves_the_served_epoch_within_the_replacement_cap(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dropped preparation had ingested a cap's worth, and iter() then ingested another."""
+    monkeypatch.setattr(ahead_module, "PREPARED_MAX_AGE", 0.0)  # every prepared epoch is dropped
+    with AsyncReservoir(
+        frame(200),
+        load_value,
+        60,
+        min_reservoir_samples=5,
+        client=client,
+        batch_size=1,
+        max_reservoir_replacement_size=3,
+    ) as r:
+        ahead = r._p.epochs.ahead
+        mark = None
+        for epoch in range(4):
+            it = iter(r)
+            if mark is not None:  # new entries of this epoch: its preparation's (dropped) and iter()'s
+                assert r.stats().entries_ingested - mark == 3
+            for _ in range(len(it) - 1):
+                _check(next(it))
+            poll_for(lambda: r.stats().entries_waiting >= 6, what="twice the cap waiting")
+            mark = r.stats().entries_ingested
+            _check(next(it))  # the last batch: a preparation ingests 3, then is dropped at iter()
+            poll_for(lambda a=ahead, e=epoch: a.prepared == e + 1, what="the next epoch's preparation")
+            assert list(it) == []
+        assert ahead.dropped == 3 and r.stats().epochs_prepared == 0

@@ -33,9 +33,10 @@ Parameters
     max_jobs_at_once : int, optional
         Back-pressure bound, in dask tasks (jobs, as in trw): most tasks in flight, and
         at most that many tasks of ``rows_per_job`` rows in flight or finished and
-        waiting to be ingested, but never more rows than ``max_reservoir_samples`` (results
-        beyond it would only evict each other).  It never shrinks tasks: each task still
-        packs as many rows as ``rows_per_job`` says.  Default: ``max(2 x worker threads,
+        waiting to be ingested, and no more rows than ``max_reservoir_samples`` (results
+        beyond it would only evict each other) unless tasks are larger: at least two tasks
+        (one with ``max_jobs_at_once=1``), whatever their size.  It never shrinks tasks: each
+        task still packs as many rows as ``rows_per_job`` says.  Default: ``max(2 x worker threads,
         8)`` tasks (dask needs several tasks in flight to hide its per-task latency),
         following the cluster.  ``stats().loading_held_seconds`` says how long the bound
         kept worker threads idle.  (It used to count source rows: see the README.)

@@ -139,9 +139,12 @@ class EpochPlan:
         if self.convert is not None:
             batch = self.convert(batch)
         self.rows += n_rows
-        last = self.cursor >= len(self.order) or (
-            self.max_samples is not None and self.rows >= self.max_samples
-        )
+        remaining = len(self.order) - self.cursor
+        budget = self._budget()
+        if budget is not None:
+            remaining = min(remaining, budget)
+        # the last batch the epoch yields: nothing left, or only a short batch that drop_last drops
+        last = remaining <= 0 or (self.drop_last and remaining < self.batch_size)
         self.ended = last
         return batch, n_rows, chunk, last, mark
 

@@ -171,6 +171,7 @@ class Feeder:
         self.dtypes: dict[str, Any] = dict(dtypes or {})  # batched: pandas dtypes of produced columns
         self.exact_fill: int | None = None  # deterministic: entries the next iter() ingests, if not the cap
         self.throttled = False  # ingestion paused by entries pinned by live iterators
+        self.counted_ahead = 0  # entries an epoch prepared ahead took within the cap (see ingest)
         self.drawable, self.undrawable = drawable  # the rows the source sampler draws (None: all)
 
     # ------------------------------------------------------------------ how many
@@ -210,11 +211,16 @@ class Feeder:
             self.ingest(capped=True)
             self.wait_for_minimum()
 
-    def ingest(self, *, capped: bool) -> int:
-        """Move waiting entries into the store, as :func:`~dask_reservoir._core.ingest.take_limit` says."""
+    def ingest(self, *, capped: bool, ahead: bool = False) -> int:
+        """Move waiting entries into the store, as :func:`~dask_reservoir._core.ingest.take_limit` says.
+
+        ``ahead``: for an epoch prepared ahead.  What it took counts against the cap of the epoch
+        ``iter()`` starts itself if that one is dropped (:meth:`handed_over` forgets it when not),
+        so a served epoch never brings more than ``max_reservoir_replacement_size`` new entries.
+        """
         cap = self.options.max_reservoir_replacement_size
         required = self.required()
-        counted = 0
+        counted = 0 if ahead else self.counted_ahead
         moved = 0
         while True:
             size, room = len(self.store), self.store.room()
@@ -234,7 +240,12 @@ class Feeder:
                 counted += taken
             if single_take(size=size, required=required, capped=capped, cap=cap):
                 break
+        self.counted_ahead = counted if ahead else 0
         return moved
+
+    def handed_over(self) -> None:
+        """The epoch prepared ahead was handed to ``iter()``: what it took was its own epoch's."""
+        self.counted_ahead = 0
 
     def put(self, items: Sequence[Completed | CompletedBlock]) -> int:
         """Put taken entries into the store; one that cannot be stored is that UID's failure.

@@ -227,7 +227,9 @@ class Pipeline:
             with self.lock:
                 self.epochs.age()  # before ingesting: a stale epoch's entries are released first
                 it = None if ready is None else self.epochs.adopt(ready, owner=owner)
-                if it is None:
+                if it is not None:
+                    self.feeder.handed_over()
+                else:
                     self.feeder.feed(epochs=self.epochs.started)
                     snapshot = self.store.snapshot()
                     epoch = self.epochs.next_number()
@@ -247,7 +249,7 @@ class Pipeline:
         try:
             if self.closed or self.feeder.throttled:
                 return None
-            self.feeder.ingest(capped=True)
+            self.feeder.ingest(capped=True, ahead=True)
             if len(self.store) < self.feeder.required():
                 return None
             return self.store.snapshot(), self.epochs.number

@@ -4,9 +4,9 @@ Each worker process of the embedded ``LocalCluster`` spawns a Python and imports
 distributed before it runs anything (about 0.5-1 s here, on 2 cores shared with the
 consumer), so the first batch used to wait for a process to come up.  A :class:`Warmup`
 worker, one thread per worker process asked for, joins the scheduler at once (tens of
-milliseconds): loading starts right away.  Once every process has joined, it takes no new
-task, finishes those it runs, and is retired the way dask retires any worker (its results are
-copied to the processes first) and closed.  Its tasks run in the consumer's process, sharing
+milliseconds): loading starts right away.  Once every process has joined, it is retired the
+way dask retires any worker (its results are copied to the processes first; the tasks it runs or
+holds queued go to them, so a row it was running runs again there) and closed.  Its tasks run in the consumer's process, sharing
 its GIL, only during those first moments.
 
 This module runs coroutines on the cluster's event loop (``cluster.sync``); it starts no
@@ -33,9 +33,6 @@ POLL_SECONDS = 0.05
 
 CLOSE_TIMEOUT = 5.0
 """Longest :meth:`Warmup.close` waits for the worker to close."""
-
-DRAIN_SECONDS = 30.0
-"""Longest the retirement waits for the tasks the warm-up worker runs, then for it to close."""
 
 
 class Warmup:
@@ -87,26 +84,19 @@ class Warmup:
         scheduler = self._cluster.scheduler
         if scheduler is None:
             return
+        loop = asyncio.get_running_loop()
         try:
-            # no new task from now on; the tasks it runs end here, their results then move to the
-            # processes: nothing is run twice
-            await scheduler.retire_workers(
-                workers=[self.address], close_workers=False, remove=False, stimulus_id="dask_reservoir-warmup"
-            )
-            deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
-            while asyncio.get_running_loop().time() < deadline:
-                ws = scheduler.workers.get(self.address)
-                if ws is None or not ws.processing:
-                    break
-                await asyncio.sleep(POLL_SECONDS)
+            # dask moves its results to the processes first; the tasks it runs or holds queued go
+            # to them (a row it was running runs again there: counted in rows_rerun)
             await scheduler.retire_workers(
                 workers=[self.address], close_workers=True, stimulus_id="dask_reservoir-warmup-done"
             )
-            while asyncio.get_running_loop().time() < deadline and self.worker.status.name != "closed":
-                await asyncio.sleep(POLL_SECONDS)  # the scheduler closes it
+            deadline = loop.time() + CLOSE_TIMEOUT
+            while self.worker.status.name not in ("closed", "failed") and loop.time() < deadline:
+                await asyncio.sleep(POLL_SECONDS)  # the scheduler closes it: closing it here too races
         except Exception as exc:  # pragma: no cover - the cluster closing meanwhile
             logger.debug("dask_reservoir: retiring the warm-up worker failed: %r", exc)
-        if self.worker.status.name != "closed":
+        if self.worker.status.name not in ("closed", "failed"):
             await self.worker.close(reason="dask_reservoir: the worker processes have joined")
         self.retired = True
         logger.debug(
