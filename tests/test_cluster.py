@@ -151,7 +151,7 @@ def test_the_embedded_cluster_loads_at_once_on_a_warm_up_worker_retired_when_the
         handle = r._handle
         warmup = handle.warmup
         assert warmup is not None and not warmup.retired
-        first = next(iter(r))  # loaded before any worker process is up: by the warm-up worker
+        first = next(iter(r))  # with the thread runner, loaded before any worker process is up
         assert (first["label"] == first["sample_uid"]).all()
         poll_for(lambda: warmup.retired, timeout=60, what="the warm-up worker to retire")
         workers = handle.client.nthreads()
@@ -167,4 +167,6 @@ def test_the_embedded_cluster_loads_at_once_on_a_warm_up_worker_retired_when_the
         poll_for(loaded_everything, timeout=60, what="every row loaded")
         stats = r.stats()
         assert stats.workers == 2 and stats.workers_lost == 0  # the warm-up worker left as planned
-        assert os.getpid() in pids and len(pids - {os.getpid()}) >= 1  # rows from here and from the processes
+        assert len(pids - {os.getpid()}) >= 1  # rows from the worker processes
+        if stats.loader == "thread":  # and from here; a loader process starts after the workers may be up
+            assert os.getpid() in pids
