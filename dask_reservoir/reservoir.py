@@ -17,16 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from dask_reservoir._core.checkpoint import read_state, write_state
-from dask_reservoir._core.frames import load_time_column
 from dask_reservoir._core.options import ReservoirOptions, validate_options
 from dask_reservoir._core.parameters import with_parameters
 from dask_reservoir._core.samplers import Sampler, check_sampler
 from dask_reservoir._core.shards import shard_positions
 from dask_reservoir._core.stats import ReservoirStats
-from dask_reservoir._core.subsets import positions_by_values, random_positions
+from dask_reservoir._facade.analysis import AnalysisMethods
 from dask_reservoir._runtime.batches import BatchIterator
 from dask_reservoir._runtime.cluster import resolve_client
 from dask_reservoir._runtime.lifecycle import Uncopyable, close_in_background, track, untrack
@@ -37,7 +35,7 @@ from dask_reservoir._source.make import is_dask_frame, make_source
 __all__ = ["AsyncReservoir", "SequenceAsyncReservoir"]
 
 
-class AsyncReservoir(Uncopyable):
+class AsyncReservoir(AnalysisMethods, Uncopyable):
     """Load samples on dask workers in the background; iterate batches of what is loaded.
 
     ``function_to_run(row)`` runs as dask tasks on the rows of ``source``, cycling
@@ -98,6 +96,14 @@ class AsyncReservoir(Uncopyable):
         deterministic: bool = False,
         batch_format: str = "numpy",
         batched: bool = False,
+        passes: int | None = None,
+        transform: Callable[[Any, np.random.Generator], Any] | None = None,
+        transform_batched: bool = False,
+        transform_seed: int | None = None,
+        cache: str | os.PathLike[str] | None = None,
+        cache_version: str | None = None,
+        cache_row_hash: bool = True,
+        cache_storage_options: dict[str, Any] | None = None,
     ) -> None:
         given = locals()
         options = validate_options(
@@ -273,101 +279,6 @@ class AsyncReservoir(Uncopyable):
             reservoir.close()
             raise
         return reservoir
-
-    # ------------------------------------------------------------------ reading entries
-    def to_pandas(
-        self, uids: Iterable[Hashable] | None = None, *, loaded_at: bool | str = True
-    ) -> pd.DataFrame:
-        """The loaded entries as one DataFrame, now, without waiting for loading.
-
-        One row per produced row: the entries of all loaded UIDs in source order, or of
-        ``uids`` in their order (those not loaded now are absent: compare with the UID
-        column).  Columns as in a ``batch_format="pandas"`` batch (the UID column with the
-        source UID column's dtype), plus one column of ``Timestamp`` saying when each
-        entry's job finished, named ``"loaded_at"`` by default.  The reservoir is not changed.
-
-        Parameters
-        ----------
-        uids : iterable, optional
-            UIDs to return, in this order; default all loaded entries.
-        loaded_at : bool or str, keyword-only
-            The name of the load-time column (True: ``"loaded_at"``), or False for none.
-            Like ``indicator=`` of :func:`pandas.merge`, it never replaces a column of
-            yours: when ``function_to_run`` produces a column of that name, pass another
-            name or False.
-
-        Raises
-        ------
-        KeyError
-            When some of ``uids`` are not UIDs of the source (naming them).
-        ValueError
-            When the load-time column's name is the UID column or a column the entries
-            hold (naming it).
-        TypeError
-            When ``loaded_at`` is not a bool or a non-empty str.
-        """
-        self._p.check_open()
-        return self._p.frame(uids, load_time_column(loaded_at, self._p.options.uid_column))
-
-    def reservoir_size(self) -> int:
-        """Number of entries in the reservoir now."""
-        return len(self._p.store)
-
-    # ------------------------------------------------------------------ subsets
-    def subsample(self, nb_samples: int, seed: int | None = None) -> AsyncReservoir:
-        """A new reservoir on ``nb_samples`` source rows drawn without replacement.
-
-        Same client and settings; it starts with the entries already loaded here for
-        its UIDs (their jobs are not re-run on the first pass).
-
-        Parameters
-        ----------
-        nb_samples : int
-            Rows to draw, ``1 <= nb_samples <= len(source)``.
-        seed : int, optional
-            Seed of the draw.
-        """
-        self._p.check_open()
-        positions = random_positions(len(self._p.source), nb_samples, seed)
-        return self._subset(positions, self._p.given_samplers[0].subset(positions))
-
-    def subsample_uids(
-        self, uids: Iterable[Hashable], uids_name: str | None = None, new_sampler: Sampler | None = None
-    ) -> AsyncReservoir:
-        """A new reservoir on the source rows whose ``uids_name`` column is in ``uids``.
-
-        Rows are submitted (and, with a :class:`SequentialSampler`, served) in the order
-        of ``uids``.  Entries already loaded here for those UIDs are reused.
-
-        Parameters
-        ----------
-        uids : iterable
-            Values to select, in order.
-        uids_name : str, optional
-            Column to match; default ``uid_column``.
-        new_sampler : Sampler, optional
-            Sampler of the new reservoir; default this reservoir's.
-
-        Raises
-        ------
-        KeyError
-            When some of ``uids`` are absent from the column (naming them).
-        ValueError
-            When ``uids_name`` is not a column of the source, or ``uids`` is empty.
-        """
-        p = self._p
-        p.check_open()
-        given = None if new_sampler is None else check_sampler(new_sampler, "new_sampler")
-        column = p.options.uid_column if uids_name is None else uids_name
-        positions = positions_by_values(
-            p.source, uids, column, uid_column=p.options.uid_column, scheduler=p.handle.client
-        )
-        return self._subset(positions, p.given_samplers[0].subset(positions) if given is None else given)
-
-    def _subset(self, positions: list[int], sampler: Sampler) -> AsyncReservoir:
-        child = type(self)._of(self._p.subset(positions, sampler))
-        self._p.children.add(child)
-        return child
 
     # ------------------------------------------------------------------ stats and lifecycle
     def stats(self) -> ReservoirStats:

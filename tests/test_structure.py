@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dask_reservoir"
 NAME = "dask_reservoir"
 
 # Layers from the bottom up: a module may import its own layer and the layers below it.
-LAYERS = {"errors": 0, "_core": 1, "_worker": 2, "_source": 3, "_runtime": 4}
+LAYERS = {"errors": 0, "_core": 1, "_worker": 2, "_source": 3, "_runtime": 4, "_facade": 5}
 TOP = 5  # the facade and the public modules: reservoir, torch, cli, demo, __init__, __main__
 
 # About 400 lines per module: the limit leaves room for a docstring example or two.

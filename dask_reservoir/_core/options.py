@@ -13,6 +13,7 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
+from dask_reservoir._core.cache_options import check_cache
 from dask_reservoir._core.formats import check_batch_format
 from dask_reservoir._core.shards import check_rank
 
@@ -57,6 +58,14 @@ class ReservoirOptions:
     progress: bool = False
     prefetch_batches: int = 2
     max_stale_epochs: int = 2
+    passes: int | None = None
+    transform: Callable[[Any, Any], Any] | None = None
+    transform_batched: bool = False
+    transform_seed: int | None = None
+    cache: str | None = None
+    cache_version: str | None = None
+    cache_row_hash: bool = True
+    cache_storage_options: dict[str, Any] | None = None
 
 
 _NOT_GIVEN: Any = object()
@@ -204,7 +213,26 @@ def validate_options(*, function: object = _NOT_GIVEN, **kwargs: Any) -> Reservo
         progress=k["progress"],
         prefetch_batches=k["prefetch_batches"],
         max_stale_epochs=k["max_stale_epochs"],
+        passes=_opt_int("passes", k["passes"], minimum=1),
+        **_check_transform(k),
+        **check_cache(k, batched=k["batched"]),
     )
+
+
+def _check_transform(k: dict[str, Any]) -> dict[str, Any]:
+    """``transform``, ``transform_batched`` and ``transform_seed``: the stage applied at every serve."""
+    transform = k["transform"]
+    if transform is not None and not callable(transform):
+        raise TypeError(f"transform must be callable or None, got {type(transform).__name__}: {transform!r}")
+    if not isinstance(k["transform_batched"], bool):
+        raise TypeError(
+            f"transform_batched must be a bool, got {type(k['transform_batched']).__name__}: "
+            f"{k['transform_batched']!r}"
+        )
+    seed = k["transform_seed"]
+    if seed is not None:
+        seed = _int("transform_seed", seed, minimum=0)
+    return {"transform": transform, "transform_batched": k["transform_batched"], "transform_seed": seed}
 
 
 def _check_serving(k: dict[str, Any]) -> None:

@@ -161,7 +161,44 @@ Parameters
         ``batch_format="pandas"`` batches and :meth:`to_pandas`.  A chunk whose call
         raises (after ``retries``) or returns something else fails all its UIDs with a
         :class:`JobError` naming the function, the UIDs and what was wrong.  With
-        ``rows_per_job="auto"``, chunks are sized from the measured cost per row."""
+        ``rows_per_job="auto"``, chunks are sized from the measured cost per row.
+    passes : int, optional
+        Passes over the source to load, then stop submitting (``passes=1``: each row of
+        this rank loaded once, the analysis convention).  :meth:`wait_loaded` waits until
+        they are done; epochs go on serving what is loaded.  With ranks, each pass gives each
+        row to exactly one rank; shards may differ by one row (no padding, no repeats).
+        Default None: load forever, fresh results replacing the oldest.
+    transform : callable, optional
+        ``transform(sample, rng) -> sample``, applied at every serve to each sample (a
+        private copy: a dict column -> value) before collation, in the reservoir's batch
+        thread (not the consumer's): the cheap random part (augmentation), while
+        ``function_to_run`` is the expensive deterministic part.  ``rng`` is a
+        ``numpy.random.Generator`` drawn from ``transform_seed``, the epoch number and the
+        batch's place in the epoch, so a batch is augmented the same way when built again
+        and a run with ``deterministic=True`` and the same seeds is reproduced exactly.
+    transform_batched : bool
+        ``transform`` takes and returns a whole batch (``dict[str, numpy.ndarray]``),
+        vectorized, after collation (and after ``collate_fn``, when given).
+    transform_seed : int, optional
+        Seed of ``transform``'s generators.  None: an entropy drawn at construction, so
+        each run augments differently.
+    cache : str or os.PathLike, optional
+        A directory or fsspec URL (``"s3://bucket/prefix"``, ``"memory://x"``) that keeps
+        every result: the persistent tier.  A result is read from it instead of running
+        ``function_to_run`` when its key matches: the UID, a digest of the source row (see
+        ``cache_row_hash``) and a fingerprint of the function's code (bytecode, constants,
+        referenced globals and closures, user modules recursively, name and version of
+        installed packages, and ``cache_version``).  Reads and writes run on the workers;
+        each result is one Parquet file readable with ``pandas.read_parquet``, written
+        atomically and checked when read (a corrupt file is recomputed).  The workers must
+        all see the directory (checked at start).  Not with ``batched=True``.
+    cache_version : str, optional
+        Mixed into the function's fingerprint: change it to recompute every result.
+    cache_row_hash : bool
+        Key results by a digest of the source row too (default), so that an edited row is
+        recomputed; False keys them by UID and function only.
+    cache_storage_options : dict, optional
+        Passed to fsspec for ``cache`` (credentials, endpoints)."""
 
 
 def with_parameters(doc: str | None) -> str:

@@ -148,3 +148,11 @@ class RunnerCounters:
     """Rows of tasks that a worker leaving the cluster was running or held the result of: dask runs them again."""
     loading_held_seconds: float = 0.0
     """Seconds the back-pressure bound held loading back while worker threads sat idle."""
+    loading_done: bool = False
+    """``passes=``: every pass was submitted, and nothing is in flight or held to go again."""
+    cache_hits: int = 0
+    """Source rows whose result was read from the persistent tier (``cache=``)."""
+    cache_misses: int = 0
+    """Source rows the persistent tier did not hold: computed, then written."""
+    cache_bytes_read: int = 0
+    cache_bytes_written: int = 0

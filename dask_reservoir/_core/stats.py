@@ -92,6 +92,15 @@ class ReservoirStats:
         each epoch ends.
     source_passes : int
         Passes over the source whose every row was submitted.
+    loading_done : bool
+        With ``passes=``: every pass was submitted and every job came back (loaded or
+        failed); what is loaded may still wait to be ingested (:meth:`wait_loaded` ingests it).
+        Always False without ``passes``.
+    cache_hits, cache_misses : int
+        Source rows whose result the persistent tier (``cache=``) held, and rows it did not
+        hold (computed, then written).  A corrupt file counts as a miss.
+    cache_bytes_read, cache_bytes_written : int
+        Bytes of the persistent tier's files read and written by the workers.
     oldest_unserved_uid : Hashable or None
         Of the entries in the reservoir never put in a batch, the one loaded first
         (None when every entry was served).
@@ -184,6 +193,11 @@ class ReservoirStats:
     workers_lost: int = 0
     rows_rerun: int = 0
     loading_held_seconds: float = 0.0
+    loading_done: bool = False
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_bytes_read: int = 0
+    cache_bytes_written: int = 0
 
     def summary(self) -> str:
         """A one-line human summary of the counters.
@@ -202,6 +216,8 @@ class ReservoirStats:
         'workers 1 (1 lost, 4 rows re-run), status running'
         >>> ReservoirStats(loading_held_seconds=2.5).summary().split(", ")[2]
         'in flight 0 rows (the bound held loading back 2.5 s)'
+        >>> ReservoirStats(rows_loaded=5, cache_hits=3, cache_misses=2, loading_done=True).summary().split(", ")[3:5]
+        ['rows 5 loaded (cache 3 hits / 2 misses', 'loading done) / 0 failed']
         """
         stalls = ""
         if self.stall_seconds_p50 == self.stall_seconds_p50:  # not NaN: some batch was served
@@ -212,13 +228,19 @@ class ReservoirStats:
         workers = f"workers {self.workers}"
         if self.workers_lost:
             workers += f" ({self.workers_lost} lost, {self.rows_rerun} rows re-run)"
+        loaded = (
+            [f"cache {self.cache_hits} hits / {self.cache_misses} misses"]
+            if self.cache_hits or self.cache_misses
+            else []
+        )
+        loaded += ["loading done"] if self.loading_done else []
         held = ""
         if self.loading_held_seconds >= 0.05:
             held = f" (the bound held loading back {self.loading_held_seconds:.1f} s)"
         return (
             f"reservoir {self.reservoir_size}/{self.max_reservoir_samples}, "
             f"waiting {self.entries_waiting}, in flight {self.rows_in_flight} rows{held}, "
-            f"rows {self.rows_loaded} loaded / {failed}, "
+            f"rows {self.rows_loaded} loaded{' (' + ', '.join(loaded) + ')' if loaded else ''} / {failed}, "
             f"epochs {self.epochs}, samples served {self.samples_served}, "
             f"waited {self.consumer_wait_seconds:.2f} s{stalls}, {workers}, status {self.status}"
         )
@@ -286,6 +308,11 @@ def runner_fields(c: RunnerCounters) -> dict[str, Any]:
         "workers_lost": c.workers_lost,
         "rows_rerun": c.rows_rerun,
         "loading_held_seconds": c.loading_held_seconds,
+        "loading_done": c.loading_done,
+        "cache_hits": c.cache_hits,
+        "cache_misses": c.cache_misses,
+        "cache_bytes_read": c.cache_bytes_read,
+        "cache_bytes_written": c.cache_bytes_written,
     }
 
 

@@ -35,8 +35,9 @@ from dask_reservoir._core.store import ReservoirStore
 from dask_reservoir._core.store.runs import put_all
 from dask_reservoir._core.weighted import WeightedSampler
 from dask_reservoir._runtime.progress import WaitProgress
-from dask_reservoir._runtime.protocols import WAIT_SLICE, RunnerLike
+from dask_reservoir._runtime.protocols import WAIT_SLICE, RunnerLike, loading_over
 from dask_reservoir._source.pandas_source import Source
+from dask_reservoir.errors import JobError
 
 __all__ = ["WAIT_WARNING_SECONDS", "Feeder", "drawable_rows", "rank_epoch_rows", "required_entries"]
 
@@ -308,6 +309,8 @@ class Feeder:
                     continue
                 if room <= 0 and self.runner.ledger.has_waiting() and self.expire_for_room():
                     continue  # never wait for an iterator that the consumer may never advance
+                if self.passes_ended():
+                    break
                 self.note_throttle(room)
                 if len(self.store) < self.required():
                     error = self.minimum_error(self.required())
@@ -375,12 +378,27 @@ class Feeder:
                 remaining = WAIT_SLICE if timeout is None else min(WAIT_SLICE, timeout - elapsed)
                 self.runner.wait(remaining)
                 self.ingest(capped=False)
+                if self.passes_ended():
+                    break
         finally:
             report.update(len(self.store))
             report.close()
             self.served.add_minimum_wait(time.monotonic() - start)
 
     # ------------------------------------------------------------------ hopeless waits
+    def passes_ended(self) -> bool:
+        """``passes=``: all loaded and ingested; True serves what is stored (:class:`JobError` if nothing is)."""
+        if self.options.passes is None or not loading_over(self.runner.ledger):
+            return False
+        if len(self.store):
+            return True
+        counters = self.runner.ledger.counters()
+        shown = "; ".join(f.describe() for f in counters.failures[:5]) or "none recorded"
+        raise JobError(
+            f"passes={self.options.passes} ended with no entry to serve ({counters.rows_loaded} rows loaded, "
+            f"{counters.rows_failed} failed); failures: {shown}"
+        )
+
     def minimum_error(self, required: int) -> BaseException | None:
         """The error to raise when the rows that can still load cannot reach ``required``."""
         counters = self.runner.ledger.counters()

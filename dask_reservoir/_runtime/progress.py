@@ -31,6 +31,10 @@ class WaitProgress:
         False: report nothing.
     stream : file, optional
         Where plain lines go (default ``sys.stderr``).
+    goal : str
+        What is waited for, in the plain lines.
+    unit : str
+        What is counted.
 
     Examples
     --------
@@ -51,9 +55,17 @@ class WaitProgress:
     """
 
     def __init__(
-        self, required: int, *, enabled: bool, stream: TextIO | None = None, use_tqdm: bool = True
+        self,
+        required: int,
+        *,
+        enabled: bool,
+        stream: TextIO | None = None,
+        use_tqdm: bool = True,
+        goal: str = "the minimum",
+        unit: str = "samples",
     ) -> None:
         self.required = required
+        self._goal, self._unit = goal, unit
         self.enabled = enabled
         self._stream = stream or sys.stderr
         self._bar: Any = None
@@ -67,7 +79,7 @@ class WaitProgress:
             except ImportError:
                 tqdm = None
             if tqdm is not None:
-                self._bar = tqdm(total=required, desc=DESCRIPTION, unit="sample", leave=False)
+                self._bar = tqdm(total=required, desc=DESCRIPTION, unit=unit.rstrip("s"), leave=False)
 
     def update(self, loaded: int, *, note: str | None = None) -> None:
         """Show that ``loaded`` entries are in the reservoir.
@@ -95,7 +107,7 @@ class WaitProgress:
         now = time.monotonic()
         if changed or now - self._last_line >= LINE_PERIOD:
             why = f": {note}" if note else ""
-            self._line(f"{loaded}/{self.required} samples loaded, waiting for the minimum{why}")
+            self._line(f"{loaded}/{self.required} {self._unit} loaded, waiting for {self._goal}{why}")
             self._last_line, self._printed = now, True
 
     def close(self) -> None:
@@ -106,7 +118,7 @@ class WaitProgress:
             self._bar.close()
             self._bar = None
         elif self._printed:
-            self._line(f"{self._loaded}/{self.required} samples loaded")
+            self._line(f"{self._loaded}/{self.required} {self._unit} loaded")
         self.enabled = False
 
     def _line(self, text: str) -> None:

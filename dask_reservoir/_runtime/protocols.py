@@ -28,7 +28,7 @@ from dask_reservoir._core.records import Completed, RunnerCounters
 from dask_reservoir._core.stats import Performance
 from dask_reservoir.errors import ClusterLostError, JobError
 
-__all__ = ["JOIN_TIMEOUT", "WAIT_SLICE", "LedgerLike", "RunnerLike", "raise_fatal"]
+__all__ = ["JOIN_TIMEOUT", "WAIT_SLICE", "LedgerLike", "RunnerLike", "loading_over", "raise_fatal"]
 
 WAIT_SLICE = 0.1
 """Longest single wait (seconds) of the runner thread and of consumers."""
@@ -186,3 +186,8 @@ class RunnerLike(Protocol):
 
     def wait_released(self, timeout: float) -> bool:
         """After :meth:`close`: whether the cluster holds none of its tasks any more."""
+
+
+def loading_over(ledger: LedgerLike) -> bool:
+    """``passes=``: nothing more will load (every pass came back) and nothing waits to be ingested."""
+    return ledger.counters().loading_done and not ledger.has_waiting()

@@ -84,7 +84,7 @@ class JobRunner:
         the embedded cluster, whose workers import what this process imports).
     **ledger_options
         ``auto_bound_threads``, ``capacity``, ``max_failures_per_uid``, ``collect_errors``,
-        ``skip_first_pass``, ``rank``, ``world_size``, ``deterministic``: see :class:`~dask_reservoir._core.ledger.Ledger`.
+        ``skip_first_pass``, ``rank``, ``world_size``, ``deterministic``, ``max_passes``: see :class:`~dask_reservoir._core.ledger.Ledger`.
     """
 
     def __init__(
@@ -109,6 +109,7 @@ class JobRunner:
         rank: int = 0,
         world_size: int = 1,
         deterministic: bool = False,
+        max_passes: int | None = None,
         resume: ResumePoint | None = None,
         transient_workers: frozenset[str] = frozenset(),
     ) -> None:
@@ -133,6 +134,7 @@ class JobRunner:
             rank=rank,
             world_size=world_size,
             deterministic=deterministic,
+            max_passes=max_passes,
         )
         if resume is not None:
             self.ledger.restore(
@@ -416,6 +418,7 @@ def runner_for(
         rank=options.rank,
         world_size=options.world_size,
         deterministic=options.deterministic,
+        max_passes=options.passes,
         resume=resume,
         transient_workers=handle.transient_workers,
     )

@@ -348,3 +348,23 @@ def test_restore_queues_after_rows_requeued_before() -> None:
     cursor.requeue([1])
     cursor.restore(source_pass=0, source_cursor=0, first=[2])
     assert cursor.retry_uids() == ["b", "c"]
+
+
+def test_max_passes_stops_after_the_last_pass_and_defers_rows_out() -> None:
+    cursor = SourceCursor(list("abcd"), SequentialSampler(), max_passes=2)
+    assert cursor.next_positions(4, out=set(), barred=set()) == ([0, 1, 2, 3], [])
+    assert not cursor.exhausted  # the second pass is to go
+    # pass 2: "b" and "c" are still out: deferred, not skipped
+    assert cursor.next_positions(4, out={"b", "c"}, barred=set()) == ([0, 3], [])
+    assert not cursor.exhausted and cursor.retry_uids() == ["b", "c"]
+    assert cursor.next_positions(4, out={"c"}, barred=set()) == ([1], [])
+    assert cursor.next_positions(4, out=set(), barred={"c"}) == ([], [])  # quarantined: dropped
+    assert cursor.exhausted and cursor.passes_done == 2
+    assert cursor.next_positions(4, out=set(), barred=set()) == ([], [])  # no third pass
+
+
+def test_without_max_passes_rows_out_are_skipped_and_passes_go_on() -> None:
+    cursor = SourceCursor(list("ab"), SequentialSampler())
+    assert cursor.next_positions(2, out=set(), barred=set()) == ([0, 1], [])
+    assert cursor.next_positions(2, out={"a"}, barred=set()) == ([1], [])  # "a" skipped, not deferred
+    assert not cursor.exhausted and cursor.retry_uids() == []

@@ -25,6 +25,8 @@ def test_jobs_and_rows_are_counted_by_what_happened() -> None:
     tally.cancelled(5)
     tally.rerun(6)
     tally.rerun(1)
+    tally.cached((1, 2, 30, 40))
+    tally.cached((3, 0, 5, 0))
     assert tally.counts() == {
         "jobs_submitted": 2,
         "rows_submitted": 5,
@@ -37,6 +39,10 @@ def test_jobs_and_rows_are_counted_by_what_happened() -> None:
         "workers": 0,
         "workers_lost": 0,
         "rows_rerun": 7,
+        "cache_hits": 4,
+        "cache_misses": 2,
+        "cache_bytes_read": 35,
+        "cache_bytes_written": 40,
     }
 
 

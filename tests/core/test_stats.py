@@ -138,6 +138,11 @@ def test_runner_fields_copy_every_counter_to_its_stats_field() -> None:
         workers_lost=16,
         rows_rerun=17,
         loading_held_seconds=18.5,
+        loading_done=True,
+        cache_hits=19,
+        cache_misses=20,
+        cache_bytes_read=21,
+        cache_bytes_written=22,
     )
     fields = runner_fields(counters)
     assert fields == {
@@ -160,6 +165,11 @@ def test_runner_fields_copy_every_counter_to_its_stats_field() -> None:
         "workers_lost": 16,
         "rows_rerun": 17,
         "loading_held_seconds": 18.5,
+        "loading_done": True,
+        "cache_hits": 19,
+        "cache_misses": 20,
+        "cache_bytes_read": 21,
+        "cache_bytes_written": 22,
     }
     # the quarantine is a copy: the runner's dict may change after the snapshot
     assert fields["quarantined"] is not counters.quarantined

@@ -83,6 +83,8 @@ class SourceCursor:
     deterministic : bool
         A row whose earlier load is still out is waited for, not skipped: which rows
         go next does not depend on the workers' timing.
+    max_passes : int, optional
+        Passes to start, then nothing more but the rows requeued (``passes=``); None: forever.
 
     Examples
     --------
@@ -105,13 +107,16 @@ class SourceCursor:
         rank: int = 0,
         world_size: int = 1,
         deterministic: bool = False,
+        max_passes: int | None = None,
     ) -> None:
         self._uids = uids
+        self._max_passes = max_passes
         self._sampler = order
         self._rank, self._world_size = rank, world_size
         self._deterministic = deterministic
         self._skip_first_pass = set(skip_first_pass)
         self._retry: deque[int] = deque()  # positions to submit first
+        self._deferred: deque[int] = deque()  # max_passes: rows of a pass whose UID was out, to go later
         self._order: np.ndarray = np.empty(0, np.int64)  # positions of the current pass
         self._digest: tuple[int, str] | None = None  # (pass, digest of its order), for checkpoints
         self._cursor = 0  # index into the current pass's order
@@ -143,10 +148,14 @@ class SourceCursor:
             if not busy and uid not in barred:
                 found.append(pos)
                 chosen.add(uid)
+        if self._deferred and len(found) < limit:
+            self._take_deferred(found, chosen, limit, out=out, barred=barred)
         skipped: list[int] = []
         scanned = 0
         while len(found) < limit and scanned < n:
             if self._cursor >= len(self._order):
+                if self._max_passes is not None and self._pass >= self._max_passes:
+                    break  # the last pass is through: only requeued rows go from now on
                 self._order = self._pass_order(self._pass)
                 self._pass += 1
                 self._cursor = 0
@@ -165,6 +174,8 @@ class SourceCursor:
                         self._cursor -= 1
                         waiting = True
                         break
+                    if self._max_passes is not None:  # each pass loads each row: later, not never
+                        self._deferred.append(pos)
                     continue
                 if self._pass == 1 and uid in self._skip_first_pass:
                     skipped.append(pos)
@@ -174,6 +185,28 @@ class SourceCursor:
             if waiting:
                 break
         return found, skipped
+
+    def _take_deferred(
+        self,
+        found: list[int],
+        chosen: set[Hashable],
+        limit: int,
+        *,
+        out: Container[Hashable],
+        barred: Container[Hashable],
+    ) -> None:
+        """Move deferred rows whose UID is no longer out into ``found`` (quarantined ones are dropped)."""
+        kept: deque[int] = deque()
+        for pos in self._deferred:
+            uid = self._uids[pos]
+            if uid in barred:
+                continue
+            if len(found) < limit and uid not in chosen and uid not in out:
+                found.append(pos)
+                chosen.add(uid)
+            else:
+                kept.append(pos)
+        self._deferred = kept
 
     def hold_back(self, positions: Sequence[int]) -> None:
         """Put ``positions`` (just returned, not submitted) back in front, in their order.
@@ -236,9 +269,27 @@ class SourceCursor:
         """
         return self._pass - (1 if self._cursor < len(self._order) else 0)
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether every row of the last of ``max_passes`` passes was submitted and none waits to go again.
+
+        Examples
+        --------
+        >>> from dask_reservoir import SequentialSampler
+        >>> cursor = SourceCursor(["a", "b"], SequentialSampler(), max_passes=1)
+        >>> cursor.next_positions(5, out=set(), barred=set()), cursor.exhausted
+        (([0, 1], []), True)
+        >>> cursor.requeue([1])
+        >>> cursor.exhausted, cursor.next_positions(5, out=set(), barred=set()), cursor.exhausted
+        (False, ([1], []), True)
+        """
+        if self._max_passes is None or self._retry or self._deferred:
+            return False
+        return self._pass >= self._max_passes and self._cursor >= len(self._order)
+
     def retry_uids(self) -> list[Hashable]:
-        """UIDs of the rows to submit first, in their order."""
-        return [self._uids[p] for p in self._retry]
+        """UIDs of the rows to submit first, in their order (then rows of a pass deferred while out)."""
+        return [self._uids[p] for p in (*self._retry, *self._deferred)]
 
     def digest(self) -> str | None:
         """The :func:`~dask_reservoir._core.checkpoint.order_digest` of the current pass, None before the first.

@@ -89,6 +89,7 @@ class Ledger:
         rank: int = 0,
         world_size: int = 1,
         deterministic: bool = False,
+        max_passes: int | None = None,
     ) -> None:
         self.cond = threading.Condition()
         self._uids = uids
@@ -99,6 +100,7 @@ class Ledger:
             rank=rank,
             world_size=world_size,
             deterministic=deterministic,
+            max_passes=max_passes,
         )
         self._bound = InFlightBound(
             len(uids),
@@ -181,6 +183,7 @@ class Ledger:
                 uids_tried=self._coverage.tried_count,
                 uids_loaded=self._coverage.loaded_count,
                 source_passes=self._cursor.passes_done,
+                loading_done=self._cursor.exhausted and not self._bound.jobs_in_flight,
                 loading_held_seconds=self._bound.held_seconds(now=time.monotonic()),
                 failures=book.records(),
                 quarantined=book.quarantine_records(),
@@ -198,30 +201,17 @@ class Ledger:
         """Mean worker time of ``function_to_run`` per source row."""
         return self._tally.mean_load_seconds
 
-    @property
-    def rows_per_job(self) -> int:
-        """Source rows per task now (it changes with ``rows_per_job="auto"``)."""
-        return self._bound.rows_per_job
-
-    @property
-    def max_rows(self) -> int:
-        """The back-pressure bound now, in source rows."""
-        return self._bound.max_rows
-
-    @property
-    def max_jobs(self) -> int | None:
-        """The back-pressure bound now, in tasks (None with a fixed ``max_rows``)."""
-        return self._bound.max_jobs
-
-    @property
-    def jobs_in_flight(self) -> int:
-        """Jobs submitted and not yet back."""
-        return self._bound.jobs_in_flight
-
-    @property
-    def rows_in_flight(self) -> int:
-        """Source rows of the jobs in flight."""
-        return self._bound.rows_in_flight
+    rows_per_job = property(
+        lambda self: self._bound.rows_per_job, doc="Source rows per task now (auto-sized or not)."
+    )
+    max_rows = property(lambda self: self._bound.max_rows, doc="The back-pressure bound now, in source rows.")
+    max_jobs = property(
+        lambda self: self._bound.max_jobs, doc="The bound in tasks (None with a fixed max_rows)."
+    )
+    jobs_in_flight = property(lambda self: self._bound.jobs_in_flight, doc="Jobs submitted and not yet back.")
+    rows_in_flight = property(
+        lambda self: self._bound.rows_in_flight, doc="Source rows of the jobs in flight."
+    )
 
     def set_status(self, status: str, fatal: BaseException | None = None) -> None:
         """Record the connection status (and what stopped the runner, if anything)."""
@@ -397,6 +387,11 @@ class Ledger:
             for position in positions:
                 self._waiting.arrived(self._uids[position], None)
             self.cond.notify_all()
+
+    def cached(self, counts: tuple[int, int, int, int]) -> None:
+        """A task's persistent-tier counts came back: (hits, misses, bytes read, bytes written)."""
+        with self.cond:
+            self._tally.cached(counts)
 
     def set_worker_threads(self, threads: int) -> None:
         """The cluster now has ``threads`` worker threads: the default bound follows it.

@@ -10,7 +10,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TypedDict
 
-__all__ = ["RECENT_LOADS", "Counts", "Tally"]
+__all__ = ["CACHE_COUNTS", "RECENT_LOADS", "Counts", "Tally"]
+
+CACHE_COUNTS = ("cache_hits", "cache_misses", "cache_bytes_read", "cache_bytes_written")
+"""The persistent tier's counters, in the order tasks report them."""
 
 RECENT_LOADS = 1000
 """Rows whose load time feeds the percentiles of ``stats()``."""
@@ -30,6 +33,10 @@ class Counts(TypedDict):
     workers: int
     workers_lost: int
     rows_rerun: int
+    cache_hits: int
+    cache_misses: int
+    cache_bytes_read: int
+    cache_bytes_written: int
 
 
 class Tally:
@@ -61,6 +68,7 @@ class Tally:
         self._rows_rerun = 0
         self._workers = 0
         self._workers_lost = 0
+        self._cache = [0, 0, 0, 0]  # persistent tier: hits, misses, bytes read, bytes written
         self._load_total = 0.0  # worker seconds of the rows loaded
         self._load_count = 0
         self._recent_loads: deque[float] = deque(maxlen=RECENT_LOADS)
@@ -160,4 +168,20 @@ class Tally:
             "workers": self._workers,
             "workers_lost": self._workers_lost,
             "rows_rerun": self._rows_rerun,
+            "cache_hits": self._cache[0],
+            "cache_misses": self._cache[1],
+            "cache_bytes_read": self._cache[2],
+            "cache_bytes_written": self._cache[3],
         }
+
+    def cached(self, counts: tuple[int, int, int, int]) -> None:
+        """Add a task's persistent-tier counts: (hits, misses, bytes read, bytes written).
+
+        Examples
+        --------
+        >>> tally = Tally()
+        >>> tally.cached((1, 2, 30, 40)); tally.cached((1, 0, 5, 0))
+        >>> [tally.counts()[name] for name in CACHE_COUNTS]
+        [2, 2, 35, 40]
+        """
+        self._cache = [a + int(b) for a, b in zip(self._cache, counts, strict=True)]

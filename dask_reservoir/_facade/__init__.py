@@ -1,0 +1,1 @@
+"""The facade's method groups: mixins of ``AsyncReservoir``, one concern each."""
