@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dask_reservoir._core.augment import EpochTransform
 from dask_reservoir._core.store.snapshot import Snapshot
 from dask_reservoir._runtime.epoch_plan import Built, EpochPlan, end_epoch
 from dask_reservoir._runtime.prefetch import IDLE_SLICE, BatchBuilder
@@ -119,6 +120,7 @@ class BatchIterator(Iterator[Any]):
         epoch: int | None = None,
         owner: object = None,
         on_end: Callable[[BatchIterator], None] | None = None,
+        transform: EpochTransform | None = None,
     ) -> None:
         self.owner = owner  # what must live while the epoch is served (the reservoir)
         self._served_counts = np.zeros(len(snapshot), dtype=np.int64)
@@ -138,6 +140,7 @@ class BatchIterator(Iterator[Any]):
                 uid_column=uid_column,
                 max_samples=max_samples,
                 convert=convert,
+                transform=transform,
             )
             self._batch_size = batch_size
             self._drop_last = drop_last
@@ -316,7 +319,7 @@ class BatchIterator(Iterator[Any]):
             self._fill()
             if not self._pending:  # the plan ended: this build returns the end
                 return self._plan.build()
-        if not self._pending[0].done():
+        if not self._pending[0].done() and self._plan.transform is None:  # a transform runs in the builder
             # Not built yet.  Cancel from the last build back: the builder starts them in
             # order, so what cannot be cancelled (running or done) is a prefix, kept.
             kept = [f for f in reversed(self._pending) if not f.cancel()]

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from dask_reservoir._core.augment import EpochTransform
 from dask_reservoir._core.collate import collate_rows
 from dask_reservoir._core.store import ReservoirStore
 from dask_reservoir._core.store.entry import Entry
@@ -83,6 +84,9 @@ class EpochPlan:
         As for :class:`~dask_reservoir._runtime.batches.BatchIterator`.
     convert : callable, optional
         Applied to each batch built (to tensors, say).
+    transform : EpochTransform, optional
+        ``transform=``: applied to each row's private copy before collation, or to the
+        collated batch with ``transform_batched=True`` (before ``convert``).
 
     Examples
     --------
@@ -111,16 +115,20 @@ class EpochPlan:
         uid_column: str,
         max_samples: int | None,
         convert: Callable[[dict[str, np.ndarray]], Any] | None = None,
+        transform: EpochTransform | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.convert = convert
+        self.transform = transform
         self.order = order
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.collate_fn = collate_fn
         self.uid_column = uid_column
         self.max_samples = max_samples
-        self.table: SlotTable | None = snapshot.table if snapshot.all_slotted and collate_fn is None else None
+        per_row = transform is not None and not transform.batched  # rows, each transformed, then collated
+        gather = snapshot.all_slotted and collate_fn is None and not per_row
+        self.table: SlotTable | None = snapshot.table if gather else None
         self.cursor = 0
         self.rows = 0  # rows built so far
         self.ended = False  # the last batch, or the end, was built
@@ -136,6 +144,8 @@ class EpochPlan:
             self.ended = True
             return None
         batch, n_rows, chunk = built
+        if self.transform is not None and self.transform.batched:
+            batch = self.transform.batch(batch, start=mark[0])
         if self.convert is not None:
             batch = self.convert(batch)
         self.rows += n_rows
@@ -172,11 +182,13 @@ class EpochPlan:
         return table.gather(self.snapshot.handles[chunk]), len(chunk), chunk
 
     def _collated(self) -> tuple[Any, int, np.ndarray] | None:
+        start = self.cursor
         rows: list[dict[str, Any]] = []
         taken: list[int] = []
         order = self.order
         snapshot = self.snapshot
-        private = self.collate_fn is not None  # the default collate copies as it stacks
+        per_row = self.transform if self.transform is not None and not self.transform.batched else None
+        private = self.collate_fn is not None or per_row is not None  # the default collate copies
         while len(taken) < self.batch_size and self.cursor < len(order):
             budget = self._budget()
             if budget is not None and budget - len(rows) <= 0:
@@ -188,6 +200,8 @@ class EpochPlan:
             rows.extend(entry_rows if budget is None else entry_rows[: budget - len(rows)])
         if not taken or (self.drop_last and len(taken) < self.batch_size):
             return None
+        if per_row is not None:
+            rows = per_row.rows(rows, start=start)
         if self.collate_fn is not None:
             batch = self.collate_fn(rows)
         else:

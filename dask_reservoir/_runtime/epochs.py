@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from dask_reservoir._core.augment import ServeTransform
 from dask_reservoir._core.formats import converter
 from dask_reservoir._core.options import ReservoirOptions
 from dask_reservoir._core.order import epoch_order
@@ -86,6 +87,7 @@ class Epochs:
         # the pipeline's ingest-and-snapshot for an epoch prepared ahead (None: never prepare)
         self._take_snapshot: Callable[[], tuple[Snapshot, int] | None] | None = take_snapshot
         self.ahead = EpochAhead(self.builder, self._prepare)
+        self.transform = serve_transform(options)
 
     def state_dict(self) -> dict[str, int]:
         """The epochs' keys of the reservoir's state: the next epoch's number and the epochs started."""
@@ -149,6 +151,7 @@ class Epochs:
                 epoch=epoch,
                 owner=owner,
                 on_end=self._on_end,
+                transform=None if self.transform is None else self.transform.for_epoch(epoch),
             )
         except BaseException:
             if not handed:  # BatchIterator releases it when its construction fails
@@ -277,3 +280,16 @@ class Epochs:
             f"<Epochs: started={self.started} next={self.number} live_iterators={len(self._iterators)} "
             f"prepared_ahead={self.ahead.handed}>"
         )
+
+
+def serve_transform(options: ReservoirOptions) -> ServeTransform | None:
+    """The ``transform=`` stage of a reservoir, seeded by ``transform_seed`` or a fresh entropy."""
+    if options.transform is None:
+        return None
+    seed = options.transform_seed
+    return ServeTransform(
+        options.transform,
+        batched=options.transform_batched,
+        seed=int(np.random.SeedSequence().entropy) if seed is None else seed,  # type: ignore[arg-type]
+        uid_column=options.uid_column,
+    )
