@@ -886,3 +886,24 @@ def test_a_checkpoint_between_choosing_a_job_and_submitting_it_keeps_the_submiss
     assert ledger.source_position()[2] == ("a", "b")  # b after a, not before it (its old number, 1)
     ledger.submitted([1])
     assert ledger.source_position()[2] == ("a", "b")
+
+
+def test_loading_is_done_only_when_every_row_of_the_passes_came_back() -> None:
+    ledger = Ledger(["a", "b", "c"], SequentialSampler(), max_rows=None, rows_per_job=1, max_passes=1)
+    first = [*ledger.next_job(), *ledger.next_job()]
+    ledger.submitted(first[:1])
+    ledger.submitted(first[1:])
+    last = ledger.next_job()  # chosen, not yet submitted: the runner submits outside the lock
+    assert (first, last) == ([0, 1], [2])
+    ledger.finished(first[:1], [RowLoaded("a", [{"x": 1}], 0.1)], now=1.0)
+    ledger.finished(first[1:], [RowLoaded("b", [{"x": 1}], 0.1)], now=1.0)
+    assert not ledger.counters().loading_done  # the cursor is through, but "c" is not sent
+    ledger.submitted(last)
+    assert not ledger.counters().loading_done  # in flight
+    ledger.finished(last, [RowLoaded("c", [{"x": 1}], 0.1)], now=2.0)
+    assert ledger.counters().loading_done and ledger.next_job() == []
+    unbounded = Ledger(["a"], SequentialSampler(), max_rows=None, rows_per_job=1)
+    job = unbounded.next_job()
+    unbounded.submitted(job)
+    unbounded.finished(job, [RowLoaded("a", [{"x": 1}], 0.1)], now=1.0)
+    assert not unbounded.counters().loading_done  # without passes, loading never ends

@@ -183,7 +183,10 @@ class Ledger:
                 uids_tried=self._coverage.tried_count,
                 uids_loaded=self._coverage.loaded_count,
                 source_passes=self._cursor.passes_done,
-                loading_done=self._cursor.exhausted and not self._bound.jobs_in_flight,
+                # nothing left to choose, in flight, or chosen and not yet submitted (outside the lock)
+                loading_done=self._cursor.exhausted
+                and not self._bound.jobs_in_flight
+                and not self._waiting.unsent,
                 loading_held_seconds=self._bound.held_seconds(now=time.monotonic()),
                 failures=book.records(),
                 quarantined=book.quarantine_records(),

@@ -256,6 +256,11 @@ class Waiting:
 
     # ------------------------------------------------------------------ how much
     @property
+    def unsent(self) -> bool:
+        """Whether UIDs were chosen for a job that is not submitted yet."""
+        return bool(self._unnumbered)
+
+    @property
     def has_entries(self) -> bool:
         """Whether entries wait to be taken."""
         return bool(self._entries)
