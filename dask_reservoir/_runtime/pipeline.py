@@ -24,6 +24,7 @@ from dask_reservoir._core.served import ServedCounters
 from dask_reservoir._core.stats import Performance, ReservoirStats, runner_fields, served_fields, store_fields
 from dask_reservoir._core.store import Entry, ReservoirStore, Snapshot
 from dask_reservoir._runtime.batches import BatchIterator
+from dask_reservoir._runtime.cache_check import check_cache_visible
 from dask_reservoir._runtime.cluster import ClientHandle
 from dask_reservoir._runtime.epochs import Epochs
 from dask_reservoir._runtime.feeder import Feeder, drawable_rows, required_entries
@@ -135,6 +136,8 @@ class Pipeline:
                 break
             self.store.put(entry)
             preloaded.append(entry.uid)
+        if options.cache is not None and not child:  # every worker must see the same directory
+            check_cache_visible(handle.client, options.cache, options.cache_storage_options)
         self.loader, self.loader_reason = choose_loader(options.loader, handle, source)
         self.runner: RunnerLike = self.make_runner(skip_first_pass=preloaded)
         self.feeder = Feeder(

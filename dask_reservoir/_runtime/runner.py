@@ -47,6 +47,7 @@ from dask_reservoir._runtime.jobs import FunctionPayload, Job, job_call, load_ke
 from dask_reservoir._runtime.protocols import JOIN_TIMEOUT, WAIT_SLICE, raise_fatal
 from dask_reservoir._source.dask_source import DaskSource
 from dask_reservoir._source.pandas_source import Source
+from dask_reservoir._worker.cache.tier import CacheCounted, cache_tier
 from dask_reservoir._worker.calls import JobSpec
 from dask_reservoir._worker.shipping import FunctionLoadError, function_package
 from dask_reservoir.errors import ClusterLostError, JobError
@@ -291,13 +292,17 @@ class JobRunner:
                 continue
             job = item[1]
             if arrival.kind == "finished":
+                value = arrival.value
+                if type(value) is CacheCounted:  # cache=: the task's hits and misses
+                    self.ledger.cached(value.counts)
+                    value = value.result
                 now = time.monotonic()
                 self.perf_receiving.add(now - job.submitted_at)
                 self._losses.loaded(job.positions)
-                if type(arrival.value) is ChunkLoaded:
-                    self.ledger.finished_chunk(job.positions, arrival.value, now=now)
+                if type(value) is ChunkLoaded:
+                    self.ledger.finished_chunk(job.positions, value, now=now)
                 else:
-                    self.ledger.finished(job.positions, arrival.value, now=now)
+                    self.ledger.finished(job.positions, value, now=now)
             elif arrival.kind == "error":
                 failed.append(future)
                 exc = cast(BaseException, arrival.error)  # always set for "error"
@@ -401,6 +406,7 @@ def runner_for(
             timeout=options.job_timeout,
             by_value=by_value,
             batched=options.batched,
+            cache=cache_tier(function, options),
         ),
         order=order,
         max_rows=None,

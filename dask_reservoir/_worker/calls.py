@@ -35,6 +35,7 @@ from dask_reservoir._core.blocks import ChunkLoaded
 from dask_reservoir._core.collate import is_immutable
 from dask_reservoir._core.records import Outcome, RowFailed, RowLoaded
 from dask_reservoir._core.uid_index import same_uid
+from dask_reservoir._worker.cache.tier import CacheCounted, CacheCounts, CacheTier
 from dask_reservoir._worker.packing import pack
 from dask_reservoir._worker.produced import normalize_result
 from dask_reservoir._worker.shipping import dumps_function, function_package, load_function
@@ -106,6 +107,8 @@ class TaskOptions:
     check_uid : bool
         A dask source with a UID column: check each row's UID, as read on the
         worker, against the expected one.
+    cache : CacheTier or None
+        The persistent tier (``cache=``): each row's result is read from it when kept.
     client_pid : int or None
         Process id of the client that submitted the task.  A worker in that process
         (a threaded cluster) hands its results over by reference, not serialized: what
@@ -119,6 +122,7 @@ class TaskOptions:
     timeout: float | None = None
     check_uid: bool = False
     client_pid: int | None = None
+    cache: CacheTier | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,7 @@ class JobSpec:
     by_value: bool = True
     function: Callable[[dict[str, Any]], Any] | None = field(default=None, compare=False, repr=False)
     batched: bool = False
+    cache: CacheTier | None = None
 
     @classmethod
     def from_function(
@@ -163,6 +168,7 @@ class JobSpec:
         timeout: float | None = None,
         by_value: bool = True,
         batched: bool = False,
+        cache: CacheTier | None = None,
     ) -> JobSpec:
         """Pickle ``function`` (see :func:`~dask_reservoir._worker.shipping.dumps_function`) and build the spec.
 
@@ -179,12 +185,19 @@ class JobSpec:
             by_value=by_value or function_package(function) is None,
             function=function,
             batched=batched,
+            cache=cache,
         )
 
     def options(self, *, check_uid: bool = False) -> TaskOptions:
         """The small per-task part of this spec."""
         return TaskOptions(
-            self.uid_column, self.attempts, self.reraise, self.timeout, check_uid, client_pid=os.getpid()
+            self.uid_column,
+            self.attempts,
+            self.reraise,
+            self.timeout,
+            check_uid,
+            client_pid=os.getpid(),
+            cache=self.cache,
         )
 
     def to_by_value(self) -> JobSpec:
@@ -211,6 +224,27 @@ def picklable_error(exc: BaseException) -> BaseException | None:
 
 
 def _run_one(
+    options: TaskOptions,
+    function: Callable[[dict[str, Any]], Any],
+    record: dict[str, Any],
+    uid: Hashable,
+    counts: CacheCounts | None = None,
+) -> Outcome:
+    tier = options.cache
+    if tier is None or counts is None:
+        return _compute(options, function, record, uid)
+    start = time.perf_counter()
+    try:  # the key is read from the row before the function may change it
+        return tier.load(
+            uid, record, options.uid_column, lambda: _compute(options, function, record, uid), counts
+        )
+    except Exception as exc:  # a row the tier cannot key, or a value it cannot hold
+        if options.reraise:
+            raise
+        return _failed(uid, exc, time.perf_counter() - start)
+
+
+def _compute(
     options: TaskOptions, function: Callable[[dict[str, Any]], Any], record: dict[str, Any], uid: Hashable
 ) -> Outcome:
     start = time.perf_counter()
@@ -278,7 +312,7 @@ def run_rows(
     payload: bytes,
     records: Sequence[dict[str, Any]] | Opaque | RowColumns,
     uids: Sequence[Hashable] | Opaque,
-) -> Outcomes | ChunkLoaded:
+) -> Outcomes | ChunkLoaded | CacheCounted:
     """Run ``function_to_run`` (pickled in ``payload``) on each record; one outcome per record.
 
     ``records`` are row dicts (each copied before the call), or :class:`~dask_reservoir._source.pandas_source.RowColumns`.
@@ -300,10 +334,18 @@ def run_rows(
         row_list = records.records()
     else:
         row_list = [dict(record) for record in _unwrap(records)]
+    counts = CacheCounts() if options.cache is not None else None
     outcomes = [
-        _run_one(options, function, record, uid) for record, uid in zip(row_list, uid_list, strict=True)
+        _run_one(options, function, record, uid, counts)
+        for record, uid in zip(row_list, uid_list, strict=True)
     ]
-    return pack(outcomes) or Outcomes(outcomes)
+    return _counted(pack(outcomes) or Outcomes(outcomes), counts)
+
+
+def _counted(
+    result: Outcomes | ChunkLoaded, counts: CacheCounts | None
+) -> Outcomes | ChunkLoaded | CacheCounted:
+    return result if counts is None else CacheCounted(result, counts.as_tuple())
 
 
 def run_partition_rows(
@@ -312,7 +354,7 @@ def run_partition_rows(
     parts: dict[int, pd.DataFrame],
     refs: Sequence[tuple[int, int]] | Opaque,
     uids: Sequence[Hashable] | Opaque,
-) -> Outcomes | ChunkLoaded:
+) -> Outcomes | ChunkLoaded | CacheCounted:
     """Read rows ``refs`` (partition, offset) of a dask source on the worker, then run them.
 
     With ``options.check_uid``, a row whose UID column, as read here, is not the
@@ -338,6 +380,7 @@ def run_partition_rows(
         for i, row in zip(indices, rows, strict=True):
             records[i] = row
     outcomes = Outcomes()
+    counts = CacheCounts() if options.cache is not None else None
     for record, uid in zip(records, uid_list, strict=True):
         column = options.uid_column
         if options.check_uid and column in record and not same_uid(record[column], uid):
@@ -347,5 +390,5 @@ def run_partition_rows(
             outcomes.append(failed)
             continue
         record[column] = uid
-        outcomes.append(_run_one(options, function, record, uid))
-    return pack(outcomes) or outcomes
+        outcomes.append(_run_one(options, function, record, uid, counts))
+    return _counted(pack(outcomes) or outcomes, counts)
