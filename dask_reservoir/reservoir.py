@@ -104,6 +104,7 @@ class AsyncReservoir(AnalysisMethods, Uncopyable):
         cache_version: str | None = None,
         cache_row_hash: bool = True,
         cache_storage_options: dict[str, Any] | None = None,
+        max_reservoir_bytes: int | str | None = None,
     ) -> None:
         given = locals()
         options = validate_options(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
-from dask.utils import parse_timedelta
+from dask.utils import parse_bytes, parse_timedelta
 
 from dask_reservoir._core.cache_options import check_cache
 from dask_reservoir._core.formats import check_batch_format
@@ -66,6 +66,7 @@ class ReservoirOptions:
     cache_version: str | None = None
     cache_row_hash: bool = True
     cache_storage_options: dict[str, Any] | None = None
+    max_reservoir_bytes: int | None = None
 
 
 _NOT_GIVEN: Any = object()
@@ -216,7 +217,25 @@ def validate_options(*, function: object = _NOT_GIVEN, **kwargs: Any) -> Reservo
         passes=_opt_int("passes", k["passes"], minimum=1),
         **_check_transform(k),
         **check_cache(k, batched=k["batched"]),
+        max_reservoir_bytes=_bytes("max_reservoir_bytes", k["max_reservoir_bytes"]),
     )
+
+
+def _bytes(name: str, value: object) -> int | None:
+    """``None`` or a positive size in bytes; strings such as ``"4 GiB"`` via dask's ``parse_bytes``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
+        raise TypeError(
+            f"{name} must be bytes (an int or a str like '4GiB') or None, got {type(value).__name__}: {value!r}"
+        )
+    try:
+        size = int(parse_bytes(value)) if isinstance(value, str) else int(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be bytes (an int or a str like '4GiB'), got {value!r}") from exc
+    if size < 1:
+        raise ValueError(f"{name} must be >= 1 byte or None, got {value!r}")
+    return size
 
 
 def _check_transform(k: dict[str, Any]) -> dict[str, Any]:

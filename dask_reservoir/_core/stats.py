@@ -78,6 +78,11 @@ class ReservoirStats:
     columnar_bytes : int
         Bytes of the columnar store's slots in use or ever written (fixed-shape entries);
         what the columns really take in memory.
+    reservoir_bytes, pinned_bytes : int
+        Bytes of the entries in the reservoir, and of the entries removed that live iterators
+        still read (arrays by ``nbytes``, text by length, other values 8 bytes each).
+    max_reservoir_bytes : int or None
+        The byte bound on ``reservoir_bytes`` (``max_reservoir_bytes``), None when not set.
     entries_pinned : int
         Entries already evicted or replaced but still read by a live iterator (an epoch
         not finished or not yet garbage-collected) or by the epoch prepared ahead; they count against the store's
@@ -174,6 +179,9 @@ class ReservoirStats:
     times_served_mean: float = float("nan")
     times_served_max: float = float("nan")
     columnar_bytes: int = 0
+    reservoir_bytes: int = 0
+    pinned_bytes: int = 0
+    max_reservoir_bytes: int | None = None
     entries_pinned: int = 0
     live_iterators: int = 0
     uids_loaded: int = 0
@@ -382,6 +390,8 @@ def store_fields(store: ReservoirStore) -> dict[str, Any]:
         "entries_evicted": store.evicted,
         "entries_replaced": store.replaced,
         "columnar_bytes": store.columnar_bytes(),
+        **dict(zip(("reservoir_bytes", "pinned_bytes"), store.nbytes(), strict=True)),
+        "max_reservoir_bytes": store.max_bytes,
         "entries_pinned": store.pinned_retired,
         "live_iterators": store.live_snapshots,
     }

@@ -121,6 +121,7 @@ class Pipeline:
             # a row the default collate could not stack with the others fails its UID (batches of
             # one entry never stack entries: volumes of varying shapes, one per batch, are fine)
             stackable=options.collate_fn is None and options.batch_size > 1,
+            max_bytes=options.max_reservoir_bytes,
         )
         self.lock = threading.RLock()  # epochs, state and close; held by iter() while it waits
         self.close_lock = threading.Lock()

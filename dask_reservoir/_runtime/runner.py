@@ -85,7 +85,7 @@ class JobRunner:
         the embedded cluster, whose workers import what this process imports).
     **ledger_options
         ``auto_bound_threads``, ``capacity``, ``max_failures_per_uid``, ``collect_errors``,
-        ``skip_first_pass``, ``rank``, ``world_size``, ``deterministic``, ``max_passes``: see :class:`~dask_reservoir._core.ledger.Ledger`.
+        ``skip_first_pass``, ``rank``, ``world_size``, ``deterministic``, ``max_passes``, ``max_bytes``: see :class:`~dask_reservoir._core.ledger.Ledger`.
     """
 
     def __init__(
@@ -111,6 +111,7 @@ class JobRunner:
         world_size: int = 1,
         deterministic: bool = False,
         max_passes: int | None = None,
+        max_bytes: int | None = None,
         resume: ResumePoint | None = None,
         transient_workers: frozenset[str] = frozenset(),
     ) -> None:
@@ -136,6 +137,7 @@ class JobRunner:
             world_size=world_size,
             deterministic=deterministic,
             max_passes=max_passes,
+            max_bytes=max_bytes,
         )
         if resume is not None:
             self.ledger.restore(
@@ -425,6 +427,7 @@ def runner_for(
         world_size=options.world_size,
         deterministic=options.deterministic,
         max_passes=options.passes,
+        max_bytes=options.max_reservoir_bytes,
         resume=resume,
         transient_workers=handle.transient_workers,
     )

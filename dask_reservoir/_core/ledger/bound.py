@@ -99,6 +99,9 @@ class InFlightBound:
         Worker threads at the start (None or 0 counts as one).
     capacity : int or None
         The reservoir's capacity: the default bound holds no more rows.
+    max_bytes : int or None
+        The reservoir's byte bound (``max_reservoir_bytes``): the default bound holds no more
+        rows than that many bytes of results, at the mean size measured so far.
 
     Examples
     --------
@@ -124,8 +127,11 @@ class InFlightBound:
         threads: int | None = None,
         capacity: int | None = None,
         max_jobs: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self._source_rows = source_rows
+        self._max_bytes = max_bytes
+        self._row_bytes: float | None = None  # with max_bytes: mean bytes of a source row's results
         self._fixed_bound = max_rows
         self._fixed_jobs = max_jobs
         self._threads = max(1, threads or 1)
@@ -172,7 +178,31 @@ class InFlightBound:
         if self._fixed_bound is not None:
             return self._fixed_bound
         jobs = tasks_in_flight(self._threads) if self._fixed_jobs is None else self._fixed_jobs
-        return jobs_bound(jobs, self._rows_per_job, self._capacity)
+        return jobs_bound(jobs, self._rows_per_job, self.capacity)
+
+    @property
+    def capacity(self) -> int | None:
+        """Most rows the results out may hold: the capacity, and with ``max_bytes`` as many as fit in it.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> bound = InFlightBound(10_000, max_rows=None, rows_per_job=1, capacity=500, max_bytes=64_000)
+        >>> bound.capacity  # nothing measured yet
+        500
+        >>> bound.observe_rows([0.1], [[{"x": np.zeros(100)}]])  # 800 bytes + 64 of overhead
+        >>> bound.capacity, bound.max_rows
+        (74, 8)
+        """
+        if self._max_bytes is None or self._row_bytes is None:
+            return self._capacity
+        fit = max(1, int(self._max_bytes // max(1.0, self._row_bytes)))
+        return fit if self._capacity is None else min(self._capacity, fit)
+
+    def _note_bytes(self, row_bytes: float) -> None:
+        """With ``max_bytes``: a task's mean bytes per source row (a moving mean)."""
+        last = self._row_bytes
+        self._row_bytes = row_bytes if last is None else 0.8 * last + 0.2 * row_bytes
 
     @property
     def threads(self) -> int:
@@ -279,10 +309,14 @@ class InFlightBound:
     def observe_rows(self, seconds: Sequence[float], produced: Sequence[Sequence[dict[str, Any]]]) -> None:
         """Rows of one task loaded in ``seconds`` each, producing ``produced`` (see :meth:`observe`).
 
-        Their bytes are measured only when tasks are sized automatically.
+        Their bytes are measured only when tasks are sized automatically, or with ``max_bytes``.
         """
-        if self._sizer is not None and seconds:
-            self.observe(sum(seconds) / len(seconds), mean_row_bytes(produced), len(seconds))
+        if (self._sizer is None and self._max_bytes is None) or not seconds:
+            return
+        row_bytes = mean_row_bytes(produced)
+        if self._max_bytes is not None:
+            self._note_bytes(row_bytes)
+        self.observe(sum(seconds) / len(seconds), row_bytes, len(seconds))
 
     def observe_block(self, seconds: float, block: Block, rows: int) -> None:
         """A vectorized task of ``rows`` source rows loaded ``block`` in ``seconds`` (see :meth:`observe`).
@@ -298,9 +332,11 @@ class InFlightBound:
         >>> bound.rows_per_job
         50
         """
-        if self._sizer is not None and rows:
-            row_bytes = ROW_OVERHEAD_BYTES + block.nbytes() / max(1, len(block))
-            self.observe(seconds / max(1, rows), row_bytes * (len(block) / rows), rows)
+        if (self._sizer is not None or self._max_bytes is not None) and rows:
+            row_bytes = (ROW_OVERHEAD_BYTES + block.nbytes() / max(1, len(block))) * (len(block) / rows)
+            if self._max_bytes is not None:
+                self._note_bytes(row_bytes)
+            self.observe(seconds / max(1, rows), row_bytes, rows)
 
     def _resize(self) -> None:
         """The sizer's task size, within the task limit (when tasks are sized automatically)."""
@@ -316,6 +352,6 @@ class InFlightBound:
         A small source is not packed into fewer tasks than that (3 rows on 2 workers
         go as 3 tasks, not as 2 + 1 with the last held back for a full job).
         """
-        bound = self._capacity if self._fixed_bound is None else self._fixed_bound
+        bound = self.capacity if self._fixed_bound is None else self._fixed_bound
         rows = self._source_rows if bound is None else min(bound, self._source_rows)
         return max(1, rows // (2 * self._threads))

@@ -90,6 +90,7 @@ class Ledger:
         world_size: int = 1,
         deterministic: bool = False,
         max_passes: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.cond = threading.Condition()
         self._uids = uids
@@ -109,6 +110,7 @@ class Ledger:
             rows_per_job=rows_per_job,
             threads=auto_bound_threads,
             capacity=capacity,
+            max_bytes=max_bytes,
         )
         self._book = FailureBook(max_failures_per_uid=max_failures_per_uid, collect_errors=collect_errors)
         self._coverage = Coverage(len(uids))
@@ -204,17 +206,11 @@ class Ledger:
         """Mean worker time of ``function_to_run`` per source row."""
         return self._tally.mean_load_seconds
 
-    rows_per_job = property(
-        lambda self: self._bound.rows_per_job, doc="Source rows per task now (auto-sized or not)."
-    )
-    max_rows = property(lambda self: self._bound.max_rows, doc="The back-pressure bound now, in source rows.")
-    max_jobs = property(
-        lambda self: self._bound.max_jobs, doc="The bound in tasks (None with a fixed max_rows)."
-    )
-    jobs_in_flight = property(lambda self: self._bound.jobs_in_flight, doc="Jobs submitted and not yet back.")
-    rows_in_flight = property(
-        lambda self: self._bound.rows_in_flight, doc="Source rows of the jobs in flight."
-    )
+    rows_per_job = property(lambda self: self._bound.rows_per_job, doc="Source rows per task now.")
+    max_rows = property(lambda self: self._bound.max_rows, doc="The bound now, in source rows.")
+    max_jobs = property(lambda self: self._bound.max_jobs, doc="The bound in tasks (None: max_rows).")
+    jobs_in_flight = property(lambda self: self._bound.jobs_in_flight, doc="Jobs submitted, not back.")
+    rows_in_flight = property(lambda self: self._bound.rows_in_flight, doc="Rows of the jobs in flight.")
 
     def set_status(self, status: str, fatal: BaseException | None = None) -> None:
         """Record the connection status (and what stopped the runner, if anything)."""

@@ -34,12 +34,16 @@ class Members:
         Most entries held; storing more evicts the oldest.
     holders : SlotHolders
         The slots the entries hold.
+    max_bytes : int, optional
+        Most bytes the entries take (``holders.slot_nbytes``); storing more evicts the oldest.
 
     Attributes
     ----------
     ingested, evicted, replaced : int
-        Entries stored; removed as the oldest beyond ``capacity``; replaced by an entry of
-        their position.
+        Entries stored; removed as the oldest beyond ``capacity`` (or ``max_bytes``); replaced
+        by an entry of their position.
+    nbytes : int
+        Bytes the entries take.
 
     Examples
     --------
@@ -61,8 +65,10 @@ class Members:
     (4, 1, 1)
     """
 
-    def __init__(self, capacity: int, holders: SlotHolders) -> None:
+    def __init__(self, capacity: int, holders: SlotHolders, max_bytes: int | None = None) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.nbytes = 0
         self.ingested = 0
         self.evicted = 0
         self.replaced = 0
@@ -79,12 +85,15 @@ class Members:
         self._lookup: dict[Hashable, int] | None = None  # UID -> position, built when asked
 
     # ------------------------------------------------------------------ storing
-    def make_room(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def make_room(
+        self, positions: np.ndarray, incoming_bytes: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Remove what storing entries for ``positions`` (unique, at most ``capacity``) replaces and evicts.
 
         Returns the slots of the replaced entries, and the positions and slots of the
-        entries evicted (the oldest beyond ``capacity``, oldest first); the caller lets
-        go of those slots, then :meth:`insert` s the new entries.
+        entries evicted (the oldest beyond ``capacity``, then beyond ``max_bytes`` with the
+        ``incoming_bytes`` of the new entries, oldest first); the caller lets go of those
+        slots, then :meth:`insert` s the new entries.
         """
         self._grow(int(positions.max()) + 1 if len(positions) else 0)
         old = self._slot_at[positions]
@@ -95,8 +104,33 @@ class Members:
         evicted = self._pop_oldest(excess) if excess > 0 else _NO_SLOTS
         evicted_slots = self._slot_at[evicted].astype(np.int64)
         self._kill(evicted)
+        if self.max_bytes is not None and self.nbytes + incoming_bytes > self.max_bytes:
+            more, more_slots = self._evict_bytes(self.nbytes + incoming_bytes - self.max_bytes)
+            evicted, evicted_slots = (
+                np.concatenate([evicted, more]),
+                np.concatenate([evicted_slots, more_slots]),
+            )
         self.evicted += len(evicted)
         return replaced_slots, evicted, evicted_slots
+
+    def _evict_bytes(self, excess: int) -> tuple[np.ndarray, np.ndarray]:
+        """Remove the oldest members until they take ``excess`` bytes fewer; their positions and slots."""
+        positions: list[np.ndarray] = []
+        slots: list[np.ndarray] = []
+        while excess > 0 and self._size:
+            mean = max(1, self.nbytes // self._size)
+            count = min(self._size, max(1, -(-excess // mean)))  # a guess: looked at, then just enough
+            oldest = self._pop_oldest(count, peek=True)
+            freed = np.cumsum(self._holders.slot_nbytes[self._slot_at[oldest]])
+            keep = min(len(oldest), int(np.searchsorted(freed, excess)) + 1)
+            popped = self._pop_oldest(keep)
+            excess -= int(freed[keep - 1])
+            positions.append(popped)
+            slots.append(self._slot_at[popped].astype(np.int64))
+            self._kill(popped)
+        if not positions:
+            return _NO_SLOTS, _NO_SLOTS
+        return np.concatenate(positions), np.concatenate(slots)
 
     def insert(self, positions: np.ndarray, slots: np.ndarray) -> None:
         """Store the entries of ``positions`` (after :meth:`make_room`), held in ``slots``, as the newest."""
@@ -104,6 +138,7 @@ class Members:
         seqs = np.arange(self._next_seq, self._next_seq + count, dtype=np.int64)
         self._next_seq += count
         self._slot_at[positions] = slots
+        self.nbytes += int(self._holders.slot_nbytes[slots].sum())
         self._seq[slots] = seqs
         self._append(positions, seqs, self._holders.opened)
         self._size += count
@@ -114,6 +149,7 @@ class Members:
     def _kill(self, positions: np.ndarray) -> None:
         """The entries of ``positions`` are no longer members (their FIFO items are dead from now on)."""
         if len(positions):
+            self.nbytes -= int(self._holders.slot_nbytes[self._slot_at[positions]].sum())
             self._slot_at[positions] = -1
             self._size -= len(positions)
             self._order.changed(positions)
@@ -125,8 +161,11 @@ class Members:
         slots = self._slot_at[positions]
         return (slots >= 0) & (self._seq[np.maximum(slots, 0)] == seqs)
 
-    def _pop_oldest(self, count: int) -> np.ndarray:
-        """Remove the ``count`` oldest members from the FIFO; their positions, oldest first."""
+    def _pop_oldest(self, count: int, *, peek: bool = False) -> np.ndarray:
+        """Remove the ``count`` oldest members from the FIFO; their positions, oldest first.
+
+        ``peek``: only look (the FIFO is left as it is).
+        """
         found: list[np.ndarray] = []
         head = self._head
         while count > 0:
@@ -137,7 +176,8 @@ class Members:
             found.append(self._fifo[0, head + alive])
             count -= len(alive)
             head = head + int(alive[-1]) + 1 if count == 0 else stop
-        self._head = head
+        if not peek:
+            self._head = head
         return np.concatenate(found) if len(found) > 1 else found[0]
 
     def _append(self, positions: np.ndarray, seqs: np.ndarray, opened: int) -> None:
@@ -244,6 +284,7 @@ class Members:
         slots = self.oldest_first()[1]
         self._slot_at[:] = -1
         self._size = 0
+        self.nbytes = 0
         self._head = self._tail = 0
         self._order.clear()
         self._lookup = None

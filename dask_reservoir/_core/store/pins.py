@@ -136,6 +136,8 @@ class SlotHolders:
         self._load_seconds = np.zeros(size)  # per slot: its entry's running time on the worker
         self._rows: dict[int, tuple[Row, ...]] = {}  # the rows of the slots not in the table
         self._served = np.zeros(size, np.int64)  # per slot: times its entry was served
+        self.slot_nbytes = np.zeros(size, np.int64)  # per slot: bytes its entry's rows take (0: free)
+        self.bytes_held = 0  # bytes of the slots held or retired
         self._served_lock = threading.RLock()  # epochs may end in two threads at once
         self._ever_served = np.zeros(16, bool)  # per source position: some entry of it was served
         self._released: deque[int] = deque()  # numbers of released snapshots
@@ -164,13 +166,17 @@ class SlotHolders:
         load_seconds: np.ndarray | None = None,
         table: SlotTable | None = None,
         rows: Sequence[tuple[Row, ...]] | None = None,
+        nbytes: np.ndarray | None = None,
     ) -> None:
         """Record the new entries holding ``slots`` (claimed).
 
         Their rows live in ``table`` (from now on the table of every slot), or are kept
-        as ``rows`` (one tuple per slot).
+        as ``rows`` (one tuple per slot); ``nbytes``: the bytes each takes (default 0).
         """
         count = len(slots)
+        if nbytes is not None:
+            self.slot_nbytes[slots] = nbytes
+            self.bytes_held += int(self.slot_nbytes[slots].sum())
         self._position[slots] = positions
         self._uid[slots] = uids if isinstance(uids, np.ndarray) else np.fromiter(uids, object, count=count)
         self._loaded_at[slots] = loaded_at
@@ -245,6 +251,8 @@ class SlotHolders:
 
     def _forget(self, slots: np.ndarray) -> None:
         """``slots`` are free again: drop what they reference."""
+        self.bytes_held -= int(self.slot_nbytes[slots].sum())
+        self.slot_nbytes[slots] = 0
         self._position[slots] = -1
         self._uid[slots] = None
         if self._rows:

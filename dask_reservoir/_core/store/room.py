@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Any
 
-__all__ = ["UNLIMITED_ROOM", "NoRoomError", "headroom", "room"]
+__all__ = ["UNLIMITED_ROOM", "NoRoomError", "headroom", "no_room_message", "room"]
 
 UNLIMITED_ROOM = sys.maxsize
 """What :func:`room` returns when no put can fail before the next snapshot."""
@@ -53,3 +54,13 @@ def room(*, free: int, capacity: int, held: int, pinned: int) -> int:
         return UNLIMITED_ROOM
     at_risk = pinned + capacity - held
     return UNLIMITED_ROOM if free > at_risk else free
+
+
+def no_room_message(uid: object, pool_size: int, capacity: int, entries: int, holders: Any) -> str:
+    """Why a put of ``uid`` cannot be done now (every slot held or retired)."""
+    return (
+        f"cannot put UID {uid!r}: all {pool_size} slots (capacity {capacity} + "
+        f"headroom {pool_size - capacity}) are held by {entries} entries and "
+        f"{holders.retired} removed entries that {holders.live} live snapshots "
+        "(iterators) still read; exhaust or drop an iterator, or check room() before put()"
+    )

@@ -31,6 +31,9 @@ slot until its last pin goes (see :mod:`~dask_reservoir._core.store.pins`).  So:
   is 0 and :meth:`ReservoirStore.put` raises :class:`NoRoomError`: a held
   iterator throttles refreshing instead of growing memory.
 
+With ``max_bytes``, entries are also evicted, oldest first, until the stored entries take
+at most ``max_bytes`` (:mod:`~dask_reservoir._core.store.nbytes` says what an entry weighs).
+
 Stored data never changes under a reader: batches and rows handed to a
 ``collate_fn`` are copies (see :class:`~dask_reservoir._runtime.batches.BatchIterator`).
 """
@@ -49,8 +52,9 @@ from dask_reservoir._core.store.admission import Admission
 from dask_reservoir._core.store.entry import Entry, Row
 from dask_reservoir._core.store.layout import frozen_row
 from dask_reservoir._core.store.members import Members
+from dask_reservoir._core.store.nbytes import check_weight, rows_nbytes
 from dask_reservoir._core.store.pins import SlotHolders
-from dask_reservoir._core.store.room import UNLIMITED_ROOM, NoRoomError, headroom, room
+from dask_reservoir._core.store.room import UNLIMITED_ROOM, NoRoomError, headroom, no_room_message, room
 from dask_reservoir._core.store.runs import put_all
 from dask_reservoir._core.store.snapshot import Snapshot
 from dask_reservoir._core.store.table import SlotTable, StoreError
@@ -101,6 +105,7 @@ class ReservoirStore:
         uid_column: str = "sample_uid",
         uid_type: Callable[[Any], Any] | None = None,
         stackable: bool = False,
+        max_bytes: int | None = None,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int):
             raise TypeError(f"capacity must be an int, got {type(capacity).__name__}: {capacity!r}")
@@ -112,7 +117,8 @@ class ReservoirStore:
             columnar=columnar, uid_column=uid_column, uid_type=uid_type, stackable=stackable
         )
         self._holders = SlotHolders(self.pool_size)  # the slots and table, the snapshots pinning them
-        self._members = Members(capacity, self._holders)  # the entries, by UID and in source order
+        self.max_bytes = max_bytes
+        self._members = Members(capacity, self._holders, max_bytes)  # the entries, by UID and in source order
         self._lock = threading.RLock()  # never taken by Snapshot.release (finalizers)
 
     @property
@@ -176,9 +182,13 @@ class ReservoirStore:
             positions = np.array([entry.position], np.int64)
             members.check_position(positions, [entry.uid])
             if self._holders.available() == 0:
-                raise NoRoomError(self._no_room_message(entry))
+                raise NoRoomError(
+                    no_room_message(entry.uid, self.pool_size, self.capacity, len(self), self._holders)
+                )
             slot = self._holders.next_slot()
             table = self._admission.table_for(entry, self.table, size=self.pool_size)  # may warn
+            nbytes = table.row_nbytes if table is not None else rows_nbytes(entry.rows)
+            check_weight(entry.uid, nbytes, self.max_bytes)
             if table is not None:
                 try:
                     table.write(slot, entry.rows[0])
@@ -187,7 +197,7 @@ class ReservoirStore:
                     exc.args = (f"{exc.args[0]} for UID {entry.uid!r}",)
                     raise
             slots = self._holders.claim(1)  # written before evicting: a failed write changes nothing
-            replaced, _, gone = members.make_room(positions)
+            replaced, _, gone = members.make_room(positions, nbytes)
             evicted_entries = [  # copies: what they held, no longer in any slot
                 replace(cast(Entry, self._holders.entry_at(s)), slot=None, handle=None) for s in gone.tolist()
             ]
@@ -200,6 +210,7 @@ class ReservoirStore:
                 load_seconds=np.array([entry.load_seconds]),
                 table=table,
                 rows=None if table is not None else [tuple(frozen_row(row) for row in entry.rows)],
+                nbytes=np.array([nbytes]),
             )
             self._holders.set_served(int(slots[0]), entry.times_served)
             members.insert(positions, slots)
@@ -259,9 +270,11 @@ class ReservoirStore:
                 return False  # put() one by one: it refuses the rows that would not stack
             if self.room() < count:
                 return False  # put() one by one: it raises NoRoomError where room runs out
+            if self.max_bytes is not None and count * table.row_nbytes > self.max_bytes:
+                return False  # put() one by one: each evicts what it needs
             members = self._members
             members.check_position(positions, uids)
-            replaced, _, gone = members.make_room(positions)
+            replaced, _, gone = members.make_room(positions, count * table.row_nbytes)
             self._holders.let_go(np.concatenate([replaced, gone]))  # freed first: reused at once
             slots = self._holders.claim(count)
             table.write_many(slots, block.columns, rows)
@@ -272,18 +285,11 @@ class ReservoirStore:
                 loaded_at=loaded_at,
                 load_seconds=load_seconds,
                 table=table,
+                nbytes=np.full(count, table.row_nbytes),
             )
             members.insert(positions, slots)
             self._admission.took_block(layout)
             return True
-
-    def _no_room_message(self, entry: Entry) -> str:
-        return (
-            f"cannot put UID {entry.uid!r}: all {self.pool_size} slots (capacity {self.capacity} + "
-            f"headroom {self.pool_size - self.capacity}) are held by {len(self)} entries and "
-            f"{self._holders.retired} removed entries that {self._holders.live} live snapshots "
-            "(iterators) still read; exhaust or drop an iterator, or check room() before put()"
-        )
 
     # ------------------------------------------------------------------ room and pins
     def room(self) -> int:
@@ -341,6 +347,13 @@ class ReservoirStore:
         """Distinct source positions some entry of which was ever put in a batch."""
         return self._holders.positions_served
 
+    def nbytes(self) -> tuple[int, int]:
+        """``(stored, pinned)``: bytes of the entries, and of those removed that live snapshots still read."""
+        with self._lock:
+            self._holders.apply_releases()
+            stored = self._members.nbytes
+            return stored, self._holders.bytes_held - stored
+
     def columnar_bytes(self) -> int:
         """Bytes of table slots ever written (high-water, not the preallocated arrays)."""
         return 0 if self.table is None else self.table.nbytes()
@@ -378,15 +391,7 @@ class ReservoirStore:
             return self._holders.uids_at(slots)
 
     def copies(self, uids: Iterable[Hashable]) -> list[Entry]:
-        """New entries holding copies of the stored rows of ``uids`` (those present), atomically.
-
-        Examples
-        --------
-        >>> store = ReservoirStore(2)
-        >>> _ = store.put(Entry("a", 0, ({"x": 1},)))
-        >>> [(e.uid, e.rows) for e in store.copies(["b", "a"])]
-        [('a', ({'x': 1},))]
-        """
+        """New entries holding copies of the stored rows of ``uids`` (those present), atomically."""
         with self._lock:
             out = []
             for uid in uids:
