@@ -104,3 +104,19 @@ def test_remote_scheduler_requires_an_address() -> None:
         check=False,
     )
     assert done.returncode == 2 and "--scheduler" in done.stderr
+
+
+def test_persistent_cache() -> None:
+    out = run_example("persistent_cache.py")
+    lines = {line.split(":")[0]: line for line in out.splitlines() if ":" in line}
+    assert "cache 0 hits / 120 misses" in lines["cold run"]
+    assert "cache 120 hits / 0 misses" in lines["warm run"]
+    assert "cache 0 hits / 120 misses" in lines["changed function"]
+    assert "columns ['volume', 'label', 'case']" in out
+
+
+def test_features_once() -> None:
+    out = run_example("features_once.py")
+    assert "one pass: 400 rows loaded, 400 submitted, loading done: True" in out
+    assert "71 cases aged 80 or more: 71 read from the cache, 0 computed" in out
+    assert "the cache read with plain pandas: 400 files" in out
