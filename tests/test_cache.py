@@ -256,3 +256,18 @@ def test_a_memory_filesystem_on_threads_and_its_refusal_on_processes(
         import fsspec
 
         fsspec.filesystem("memory").rm(url.removeprefix("memory://"), recursive=True)
+
+
+def test_restore_on_a_warm_cache_refills_from_disk(process_client: Client, tmp_path: Path) -> None:
+    kw: dict[str, Any] = dict(
+        client=process_client, cache=str(tmp_path / "cache"), min_reservoir_samples=N, timeout=60
+    )
+    with AsyncReservoir(frame(), volume, N, **kw) as r:
+        for batch in r:
+            assert (batch["x"][:, 0, 0] == batch["sample_uid"]).all()
+        path = r.save(tmp_path / "state.json")
+    with AsyncReservoir.restore(path, frame(), volume, N, **kw) as again:
+        for batch in again:  # the former members come back first, read from the cache
+            assert (batch["x"][:, 0, 0] == batch["sample_uid"]).all()
+        stats = again.stats()
+    assert stats.cache_hits >= N and stats.reservoir_size == N
