@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import fill, targets, workloads
+from benchmarks import accuracy, fill, one_pass, targets, workloads
 from benchmarks.common import cpu_count, median, with_ratios
 
 W1_VARIANTS: dict[str, dict[str, Any]] = {
@@ -75,6 +75,20 @@ FULL: dict[str, dict[str, Any]] = {
     "W7": {"rows": 2000, "delay": 0.02, "workers": 2, "reservoir": 256, "minimum": 64, "epochs": 20},
     "W8": {"entries": 100_000, "seconds": 8.0},
     "W9": {"uids": 10_000_000, "settle": 1.0},
+    "W10": {"rows": 2000, "delay": 0.02, "minimum": 64, "batch": 32},
+    "W11": {"rows": 1_000_000, "chunk": 50_000},
+    "W12": {
+        "delay": 0.005,
+        "reservoir": 400,
+        "minimum": 64,
+        "batch": 32,
+        "lr": 0.01,
+        "eval_every": 50,
+        "target": 0.95,
+        "cap": 60.0,
+        "replace_rate": 0.2,
+        "peers": True,
+    },
 }
 QUICK: dict[str, dict[str, Any]] = {
     "W1": {**FULL["W1"], "rows": 200, "minimum": 16, "reservoir": 32, "seconds": 0.5},
@@ -101,6 +115,9 @@ QUICK: dict[str, dict[str, Any]] = {
     "W7": {"rows": 200, "delay": 0.005, "workers": 2, "reservoir": 32, "minimum": 8, "epochs": 3},
     "W8": {"entries": 2000, "seconds": 1.0},
     "W9": {"uids": 100_000, "settle": 1.0},
+    "W10": {"rows": 200, "delay": 0.005, "minimum": 16, "batch": 16},
+    "W11": {"rows": 20_000, "chunk": 5_000},
+    "W12": {**FULL["W12"], "cap": 10.0, "peers": False},
 }
 RUNNERS = {
     "W1": workloads.w1,
@@ -112,6 +129,9 @@ RUNNERS = {
     "W7": workloads.w7,
     "W8": workloads.w8,
     "W9": workloads.w9,
+    "W10": one_pass.w10,
+    "W11": one_pass.w11,
+    "W12": accuracy.w12,
 }
 
 

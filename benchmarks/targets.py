@@ -1,4 +1,4 @@
-"""The targets of issues 10, 11, 18 and 19, checked against the rows a run measured."""
+"""The targets of issues 10, 11, 18, 19 and 20, checked against the rows a run measured."""
 
 from __future__ import annotations
 
@@ -249,6 +249,65 @@ TARGETS += (
         "<=",
         200.0,
         issue="18",
+    ),
+)
+
+W10_WARM = ("warm start, cache=<same dir>",)
+TARGETS += (
+    # issue 20: the persistent tier (its "W8 warm start" is W10 here), one pass, time to accuracy ("W9": W12)
+    Target(
+        "W10 warm start: first batch warm / cold",
+        "W10",
+        W10_WARM,
+        "first_batch_vs_cold",
+        "<=",
+        0.2,
+        issue="20",
+    ),
+    Target(
+        "W10 warm start: full reservoir speed-up cold / warm",
+        "W10",
+        W10_WARM,
+        "speedup_vs_cold",
+        ">=",
+        10.0,
+        issue="20",
+    ),
+    Target(
+        "W10 cold start with cache / without cache (full reservoir)",
+        "W10",
+        ("cold start, cache=<empty dir> (fills it)",),
+        "full_vs_no_cache",
+        "<=",
+        1.1,
+        issue="20",
+    ),
+    Target(
+        "W10 warm start: cache bytes read per s / pyarrow read_table loop",
+        "W10",
+        W10_WARM,
+        "read_vs_pyarrow",
+        ">=",
+        0.5,
+        issue="20",
+    ),
+    Target(
+        "W11 passes=1, batched=True rows/s / map_partitions",
+        "W11",
+        ("passes=1, batched=True (defaults)*",),
+        "x_map_partitions",
+        ">=",
+        0.5,
+        issue="20",
+    ),
+    Target(
+        "W12 time to 95 % accuracy: reservoir transform= / in memory",
+        "W12",
+        ("dask_reservoir transform=*",),
+        "vs_in_memory",
+        "<=",
+        1.5,
+        issue="20",
     ),
 )
 
