@@ -99,8 +99,9 @@ class ReservoirStats:
         Passes over the source whose every row was submitted.
     loading_done : bool
         With ``passes=``: every pass was submitted and every job came back (loaded or
-        failed); what is loaded may still wait to be ingested (:meth:`wait_loaded` ingests it).
-        Always False without ``passes``.
+        failed).  Results waiting to be ingested hold the back-pressure bound, so it only
+        becomes True as ``iter()`` or ``wait_loaded()`` ingests them: wait with
+        ``wait_loaded()``, not by polling ``stats()``.  Always False without ``passes``.
     cache_hits, cache_misses : int
         Source rows whose result the persistent tier (``cache=``) held, and rows it did not
         hold (computed, then written).  A corrupt file counts as a miss.
