@@ -138,6 +138,7 @@ class JobRunner:
             deterministic=deterministic,
             max_passes=max_passes,
             max_bytes=max_bytes,
+            chunks=spec.batched,
         )
         if resume is not None:
             self.ledger.restore(

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from dask_reservoir._core.sizing import AUTO_MAX_ROWS, BYTES_SAMPLE, TaskSizer, mean_row_bytes, row_bytes
+from dask_reservoir._core.ledger.bound import InFlightBound
+from dask_reservoir._core.sizing import (
+    AUTO_MAX_CHUNK_ROWS,
+    AUTO_MAX_ROWS,
+    BYTES_SAMPLE,
+    TaskSizer,
+    mean_row_bytes,
+    row_bytes,
+)
 
 
 def test_time_rule_sizes_tasks_to_about_75_ms() -> None:
@@ -95,3 +103,15 @@ def test_mean_row_bytes_samples_big_tasks() -> None:
 
     mean_row_bytes([[Counting(x=1)] for _ in range(1000)])
     assert len(counted) == BYTES_SAMPLE  # not every row of a 1000-row task
+
+
+def test_chunks_of_a_vectorized_function_grow_past_the_row_task_limit() -> None:
+    rows = TaskSizer(1)
+    chunks = TaskSizer(1, max_rows=AUTO_MAX_CHUNK_ROWS)
+    for sizer in (rows, chunks):
+        sizer.observe_task(1e-6, 16.0, 1000)  # 1 us and 16 bytes a row: 75,000 rows by time
+    assert rows.rows_per_job == AUTO_MAX_ROWS == 4096
+    assert chunks.rows_per_job == AUTO_MAX_CHUNK_ROWS == 65536
+    bound = InFlightBound(10**6, max_rows=None, rows_per_job=None, threads=2, capacity=10**6, chunks=True)
+    bound.observe(1e-6, 16.0, 1000)
+    assert bound.rows_per_job == AUTO_MAX_CHUNK_ROWS

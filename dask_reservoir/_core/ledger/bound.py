@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from dask_reservoir._core.sizing import ROW_OVERHEAD_BYTES, TaskSizer, mean_row_bytes
+from dask_reservoir._core.sizing import (
+    AUTO_MAX_CHUNK_ROWS,
+    AUTO_MAX_ROWS,
+    ROW_OVERHEAD_BYTES,
+    TaskSizer,
+    mean_row_bytes,
+)
 
 __all__ = ["MIN_TASKS_IN_FLIGHT", "Block", "InFlightBound", "default_bound", "jobs_bound", "tasks_in_flight"]
 
@@ -102,6 +108,9 @@ class InFlightBound:
     max_bytes : int or None
         The reservoir's byte bound (``max_reservoir_bytes``): the default bound holds no more
         rows than that many bytes of results, at the mean size measured so far.
+    chunks : bool
+        Tasks are chunks of a vectorized function (``batched=True``): auto-sized up to
+        :data:`~dask_reservoir._core.sizing.AUTO_MAX_CHUNK_ROWS` rows.
 
     Examples
     --------
@@ -128,6 +137,7 @@ class InFlightBound:
         capacity: int | None = None,
         max_jobs: int | None = None,
         max_bytes: int | None = None,
+        chunks: bool = False,
     ) -> None:
         self._source_rows = source_rows
         self._max_bytes = max_bytes
@@ -136,7 +146,8 @@ class InFlightBound:
         self._fixed_jobs = max_jobs
         self._threads = max(1, threads or 1)
         self._capacity = capacity
-        self._sizer = TaskSizer(1) if rows_per_job is None else None
+        limit = AUTO_MAX_CHUNK_ROWS if chunks else AUTO_MAX_ROWS
+        self._sizer = TaskSizer(1, max_rows=limit) if rows_per_job is None else None
         self._rows_per_job = 1 if rows_per_job is None else rows_per_job
         self._jobs_in_flight = 0
         self._rows_in_flight = 0

@@ -91,6 +91,7 @@ class Ledger:
         deterministic: bool = False,
         max_passes: int | None = None,
         max_bytes: int | None = None,
+        chunks: bool = False,
     ) -> None:
         self.cond = threading.Condition()
         self._uids = uids
@@ -111,6 +112,7 @@ class Ledger:
             threads=auto_bound_threads,
             capacity=capacity,
             max_bytes=max_bytes,
+            chunks=chunks,
         )
         self._book = FailureBook(max_failures_per_uid=max_failures_per_uid, collect_errors=collect_errors)
         self._coverage = Coverage(len(uids))
