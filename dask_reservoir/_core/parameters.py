@@ -180,8 +180,8 @@ Parameters
     transform : callable, optional
         ``transform(sample, rng) -> sample``, applied at every serve to each sample (a
         private copy: a dict column -> value) before collation, in the reservoir's batch
-        thread (not the consumer's; in ``next()`` with ``prefetch_batches=0``, or when other
-        iterators hold the batches built ahead): the cheap random part (augmentation), while
+        thread while the training step runs (in ``next()`` for a batch whose build had not
+        started, as any batch, and with ``prefetch_batches=0``): the cheap random part, while
         ``function_to_run`` is the expensive deterministic part.  ``rng`` is a
         ``numpy.random.Generator`` drawn from ``transform_seed``, the epoch number and the
         batch's place in the epoch, so a batch is augmented the same way when built again

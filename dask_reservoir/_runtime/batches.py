@@ -319,7 +319,7 @@ class BatchIterator(Iterator[Any]):
             self._fill()
             if not self._pending:  # the plan ended: this build returns the end
                 return self._plan.build()
-        if not self._pending[0].done() and self._plan.transform is None:  # a transform runs in the builder
+        if not self._pending[0].done():
             # Not built yet.  Cancel from the last build back: the builder starts them in
             # order, so what cannot be cancelled (running or done) is a prefix, kept.
             kept = [f for f in reversed(self._pending) if not f.cancel()]
