@@ -3,20 +3,38 @@
 Each example draws a source (int64, uint64 >= 2**63 or str UIDs), the constructor's
 options (capacity and minimum, batch size and ``drop_last``, replacement size,
 ``deterministic``, source and reservoir samplers including weighted, balanced and
-unseeded ones, rank/world_size, ``batched``, ``batch_format``) and a set of UIDs whose
-job misbehaves (raises, returns nothing, returns a value of another shape or dtype).
-Then it runs a drawn sequence of the operations users do: whole epochs, held and
-dropped iterators, exceptions inside an epoch, ``set_epoch``, ``state_dict`` then a
-restore into a new reservoir, ``subsample_uids``, ``to_pandas``,
-``release_quarantine``, ``close``.
+unseeded ones, rank/world_size, ``batched``, ``batch_format``, ``passes`` (mostly None,
+else 1 or 2), ``transform`` (none, per sample or ``transform_batched``, with or without
+``transform_seed``), ``cache`` (a fresh directory per example, not with ``batched``) and
+``max_reservoir_bytes`` (none, or a bound holding a few entries, as an int or a str)) and a
+set of UIDs whose job misbehaves (raises, returns nothing, returns a value of another
+shape or dtype).  Then it runs a drawn sequence of the operations users do: whole
+epochs, held and dropped iterators, exceptions inside an epoch, ``set_epoch``,
+``state_dict`` then a restore into a new reservoir, ``subsample_uids``, ``to_pandas``,
+``release_quarantine``, ``wait_loaded`` (with ``passes``), ``close``.
 
 Every value is a function of its UID (:func:`code`), so every row served anywhere is
-checked against the UID it is served under.  The plain-Python model knows which UIDs
-can be stored, so ``iter()`` must raise :class:`JobError` exactly when the minimum is
-out of reach.  Every call runs under a deadline (a stall fails the test, with the
-threads' stacks), and after every step: the row counters balance, and nothing is pinned
-once every iterator is gone.  After a burst of epochs, ingestion must have gone on
-whatever iterators the consumer holds.
+checked against the UID it is served under.  The transform adds a random offset to ``x``
+and records it in an ``off`` column: the check subtracts it (and requires it on every
+numeric served row), and ``to_pandas()`` must never show it (the stored values are
+untouched).  The plain-Python model knows which UIDs can be stored, so ``iter()`` must
+raise :class:`JobError` exactly when the minimum is out of reach (with ``passes``, a
+finished run below the minimum serves what it loaded: a JobError is then certain only
+when no row of this rank's passes can be stored, and excluded only when the storable
+rows of those passes reach the minimum).  Every call runs under a deadline (a stall fails
+the test, with the threads' stacks), and after every step: the row counters balance,
+``reservoir_bytes <= max_reservoir_bytes``, ``cache_hits + cache_misses <= rows_submitted``
+(none without ``cache``), and nothing is pinned
+once every iterator is gone.  After a burst of epochs (without ``passes``), ingestion
+must have gone on whatever iterators the consumer holds.  ``wait_loaded()`` must end
+with ``loading_done``, nothing in flight or waiting, ``rows_submitted`` equal to the
+rows of this rank's passes (a permutation source sampler, before any restore or
+release), ``cache_hits + cache_misses == rows_loaded``, ``to_pandas()`` within this
+rank's shards and, when the source sampler's passes are known and nothing can be
+evicted (capacity and byte bound) or refused, exactly the storable UIDs of this rank's
+passes; after it, ``rows_submitted`` never grows again (until ``release_quarantine``
+releases a UID).  A reservoir restored on the cache directory of one that held entries
+must read some of them back as cache hits.
 
 ``make test`` runs a small, fixed budget (``derandomize``); ``make soak`` runs many more
 random examples (``DASK_RESERVOIR_MODEL_EXAMPLES``, ``DASK_RESERVOIR_MODEL_STEPS``,
@@ -28,7 +46,9 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import traceback
 import warnings
@@ -72,6 +92,9 @@ pytestmark = pytest.mark.timeout(max(300, EXAMPLES * STEPS * 10))
 
 WIDTH = 3  # the length of a good value's "x"
 FAILURE_KINDS = ("raise", "empty", "shape", "dtype")
+OFFSET = "off"  # the column where the transform records the offset it added to "x"
+ENTRY_BYTES = {False: 40, True: 24}  # what a good entry weighs (row values / batched=True columns)
+HEAVIEST_ENTRY = 100  # at most what any entry weighs ("dtype": 3 str of up to 7 characters)
 
 
 # ---------------------------------------------------------------------------- values
@@ -122,6 +145,37 @@ class ChunkLoader:
                 "label": np.asarray(codes, dtype=np.int64),
             }
         )
+
+
+def shift_sample(sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """``transform``: ``x`` plus a drawn offset, recorded in :data:`OFFSET` (0 for str values).
+
+    It hands the UID back as an equal value of another type (a Python scalar for a numpy
+    one), which the reservoir must serve as the source's UID all the same.
+    """
+    x = np.asarray(sample["x"])
+    offset = int(rng.integers(1, 1000)) if x.dtype.kind in "fiu" else 0
+    if offset:
+        sample["x"] = sample["x"] + offset
+    sample[OFFSET] = offset
+    uid = sample["uid"]
+    sample["uid"] = uid.item() if isinstance(uid, np.generic) else uid
+    return sample
+
+
+def shift_batch(batch: Any, rng: np.random.Generator) -> Any:
+    """``transform`` with ``transform_batched=True``: :func:`shift_sample` for a whole batch."""
+    assert isinstance(batch, dict), f"transform_batched got a {type(batch).__name__}"
+    x = np.asarray(batch["x"])
+    size = len(batch["uid"])
+    if x.dtype.kind in "fiu":
+        offsets = rng.integers(1, 1000, size=size)
+        batch["x"] = x + offsets.reshape((size,) + (1,) * (x.ndim - 1))
+    else:
+        offsets = np.zeros(size, dtype=np.int64)
+    batch[OFFSET] = offsets
+    batch["uid"] = np.array(batch["uid"], copy=True)
+    return batch
 
 
 # ---------------------------------------------------------------------------- calls under a deadline
@@ -210,10 +264,22 @@ def check_uid_array(model: Model, uids: Any, where: str) -> list[Any]:
     return values
 
 
-def check_values(model: Model, uids: list[Any], xs: Any, labels: Any, where: str) -> None:
+def check_values(
+    model: Model, uids: list[Any], xs: Any, labels: Any, where: str, offsets: Any = None
+) -> None:
+    """Each row's values are its UID's; ``offsets``: what the transform added to each ``x``."""
     for i, uid in enumerate(uids):
         k = code(uid)
         x = np.asarray(xs[i])
+        if offsets is not None:
+            offset = np.asarray(offsets[i]).tolist()
+            if x.dtype.kind in "US":
+                assert offset == 0, f"{where}: UID {uid!r}: an offset {offset!r} on str values"
+            else:
+                assert isinstance(offset, int) and 1 <= offset < 1000, (
+                    f"{where}: UID {uid!r} served with offset {offsets[i]!r}: not transformed at this serve"
+                )
+                x = x - offset
         assert np.asarray(labels[i]).tolist() == k, (
             f"{where}: UID {uid!r} served label {labels[i]!r}, not {k}"
         )
@@ -224,17 +290,26 @@ def check_values(model: Model, uids: list[Any], xs: Any, labels: Any, where: str
             assert np.all(x == k), f"{where}: UID {uid!r} served x={x!r}, not all {k}"
 
 
-def check_batch(model: Model, batch: Any, where: str, *, batched: bool) -> list[Any]:
+def check_batch(
+    model: Model, batch: Any, where: str, *, batched: bool, transformed: bool = False
+) -> list[Any]:
+    """A served batch: every row matches its UID once the transform's offset is taken off."""
+    columns = list(batch.columns) if isinstance(batch, pd.DataFrame) else list(batch)
+    assert (OFFSET in columns) == transformed, (
+        f"{where}: columns {columns!r} with transform={'set' if transformed else 'None'}"
+    )
+    offsets = batch[OFFSET] if transformed else None
     if isinstance(batch, pd.DataFrame):
         uids = check_uid_array(model, batch["uid"].to_numpy(), where)
         xs, labels = list(batch["x"]), list(batch["label"])
+        offsets = None if offsets is None else offsets.tolist()
     else:
         assert isinstance(batch, dict), f"{where}: a batch is {type(batch).__name__}"
         uids = check_uid_array(model, batch["uid"], where)
         xs, labels = batch["x"], batch["label"]
     if batched:
         xs = [np.full(WIDTH, x) for x in np.asarray(xs).tolist()]
-    check_values(model, uids, xs, labels, where)
+    check_values(model, uids, xs, labels, where, offsets)
     bad = [u for u in uids if model.failures.get(u) in ("raise", "empty")]
     assert not bad, f"{where}: served UIDs whose job never gives a value: {bad!r}"
     return uids
@@ -258,6 +333,13 @@ class ReservoirMachine(RuleBasedStateMachine):
         # found out), so that the rules drawn depend on the drawn data alone, never on timing
         self.expected_at_build: bool | None = None
         self.epochs_run = 0
+        self.cache_dir: str | None = None  # a fresh directory per example, removed at teardown
+        self.rank_uids: set[Any] = set()  # with passes: what this rank's shards of those passes hold
+        self.rank_rows = 0  # with passes: rows of this rank's shards over all passes
+        self.passes_known = False  # the source sampler visits every row of a shard once per pass
+        self.restored = False
+        self.released = False  # release_quarantine gave some UID back (submitted again)
+        self.submitted_when_done: int | None = None  # rows_submitted once wait_loaded() ended
 
     # ------------------------------------------------------------------ construction
     @initialize(data=st.data())
@@ -342,7 +424,20 @@ class ReservoirMachine(RuleBasedStateMachine):
             max_jobs_at_once=draw(st.sampled_from([None, 1, 2, 16]), label="max_jobs_at_once"),
             max_stale_epochs=draw(st.sampled_from([0, 1, 2]), label="max_stale_epochs"),
             max_failures_per_uid=2,
+            passes=draw(st.sampled_from([None, None, 1, 2]), label="passes"),
         )
+        transform = draw(st.sampled_from([None, "sample", "batch"]), label="transform")
+        if transform is not None:
+            self.kwargs["transform"] = shift_batch if transform == "batch" else shift_sample
+            self.kwargs["transform_batched"] = transform == "batch"
+            self.kwargs["transform_seed"] = draw(st.sampled_from([None, 0, 7]), label="transform_seed")
+        # not with UIDs >= 2**63: the cache refuses their rows ("cannot cache column 'uid' ...: an
+        # int outside the int64 range is not supported"), a library bug reported apart
+        huge_uids = kind == "uint64" and any(u >= 2**63 for u in uids)
+        if not batched and not huge_uids and draw(st.booleans(), label="cache"):
+            self.cache_dir = tempfile.mkdtemp(prefix="dask_reservoir-model-cache-")
+            self.kwargs["cache"] = self.cache_dir
+        bounded = draw(st.booleans(), label="max_reservoir_bytes")
         self.loader = ChunkLoader(failures) if batched else RowLoader(failures)
         weighted_source = isinstance(source_sampler, WeightedSampler)
         self.model = Model(
@@ -360,6 +455,13 @@ class ReservoirMachine(RuleBasedStateMachine):
             per_epoch = self.kwargs["maximum_number_of_samples_per_epoch"] or minimum
             required = max(required, min(per_epoch, n, capacity))
         self.model.required = required
+        if bounded:  # holds a few entries, and at least the minimum whatever eviction leaves
+            weight = HEAVIEST_ENTRY if self.model.odd_possible else ENTRY_BYTES[batched]
+            bound = (max(required, 2) + 1) * weight + draw(st.integers(0, weight - 1), label="byte slack")
+            self.kwargs["max_reservoir_bytes"] = draw(st.sampled_from([bound, f"{bound}B"]))
+            self.max_bytes: int | None = bound
+        else:
+            self.max_bytes = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. drop_last with a batch larger than an epoch
             try:
@@ -376,7 +478,10 @@ class ReservoirMachine(RuleBasedStateMachine):
             "a minimum the source sampler cannot reach was not refused at construction"
         )
         lowest, highest = self.model.storable(weighted_source)
-        if lowest >= required and not self.model.odd_possible:
+        passes = self.kwargs["passes"]
+        if passes is not None:
+            self._expect_with_passes(passes, source_sampler)
+        elif lowest >= required and not self.model.odd_possible:
             self.expect_job_error = False
         elif highest < required:
             self.expect_job_error = True
@@ -384,8 +489,47 @@ class ReservoirMachine(RuleBasedStateMachine):
             self.expect_job_error = None
         self.expected_at_build = self.expect_job_error
 
+    def _expect_with_passes(self, passes: int, source_sampler: Any) -> None:
+        """``passes=``: this rank loads only its shards of those passes, then serves what it has.
+
+        A sequential or random source sampler visits each row of a shard once per pass, so
+        the rows loaded are exactly the shards' rows; a weighted or balanced one draws some
+        rows again and others never, so the shards (their drawable rows) only bound them.
+        Below the minimum, ``iter()`` serves what is loaded once loading ended (so no
+        JobError is certain unless nothing can be stored), and may raise JobError before
+        that when the failures recorded already put the minimum out of reach.
+        """
+        model = self.model
+        assert model is not None
+        shards = [self.r.shard_uids(k) for k in range(passes)]
+        self.rank_rows = sum(len(shard) for shard in shards)
+        self.rank_uids = {u.item() if isinstance(u, np.generic) else u for shard in shards for u in shard}
+        self.passes_known = source_sampler is None or isinstance(
+            source_sampler, (SequentialSampler, RandomSampler)
+        )
+        if self.weighted_source:
+            self.rank_uids &= set(model.drawable(True))
+        good = [u for u in self.rank_uids if u not in model.failures]
+        storable = [u for u in self.rank_uids if model.failures.get(u) not in ("raise", "empty")]
+        if not storable:
+            self.expect_job_error = True  # nothing is ever stored: the minimum's wait or its end raises
+        elif self.passes_known and len(good) >= model.required and not model.odd_possible:
+            self.expect_job_error = False
+        else:
+            self.expect_job_error = None
+
     def _new_reservoir(self) -> AsyncReservoir:
         return AsyncReservoir(self.source, self.loader, self.model.capacity, **self.kwargs)  # type: ignore[union-attr]
+
+    def _check(self, batch: Any, where: str) -> list[Any]:
+        """:func:`check_batch` with this reservoir's options."""
+        return check_batch(
+            self.model,  # type: ignore[arg-type]
+            batch,
+            where,
+            batched=self.kwargs["batched"],
+            transformed=self.kwargs.get("transform") is not None,
+        )
 
     @property
     def r(self) -> AsyncReservoir:
@@ -404,7 +548,6 @@ class ReservoirMachine(RuleBasedStateMachine):
         """Run one epoch (or ``stop_after`` batches of it), checking every row; the UIDs served."""
         model = self.model
         assert model is not None
-        batched = self.kwargs["batched"]
         batch_size = self.kwargs["batch_size"]
 
         def run() -> list[Any]:
@@ -416,7 +559,7 @@ class ReservoirMachine(RuleBasedStateMachine):
             expected_batches = len(it)
             batches = 0
             for batch in it:
-                uids = check_batch(model, batch, what, batched=batched)
+                uids = self._check(batch, what)
                 assert 1 <= len(uids) <= batch_size, (
                     f"{what}: a batch of {len(uids)} rows (batch_size={batch_size})"
                 )
@@ -470,7 +613,7 @@ class ReservoirMachine(RuleBasedStateMachine):
                 it = iter(self.r)
             self._epoch_started()
             for i, batch in enumerate(it):
-                check_batch(self.model, batch, "raise_inside_epoch", batched=self.kwargs["batched"])  # type: ignore[arg-type]
+                self._check(batch, "raise_inside_epoch")
                 if i + 1 >= batches:
                     raise Boom
 
@@ -497,7 +640,7 @@ class ReservoirMachine(RuleBasedStateMachine):
             if advance:
                 batch = next(it, None)
                 if batch is not None:
-                    check_batch(model, batch, "held iterator", batched=self.kwargs["batched"])
+                    self._check(batch, "held iterator")
             return it
 
         try:
@@ -519,7 +662,7 @@ class ReservoirMachine(RuleBasedStateMachine):
         def run() -> None:
             batch = next(held.it, None)
             if batch is not None:
-                check_batch(model, batch, "advance a held iterator", batched=self.kwargs["batched"])
+                self._check(batch, "advance a held iterator")
 
         try:
             call("next() on a held iterator", run)
@@ -549,7 +692,9 @@ class ReservoirMachine(RuleBasedStateMachine):
         call("set_epoch", lambda: self.r.set_epoch(epoch))
 
     # ------------------------------------------------------------------ refresh
-    @precondition(lambda self: self.open() and self.expected_at_build is not True)
+    @precondition(
+        lambda self: self.open() and self.expected_at_build is not True and self.kwargs["passes"] is None
+    )
     @rule(hold=st.booleans())
     def refresh_goes_on(self, hold: bool) -> None:
         """Whatever the consumer holds, later epochs go on ingesting fresh entries.
@@ -590,6 +735,7 @@ class ReservoirMachine(RuleBasedStateMachine):
         model = self.model
         assert model is not None
         frame = call("to_pandas", self.r.to_pandas)
+        assert OFFSET not in frame.columns, f"to_pandas shows the transform's column: {list(frame.columns)!r}"
         uids = check_uid_array(model, frame["uid"].to_numpy(), "to_pandas")
         xs = list(frame["x"]) if len(frame) else []
         if self.kwargs["batched"]:
@@ -604,7 +750,9 @@ class ReservoirMachine(RuleBasedStateMachine):
         chosen = data.draw(st.lists(st.sampled_from(model.uids), min_size=1, max_size=6, unique=True))
 
         def run() -> None:
-            child = self.r.subsample_uids(chosen)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. a "shape" UID's value changes a column's shape
+                child = self.r.subsample_uids(chosen)
             try:
                 frame = child.to_pandas()
                 served = check_uid_array(model, frame["uid"].to_numpy(), "subsample_uids to_pandas")
@@ -629,6 +777,9 @@ class ReservoirMachine(RuleBasedStateMachine):
         model = self.model
         assert model is not None
         released = call("release_quarantine", self.r.release_quarantine)
+        if released:  # submitted again: rows_submitted grows past the passes
+            self.released = True
+            self.submitted_when_done = None
         bad = [u for u in released if u not in model.failures]
         if model.odd_possible:  # a row of another shape or kind stored first makes the others refused
             return
@@ -639,6 +790,7 @@ class ReservoirMachine(RuleBasedStateMachine):
     @rule()
     def checkpoint_and_restore(self) -> None:
         """``state_dict()`` (as JSON) then a new reservoir going on from it."""
+        held_entries = self.r.stats().reservoir_size
         state = json.loads(json.dumps(call("state_dict", self.r.state_dict)))
         call("close", self.r.close)
 
@@ -652,6 +804,72 @@ class ReservoirMachine(RuleBasedStateMachine):
             return fresh
 
         self.reservoir = call("restore", restore)
+        self.restored = True
+        self.submitted_when_done = None  # the new reservoir counts its own rows (its former members first)
+        if self.cache_dir is not None and held_entries:
+            # its former members load first, and each was computed (so kept) by an earlier reservoir
+            call(
+                "cache hits after a restore",
+                lambda: poll_for(
+                    lambda: self.r.stats().cache_hits > 0,
+                    timeout=20,
+                    what=f"a cache hit among the {held_entries} former members loaded again",
+                ),
+            )
+            event("a restored reservoir read its former members from the cache")
+
+    # ------------------------------------------------------------------ passes
+    # not while iterators are held, nor with prefetch_batches (an epoch built ahead after an epoch
+    # ran): an iterator pinning evicted entries leaves results waiting for room that only the
+    # consumer can free, and wait_loaded() waits until its timeout (library bugs reported apart)
+    @precondition(
+        lambda self: (
+            self.open()
+            and self.kwargs["passes"] is not None
+            and not self.kwargs["prefetch_batches"]
+            and not self.model.held
+        )  # type: ignore[union-attr]
+    )
+    @rule()
+    def wait_loaded(self) -> None:
+        """``wait_loaded()`` ends with every pass loaded and ingested; nothing is submitted after."""
+        model = self.model
+        assert model is not None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            done = call("wait_loaded", lambda: self.r.wait_loaded(timeout=CALL_SECONDS / 2))
+        s = self.r.stats()
+        assert done.loading_done and s.loading_done, f"wait_loaded() returned before loading ended: {s}"
+        assert s.rows_in_flight == 0 and s.jobs_in_flight == 0 and s.entries_waiting == 0, s
+        if self.submitted_when_done is not None:
+            assert s.rows_submitted == self.submitted_when_done, (
+                f"rows submitted {self.submitted_when_done} when loading ended, {s.rows_submitted} now"
+            )
+        self.submitted_when_done = s.rows_submitted
+        if self.passes_known and not self.restored and not self.released:
+            assert s.rows_submitted == self.rank_rows, (
+                f"{s.rows_submitted} rows submitted over passes={self.kwargs['passes']}, "
+                f"this rank's shards hold {self.rank_rows}"
+            )
+        if self.cache_dir is not None:  # every row loaded was read from the cache or kept there
+            assert s.cache_hits + s.cache_misses == s.rows_loaded, (
+                f"cache hits {s.cache_hits} + misses {s.cache_misses} != rows loaded {s.rows_loaded}"
+            )
+        frame = call("to_pandas after wait_loaded", self.r.to_pandas)
+        stored = set(check_uid_array(model, frame["uid"].to_numpy(), "to_pandas after wait_loaded"))
+        strangers = stored - self.rank_uids
+        assert not strangers, f"entries of UIDs outside this rank's shards: {sorted(map(str, strangers))[:5]}"
+        wanted = {u for u in self.rank_uids if u not in model.failures}
+        loadable = [u for u in self.rank_uids if model.failures.get(u) not in ("raise", "empty")]
+        fits = len(loadable) <= model.capacity and (
+            self.max_bytes is None or len(loadable) * ENTRY_BYTES[self.kwargs["batched"]] <= self.max_bytes
+        )
+        if self.passes_known and fits and not model.odd_possible:
+            assert stored == wanted, (
+                f"after wait_loaded(): missing {sorted(map(str, wanted - stored))[:5]}, "
+                f"unexpected {sorted(map(str, stored - wanted))[:5]} ({len(stored)} stored, {len(wanted)} storable)"
+            )
+            event("wait_loaded: every storable row of this rank's passes is stored")
 
     # ------------------------------------------------------------------ close
     @precondition(lambda self: self.open())
@@ -694,6 +912,22 @@ class ReservoirMachine(RuleBasedStateMachine):
             assert s.jobs_in_flight <= self.kwargs["max_jobs_at_once"], s
         if self.kwargs["deterministic"] or not self.kwargs["prefetch_batches"]:
             assert s.epochs_prepared == 0  # epochs start in iter(): exact ingestion, or no builder
+        if self.max_bytes is not None:
+            assert s.max_reservoir_bytes == self.max_bytes, s
+            assert 0 <= s.reservoir_bytes <= self.max_bytes, (
+                f"reservoir_bytes={s.reservoir_bytes} > max_reservoir_bytes={self.max_bytes}"
+            )
+        if self.cache_dir is not None:  # counted per row of a task that came back (apart from rows_loaded)
+            assert s.cache_hits + s.cache_misses <= s.rows_submitted, (
+                f"cache hits {s.cache_hits} + misses {s.cache_misses} > rows submitted {s.rows_submitted}"
+            )
+        else:
+            assert s.cache_hits == s.cache_misses == 0, s
+        if self.submitted_when_done is not None:  # passes: nothing is submitted after loading ended
+            assert s.loading_done and s.rows_submitted == self.submitted_when_done, (
+                f"rows submitted {self.submitted_when_done} when loading ended, now {s.rows_submitted} "
+                f"(loading_done={s.loading_done})"
+            )
 
     @invariant()
     def nothing_pinned_without_iterators(self) -> None:
@@ -712,6 +946,8 @@ class ReservoirMachine(RuleBasedStateMachine):
         if self.reservoir is not None:
             call("close at teardown", self.reservoir.close)
         gc.collect()
+        if self.cache_dir is not None:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
 
 
 def _settings() -> settings:
