@@ -271,3 +271,46 @@ def test_restore_on_a_warm_cache_refills_from_disk(process_client: Client, tmp_p
             assert (batch["x"][:, 0, 0] == batch["sample_uid"]).all()
         stats = again.stats()
     assert stats.cache_hits >= N and stats.reservoir_size == N
+
+
+def tagged(row: dict[str, Any]) -> dict[str, Any]:
+    return {"uid_text": str(row["sample_uid"]), "path": str(row["path"])}
+
+
+def served_tags(client: Client, source: pd.DataFrame, cache: str) -> Any:
+    """One pass; every row's values checked against its UID and its source row; the stats."""
+    with AsyncReservoir(source, tagged, len(source), passes=1, client=client, cache=cache) as r:
+        stats = r.wait_loaded(timeout=60)
+        table = r.to_pandas()
+    assert stats.rows_failed == 0 and len(table) == len(source)
+    expected = dict(zip(source["sample_uid"].tolist(), source["path"], strict=True))
+    for uid, text, path in zip(table["sample_uid"].tolist(), table["uid_text"], table["path"], strict=True):
+        assert text == str(uid) and path == expected[uid]
+    return stats
+
+
+def test_uint64_hash_uids_are_kept(process_client: Client, tmp_path: Path) -> None:
+    source = pd.DataFrame(
+        {"sample_uid": np.array([2**63 + 7, 2**64 - 1, 12], np.uint64), "path": ["a", "b", "c"]}
+    )
+    assert served_tags(process_client, source, str(tmp_path)).cache_misses == 3
+    assert served_tags(process_client, source, str(tmp_path)).cache_hits == 3
+
+
+def test_a_file_moved_or_copied_under_another_key_is_never_served(
+    process_client: Client, tmp_path: Path
+) -> None:
+    before, after = frame(4), frame(4)
+    after["path"] = after["path"] + ".v2"  # edited rows: other keys, other files
+    served_tags(process_client, before, str(tmp_path))
+    served_tags(process_client, after, str(tmp_path))
+    files = sorted(tmp_path.rglob("*.parquet"))
+    by_uid: dict[str, list[Path]] = {}
+    for f in files:
+        by_uid.setdefault(f.name.split("-")[0], []).append(f)
+    for a, b in by_uid.values():  # swap the two versions of each UID's result
+        data_a, data_b = a.read_bytes(), b.read_bytes()
+        a.write_bytes(data_b)
+        b.write_bytes(data_a)
+    stats = served_tags(process_client, before, str(tmp_path))  # each value checked against its row
+    assert (stats.cache_hits, stats.cache_misses) == (0, 4)

@@ -307,7 +307,8 @@ def test_page_checksums_are_written(tmp_path: Path) -> None:
         ([1, 2], "list"),
         ({"a": 1}, "dict"),
         (object(), "object"),
-        (2**64, "int .an int outside the int64 range"),
+        (2**64, "int .an int outside the int64 and uint64 ranges"),
+        (-(2**63) - 1, "int .an int outside the int64 and uint64 ranges"),
         (np.zeros(2, "V4"), "numpy.ndarray"),
         (np.array(["\ud800"]), "numpy.ndarray"),
         (pd.Timestamp("2020-01-01"), "Timestamp"),
@@ -443,3 +444,21 @@ def test_probe(files: CacheFiles, tmp_path: Path) -> None:
     files.remove_probe(token)
     with pytest.raises(ValueError, match="probe token"):
         files.sees_probe("../x")
+
+
+def test_a_python_int_of_the_uint64_range_comes_back_as_itself(files: CacheFiles) -> None:
+    big = 2**63 + 5  # a uint64 hash UID, as the library puts it in the UID column
+    files.write(KEY, [{"sample_uid": big, "x": np.arange(3)}], uid=big)
+    got = files.read(KEY)
+    assert got is not None
+    (row,), _ = got
+    assert type(row["sample_uid"]) is int and row["sample_uid"] == big
+
+
+def test_a_file_moved_to_another_key_is_refused(files: CacheFiles, caplog: pytest.LogCaptureFixture) -> None:
+    other = KEY.rsplit("-", 1)[0] + "-" + "0" * 32
+    files.write(KEY, [{"sample_uid": 1, "x": np.arange(3)}], uid=1)
+    files.fs.pipe_file(files.path(other), files.fs.cat_file(files.path(KEY)))  # the same UID, another row
+    with caplog.at_level(logging.WARNING, logger="dask_reservoir"):
+        assert files.read(other) is None
+    assert "a moved or copied file" in caplog.text and files.read(KEY) is not None

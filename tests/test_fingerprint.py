@@ -6,6 +6,7 @@ import functools
 import importlib
 import importlib.metadata
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -336,3 +337,19 @@ def test_a_class_defined_in_a_script_has_the_same_fingerprint_in_every_process()
     assert first == second and len(first.split()) == 3
     edited = run_script(SCRIPT.replace("scale = 2.0", "scale = 3.0"), "3").split()
     assert all(a != b for a, b in zip(first.split(), edited, strict=True))
+
+
+class Scaler:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, row: dict[str, int]) -> dict[str, int]:
+        return {"v": row["x"] * self.k}
+
+
+def test_pickling_an_instance_does_not_change_its_fingerprint() -> None:
+    scaler = Scaler(3)
+    before = (fp(scaler), fp(scaler.__call__))
+    pickle.loads(pickle.dumps(scaler))  # copyreg caches __slotnames__ on the class
+    assert "__slotnames__" in Scaler.__dict__
+    assert (fp(scaler), fp(scaler.__call__)) == before

@@ -30,7 +30,9 @@ def test_quickstart_executes(tmp_path: Path) -> None:
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 2  # the training plots, and the cold and warm fill
-    assert "warm: 300 rows in" in "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert "warm: 300 rows in" in "".join(
+        o.get("text", "") for o in outputs if o.get("output_type") == "stream"
+    )
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert "<AsyncReservoir: size=64/64" in text and "status running" in text
     assert (tmp_path / "quickstart.png").stat().st_size > 10_000

@@ -12,7 +12,7 @@ import pytest
 from distributed import Client
 
 from dask_reservoir import AsyncReservoir
-from dask_reservoir.errors import JobError
+from dask_reservoir.errors import IteratorExpiredError, JobError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -139,3 +139,25 @@ def test_wait_loaded_times_out_and_keeps_what_loaded(client: Client) -> None:
         with pytest.raises(TimeoutError, match=r"waited 0.2 s \(timeout\) for passes=1 to end"):
             r.wait_loaded(timeout=0.2)
         assert not r.stats().loading_done
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_wait_loaded_is_not_blocked_by_an_epoch_prepared_ahead_or_a_held_iterator(
+    client: Client, hold: bool
+) -> None:
+    source = pd.DataFrame({"sample_uid": np.arange(20)})
+    with AsyncReservoir(
+        source, lambda row: {"x": float(row["sample_uid"])}, 4, min_reservoir_samples=2, client=client,
+        passes=1, prefetch_batches=2, batch_size=2, max_reservoir_replacement_size=1,
+    ) as r:  # fmt: skip
+        for _ in range(2):  # the last batch of an epoch prepares the next one: its snapshot pins entries
+            for batch in r:
+                assert (batch["x"] == batch["sample_uid"]).all()
+        held = iter(r) if hold else None
+        stats = r.wait_loaded(timeout=60)  # results wait for the room those entries hold
+        assert stats.loading_done and stats.rows_loaded == 20 and stats.entries_waiting == 0
+        if held is not None:
+            with pytest.raises(
+                IteratorExpiredError, match=r"wait_loaded\(\) needed the room its entries pinned"
+            ):
+                next(held)

@@ -25,10 +25,11 @@ Parameters
         ``parse_bytes``), for samples of varying sizes: storing an entry evicts the oldest
         until the entries take at most this (arrays count their ``nbytes``, text its length,
         other values 8 bytes).  It combines with ``max_reservoir_samples``.  An entry heavier
-        than the whole bound fails its UID (:class:`~dask_reservoir.errors.StoreError`).  It
-        does not cover results waiting to be ingested (``max_jobs_at_once`` bounds them), the
-        entries evicted while an epoch still reads them (at most ``max_reservoir_samples / 2``
-        of them, see ``stats().pinned_bytes``) nor the batches built ahead (``prefetch_batches``).
+        than the whole bound fails its UID (:class:`~dask_reservoir.errors.StoreError`).  The
+        results in flight or waiting to be ingested are bounded by it too: no more rows than fit
+        in it at the mean result size measured so far.  It does not cover the entries evicted
+        while an epoch still reads them (at most ``max_reservoir_samples / 2`` of them, see
+        ``stats().pinned_bytes``) nor the batches built ahead (``prefetch_batches``).
     min_reservoir_samples : int, keyword-only
         ``iter()`` blocks until the reservoir holds ``min(min_reservoir_samples, rows)`` entries.
     client : None, str or distributed.Client

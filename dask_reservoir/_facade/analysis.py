@@ -134,10 +134,13 @@ class AnalysisMethods:
     ) -> ReservoirStats:
         """With ``passes=``: wait until every pass is loaded, ingesting results as they come.
 
-        Then the reservoir holds everything loaded (up to ``max_reservoir_samples``: set it
-        to the source's rows to keep every row), :meth:`to_pandas` and
+        Then the reservoir holds everything loaded (up to ``max_reservoir_samples`` and
+        ``max_reservoir_bytes``: set them to hold every row), :meth:`to_pandas` and
         :meth:`subsample_uids` see all of it, and no job runs any more.  Rows that failed
-        are in ``stats().failures``.  Epochs still serve what is loaded.
+        are in ``stats().failures``.  Epochs still serve what is loaded.  When results wait
+        for room that entries read by an epoch hold, the epoch prepared ahead is dropped and
+        held iterators of earlier epochs are expired (their next ``next()`` raises
+        :class:`~dask_reservoir.errors.IteratorExpiredError`), oldest first.
 
         Parameters
         ----------

@@ -229,22 +229,27 @@ class Epochs:
                 max_stale,
             )
 
-    def expire_for_room(self) -> bool:
-        """``deterministic=True``: expire the oldest iterator whose pins may block the exact entries.
+    def expire_for_room(self, *, by: str = "iter() with deterministic=True") -> bool:
+        """Free room that pinned entries hold: drop the epoch prepared ahead, else expire the oldest iterator.
 
-        Returns whether one was expired (none when each is inside ``next()`` right now).
+        ``by``: who needs the room (``deterministic=True``'s exact entries, or ``wait_loaded()``),
+        for the expired iterator's error.  Returns whether something was dropped or expired (none
+        when each iterator is inside ``next()`` right now).
         """
+        if self.ahead.holding and self.ahead.take(epoch=-1) is None and not self.ahead.holding:
+            return True  # the prepared epoch was dropped: its snapshot is released
         for it in self.live():
             behind = it.behind
             if it.expire(
-                f"{behind} newer epochs started since it was last advanced, and iter() with "
-                "deterministic=True needed the room its entries pinned for the epoch's exact entries "
-                "(it expires the iterators of earlier epochs, oldest first, rather than wait for them)"
+                f"{behind} newer epochs started since it was last advanced, and {by} needed the "
+                "room its entries pinned (it expires the iterators of earlier epochs, oldest first, "
+                "rather than wait for them)"
             ):
                 logger.info(
-                    "dask_reservoir: expired the iterator of an earlier epoch (%d behind): deterministic=True "
-                    "needs the room its entries pinned",
+                    "dask_reservoir: expired the iterator of an earlier epoch (%d behind): %s needs the room its "
+                    "entries pinned",
                     behind,
+                    by,
                 )
                 return True
         return False

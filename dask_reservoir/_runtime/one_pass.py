@@ -57,6 +57,9 @@ def wait_loaded(pipeline: Pipeline, *, timeout: float | None, progress: bool) ->
             pipeline.check_usable()
             with pipeline.lock:
                 pipeline.feeder.ingest(capped=False)
+                if pipeline.store.room() <= 0 and pipeline.runner.ledger.has_waiting():
+                    # what waits must come in: an epoch prepared ahead, or a held iterator, must not pin it out
+                    pipeline.epochs.expire_for_room(by="wait_loaded()")
             counters = pipeline.runner.ledger.counters()
             report.update(counters.rows_loaded + counters.rows_failed)
             if loading_over(pipeline.runner.ledger):

@@ -59,7 +59,7 @@ METADATA_KEY = b"dask_reservoir"
 
 _TIME_UNITS = ("s", "ms", "us", "ns")
 _PYTHON = {bool: "bool", int: "int", float: "float", complex: "complex", str: "str", bytes: "bytes"}
-_PYTHON_DTYPES = {"bool": "|b1", "int": "<i8", "float": "<f8", "complex": "<c16"}
+_PYTHON_DTYPES = {"bool": "|b1", "int": "<i8", "uint": "<u8", "float": "<f8", "complex": "<c16"}
 
 
 class CorruptFile(ValueError):
@@ -139,8 +139,10 @@ def _cell(value: Any, uid: Hashable, name: str) -> _Cell:
             return _Cell(
                 {"k": kind}, pa.array([value], type=pa.string() if kind == "str" else pa.binary()), False
             )
-        if kind == "int" and not -(2**63) <= value < 2**63:
-            raise TypeError("an int outside the int64 range is not supported")
+        if kind == "int" and 2**63 <= value < 2**64:
+            kind = "uint"  # a uint64 hash UID, say: kept as uint64, read back as a Python int
+        elif kind == "int" and not -(2**63) <= value < 2**63:
+            raise TypeError("an int outside the int64 and uint64 ranges is not supported")
         if kind is not None:
             return _Cell({"k": kind}, _storage(np.array(value, _PYTHON_DTYPES[kind])), kind == "complex")
         raise TypeError("not a numpy array or scalar")
@@ -234,8 +236,10 @@ def content_digest(rows: list[dict[str, Any]]) -> str:
     return digest.hexdigest()
 
 
-def encode_rows(rows: list[dict[str, Any]], *, uid: Hashable, compression: str = "zstd") -> bytes:
-    """The Parquet file holding ``rows`` (the rows of the result of ``uid``).
+def encode_rows(
+    rows: list[dict[str, Any]], *, uid: Hashable, compression: str = "zstd", key: str | None = None
+) -> bytes:
+    """The Parquet file holding ``rows`` (the rows of the result of ``uid``), written for ``key``.
 
     Raises ``TypeError`` naming the UID, the column and the value's type for a
     value the file cannot hold faithfully.
@@ -265,6 +269,7 @@ def encode_rows(rows: list[dict[str, Any]], *, uid: Hashable, compression: str =
         ],
         "order": [[names[name] for name in row] for row in rows],
         "checksum": content_digest(rows),
+        "key": key,
     }
     table = pa.Table.from_arrays(arrays, names=list(names))
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, separators=(",", ":")).encode()})
@@ -303,11 +308,14 @@ def _value(column: pa.Array, r: int, desc: dict[str, Any]) -> Any:
             raise CorruptFile(f"a {type(value).__name__} where a {kind} was written")
         return value
     item = _restore(flat, np.dtype(_PYTHON_DTYPES[kind]), ())[()].item()
-    return {"bool": bool, "int": int, "float": float, "complex": complex}[kind](item)
+    return {"bool": bool, "int": int, "uint": int, "float": float, "complex": complex}[kind](item)
 
 
-def decode_rows(data: bytes) -> list[dict[str, Any]]:
+def decode_rows(data: bytes, *, key: str | None = None) -> list[dict[str, Any]]:
     """The rows held by the Parquet file ``data``; raises :class:`CorruptFile` saying why not.
+
+    ``key``: the key the file is read for; a file written for another key (moved or copied
+    from another UID, source row or function) is refused.
 
     Examples
     --------
@@ -330,6 +338,10 @@ def decode_rows(data: bytes) -> list[dict[str, Any]]:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
             version = meta.get("format") if isinstance(meta, dict) else None
             raise CorruptFile(f"unknown format version {version!r} (this reader knows {FORMAT_VERSION})")
+        if key is not None and meta.get("key") != key:
+            raise CorruptFile(
+                f"written for the key {meta.get('key')!r}, read for {key!r}: a moved or copied file"
+            )
         names = [column["name"] for column in meta["columns"]]
         if table.column_names != names or (names and table.num_rows != meta["rows"]):
             raise CorruptFile("the columns or rows differ from the metadata")

@@ -158,7 +158,7 @@ class CacheFiles:
             is written.
         """
         path = self.path(key)
-        data = encode_rows(rows, uid=uid)
+        data = encode_rows(rows, uid=uid, key=key)
         self._put(path, data)
         return len(data)
 
@@ -177,7 +177,7 @@ class CacheFiles:
         except FileNotFoundError:
             return None
         try:
-            rows = decode_rows(data)
+            rows = decode_rows(data, key=key)
         except CorruptFile as reason:
             logger.warning(
                 "dask_reservoir result cache: deleting the corrupt file %s (%s); its result will be computed again",

@@ -27,7 +27,7 @@ __all__ = ["function_fingerprint"]
 # Class attributes that say where a class is, or are derived or caches, not what it does.
 _CLASS_SKIP = frozenset(
     {"__dict__", "__weakref__", "__module__", "__qualname__", "__doc__", "__firstlineno__"}
-    | {"__static_attributes__", "_abc_impl"}
+    | {"__static_attributes__", "_abc_impl", "__slotnames__"}  # __slotnames__: set by the first pickle
 )
 _CONTAINERS = (tuple, list, set, frozenset, dict, types.MappingProxyType)
 _DESCRIPTORS = (

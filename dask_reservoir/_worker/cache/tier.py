@@ -112,6 +112,9 @@ class CacheTier:
         if type(outcome) is RowLoaded:
             try:
                 counts.miss(self.files.write(key, outcome.rows, uid=uid))
+            except TypeError:
+                counts.miss(0)  # computed, but the files cannot hold it: the row fails, naming the column
+                raise
             except OSError as exc:
                 counts.miss(0)
                 logger.warning(
