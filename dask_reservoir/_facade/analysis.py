@@ -139,8 +139,8 @@ class AnalysisMethods:
         :meth:`subsample_uids` see all of it, and no job runs any more.  Rows that failed
         are in ``stats().failures``.  Epochs still serve what is loaded.  When results wait
         for room that entries read by an epoch hold, the epoch prepared ahead is dropped and
-        held iterators of earlier epochs are expired (their next ``next()`` raises
-        :class:`~dask_reservoir.errors.IteratorExpiredError`), oldest first.
+        held iterators are expired, oldest first (their next ``next()`` raises
+        :class:`~dask_reservoir.errors.IteratorExpiredError`).
 
         Parameters
         ----------

@@ -229,6 +229,10 @@ class Epochs:
                 max_stale,
             )
 
+    def drop_prepared(self) -> bool:
+        """Drop the epoch prepared ahead, releasing its snapshot; whether one was dropped."""
+        return bool(self.ahead.holding) and self.ahead.take(epoch=-1) is None and not self.ahead.holding
+
     def expire_for_room(self, *, by: str = "iter() with deterministic=True") -> bool:
         """Free room that pinned entries hold: drop the epoch prepared ahead, else expire the oldest iterator.
 
@@ -236,8 +240,8 @@ class Epochs:
         for the expired iterator's error.  Returns whether something was dropped or expired (none
         when each iterator is inside ``next()`` right now).
         """
-        if self.ahead.holding and self.ahead.take(epoch=-1) is None and not self.ahead.holding:
-            return True  # the prepared epoch was dropped: its snapshot is released
+        if self.drop_prepared():
+            return True
         for it in self.live():
             behind = it.behind
             if it.expire(

@@ -400,8 +400,10 @@ class Feeder:
         )
 
     def minimum_error(self, required: int) -> BaseException | None:
-        """The error to raise when the rows that can still load cannot reach ``required``."""
+        """The error ending a wait for ``required`` entries now (``passes=``: only a lost cluster's)."""
         counters = self.runner.ledger.counters()
+        if self.options.passes is not None and counters.status != "lost":
+            return None
         unloadable = self.drawn(counters.unloadable)
         in_store = sum(1 for uid in unloadable if uid in self.store)
         if self.drawable is not None:  # rows never drawn hold an entry only if it was there before
@@ -422,6 +424,8 @@ class Feeder:
 
     def supply_error(self, wanted: int, got: int) -> BaseException | None:
         """``deterministic=True``: the error to raise when no row can give the entries waited for."""
+        if self.options.passes is not None:  # the run serves what it loaded once it ends
+            return None
         counters = self.runner.ledger.counters()
         return supply_error(
             wanted=wanted,
@@ -442,7 +446,5 @@ class Feeder:
         return frozenset(u for u in uids if drawable[position(u)])
 
     def __repr__(self) -> str:
-        return (
-            f"<Feeder: stored={len(self.store)} required={self.required()} "
-            f"exact_fill={self.exact_fill} throttled={self.throttled}>"
-        )
+        stored, required = len(self.store), self.required()
+        return f"<Feeder: {stored=} {required=} exact_fill={self.exact_fill} throttled={self.throttled}>"

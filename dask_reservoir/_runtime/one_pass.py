@@ -52,6 +52,7 @@ def wait_loaded(pipeline: Pipeline, *, timeout: float | None, progress: bool) ->
     total = rows_to_load(pipeline) if progress else 0
     report = WaitProgress(total, enabled=progress, goal=f"passes={options.passes} to end", unit="rows")
     start = time.monotonic()
+    pipeline.epochs.drop_prepared()  # its snapshot predates what this ingests: it would pin it
     try:
         while True:
             pipeline.check_usable()
