@@ -105,6 +105,11 @@ class AsyncReservoir(AnalysisMethods, Uncopyable):
         cache_row_hash: bool = True,
         cache_storage_options: dict[str, Any] | None = None,
         max_reservoir_bytes: int | str | None = None,
+        resources: dict[str, float] | None = None,
+        priority: int = 0,
+        workers: str | list[str] | None = None,
+        allow_other_workers: bool = False,
+        annotations: dict[str, Any] | None = None,
     ) -> None:
         given = locals()
         options = validate_options(

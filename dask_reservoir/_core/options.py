@@ -14,10 +14,19 @@ from typing import Any
 from dask.utils import parse_bytes, parse_timedelta
 
 from dask_reservoir._core.cache_options import check_cache
+from dask_reservoir._core.etiquette import Placement, check_etiquette
 from dask_reservoir._core.formats import check_batch_format
 from dask_reservoir._core.shards import check_rank
 
-__all__ = ["DEFAULTS", "LOADERS", "ON_CLUSTER_LOSS", "ON_ERROR", "ReservoirOptions", "validate_options"]
+__all__ = [
+    "DEFAULTS",
+    "LOADERS",
+    "ON_CLUSTER_LOSS",
+    "ON_ERROR",
+    "ReservoirOptions",
+    "placement",
+    "validate_options",
+]
 
 ON_ERROR = ("skip", "raise")
 ON_CLUSTER_LOSS = ("raise", "serve")
@@ -67,6 +76,11 @@ class ReservoirOptions:
     cache_row_hash: bool = True
     cache_storage_options: dict[str, Any] | None = None
     max_reservoir_bytes: int | None = None
+    resources: dict[str, float] | None = None
+    priority: int = 0
+    workers: str | list[str] | None = None
+    allow_other_workers: bool = False
+    annotations: dict[str, Any] | None = None
 
 
 _NOT_GIVEN: Any = object()
@@ -218,6 +232,20 @@ def validate_options(*, function: object = _NOT_GIVEN, **kwargs: Any) -> Reservo
         **_check_transform(k),
         **check_cache(k, batched=k["batched"]),
         max_reservoir_bytes=_bytes("max_reservoir_bytes", k["max_reservoir_bytes"]),
+        **_etiquette(k),
+    )
+
+
+def _etiquette(k: dict[str, Any]) -> dict[str, Any]:
+    """The etiquette options, checked (:func:`~dask_reservoir._core.etiquette.check_etiquette`)."""
+    p = check_etiquette(k)
+    workers = None if p.workers is None else list(p.workers)
+    return dict(
+        resources=p.resources,
+        priority=p.priority,
+        workers=workers,
+        allow_other_workers=p.allow_other_workers,
+        annotations=p.annotations or None,
     )
 
 
@@ -269,3 +297,15 @@ def _check_serving(k: dict[str, Any]) -> None:
         raise ValueError(
             f"max_stale_epochs must be >= 0 (newer epochs an iterator may fall behind), got {max_stale}"
         )
+
+
+def placement(options: ReservoirOptions) -> Placement:
+    """Where and how urgently a reservoir's tasks run (its etiquette options)."""
+    workers = None if options.workers is None else tuple(options.workers)
+    return Placement(
+        options.resources,
+        options.priority,
+        workers,
+        options.allow_other_workers,
+        dict(options.annotations or {}),
+    )

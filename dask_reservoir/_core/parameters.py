@@ -209,7 +209,23 @@ Parameters
         Key results by a digest of the source row too (default), so that an edited row is
         recomputed; False keys them by UID and function only.
     cache_storage_options : dict, optional
-        Passed to fsspec for ``cache`` (credentials, endpoints)."""
+        Passed to fsspec for ``cache`` (credentials, endpoints).
+    resources : dict, optional
+        dask worker resources each task needs (``{"CPU_LOAD": 1}``): only workers started
+        with them (``dask worker --resources CPU_LOAD=1``) run the reservoir's tasks, so GPU
+        workers of a shared cluster are left alone.  As ``Client.submit(resources=)``.
+    priority : int
+        dask priority of every task the reservoir submits (default 0; negative: after other
+        work, so a filling reservoir does not starve a colleague's interactive work).
+    workers : str or list of str, optional
+        Worker addresses, names or hosts that may run the tasks; with ``allow_other_workers``
+        only a preference.  As ``Client.submit(workers=, allow_other_workers=)``.
+    allow_other_workers : bool
+        See ``workers``.
+    annotations : dict, optional
+        dask annotations put on every task the reservoir submits (``dask.annotate``), for
+        the scheduler plugins and dashboards of a shared cluster; ``priority``,
+        ``resources``, ``workers``, ``allow_other_workers`` and ``retries`` are options."""
 
 
 def with_parameters(doc: str | None) -> str:

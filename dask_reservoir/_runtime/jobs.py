@@ -22,8 +22,10 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import dask
 from distributed import Client, Future
 
+from dask_reservoir._core.etiquette import Placement
 from dask_reservoir._source.dask_source import DaskSource
 from dask_reservoir._source.pandas_source import PandasSource, Source
 from dask_reservoir._worker.calls import JobSpec, TaskOptions, run_partition_rows, run_rows
@@ -147,8 +149,9 @@ class FunctionPayload:
     True
     """
 
-    def __init__(self, client: Client, spec: JobSpec) -> None:
+    def __init__(self, client: Client, spec: JobSpec, placement: Placement | None = None) -> None:
         self._client = client
+        self._placement = placement or Placement()
         self.spec = spec
         self.package = None if spec.function is None else function_package(spec.function)
         self._future: Future | None = None
@@ -158,7 +161,14 @@ class FunctionPayload:
         if self._future is None or self._future.status in GONE:
             if self._future is not None:
                 self._future.release()
-            self._future = self._client.submit(payload_of, self.spec.payload, key=function_key(), pure=False)
+            with dask.annotate(**self._placement.annotations):  # where the jobs may run, the function too
+                self._future = self._client.submit(
+                    payload_of,
+                    self.spec.payload,
+                    key=function_key(),
+                    pure=False,
+                    **self._placement.submit_kwargs(),
+                )
         return self._future
 
     def to_by_value(self, why: str) -> None:

@@ -25,12 +25,14 @@ import time
 from collections.abc import Hashable, Sequence
 from typing import Any, cast
 
+import dask
 from distributed import Client, Future
 
 from dask_reservoir._core.blocks import ChunkLoaded, CompletedBlock
 from dask_reservoir._core.checkpoint import ResumePoint
+from dask_reservoir._core.etiquette import Placement
 from dask_reservoir._core.ledger import Ledger
-from dask_reservoir._core.options import ReservoirOptions
+from dask_reservoir._core.options import ReservoirOptions, placement
 from dask_reservoir._core.records import Completed
 from dask_reservoir._core.samplers import Sampler
 from dask_reservoir._core.stats import Performance
@@ -85,7 +87,7 @@ class JobRunner:
         the embedded cluster, whose workers import what this process imports).
     **ledger_options
         ``auto_bound_threads``, ``capacity``, ``max_failures_per_uid``, ``collect_errors``,
-        ``skip_first_pass``, ``rank``, ``world_size``, ``deterministic``, ``max_passes``, ``max_bytes``: see :class:`~dask_reservoir._core.ledger.Ledger`.
+        ``skip_first_pass``, ``rank``, ``world_size``, ``deterministic``, ``max_passes``, ``max_bytes``, ``placement`` (etiquette): see :class:`~dask_reservoir._core.ledger.Ledger`.
     """
 
     def __init__(
@@ -112,12 +114,14 @@ class JobRunner:
         deterministic: bool = False,
         max_passes: int | None = None,
         max_bytes: int | None = None,
+        placement: Placement | None = None,
         resume: ResumePoint | None = None,
         transient_workers: frozenset[str] = frozenset(),
     ) -> None:
         self._client = client
         self._source = source
-        self._function = FunctionPayload(client, spec)
+        self._placement = placement or Placement()
+        self._function = FunctionPayload(client, spec, self._placement)
         self._check_imports = check_imports
         check_uid = isinstance(source, DaskSource) and source.has_uid_column
         self._options = spec.options(check_uid=check_uid)
@@ -279,7 +283,10 @@ class JobRunner:
         args = job_call(
             self._source, positions, uids, options=self._options, payload=payload, batched=spec.batched
         )
-        future = self._client.submit(*args, key=key, retries=self._retries, pure=False)
+        with dask.annotate(**self._placement.annotations):
+            future = self._client.submit(
+                *args, key=key, retries=self._retries, pure=False, **self._placement.submit_kwargs()
+            )
         self.perf_sending.add(time.perf_counter() - start)
         self._in_flight[future.key] = (future, Job(positions, time.monotonic(), spec.by_value))
         self._watch.submitted(str(future.key), len(positions))
@@ -429,6 +436,7 @@ def runner_for(
         deterministic=options.deterministic,
         max_passes=options.passes,
         max_bytes=options.max_reservoir_bytes,
+        placement=placement(options),
         resume=resume,
         transient_workers=handle.transient_workers,
     )
