@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 # torch tests then skip, nothing else depends on it.  `make test TORCH=` skips it.
 TORCH  ?= torch==2.13.0
 
-.PHONY: help venv install install-dev demo test soak lint bench bench-quick mutation clean
+.PHONY: help venv install install-dev demo test soak lint bench bench-quick mutation docs clean
 
 help:
 	@echo "make demo   - create $(VENV), install dask_reservoir, run the demo on an embedded LocalCluster"
@@ -16,6 +16,7 @@ help:
 	@echo "make soak   - the model-based test of the public API with 500 random examples (about 15 minutes)"
 	@echo "make bench  - run the benchmark suite (prints a table, writes bench-results.json)"
 	@echo "make mutation - mutmut over the pure core, per-module scores (MUTATE='samplers ledger.cursor' for some)"
+	@echo "make docs   - the API reference (pdoc, numpydoc docstrings) in build/docs; any warning fails it"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,13 @@ install-dev: $(VENV)/.stamp-dev
 
 demo: install
 	$(PY) -m dask_reservoir demo
+
+# The API reference, from the docstrings of the public modules; a warning (a docstring pdoc cannot
+# render, a name it cannot resolve) is an error, so that the reference cannot rot unnoticed.
+docs: install-dev
+	rm -rf build/docs
+	$(PY) -W error -m pdoc --docformat numpy -o build/docs dask_reservoir dask_reservoir.torch dask_reservoir.errors
+	@echo "API reference: build/docs/index.html"
 
 lint: install-dev
 	$(PY) -m ruff check .
