@@ -10,6 +10,7 @@ import pytest
 from distributed import Client
 
 from dask_reservoir import AsyncReservoir
+from tests.utils import poll_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,12 +45,13 @@ def test_mixed_sizes_stay_within_the_bound_and_every_row_is_its_own(process_clie
             assert s.reservoir_size < 120  # the count bound is not what limits it
             # results out (in flight or waiting) are bounded by what fits in the bytes too
             assert s.rows_in_flight + s.entries_waiting <= BOUND // SMALLEST
+        # the heavy entry's refusal is its UID's failure (with a loader process, recorded by the
+        # loader and reported with its next counters)
+        poll_for(lambda: 1001 in {f.uid for f in r.stats().failures}, timeout=30, what="UID 1001's failure")
         stats = r.stats()
     assert served > 12 and stats.entries_evicted > 0
     failed = {f.uid: f for f in stats.failures}
-    assert (
-        1001 in failed and "takes 800008 bytes, more than max_reservoir_bytes=400000" in failed[1001].message
-    )
+    assert "takes 800008 bytes, more than max_reservoir_bytes=400000" in failed[1001].message
 
 
 def test_the_byte_bound_is_checked(client: Client) -> None:
