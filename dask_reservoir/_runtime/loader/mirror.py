@@ -190,7 +190,8 @@ class LedgerMirror:
 
     def rejected(self, uid: Hashable, exc: BaseException, position: int | None = None) -> None:
         """A shipped entry could not be stored: the loader records it as that UID's failure."""
-        self.send(("rejected", uid, f"{type(exc).__name__}: {exc}", position))
+        text = str(exc) if type(exc).__name__ == "StoreError" else f"{type(exc).__name__}: {exc}"
+        self.send(("rejected", uid, text, position))  # the loader records it as a StoreError
 
     def release_quarantine(self, uids: Iterable[Hashable] | None = None) -> list[Hashable]:
         """Ask the loader to submit quarantined UIDs again; return the UIDs it released."""
