@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dask_reservoir._worker.cache.keys import pack
 from dask_reservoir._worker.cache.origins import Origins, code_names, module_identity
 
 __all__ = ["function_fingerprint"]
@@ -87,17 +88,8 @@ def function_fingerprint(function: Callable[..., Any], *, version: str | None = 
         ) from None
     h = hashlib.sha256(b"dask_reservoir.function_fingerprint/1\0")
     h.update(body)
-    h.update(_pack("version") if version is None else _pack("version", _text(version)))
+    h.update(pack("version") if version is None else pack("version", _text(version)))
     return h.hexdigest()[:32]
-
-
-def _pack(tag: str, *parts: bytes) -> bytes:
-    """A self-delimiting encoding: the tag, the number of parts, each part with its length."""
-    out = bytearray(tag.encode())
-    out += b"\0" + len(parts).to_bytes(4, "big")
-    for part in parts:
-        out += len(part).to_bytes(8, "big") + part
-    return bytes(out)
 
 
 def _text(value: str) -> bytes:
@@ -113,16 +105,16 @@ def _type_name(obj: Any) -> str:
 
 
 _SCALARS: dict[type, Callable[[Any], bytes]] = {
-    type(None): lambda v: _pack("none"),
-    bool: lambda v: _pack("bool", b"1" if v else b"0"),
-    int: lambda v: _pack("int", str(v).encode()),
-    float: lambda v: _pack("float", v.hex().encode()),
-    complex: lambda v: _pack("complex", v.real.hex().encode(), v.imag.hex().encode()),
-    str: lambda v: _pack("str", _text(v)),
-    bytes: lambda v: _pack("bytes", v),
-    bytearray: lambda v: _pack("bytearray", bytes(v)),
-    type(...): lambda v: _pack("ellipsis"),
-    type(NotImplemented): lambda v: _pack("notimplemented"),
+    type(None): lambda v: pack("none"),
+    bool: lambda v: pack("bool", b"1" if v else b"0"),
+    int: lambda v: pack("int", str(v).encode()),
+    float: lambda v: pack("float", v.hex().encode()),
+    complex: lambda v: pack("complex", v.real.hex().encode(), v.imag.hex().encode()),
+    str: lambda v: pack("str", _text(v)),
+    bytes: lambda v: pack("bytes", v),
+    bytearray: lambda v: pack("bytearray", bytes(v)),
+    type(...): lambda v: pack("ellipsis"),
+    type(NotImplemented): lambda v: pack("notimplemented"),
 }
 
 
@@ -159,21 +151,21 @@ class _Encoder:
 
     def named(self, obj: Any) -> bytes | None:
         name = self.origins.name(obj)
-        return None if name is None else _pack("named", *map(_text, name))
+        return None if name is None else pack("named", *map(_text, name))
 
     def node(self, obj: Any, names: frozenset[str], tag: str, build: Callable[[], list[bytes]]) -> bytes:
         key = (id(obj), names)
         if key in self.active:  # a cycle: the distance back to the object
             target = self.active[key]
             self.low = min(self.low, target)
-            return _pack("cycle", str(self.depth - target).encode())
+            return pack("cycle", str(self.depth - target).encode())
         if key in self.done:
             return self.done[key][1]
         self.depth += 1
         depth, outer_low = self.depth, self.low
         self.active[key] = self.low = depth
         try:
-            result = _pack(tag, hashlib.sha256(_pack(tag, *build())).digest())
+            result = pack(tag, hashlib.sha256(pack(tag, *build())).digest())
             if self.low >= depth:
                 self.done[key] = (obj, result)
         finally:
@@ -187,7 +179,7 @@ class _Encoder:
         if scalar is not None:
             return scalar(obj)
         if isinstance(obj, np.generic):
-            return _pack("numpy", _dtype(obj.dtype), np.asarray(obj).tobytes())
+            return pack("numpy", _dtype(obj.dtype), np.asarray(obj).tobytes())
         if isinstance(obj, types.ModuleType):
             return self.module(obj, names)
         build = self.builder(obj)
@@ -274,9 +266,9 @@ class _Encoder:
             if name in namespace:
                 parts += [_text(name), self.encode(namespace[name], names)]
             elif name in builtin_names:
-                parts += [_text(name), _pack("builtin"), self.encode(builtin_names[name])]
+                parts += [_text(name), pack("builtin"), self.encode(builtin_names[name])]
             else:
-                parts += [_text(name), _pack("unbound")]
+                parts += [_text(name), pack("unbound")]
             self.trail.pop()
         if function.__dict__:  # attributes: __wrapped__ of a decorated function, say
             parts.append(self.encode(dict(function.__dict__), names))
@@ -289,7 +281,7 @@ class _Encoder:
             try:
                 parts.append(self.encode(cell.cell_contents, names))
             except ValueError:  # an empty cell
-                parts.append(_pack("empty"))
+                parts.append(pack("empty"))
             self.trail.pop()
         return parts
 
@@ -340,7 +332,7 @@ class _Encoder:
         else:
             identity = module_identity(module)
         if identity is not None:
-            return _pack("module", _text(module.__name__), *map(_text, identity))
+            return pack("module", _text(module.__name__), *map(_text, identity))
         namespace = vars(module)
 
         def build() -> list[bytes]:
@@ -385,7 +377,7 @@ class _Encoder:
             parts.append(self.encode(convert(obj), names))
         for base in (int, float, complex, str, bytes):  # an IntEnum, a str subclass: its value too
             if isinstance(obj, base):
-                parts.append(_pack(base.__name__, _text(base.__repr__(obj))))
+                parts.append(pack(base.__name__, _text(base.__repr__(obj))))
         return parts
 
     def opaque(self, obj: Any, exc: Exception) -> list[bytes]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["entry_key", "row_digest", "uid_digest"]
+__all__ = ["entry_key", "pack", "row_digest", "uid_digest"]
 
 _HEX = frozenset("0123456789abcdef")
 _EPOCH = datetime.datetime(1970, 1, 1)
@@ -114,8 +114,8 @@ def entry_key(uid: Hashable, row: str | None, fingerprint: str) -> str:
     return f"{fingerprint}/{u[:2]}/{u}-{row or 'any'}"
 
 
-def _pack(tag: str, *parts: bytes) -> bytes:
-    """A self-delimiting encoding: the tag, the number of parts, each part with its length."""
+def pack(tag: str, *parts: bytes) -> bytes:
+    """A self-delimiting encoding: the tag, the number of parts, each part with its length (keys and fingerprints)."""
     out = bytearray(tag.encode())
     out += b"\0" + len(parts).to_bytes(4, "big")
     for part in parts:
@@ -128,34 +128,34 @@ def _int(value: int) -> bytes:
 
 
 def _float(value: float) -> bytes:
-    return _pack("float", float(value).hex().encode())  # every NaN is 'nan'; -0.0 is not 0.0
+    return pack("float", float(value).hex().encode())  # every NaN is 'nan'; -0.0 is not 0.0
 
 
 def _encode(value: Any) -> bytes:
     """The canonical encoding of one value (see :func:`row_digest`)."""
     if value is None:
-        return _pack("none")
+        return pack("none")
     if value is pd.NA:
-        return _pack("na")
+        return pack("na")
     if value is pd.NaT:
-        return _pack("nat")
+        return pack("nat")
     if isinstance(value, (np.datetime64, np.timedelta64)):  # before int: timedelta64 is a numpy integer
         return _numpy_time(value)
     if isinstance(value, (bool, np.bool_)):
-        return _pack("bool", b"1" if value else b"0")
+        return pack("bool", b"1" if value else b"0")
     if isinstance(value, (int, np.integer)):
-        return _pack("int", _int(int(value)))
+        return pack("int", _int(int(value)))
     if isinstance(value, np.longdouble) and not np.isnan(value) and float(value) != value:
-        return _pack("longdouble", repr(value).encode())  # more precise than a float
+        return pack("longdouble", repr(value).encode())  # more precise than a float
     if isinstance(value, (float, np.floating)):
         return _float(float(value))
     if isinstance(value, (complex, np.complexfloating)):
         z = complex(value)
-        return _pack("complex", z.real.hex().encode(), z.imag.hex().encode())
+        return pack("complex", z.real.hex().encode(), z.imag.hex().encode())
     if isinstance(value, (str, np.str_)):
-        return _pack("str", str(value).encode("utf-8", "surrogatepass"))
+        return pack("str", str(value).encode("utf-8", "surrogatepass"))
     if isinstance(value, (bytes, np.bytes_)):
-        return _pack("bytes", bytes(value))
+        return pack("bytes", bytes(value))
     return _encode_other(value)
 
 
@@ -163,35 +163,35 @@ def _encode_other(value: Any) -> bytes:
     """The canonical encoding of dates, durations, decimals, arrays and containers."""
     if isinstance(value, pd.Timestamp):
         tz = "" if value.tzinfo is None else str(value.tzinfo)
-        return _pack("datetime", tz.encode(), _int(_attoseconds(value.to_datetime64())))
+        return pack("datetime", tz.encode(), _int(_attoseconds(value.to_datetime64())))
     if isinstance(value, pd.Timedelta):
-        return _pack("timedelta", _int(_attoseconds(value.to_timedelta64())))
+        return pack("timedelta", _int(_attoseconds(value.to_timedelta64())))
     if isinstance(value, datetime.datetime):
         offset = value.utcoffset()
         naive = value.replace(tzinfo=None) - (offset or datetime.timedelta(0))
         tz = "" if value.tzinfo is None else str(value.tzinfo)
-        return _pack("datetime", tz.encode(), _int(_timedelta_attoseconds(naive - _EPOCH)))
+        return pack("datetime", tz.encode(), _int(_timedelta_attoseconds(naive - _EPOCH)))
     if isinstance(value, datetime.timedelta):
-        return _pack("timedelta", _int(_timedelta_attoseconds(value)))
+        return pack("timedelta", _int(_timedelta_attoseconds(value)))
     if isinstance(value, (datetime.date, datetime.time)):
         tz = str(value.tzinfo) if isinstance(value, datetime.time) and value.tzinfo else ""
-        return _pack(type(value).__name__, value.isoformat().encode(), tz.encode())
+        return pack(type(value).__name__, value.isoformat().encode(), tz.encode())
     if isinstance(value, decimal.Decimal):
-        return _pack("decimal", str(value).encode())
+        return pack("decimal", str(value).encode())
     if isinstance(value, np.void):
-        return _pack("void", _dtype(value.dtype), value.tobytes())
+        return pack("void", _dtype(value.dtype), value.tobytes())
     if isinstance(value, np.ndarray):
         head = [_dtype(value.dtype), repr(value.shape).encode()]
         if value.dtype.hasobject or value.dtype.kind == "T":  # objects, StringDType: element by element
-            return _pack("ndarray", *head, *(_encode(v) for v in value.ravel()))
-        return _pack("ndarray", *head, np.ascontiguousarray(value).tobytes())
+            return pack("ndarray", *head, *(_encode(v) for v in value.ravel()))
+        return pack("ndarray", *head, np.ascontiguousarray(value).tobytes())
     if isinstance(value, (list, tuple)):
-        return _pack(type(value).__name__, *(_encode(v) for v in value))
+        return pack(type(value).__name__, *(_encode(v) for v in value))
     if isinstance(value, (set, frozenset)):
-        return _pack("set", *sorted(_encode(v) for v in value))
+        return pack("set", *sorted(_encode(v) for v in value))
     if isinstance(value, dict):
         pairs = sorted((_encode(k), _encode(v)) for k, v in value.items())
-        return _pack("dict", *(part for pair in pairs for part in pair))
+        return pack("dict", *(part for pair in pairs for part in pair))
     raise TypeError(f"values of type {type(value).__module__}.{type(value).__qualname__} are not supported")
 
 
@@ -213,14 +213,14 @@ def _attoseconds(value: np.datetime64 | np.timedelta64) -> int:
 
 def _numpy_time(value: np.datetime64 | np.timedelta64) -> bytes:
     if np.isnat(value):
-        return _pack("nat")
+        return pack("nat")
     unit, count = np.datetime_data(value.dtype)
     if isinstance(value, np.timedelta64):
         if unit == "generic":  # np.timedelta64(5): a number without a unit
-            return _pack("timedelta-generic", _int(int(value.astype(np.int64))))
+            return pack("timedelta-generic", _int(int(value.astype(np.int64))))
         if unit in ("Y", "M"):  # a number of years or months: no fixed length
-            return _pack(
+            return pack(
                 "timedelta-months", _int(int(value.astype(np.int64)) * count * (12 if unit == "Y" else 1))
             )
-        return _pack("timedelta", _int(_attoseconds(value)))
-    return _pack("datetime", b"", _int(_attoseconds(value)))
+        return pack("timedelta", _int(_attoseconds(value)))
+    return pack("datetime", b"", _int(_attoseconds(value)))
