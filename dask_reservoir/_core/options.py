@@ -111,8 +111,8 @@ def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
     return str(value)
 
 
-def _seconds(name: str, value: object) -> float | None:
-    """``None`` or a positive duration in seconds; strings such as ``"30s"`` via dask."""
+def check_seconds(name: str, value: object, *, zero: bool = False) -> float | None:
+    """``None`` or a positive duration in seconds (``zero``: or 0); strings such as ``"30s"`` via dask."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
@@ -126,8 +126,8 @@ def _seconds(name: str, value: object) -> float | None:
             raise ValueError(f"{name} must be seconds (a number or a str like '30s'), got {value!r}") from exc
     else:
         seconds = float(value)
-    if not seconds > 0:
-        raise ValueError(f"{name} must be > 0 seconds or None, got {value!r}")
+    if not (seconds >= 0 if zero else seconds > 0):
+        raise ValueError(f"{name} must be {'>=' if zero else '>'} 0 seconds or None, got {value!r}")
     return seconds
 
 
@@ -189,8 +189,8 @@ def validate_options(*, function: object = _NOT_GIVEN, **kwargs: Any) -> Reservo
         )
     if not isinstance(k["batched"], bool):
         raise TypeError(f"batched must be a bool, got {type(k['batched']).__name__}: {k['batched']!r}")
-    timeout = _seconds("timeout", k["timeout"])
-    job_timeout = _seconds("job_timeout", k["job_timeout"])
+    timeout = check_seconds("timeout", k["timeout"])
+    job_timeout = check_seconds("job_timeout", k["job_timeout"])
     checked = dict(
         max_reservoir_samples=max_samples,
         min_reservoir_samples=min_samples,

@@ -7,12 +7,12 @@ user gives and delegates to the reservoir's :class:`~dask_reservoir._runtime.pip
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 import pandas as pd
-from dask.utils import parse_timedelta
 
 from dask_reservoir._core.frames import load_time_column
+from dask_reservoir._core.options import check_seconds
 from dask_reservoir._core.samplers import Sampler, check_sampler
 from dask_reservoir._core.stats import ReservoirStats
 from dask_reservoir._core.subsets import positions_by_values, random_positions
@@ -178,22 +178,8 @@ class AnalysisMethods:
         >>> client.close(); cluster.close()
         """
         self._p.check_open()
-        seconds = None if timeout is None else _seconds("timeout", timeout)
+        seconds = check_seconds("timeout", timeout, zero=True)
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool or None, got {type(progress).__name__}: {progress!r}")
         shown = self._p.options.progress if progress is None else progress
         return wait_loaded(self._p, timeout=seconds, progress=shown)
-
-
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise TypeError(f"{name} must be seconds (a number or a str like '30s') or None, got {value!r}")
-    try:
-        seconds = (
-            float(value) if not isinstance(value, str) else float(parse_timedelta(value, default="seconds"))
-        )
-    except (ValueError, KeyError) as exc:
-        raise ValueError(f"{name} must be seconds (a number or a str like '30s'), got {value!r}") from exc
-    if seconds < 0:
-        raise ValueError(f"{name} must be >= 0 seconds or None, got {value!r}")
-    return seconds
