@@ -231,7 +231,10 @@ class Epochs:
 
     def drop_prepared(self) -> bool:
         """Drop the epoch prepared ahead, releasing its snapshot; whether one was dropped."""
-        return bool(self.ahead.holding) and self.ahead.take(epoch=-1) is None and not self.ahead.holding
+        if not self.ahead.holding:
+            return False
+        self.ahead.take(epoch=-1)  # no epoch is numbered -1: what is prepared is dropped
+        return not self.ahead.holding
 
     def expire_for_room(self, *, by: str = "iter() with deterministic=True") -> bool:
         """Free room that pinned entries hold: drop the epoch prepared ahead, else expire the oldest iterator.
