@@ -42,6 +42,18 @@ $(VENV)/.stamp-bench: pyproject.toml $(VENV)/.stamp-dev
 install: $(VENV)/.stamp-base
 install-dev: $(VENV)/.stamp-dev
 
+# An environment without dask_reservoir, for the scheduler and workers of tests/test_code_upload.py
+# (nothing to install on the workers): dask, distributed, pandas and numpy, every package pinned to
+# the version $(VENV) has (a client and its cluster must run the same versions).
+WORKERS_VENV ?= .venv-workers
+$(WORKERS_VENV)/.stamp: pyproject.toml $(VENV)/.stamp-dev
+	rm -rf $(WORKERS_VENV)
+	$(PYTHON) -m venv $(WORKERS_VENV)
+	$(PIP) freeze --exclude-editable | grep -v '^dask_reservoir' > $(WORKERS_VENV)/constraints.txt
+	$(WORKERS_VENV)/bin/python -m pip install --quiet -c $(WORKERS_VENV)/constraints.txt \
+		"dask[dataframe,distributed]" pandas numpy
+	touch $@
+
 demo: install
 	$(PY) -m dask_reservoir demo
 
@@ -63,9 +75,9 @@ lint: install-dev
 # (tests/loader_pass.py: the library's choose_loader says a reservoir would get a loader process, or the
 # test starts a Python child that builds reservoirs) into .pytest_cache/; the second (--loader-pass)
 # runs those, and any test the record does not know (no record, or a record of other sources: all).
-test: install-dev lint
-	$(PY) -m pytest
-	DASK_DASK_RESERVOIR__LOADER=auto $(PY) -m pytest --loader-pass
+test: install-dev lint $(WORKERS_VENV)/.stamp
+	DASK_RESERVOIR_REQUIRE_WORKERS_ENV=1 $(PY) -m pytest
+	DASK_RESERVOIR_REQUIRE_WORKERS_ENV=1 DASK_DASK_RESERVOIR__LOADER=auto $(PY) -m pytest --loader-pass
 
 # The model-based test (tests/test_model.py) runs a small fixed budget in `make test`; here, many
 # random examples.  SOAK_EXAMPLES / SOAK_STEPS size it; a failure prints the example to replay.
@@ -93,4 +105,4 @@ mutation: install-dev
 	$(PY) tools/mutation_report.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(WORKERS_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

@@ -25,6 +25,7 @@ from dask_reservoir._core.samplers import Sampler, check_sampler
 from dask_reservoir._core.shards import shard_positions
 from dask_reservoir._core.stats import ReservoirStats
 from dask_reservoir._facade.analysis import AnalysisMethods
+from dask_reservoir._runtime import code_upload
 from dask_reservoir._runtime.batches import BatchIterator
 from dask_reservoir._runtime.cluster import resolve_client
 from dask_reservoir._runtime.lifecycle import Uncopyable, close_in_background, track, untrack
@@ -110,6 +111,7 @@ class AsyncReservoir(AnalysisMethods, Uncopyable):
         workers: str | list[str] | None = None,
         allow_other_workers: bool = False,
         annotations: dict[str, Any] | None = None,
+        upload_code: bool = True,
     ) -> None:
         given = locals()
         options = validate_options(
@@ -123,6 +125,10 @@ class AsyncReservoir(AnalysisMethods, Uncopyable):
         table = make_source(source, uid_column) if not is_dask_frame(source) else None
         handle = resolve_client(client, options.nb_workers)
         try:
+            if options.upload_code and not handle.embedded:
+                handle.code = code_upload.upload_code(
+                    handle.client
+                )  # before the first task that names our code
             if table is None:
                 table = make_source(source, uid_column, scheduler=handle.client)
             pipeline = Pipeline(table, function_to_run, options, samplers, handle, kind=type(self).__name__)

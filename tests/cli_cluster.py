@@ -44,12 +44,14 @@ class CliCluster:
     scheduler: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    dask: list[str] = field(default_factory=lambda: list(DASK))
+    """The ``dask`` command: this Python's, or another environment's."""
 
     def start_scheduler(self) -> None:
         self.scheduler_file.unlink(missing_ok=True)
         self.scheduler = self._spawn(
             [
-                *DASK,
+                *self.dask,
                 "scheduler",
                 "--host",
                 "127.0.0.1",
@@ -81,7 +83,7 @@ class CliCluster:
     ) -> subprocess.Popen[bytes]:
         """Start ``nworkers`` workers (``env`` added to the cluster's environment); return the last process."""
         args = [
-            *DASK,
+            *self.dask,
             "worker",
             "--scheduler-file",
             str(self.scheduler_file),
@@ -157,10 +159,20 @@ def _kill(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 @contextmanager
 def cli_cluster(
-    directory: Path, *, nworkers: int = 2, nanny: bool = True, env: dict[str, str] | None = None
+    directory: Path,
+    *,
+    nworkers: int = 2,
+    nanny: bool = True,
+    env: dict[str, str] | None = None,
+    python: str | None = None,
 ) -> Iterator[CliCluster]:
-    """Start a scheduler and ``nworkers`` single-thread workers; stop them all afterwards."""
+    """Start a scheduler and ``nworkers`` single-thread workers; stop them all afterwards.
+
+    ``python``: the interpreter of another environment to run them in (default: this one).
+    """
     cluster = CliCluster(directory=directory, scheduler_file=directory / "scheduler.json", env=_env(env))
+    if python is not None:
+        cluster.dask = [python, "-m", "dask"]
     try:
         cluster.start_scheduler()
         cluster.start_workers(nworkers, nanny=nanny)

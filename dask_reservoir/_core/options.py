@@ -81,6 +81,7 @@ class ReservoirOptions:
     workers: str | list[str] | None = None
     allow_other_workers: bool = False
     annotations: dict[str, Any] | None = None
+    upload_code: bool = True
 
 
 _NOT_GIVEN: Any = object()
@@ -246,7 +247,14 @@ def _etiquette(k: dict[str, Any]) -> dict[str, Any]:
         workers=workers,
         allow_other_workers=p.allow_other_workers,
         annotations=p.annotations or None,
+        upload_code=_bool("upload_code", k["upload_code"]),
     )
+
+
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}: {value!r}")
+    return value
 
 
 def _bytes(name: str, value: object) -> int | None:

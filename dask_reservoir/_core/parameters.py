@@ -225,7 +225,13 @@ Parameters
     annotations : dict, optional
         dask annotations put on every task the reservoir submits (``dask.annotate``), for
         the scheduler plugins and dashboards of a shared cluster; ``priority``,
-        ``resources``, ``workers``, ``allow_other_workers`` and ``retries`` are options."""
+        ``resources``, ``workers``, ``allow_other_workers`` and ``retries`` are options.
+    upload_code : bool
+        Upload dask_reservoir's own code to a cluster whose scheduler or workers do not have
+        it installed (default True), with dask worker and scheduler plugins, so that workers
+        which join later get it too.  Processes that have this version installed are left as
+        they are; the plugins are removed when the last reservoir of the client closes.  No
+        effect on the cluster a reservoir starts itself."""
 
 
 def with_parameters(doc: str | None) -> str:

@@ -18,6 +18,7 @@ from dask.system import CPU_COUNT
 from dask.utils import parse_timedelta
 from distributed import Client, LocalCluster
 
+from dask_reservoir._runtime.code_upload import CodeUpload
 from dask_reservoir._runtime.warmup import Warmup
 
 __all__ = ["ClientHandle", "importable_on", "resolve_client"]
@@ -58,6 +59,8 @@ class ClientHandle:
     the embedded cluster): they import what this process imports."""
     warmup: Warmup | None = None
     """The embedded cluster's warm-up worker (threads in this process while its processes start)."""
+    code: CodeUpload | None = None
+    """dask_reservoir's code uploaded to the cluster for this reservoir (``upload_code=True``)."""
     transient_workers: frozenset[str] = frozenset()
     """Workers meant to leave (the warm-up worker): their departure is no loss."""
 
@@ -98,7 +101,9 @@ class ClientHandle:
             return 1
 
     def close(self) -> None:
-        """Close the client and cluster if owned; never raises."""
+        """Release the uploaded code; close the client and cluster if owned; never raises."""
+        if self.code is not None:
+            self.code.release()
         if not self.owned:
             return
         if self.warmup is not None:

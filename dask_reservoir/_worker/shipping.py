@@ -19,9 +19,9 @@ from typing import Any
 
 import cloudpickle
 
-__all__ = ["FunctionLoadError", "dumps_function", "function_package", "payload_of"]
+__all__ = ["PICKLE_LOCK", "FunctionLoadError", "dumps_function", "function_package", "payload_of"]
 
-_PICKLE_LOCK = threading.Lock()
+PICKLE_LOCK = threading.Lock()
 
 
 class FunctionLoadError(ImportError):
@@ -86,7 +86,7 @@ def dumps_function(function: Callable[..., Any], *, by_value: bool = True) -> by
     if top is None or not by_value:
         return _dumps(function)
     module = sys.modules[top]
-    with _PICKLE_LOCK:
+    with PICKLE_LOCK:
         registered = top in cloudpickle.list_registry_pickle_by_value()
         try:
             if not registered:
@@ -110,7 +110,7 @@ def dumps_for_process(obj: Any, function: Callable[..., Any]) -> bytes:
     module = sys.modules.get(top) if top else None
     if module is None or _findable(top or ""):
         return cloudpickle.dumps(obj, protocol=5)
-    with _PICKLE_LOCK:
+    with PICKLE_LOCK:
         registered = top in cloudpickle.list_registry_pickle_by_value()
         try:
             if not registered:
