@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from dask_reservoir._core.checkpoint import read_state, write_state
-from dask_reservoir._core.options import ReservoirOptions, validate_options
+from dask_reservoir._core.options import ReservoirOptions, placement, validate_options
 from dask_reservoir._core.parameters import with_parameters
 from dask_reservoir._core.samplers import Sampler, check_sampler
 from dask_reservoir._core.shards import shard_positions
@@ -130,7 +130,7 @@ class AsyncReservoir(AnalysisMethods, Uncopyable):
                     handle.client
                 )  # before the first task that names our code
             if table is None:
-                table = make_source(source, uid_column, scheduler=handle.client)
+                table = make_source(source, uid_column, scheduler=handle.client, placement=placement(options))
             pipeline = Pipeline(table, function_to_run, options, samplers, handle, kind=type(self).__name__)
         except BaseException:
             if isinstance(table, DaskSource):

@@ -12,6 +12,7 @@ from distributed import Client
 
 from dask_reservoir import AsyncReservoir
 from tests.cli_cluster import DASK, CliCluster, cli_cluster
+from tests.utils import poll_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -73,7 +74,7 @@ def test_priority_and_annotations_reach_the_scheduler(client: Client) -> None:
             if any(a.get("team") == "vision" for _, _, a in seen):
                 break
             next(iter(r))
-        assert r.stats().rows_loaded > 0
+        poll_for(lambda: r.stats().rows_loaded > 0, timeout=30, what="a row loaded")
     assert seen, "no task of the reservoir seen on the scheduler"
     for key, priority, given in seen:
         assert given.get("team") == "vision" and given.get("queue") == "batch", (key, given)
@@ -94,3 +95,27 @@ def test_etiquette_options_are_checked(client: Client) -> None:
     for options, error, message in cases:
         with pytest.raises(error, match=message):
             AsyncReservoir(frame(), where, 4, client=client, **options)
+
+
+def test_a_dask_source_persists_its_partitions_with_the_etiquette(client: Client) -> None:
+    import dask.dataframe as dd
+
+    def parts(dask_scheduler: Any) -> list[tuple[str, Any, dict[str, Any], str]]:
+        return [
+            (str(ts.key), ts.priority, dict(ts.annotations or {}), ts.state)
+            for ts in dask_scheduler.tasks.values()
+            if "dask_reservoir-part-" in str(ts.key)
+        ]
+
+    source = dd.from_pandas(frame(), npartitions=3)
+    with AsyncReservoir(
+        source, lambda row: {"v": int(row["sample_uid"]) * 2}, 24, client=client, passes=1, priority=-4,
+        annotations={"team": "vision"},
+    ) as r:  # fmt: skip
+        r.wait_loaded(timeout=60)
+        table = r.to_pandas()
+        held = client.run_on_scheduler(parts)
+    assert (table["v"] == table["sample_uid"] * 2).all() and len(table) == 24
+    assert len(held) == 3 and {state for *_, state in held} == {"memory"}
+    for key, priority, given, _ in held:
+        assert given.get("team") == "vision" and priority[0] == 4, (key, priority, given)

@@ -12,13 +12,15 @@ held by :class:`DaskSource` and released (never cancelled) by the runner at clos
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from dask_reservoir._core.etiquette import Placement
 from dask_reservoir._core.uid_index import UidIndex, validate_uids
 from dask_reservoir._source.pandas_source import Source, check_columns
 
@@ -49,27 +51,51 @@ def _client_of(scheduler: Any) -> Client:
 
 
 def persist_partitions(
-    frame: dd.DataFrame, client: Client, indices: Sequence[int] | None = None
+    frame: dd.DataFrame,
+    client: Client,
+    indices: Sequence[int] | None = None,
+    *,
+    placement: Placement | None = None,
 ) -> list[Future]:
     """Persist ``frame`` (or its partitions ``indices``) under keys no one else uses.
 
-    Returns one future per partition, in partition order.
+    Returns one future per partition, in partition order.  Its tasks carry the reservoir's
+    etiquette (``placement``): priority, resources, workers and annotations.
     """
+    import dask
     from distributed import futures_of
 
+    placement = placement or Placement()
     token = f"dask_reservoir-part-{uuid.uuid4().hex}"
     selected = frame if indices is None else frame.partitions[list(indices)]
-    persisted = client.persist(selected.map_partitions(_identity, token=token))
+    collection = selected.map_partitions(_identity, token=token)
+    # Annotations apply when the graph is sent: Client.persist merges them into the tasks'.  The
+    # collection it builds from the futures warns that they are ignored on its expression.
+    with warnings.catch_warnings(), dask.annotate(**placement.annotations):
+        warnings.filterwarnings("ignore", message="Dask annotations .* detected", category=UserWarning)
+        persisted = client.persist(collection, **placement.submit_kwargs())
     futures = sorted(futures_of(persisted), key=lambda f: f.key[1] if isinstance(f.key, tuple) else 0)
     return list(futures)
 
 
-def _run_on_parts(client: Client, function: Any, parts: Sequence[Future], *args: Any) -> list[Any]:
+def _run_on_parts(
+    client: Client, function: Any, parts: Sequence[Future], *args: Any, placement: Placement
+) -> list[Any]:
+    import dask
+
     tag = uuid.uuid4().hex
-    futures = [
-        client.submit(function, part, *args, key=f"dask_reservoir-read-{tag}-{i}", pure=False)
-        for i, part in enumerate(parts)
-    ]
+    with dask.annotate(**placement.annotations):
+        futures = [
+            client.submit(
+                function,
+                part,
+                *args,
+                key=f"dask_reservoir-read-{tag}-{i}",
+                pure=False,
+                **placement.submit_kwargs(),
+            )
+            for i, part in enumerate(parts)
+        ]
     try:
         return list(client.gather(futures))
     finally:
@@ -90,6 +116,8 @@ class DaskSource(Source):
     lengths: list[int] = None  # type: ignore[assignment]
     parts: list[Future] = None  # type: ignore[assignment]
     has_uid_column: bool = False
+    placement: Placement = field(default_factory=Placement)
+    """The reservoir's etiquette, on the tasks that persist and read the partitions."""
 
     @property
     def columns(self) -> list[str]:
@@ -103,12 +131,12 @@ class DaskSource(Source):
 
     def column_values(self, name: str, *, scheduler: Any = None) -> list[Any]:
         """Values of column ``name``, read from the persisted partitions (only that column travels)."""
-        per_part = _run_on_parts(self.client, _column, self.parts, name)
+        per_part = _run_on_parts(self.client, _column, self.parts, name, placement=self.placement)
         return [per_part[part][offset] for part, offset in self.rows]
 
     def renew_partitions(self, indices: Sequence[int]) -> None:
         """Persist partitions ``indices`` again under fresh keys (theirs were lost or cancelled)."""
-        fresh = persist_partitions(self.frame, self.client, indices)
+        fresh = persist_partitions(self.frame, self.client, indices, placement=self.placement)
         for index, future in zip(indices, fresh, strict=True):
             old, self.parts[index] = self.parts[index], future
             old.release()
@@ -132,16 +160,22 @@ class DaskSource(Source):
             lengths=self.lengths,
             parts=[Future(f.key, f.client) for f in self.parts],
             has_uid_column=self.has_uid_column,
+            placement=self.placement,
         )
 
 
-def dask_source_from(ddf: dd.DataFrame, uid_column: str, scheduler: Any) -> DaskSource:
+def dask_source_from(
+    ddf: dd.DataFrame, uid_column: str, scheduler: Any, placement: Placement | None = None
+) -> DaskSource:
     check_columns(list(ddf.columns))
     client = _client_of(scheduler)
+    placement = placement or Placement()
     has_uid = uid_column in ddf.columns
-    parts = persist_partitions(ddf, client)
+    parts = persist_partitions(ddf, client, placement=placement)
     try:
-        described = _run_on_parts(client, _describe, parts, uid_column if has_uid else None)
+        described = _run_on_parts(
+            client, _describe, parts, uid_column if has_uid else None, placement=placement
+        )
         lengths = [int(n) for n, _ in described]
         if sum(lengths) == 0:
             raise ValueError("source must hold at least one row, got an empty dask DataFrame")
@@ -166,4 +200,5 @@ def dask_source_from(ddf: dd.DataFrame, uid_column: str, scheduler: Any) -> Dask
         lengths=lengths,
         parts=parts,
         has_uid_column=has_uid,
+        placement=placement,
     )

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dask_reservoir._core.etiquette import Placement
 from dask_reservoir._core.uid_index import UidIndex, validate_uids
 from dask_reservoir._source.dask_source import dask_source_from
 from dask_reservoir._source.pandas_source import PandasSource, Source, check_columns
@@ -30,7 +31,9 @@ def is_dask_frame(obj: object) -> bool:
     return module is not None and isinstance(obj, module.DataFrame)
 
 
-def make_source(source: object, uid_column: str, *, scheduler: Any = None) -> Source:
+def make_source(
+    source: object, uid_column: str, *, scheduler: Any = None, placement: Placement | None = None
+) -> Source:
     """Validate ``source`` and describe its rows.
 
     Parameters
@@ -42,6 +45,8 @@ def make_source(source: object, uid_column: str, *, scheduler: Any = None) -> So
         and the column is added (for a dask source, on the workers).
     scheduler : distributed.Client, optional
         The client that persists a dask source (default: distributed's default client).
+    placement : Placement, optional
+        The reservoir's etiquette options, on the tasks that persist and read a dask source.
 
     Raises
     ------
@@ -77,7 +82,7 @@ def make_source(source: object, uid_column: str, *, scheduler: Any = None) -> So
             frame = frame.assign(**{uid_column: positions})
         return PandasSource(uids=uids, uid_column=uid_column, frame=frame)
     if is_dask_frame(source):
-        return dask_source_from(source, uid_column, scheduler)  # type: ignore[arg-type]
+        return dask_source_from(source, uid_column, scheduler, placement)  # type: ignore[arg-type]
     raise TypeError(
         "source must be a pandas.DataFrame or a dask.dataframe.DataFrame, "
         f"got {type(source).__module__}.{type(source).__qualname__}"
