@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from dask_reservoir._core.deprecations import old_state_version, warn_future
 from dask_reservoir._core.uid_index import UidIndex
 
 __all__ = [
@@ -203,6 +204,7 @@ def check_state(
             f"state['version'] {version!r} is not supported (this dask_reservoir reads versions "
             f"{', '.join(map(str, READ_VERSIONS))})"
         )
+    warn_future(old_state_version(version, STATE_VERSION))
     source = state.get("source")
     if not isinstance(source, dict):
         raise ValueError(f"state['source'] must be a dict, got {source!r}")

@@ -14,6 +14,7 @@ from typing import Any
 from dask.utils import parse_bytes, parse_timedelta
 
 from dask_reservoir._core.cache_options import check_cache
+from dask_reservoir._core.deprecations import max_jobs_meaning, warn_future
 from dask_reservoir._core.etiquette import Placement, check_etiquette
 from dask_reservoir._core.formats import check_batch_format
 from dask_reservoir._core.shards import check_rank
@@ -170,6 +171,7 @@ def validate_options(*, function: object = _NOT_GIVEN, **kwargs: Any) -> Reservo
             raise ValueError(f"rows_per_job must be an int >= 1 or 'auto', got {k['rows_per_job']!r}")
         rows_per_job = _int("rows_per_job", k["rows_per_job"], minimum=1)
     max_jobs = _opt_int("max_jobs_at_once", k["max_jobs_at_once"], minimum=1)
+    warn_future(max_jobs_meaning(max_jobs, rows_per_job))
     batch_size = _int("batch_size", k["batch_size"], minimum=1)
     if not isinstance(k["drop_last"], bool):
         raise TypeError(f"drop_last must be a bool, got {type(k['drop_last']).__name__}: {k['drop_last']!r}")

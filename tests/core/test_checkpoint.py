@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,7 @@ def legacy(version: int, **changes: Any) -> dict[str, Any]:
     return state(version=version, source=source, **changes)
 
 
+@pytest.mark.filterwarnings("ignore:the state has format version:FutureWarning")
 def test_each_version_is_checked_with_the_uid_digest_it_wrote() -> None:
     """Version 3 digests UIDs vectorized; versions 1 and 2 wrote one repr per UID: each is read as written."""
     assert uids_digest(UIDS) != legacy_uids_digest(UIDS)
@@ -194,6 +196,7 @@ def test_each_version_is_checked_with_the_uid_digest_it_wrote() -> None:
         check(state(), uids=[10, 11, 13, 12])
 
 
+@pytest.mark.filterwarnings("ignore:the state has format version:FutureWarning")
 def test_version_2_carries_the_orders_and_version_1_is_still_read() -> None:
     """Issue 16, points 3 and 4: the entropy of unseeded samplers, the pass order's digest, the next fill."""
     saved = {"source_entropy": str(2**127 + 5), "reservoir_entropy": None}
@@ -210,6 +213,18 @@ def test_version_2_carries_the_orders_and_version_1_is_still_read() -> None:
     assert (two.next_fill, two.epochs) == (13, 3)
     old = check(legacy(1, samplers=saved, source_order_sha256="ab", next_fill=13))
     assert (old.version, old.source_entropy, old.source_order_sha256, old.next_fill) == (1, None, None, None)
+
+
+def test_older_versions_are_read_with_a_future_warning_at_the_callers_line() -> None:
+    for version in (1, 2):
+        with pytest.warns(
+            FutureWarning, match=rf"format version {version}, read until dask_reservoir 0\.3"
+        ) as seen:
+            assert check(legacy(version)).version == version
+        assert [w.filename for w in seen] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check(state())  # the current version: no warning
 
 
 @pytest.mark.parametrize(
