@@ -8,11 +8,12 @@ PIP    := $(PY) -m pip
 # torch tests then skip, nothing else depends on it.  `make test TORCH=` skips it.
 TORCH  ?= torch==2.13.0
 
-.PHONY: help venv install install-dev demo test soak lint bench bench-quick mutation docs clean
+.PHONY: help venv install install-dev demo test test-min soak lint bench bench-quick mutation docs clean
 
 help:
 	@echo "make demo   - create $(VENV), install dask_reservoir, run the demo on an embedded LocalCluster"
 	@echo "make test   - create $(VENV), install with the test extra, run lint and the whole test suite"
+	@echo "make test-min - the suite on the oldest dask, distributed, pandas and numpy declared (in $(MIN_VENV))"
 	@echo "make soak   - the model-based test of the public API with 500 random examples (about 15 minutes)"
 	@echo "make bench  - run the benchmark suite (prints a table, writes bench-results.json)"
 	@echo "make mutation - mutmut over the pure core, per-module scores (MUTATE='samplers ledger.cursor' for some)"
@@ -75,6 +76,23 @@ lint: install-dev
 # (tests/loader_pass.py: the library's choose_loader says a reservoir would get a loader process, or the
 # test starts a Python child that builds reservoirs) into .pytest_cache/; the second (--loader-pass)
 # runs those, and any test the record does not know (no record, or a record of other sources: all).
+# The low end of the declared range (pyproject.toml's dependencies: tests/test_versions.py checks that
+# these pins are its lower bounds), in an environment of its own: the suite once, with the thread
+# runner, except what needs another environment of the same versions (the workers without the
+# package) or torch.  CI runs it after `make test`.
+MIN_VENV ?= .venv-min
+MIN_PINS ?= "dask[dataframe,distributed]==2025.1.0" "distributed==2025.1.0" "pandas==2.2.3" "numpy==2.0.2"
+$(MIN_VENV)/.stamp: pyproject.toml
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/python -m pip install --quiet -e ".[test]" $(MIN_PINS)
+	touch $@
+
+test-min: $(MIN_VENV)/.stamp
+	$(MIN_VENV)/bin/python -m pytest -p no:cacheprovider --ignore tests/test_code_upload.py
+	@$(MIN_VENV)/bin/python -c "import dask, distributed, pandas, numpy; print('test-min ran on dask', dask.__version__, 'distributed', distributed.__version__, 'pandas', pandas.__version__, 'numpy', numpy.__version__)"
+
 test: install-dev lint $(WORKERS_VENV)/.stamp
 	DASK_RESERVOIR_REQUIRE_WORKERS_ENV=1 $(PY) -m pytest
 	DASK_RESERVOIR_REQUIRE_WORKERS_ENV=1 DASK_DASK_RESERVOIR__LOADER=auto $(PY) -m pytest --loader-pass
@@ -105,4 +123,4 @@ mutation: install-dev
 	$(PY) tools/mutation_report.py
 
 clean:
-	rm -rf $(VENV) $(WORKERS_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(WORKERS_VENV) $(MIN_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

@@ -27,13 +27,13 @@ def load_image(row: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     try:
-        import torch
-        from torch.utils.data import DataLoader
-
-        from dask_reservoir.torch import ReservoirDataset
+        from dask_reservoir.torch import ReservoirDataset  # says how to install PyTorch when it is missing
     except ImportError as exc:
         print(f"skipped: {exc}")
         return 0
+    import torch
+    from torch.utils.data import DataLoader
+
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

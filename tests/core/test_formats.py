@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from dask_reservoir._core.formats import check_batch_format, converter, rows_frame, to_frame
+
+torch = pytest.importorskip("torch")
 
 
 def test_to_frame_keeps_vectors_as_one_array_per_row() -> None:

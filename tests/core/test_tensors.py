@@ -6,9 +6,10 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from dask_reservoir._core.tensors import require_torch, to_tensors
+
+torch = pytest.importorskip("torch")
 
 
 def test_require_torch_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
