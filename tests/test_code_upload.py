@@ -108,6 +108,34 @@ def test_a_reservoir_runs_on_workers_without_the_package(tmp_path: Path) -> None
         assert late.poll() is None
 
 
+def test_a_worker_that_imported_another_version_refuses_the_upload(tmp_path: Path) -> None:
+    def import_an_old_version() -> str:
+        import sys
+        import types
+
+        old = types.ModuleType("dask_reservoir")
+        old.__file__ = "/opt/old/dask_reservoir/__init__.py"
+        old.__version__ = "0.0.1"  # type: ignore[attr-defined]
+        sys.modules["dask_reservoir"] = old
+        return old.__file__
+
+    with cli_cluster(tmp_path, nworkers=1, python=bare_python()) as cluster, cluster.client() as client:
+        client.run(import_an_old_version)
+        with pytest.raises(RuntimeError, match=r"could not upload dask_reservoir's code .*already imported "
+                           r"dask_reservoir from '/opt/old/dask_reservoir/__init__.py' \(version 0\.0\.1\)"):  # fmt: skip
+            AsyncReservoir(frame(4), load, 4, client=client)
+        assert plugins(client) == ([], []), "the scheduler's half is removed too"
+        # a second client's reservoir, on a cluster that can take the code, leaves others' plugins alone
+        client.restart()
+        with AsyncReservoir(frame(4), load, 4, client=client, passes=1) as r:
+            with cluster.client() as other:
+                with AsyncReservoir(frame(4), load, 4, client=other, passes=1) as r2:
+                    r2.wait_loaded(timeout=60)
+                assert plugins(client) == ([r._handle.code.name], [r._handle.code.name])
+            r.wait_loaded(timeout=60)
+            check_rows(r.to_pandas())
+
+
 def test_a_dask_source_on_workers_without_the_package(tmp_path: Path) -> None:
     with cli_cluster(tmp_path, nworkers=2, python=bare_python()) as cluster, cluster.client() as client:
         source = dd.from_pandas(frame(40), npartitions=4)

@@ -100,7 +100,6 @@ class CodeOnWorkers(WorkerPlugin):
 
     def __init__(self, archive: bytes, *, version: str, digest: str) -> None:
         self.archive, self.version, self.digest = archive, version, digest
-        self.name = f"dask_reservoir-code-{digest}"
 
     def setup(self, worker: Any) -> None:
         """Install the code on ``worker`` (see :func:`install_code`)."""
@@ -114,7 +113,6 @@ class CodeOnScheduler(SchedulerPlugin):
 
     def __init__(self, archive: bytes, *, version: str, digest: str) -> None:
         self.archive, self.version, self.digest = archive, version, digest
-        self.name = f"dask_reservoir-code-{digest}"
 
     async def start(self, scheduler: Any) -> None:
         """Install the code in the scheduler's process (see :func:`install_code`)."""

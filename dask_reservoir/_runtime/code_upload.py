@@ -10,6 +10,7 @@ it (a Python process cannot forget a module); workers that join later no longer 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -111,28 +112,43 @@ def upload_code(client: Client) -> CodeUpload:
     Raises
     ------
     RuntimeError
-        When a worker or the scheduler already imported another version of dask_reservoir.
+        When the plugins cannot be registered (a scheduler that refuses pickled plugins, say), or
+        a worker or the scheduler already imported another version of dask_reservoir.
     """
     archive, digest = package_archive()
     version = str(dask_reservoir.__version__)
-    name = f"dask_reservoir-code-{digest}"
+    # one registration per client: another client of the cluster closing never removes ours
+    name = f"dask_reservoir-code-{digest}-{client.id}"
     key = (str(client.id), name)
     with _LOCK:
         if _USERS.get(key):
             _USERS[key] += 1
             return CodeUpload(client, name)
-        _register(client, archive, version=version, digest=digest)
+        try:
+            _register(client, archive, name=name, version=version, digest=digest)
+        except Exception as exc:
+            raise RuntimeError(
+                f"could not upload dask_reservoir's code to the cluster of {client}: "
+                f"{type(exc).__name__}: {exc}. Install dask_reservoir {version} on the scheduler and "
+                "the workers and pass upload_code=False"
+            ) from exc
         _USERS[key] = 1
     logger.debug("dask_reservoir: registered %s (%d bytes) on %s", name, len(archive), client)
     return CodeUpload(client, name)
 
 
-def _register(client: Client, archive: bytes, *, version: str, digest: str) -> None:
+def _register(client: Client, archive: bytes, *, name: str, version: str, digest: str) -> None:
     """Register both plugins, their classes pickled by value (the cluster cannot import them)."""
     with PICKLE_LOCK:
         cloudpickle.register_pickle_by_value(code_plugins)
         try:
-            client.register_plugin(CodeOnScheduler(archive, version=version, digest=digest))
-            client.register_plugin(CodeOnWorkers(archive, version=version, digest=digest))
+            client.register_plugin(CodeOnScheduler(archive, version=version, digest=digest), name=name)
+            try:
+                client.register_plugin(CodeOnWorkers(archive, version=version, digest=digest), name=name)
+            except Exception:  # the scheduler keeps a worker plugin whose setup failed: remove both
+                for unregister in (client.unregister_worker_plugin, client.unregister_scheduler_plugin):
+                    with contextlib.suppress(Exception):
+                        unregister(name)
+                raise
         finally:
             cloudpickle.unregister_pickle_by_value(code_plugins)
