@@ -194,6 +194,10 @@ def test_install_code_refuses_a_second_version(tmp_path: Path, monkeypatch: pyte
         RuntimeError, match=r"already imported dask_reservoir from .*old.* \(version 0\.0\.1\)"
     ):
         install_code(archive, version="9.9", digest=digest, directory=str(tmp_path))
+    # the client's own files (a worker in its process, or started from its checkout): kept
+    from_origin = install_code(archive, version="unknown", digest=digest, directory=str(tmp_path),
+                               origin=str(tmp_path / "old" / "dask_reservoir"))  # fmt: skip
+    assert from_origin == "imported"
     monkeypatch.delitem(sys.modules, "dask_reservoir")
     monkeypatch.setattr(sys, "path", list(sys.path))
     assert install_code(archive, version="9.9", digest=digest, directory=str(tmp_path)) == "uploaded"

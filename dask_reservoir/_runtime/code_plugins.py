@@ -41,12 +41,14 @@ def _installed_version() -> str | None:
         return None
 
 
-def install_code(archive: bytes, *, version: str, digest: str, directory: str) -> str:
+def install_code(archive: bytes, *, version: str, digest: str, directory: str, origin: str = "") -> str:
     """Make ``dask_reservoir`` (the sources in ``archive``) importable in this process.
 
     Returns ``"installed"`` when this process already has the same version installed,
-    ``"imported"`` when it already imports the uploaded code, and ``"uploaded"`` when the
-    archive was unpacked into ``directory`` and put first on ``sys.path``.
+    ``"imported"`` when it already imports the uploaded code or the client's own files
+    (``origin``, the client's package directory: a worker in the client's process, or one
+    started from the same checkout), and ``"uploaded"`` when the archive was unpacked into
+    ``directory`` and put first on ``sys.path``.
 
     Raises
     ------
@@ -57,13 +59,15 @@ def install_code(archive: bytes, *, version: str, digest: str, directory: str) -
     target = os.path.join(directory, f"dask-reservoir-code-{digest}")
     loaded = sys.modules.get(PACKAGE)
     if loaded is not None:
-        origin = os.path.realpath(getattr(loaded, "__file__", "") or "")
-        if origin.startswith(os.path.realpath(target) + os.sep):
+        loaded_from = os.path.realpath(getattr(loaded, "__file__", "") or "")
+        if loaded_from.startswith(os.path.realpath(target) + os.sep):
+            return "imported"
+        if origin and os.path.dirname(loaded_from) == origin:
             return "imported"
         if version != "unknown" and _installed_version() == version and target not in sys.path:
             return "installed"
         raise RuntimeError(
-            f"this process already imported dask_reservoir from {origin!r} "
+            f"this process already imported dask_reservoir from {loaded_from!r} "
             f"(version {getattr(loaded, '__version__', 'unknown')}); the client runs version "
             f"{version} (code {digest}): restart the workers (client.restart()) or install the "
             "client's version of dask_reservoir on the cluster"
@@ -94,16 +98,24 @@ class CodeOnWorkers(WorkerPlugin):
         A zip of the ``dask_reservoir`` package's sources.
     version, digest : str
         The client's version of ``dask_reservoir`` and a digest of ``archive``.
+    origin : str
+        The directory the client imports ``dask_reservoir`` from.
     """
 
     idempotent = True  # registering the same code again is a no-op
 
-    def __init__(self, archive: bytes, *, version: str, digest: str) -> None:
-        self.archive, self.version, self.digest = archive, version, digest
+    def __init__(self, archive: bytes, *, version: str, digest: str, origin: str) -> None:
+        self.archive, self.version, self.digest, self.origin = archive, version, digest, origin
 
     def setup(self, worker: Any) -> None:
         """Install the code on ``worker`` (see :func:`install_code`)."""
-        install_code(self.archive, version=self.version, digest=self.digest, directory=worker.local_directory)
+        install_code(
+            self.archive,
+            version=self.version,
+            digest=self.digest,
+            directory=worker.local_directory,
+            origin=self.origin,
+        )
 
 
 class CodeOnScheduler(SchedulerPlugin):
@@ -111,13 +123,15 @@ class CodeOnScheduler(SchedulerPlugin):
 
     idempotent = True
 
-    def __init__(self, archive: bytes, *, version: str, digest: str) -> None:
-        self.archive, self.version, self.digest = archive, version, digest
+    def __init__(self, archive: bytes, *, version: str, digest: str, origin: str) -> None:
+        self.archive, self.version, self.digest, self.origin = archive, version, digest, origin
 
     async def start(self, scheduler: Any) -> None:
         """Install the code in the scheduler's process (see :func:`install_code`)."""
         directory = getattr(scheduler, "local_directory", None) or _temporary_directory()
-        install_code(self.archive, version=self.version, digest=self.digest, directory=directory)
+        install_code(
+            self.archive, version=self.version, digest=self.digest, directory=directory, origin=self.origin
+        )
 
 
 def _temporary_directory() -> str:

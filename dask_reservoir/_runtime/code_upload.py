@@ -142,9 +142,14 @@ def _register(client: Client, archive: bytes, *, name: str, version: str, digest
     with PICKLE_LOCK:
         cloudpickle.register_pickle_by_value(code_plugins)
         try:
-            client.register_plugin(CodeOnScheduler(archive, version=version, digest=digest), name=name)
+            origin = str(Path(dask_reservoir.__file__).resolve().parent)
+            client.register_plugin(
+                CodeOnScheduler(archive, version=version, digest=digest, origin=origin), name=name
+            )
             try:
-                client.register_plugin(CodeOnWorkers(archive, version=version, digest=digest), name=name)
+                client.register_plugin(
+                    CodeOnWorkers(archive, version=version, digest=digest, origin=origin), name=name
+                )
             except Exception:  # the scheduler keeps a worker plugin whose setup failed: remove both
                 for unregister in (client.unregister_worker_plugin, client.unregister_scheduler_plugin):
                     with contextlib.suppress(Exception):
