@@ -30,6 +30,7 @@ from dask_reservoir._runtime.batches import BatchIterator
 from dask_reservoir._runtime.cluster import resolve_client
 from dask_reservoir._runtime.lifecycle import Uncopyable, close_in_background, track, untrack
 from dask_reservoir._runtime.pipeline import Pipeline
+from dask_reservoir._runtime.placement_check import warn_if_unplaceable
 from dask_reservoir._source.dask_source import DaskSource
 from dask_reservoir._source.make import is_dask_frame, make_source
 
@@ -125,10 +126,9 @@ class AsyncReservoir(AnalysisMethods, Uncopyable):
         table = make_source(source, uid_column) if not is_dask_frame(source) else None
         handle = resolve_client(client, options.nb_workers)
         try:
-            if options.upload_code and not handle.embedded:
-                handle.code = code_upload.upload_code(
-                    handle.client
-                )  # before the first task that names our code
+            if options.upload_code and not handle.embedded:  # before the first task naming our code
+                handle.code = code_upload.upload_code(handle.client)
+            warn_if_unplaceable(handle.client, placement(options))
             if table is None:
                 table = make_source(source, uid_column, scheduler=handle.client, placement=placement(options))
             pipeline = Pipeline(table, function_to_run, options, samplers, handle, kind=type(self).__name__)

@@ -136,6 +136,36 @@ def test_a_worker_that_imported_another_version_refuses_the_upload(tmp_path: Pat
             check_rows(r.to_pandas())
 
 
+def test_a_subset_outliving_its_parent_keeps_the_code_for_late_workers(tmp_path: Path) -> None:
+    with cli_cluster(tmp_path, nworkers=1, python=bare_python()) as cluster, cluster.client() as client:
+        first = next(iter(client.scheduler_info()["workers"]))
+        parent = AsyncReservoir(frame(30), load, 30, client=client)  # loads forever, and so does its child
+        poll_for(lambda: parent.stats().rows_loaded >= 27, timeout=60, what="the parent to load its rows")
+        child = parent.subsample_uids([3, 4, 5, 6])
+        name = parent._handle.code.name
+        parent.close()
+        assert plugins(client) == ([name], [name]), "the child still needs them"
+        try:
+            cluster.start_workers(1, name="late")
+            cluster.wait_for_workers(2)
+            client.retire_workers([first], close_workers=True)
+            loaded = child.stats().rows_loaded
+
+            def child_loads_on_the_late_worker() -> bool:
+                for batch in child:
+                    assert (batch["x"][:, 0] == batch["sample_uid"] * 3).all()
+                return child.stats().rows_loaded >= loaded + 8
+
+            poll_for(child_loads_on_the_late_worker, timeout=60, what="the child to load on the late worker")
+            table = child.to_pandas()
+            check_rows(table)
+            assert set(table["worker"]) == set(client.scheduler_info()["workers"])
+            assert child.stats().failures == ()
+        finally:
+            child.close()
+        assert plugins(client) == ([], [])
+
+
 def test_a_dask_source_on_workers_without_the_package(tmp_path: Path) -> None:
     with cli_cluster(tmp_path, nworkers=2, python=bare_python()) as cluster, cluster.client() as client:
         source = dd.from_pandas(frame(40), npartitions=4)

@@ -83,7 +83,7 @@ def test_priority_and_annotations_reach_the_scheduler(client: Client) -> None:
 
 def test_etiquette_options_are_checked(client: Client) -> None:
     cases = [
-        (dict(resources={"GPU": 0}), ValueError, r"resources must map resource names to amounts > 0"),
+        (dict(resources={"GPU": 0}), ValueError, r"resources must map resource names to finite amounts > 0"),
         (dict(resources=["GPU"]), TypeError, r"resources must be a dict or None, got list"),
         (dict(priority=1.5), TypeError, r"priority must be an int, got float"),
         (dict(workers=3), TypeError, r"workers must be a str, a list of str or None, got 3"),

@@ -9,11 +9,15 @@ Pure code.  :func:`check_etiquette` validates ``resources=``, ``priority=``, ``w
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Placement", "check_etiquette"]
+
+MAX_PRIORITY = 2**31 - 1
+"""The largest ``priority`` magnitude accepted (dask sends priorities as 64-bit integers)."""
 
 SUBMIT_KEYS = ("priority", "resources", "workers", "allow_other_workers", "retries")
 """Annotations that ``Client.submit`` sets itself: given as options, not as ``annotations``."""
@@ -58,7 +62,7 @@ def check_etiquette(k: dict[str, Any]) -> Placement:
     ...                  "allow_other_workers": False, "annotations": None})
     Traceback (most recent call last):
     ...
-    ValueError: resources must map resource names to amounts > 0, got {'GPU': 0}
+    ValueError: resources must map resource names to finite amounts > 0, got {'GPU': 0}
     """
     resources = k["resources"]
     if resources is not None:
@@ -68,11 +72,14 @@ def check_etiquette(k: dict[str, Any]) -> Placement:
             )
         good = all(isinstance(name, str) and _positive(v) for name, v in resources.items())
         if not good or not resources:
-            raise ValueError(f"resources must map resource names to amounts > 0, got {resources!r}")
+            raise ValueError(f"resources must map resource names to finite amounts > 0, got {resources!r}")
         resources = {name: float(v) for name, v in resources.items()}
     priority = k["priority"]
     if isinstance(priority, bool) or not isinstance(priority, numbers.Integral):
         raise TypeError(f"priority must be an int, got {type(priority).__name__}: {priority!r}")
+    if not -MAX_PRIORITY <= int(priority) <= MAX_PRIORITY:
+        # beyond 64 bits the scheduler cannot send the task to a worker, which then leaves the cluster
+        raise ValueError(f"priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}, got {priority}")
     workers = k["workers"]
     if workers is not None:
         listed = [workers] if isinstance(workers, str) else workers
@@ -80,9 +87,9 @@ def check_etiquette(k: dict[str, Any]) -> Placement:
             isinstance(w, str) for w in listed
         ):
             raise TypeError(f"workers must be a str, a list of str or None, got {workers!r}")
-        if not listed:
+        if not listed or not all(listed):
             raise ValueError(
-                "workers must name at least one worker (address, name or host), got an empty list"
+                f"workers must name at least one worker (address, name or host) and no empty name, got {workers!r}"
             )
         workers = tuple(sorted(listed)) if isinstance(listed, (set, frozenset)) else tuple(listed)
     allow = k["allow_other_workers"]
@@ -108,4 +115,4 @@ def _positive(value: object) -> bool:
     """Whether ``value`` is a number > 0 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, numbers.Real)):
         return False
-    return float(value) > 0
+    return math.isfinite(float(value)) and float(value) > 0

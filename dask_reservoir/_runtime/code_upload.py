@@ -77,6 +77,14 @@ class CodeUpload:
     def __init__(self, client: Client | None, name: str) -> None:
         self._client, self.name, self.released = client, name, False
 
+    def share(self) -> CodeUpload:
+        """Another holder of the same plugins (a subset's): they stay until both are released."""
+        if self._client is None or self.released:
+            return CodeUpload(None, self.name)
+        with _LOCK:
+            _USERS[(str(self._client.id), self.name)] += 1
+        return CodeUpload(self._client, self.name)
+
     def release(self) -> None:
         """Say this reservoir no longer needs the code: the last one on its client unregisters it (idempotent)."""
         if self.released or self._client is None:

@@ -350,13 +350,17 @@ class Pipeline:
         """A pipeline on rows ``positions`` (not sharded), starting with their loaded entries."""
         source = self.source.subset(positions)
         preload = [replace(e, position=source.position(e.uid)) for e in self.store.copies(source.uids)]
+        # the child holds the uploaded code as long as it lives, whatever its parent does
+        handle = ClientHandle(
+            self.handle.client, owned=False, code=self.handle.code and self.handle.code.share()
+        )
         try:
             return Pipeline(
                 source,
                 self.function,
                 replace(self.options, rank=0, world_size=1),  # a subset is not sharded
                 (sampler, self.given_samplers[1].subset(positions)),
-                ClientHandle(self.handle.client, owned=False),
+                handle,
                 preload=sorted(preload, key=lambda e: e.loaded_at),
                 dtypes=self.feeder.dtypes,
                 child=True,
@@ -366,6 +370,7 @@ class Pipeline:
         except BaseException:
             if isinstance(source, DaskSource):
                 source.release()
+            handle.close()
             raise
 
     def stats(self) -> ReservoirStats:

@@ -38,23 +38,41 @@ def test_every_option_reaches_submit() -> None:
     assert check(workers={"b", "a"}).workers == ("a", "b")
     assert check(annotations={"team": "vision"}).annotations == {"team": "vision"}
     assert check(priority=5).priority == 5
+    assert (
+        check(priority=2**31 - 1).priority == 2**31 - 1
+        and check(priority=-(2**31) + 1).priority == -(2**31) + 1
+    )
 
 
 @pytest.mark.parametrize(
     "given, error, message",
     [
         ({"resources": ["GPU"]}, TypeError, r"^resources must be a dict or None, got list: \['GPU'\]$"),
-        ({"resources": {}}, ValueError, r"^resources must map resource names to amounts > 0, got \{\}$"),
+        (
+            {"resources": {}},
+            ValueError,
+            r"^resources must map resource names to finite amounts > 0, got \{\}$",
+        ),
         ({"resources": {"GPU": 0}}, ValueError, r"amounts > 0, got \{'GPU': 0\}$"),
         ({"resources": {"GPU": -1.0}}, ValueError, r"amounts > 0"),
         ({"resources": {"GPU": True}}, ValueError, r"amounts > 0"),
         ({"resources": {"GPU": "1"}}, ValueError, r"amounts > 0"),
         ({"resources": {1: 1}}, ValueError, r"amounts > 0"),
+        ({"resources": {"CPU": float("inf")}}, ValueError, r"finite amounts > 0, got \{'CPU': inf\}$"),
+        ({"resources": {"CPU": float("nan")}}, ValueError, r"finite amounts > 0"),
+        (
+            {"priority": 2**31},
+            ValueError,
+            r"^priority must be between -2147483647 and 2147483647, got 2147483648$",
+        ),
+        ({"priority": -(2**70)}, ValueError, r"^priority must be between"),
         ({"priority": 1.0}, TypeError, r"^priority must be an int, got float: 1.0$"),
         ({"priority": True}, TypeError, r"^priority must be an int, got bool: True$"),
         ({"workers": 3}, TypeError, r"^workers must be a str, a list of str or None, got 3$"),
         ({"workers": ["a", 3]}, TypeError, r"got \['a', 3\]$"),
         ({"workers": []}, ValueError, r"^workers must name at least one worker"),
+        ({"workers": ""}, ValueError, r"and no empty name, got ''$"),
+        ({"workers": ["tcp://a:1", ""]}, ValueError, r"and no empty name, got \['tcp://a:1', ''\]$"),
         ({"allow_other_workers": 1}, TypeError, r"^allow_other_workers must be a bool, got int: 1$"),
         ({"allow_other_workers": True}, ValueError, r"^allow_other_workers=True needs workers="),
         ({"annotations": [1]}, TypeError, r"^annotations must be a dict with str keys or None, got \[1\]$"),
