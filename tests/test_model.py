@@ -6,7 +6,8 @@ options (capacity and minimum, batch size and ``drop_last``, replacement size,
 unseeded ones, rank/world_size, ``batched``, ``batch_format``, ``passes`` (mostly None,
 else 1 or 2), ``transform`` (none, per sample or ``transform_batched``, with or without
 ``transform_seed``), ``cache`` (a fresh directory per example, not with ``batched``) and
-``max_reservoir_bytes`` (none, or a bound holding a few entries, as an int or a str)) and a
+``max_reservoir_bytes`` (none, or a bound holding a few entries, as an int or a str),
+``priority``, ``annotations`` and ``upload_code``) and a
 set of UIDs whose job misbehaves (raises, returns nothing, returns a value of another
 shape or dtype).  Then it runs a drawn sequence of the operations users do: whole
 epochs, held and dropped iterators, exceptions inside an epoch, ``set_epoch``,
@@ -426,6 +427,10 @@ class ReservoirMachine(RuleBasedStateMachine):
             max_stale_epochs=draw(st.sampled_from([0, 1, 2]), label="max_stale_epochs"),
             max_failures_per_uid=2,
             passes=draw(st.sampled_from([None, None, 1, 2]), label="passes"),
+            # etiquette and the code upload: no served row may change with them
+            priority=draw(st.sampled_from([0, -5, 3]), label="priority"),
+            annotations=draw(st.sampled_from([None, {"team": "model"}]), label="annotations"),
+            upload_code=draw(st.booleans(), label="upload_code"),
         )
         transform = draw(st.sampled_from([None, "sample", "batch"]), label="transform")
         if transform is not None:
