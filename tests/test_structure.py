@@ -111,6 +111,18 @@ def test_imports_run_down_the_layers() -> None:
     assert upward == []
 
 
+def test_no_layer_imports_the_package_itself() -> None:
+    """``dask_reservoir/__init__.py`` imports the facade, so a layer importing it closes a cycle."""
+    found = [
+        f"{m}:{line} imports {target}{'.' + name if name else ''}"
+        for m in MODULES
+        if m != NAME and m.split(".")[1].startswith("_")
+        for target, name, line in imports(m)
+        if target == NAME and (name is None or f"{NAME}.{name}" not in MODULES)
+    ]
+    assert found == []
+
+
 def test_no_import_of_another_modules_private_name() -> None:
     private = [
         f"{m}:{line} imports {name} from {target}"

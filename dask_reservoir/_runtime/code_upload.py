@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import io
 import logging
 import threading
@@ -22,7 +23,6 @@ from pathlib import Path
 import cloudpickle
 from distributed import Client
 
-import dask_reservoir
 from dask_reservoir._runtime import code_plugins
 from dask_reservoir._runtime.code_plugins import CodeOnScheduler, CodeOnWorkers
 from dask_reservoir._worker.shipping import PICKLE_LOCK
@@ -33,6 +33,9 @@ logger = logging.getLogger("dask_reservoir")
 
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 """The time stamp of every file in the archive (the archive's bytes follow the code only)."""
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+"""The directory this process imports dask_reservoir from (the sources uploaded)."""
 
 _LOCK = threading.Lock()
 _USERS: dict[tuple[str, str], int] = {}
@@ -52,7 +55,7 @@ def package_archive() -> tuple[bytes, str]:
     >>> package_archive()[1] == digest  # the same code, the same digest
     True
     """
-    root = Path(dask_reservoir.__file__).resolve().parent
+    root = PACKAGE_DIR
     files = sorted(p for p in root.rglob("*") if p.is_file() and (p.suffix == ".py" or p.name == "py.typed"))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
@@ -124,7 +127,7 @@ def upload_code(client: Client) -> CodeUpload:
         a worker or the scheduler already imported another version of dask_reservoir.
     """
     archive, digest = package_archive()
-    version = str(dask_reservoir.__version__)
+    version = _version()
     # one registration per client: another client of the cluster closing never removes ours
     name = f"dask_reservoir-code-{digest}-{client.id}"
     key = (str(client.id), name)
@@ -150,7 +153,7 @@ def _register(client: Client, archive: bytes, *, name: str, version: str, digest
     with PICKLE_LOCK:
         cloudpickle.register_pickle_by_value(code_plugins)
         try:
-            origin = str(Path(dask_reservoir.__file__).resolve().parent)
+            origin = str(PACKAGE_DIR)
             client.register_plugin(
                 CodeOnScheduler(archive, version=version, digest=digest, origin=origin), name=name
             )
@@ -165,3 +168,11 @@ def _register(client: Client, archive: bytes, *, name: str, version: str, digest
                 raise
         finally:
             cloudpickle.unregister_pickle_by_value(code_plugins)
+
+
+def _version() -> str:
+    """The installed version of dask_reservoir ("unknown" from a source tree), as ``__version__``."""
+    try:
+        return importlib.metadata.version(code_plugins.PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
