@@ -81,7 +81,7 @@ lint: install-dev
 # runner, except what needs another environment of the same versions (the workers without the
 # package) or torch.  CI runs it after `make test`.
 MIN_VENV ?= .venv-min
-MIN_PINS ?= "dask[dataframe,distributed]==2025.1.0" "distributed==2025.1.0" "pandas==2.2.3" "numpy==2.0.2"
+MIN_PINS ?= "dask[dataframe,distributed]==2024.6.2" "distributed==2024.6.2" "pandas==2.2.3" "numpy==2.0.2"
 $(MIN_VENV)/.stamp: pyproject.toml
 	rm -rf $(MIN_VENV)
 	$(PYTHON) -m venv $(MIN_VENV)
