@@ -45,12 +45,13 @@ install-dev: $(VENV)/.stamp-dev
 
 # An environment without dask_reservoir, for the scheduler and workers of tests/test_code_upload.py
 # (nothing to install on the workers): dask, distributed, pandas and numpy, every package pinned to
-# the version $(VENV) has (a client and its cluster must run the same versions).
+# the version $(VENV) has (a client and its cluster must run the same versions; direct references,
+# which pip refuses as constraints, are left out).
 WORKERS_VENV ?= .venv-workers
 $(WORKERS_VENV)/.stamp: pyproject.toml $(VENV)/.stamp-dev
 	rm -rf $(WORKERS_VENV)
 	$(PYTHON) -m venv $(WORKERS_VENV)
-	$(PIP) freeze --exclude-editable | grep -v '^dask_reservoir' > $(WORKERS_VENV)/constraints.txt
+	$(PIP) freeze --exclude-editable | grep -v -e '^dask_reservoir' -e ' @ ' > $(WORKERS_VENV)/constraints.txt
 	$(WORKERS_VENV)/bin/python -m pip install --quiet -c $(WORKERS_VENV)/constraints.txt \
 		"dask[dataframe,distributed]" pandas numpy
 	touch $@

@@ -8,7 +8,9 @@ Start a cluster first, for example::
 Then run: ``python examples/remote_scheduler.py --scheduler tcp://127.0.0.1:8786``
 
 ``load_sample`` is defined here, in a script the cluster cannot import: it
-travels by value.  dask_reservoir itself must be installed on the cluster.
+travels by value.  dask_reservoir itself need not be installed on the cluster: the
+reservoir uploads its own code to a scheduler and workers that lack it (``upload_code=True``);
+they need dask, distributed, pandas and numpy at this client's versions.
 """
 
 from __future__ import annotations
