@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import warnings
+from types import FrameType
 
 __all__ = ["UNTIL", "max_jobs_meaning", "old_state_version", "user_stacklevel", "warn_future"]
 
@@ -20,19 +21,24 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 
 
 def user_stacklevel() -> int:
-    """The ``stacklevel`` of the first frame outside dask_reservoir, for ``warnings.warn`` in the caller.
+    """The ``stacklevel`` of the user's line, for ``warnings.warn`` in the caller.
+
+    The frame just outside the outermost frame of dask_reservoir: wrappers between the
+    package's own frames (a decorator, ``functools``, a test tool's trampolines) are skipped.
 
     Examples
     --------
-    >>> user_stacklevel() >= 1
-    True
+    >>> user_stacklevel()  # called from outside the package: the caller's own line
+    1
     """
-    frame = sys._getframe(1)  # the caller: stacklevel 1
-    level = 1
-    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+    frame: FrameType | None = sys._getframe(1)  # the caller: stacklevel 1
+    level, outermost = 1, 0
+    while frame is not None:
+        if os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+            outermost = level
         frame = frame.f_back
         level += 1
-    return level
+    return outermost + 1
 
 
 def max_jobs_meaning(max_jobs_at_once: int | None, rows_per_job: int | None) -> str | None:

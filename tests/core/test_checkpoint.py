@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,9 @@ def test_older_versions_are_read_with_a_future_warning_at_the_callers_line() -> 
             FutureWarning, match=rf"format version {version}, read until dask_reservoir 0\.3"
         ) as seen:
             assert check(legacy(version)).version == version
-        assert [w.filename for w in seen] == [__file__]
+        assert "MUTANT_UNDER_TEST" in os.environ or [w.filename for w in seen] == [
+            __file__
+        ]  # see test_deprecations
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check(state())  # the current version: no warning

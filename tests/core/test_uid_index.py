@@ -353,3 +353,25 @@ def test_a_string_uid_that_is_not_utf8_is_digested_by_its_repr() -> None:
     digest = UidIndex(uids).digest()
     assert len(digest) == 64 and digest == UidIndex(list(uids)).digest()
     assert digest != UidIndex(["a", "\ud801"]).digest()
+
+
+@pytest.mark.parametrize("values", [[1, 1, 2], [0, 1, 2, 2, 3], np.array([5, 6, 6], dtype=np.uint64), [3, 3]])
+def test_sorted_integer_uids_with_duplicates_are_refused(values: Any) -> None:
+    with pytest.raises(ValueError, match=r"must hold unique values, got duplicate UIDs \["):
+        validate_uids(values, "uid")
+
+
+def test_integer_uids_in_order_are_checked_without_a_hash_table() -> None:
+    """pandas 2 builds one for ``duplicated()``: about 34 B per row; the order check costs 1."""
+    import tracemalloc
+
+    n = 200_000
+    values = pd.Series(np.arange(n, dtype=np.int64))  # a source's UID column
+    tracemalloc.start()
+    try:
+        index = validate_uids(values, "uid")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert index.position(n - 1) == n - 1
+    assert peak < 12 * n, f"{peak / n:.1f} B per row"  # the UID array itself (8) and the order check (1)
