@@ -128,7 +128,7 @@ class AsyncReservoir(AnalysisMethods, Uncopyable):
         try:
             if options.upload_code and not handle.embedded:  # before the first task naming our code
                 handle.code = code_upload.upload_code(handle.client)
-            warn_if_unplaceable(handle.client, placement(options))
+            warn_if_unplaceable(handle.client, placement(options), dask_source=table is None)
             if table is None:
                 table = make_source(source, uid_column, scheduler=handle.client, placement=placement(options))
             pipeline = Pipeline(table, function_to_run, options, samplers, handle, kind=type(self).__name__)

@@ -41,3 +41,20 @@ def test_restrictions_a_worker_meets_do_not_warn(client: Client) -> None:
     AsyncReservoir(
         frame(), double, 8, client=client, workers="tcp://10.255.0.1:1", allow_other_workers=True
     ).close()
+
+
+def test_a_dask_source_no_worker_can_hold_is_refused_instead_of_waiting(client: Client) -> None:
+    import dask.dataframe as dd
+
+    source = dd.from_pandas(frame(), npartitions=2)
+    with pytest.raises(
+        ValueError, match=r"resources=\{'GPU': 1.0\}.*a dask source is persisted on those workers"
+    ):
+        AsyncReservoir(source, double, 8, client=client, resources={"GPU": 1})
+    with pytest.raises(ValueError, match=r"they have addresses \[.*\] and names \[.*\]\): a dask source"):
+        AsyncReservoir(source, double, 8, client=client, workers="tcp://10.255.0.1:1")
+    with AsyncReservoir(
+        source, double, 8, client=client, passes=1, workers="tcp://10.255.0.1:1", allow_other_workers=True
+    ) as r:
+        r.wait_loaded(timeout=60)
+        assert sorted(r.to_pandas()["v"]) == [2 * i for i in range(8)]

@@ -87,7 +87,7 @@ def check_etiquette(k: dict[str, Any]) -> Placement:
             isinstance(w, str) for w in listed
         ):
             raise TypeError(f"workers must be a str, a list of str or None, got {workers!r}")
-        if not listed or not all(listed):
+        if not listed or not all(w.strip() for w in listed):
             raise ValueError(
                 f"workers must name at least one worker (address, name or host) and no empty name, got {workers!r}"
             )

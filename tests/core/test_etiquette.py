@@ -72,6 +72,7 @@ def test_every_option_reaches_submit() -> None:
         ({"workers": ["a", 3]}, TypeError, r"got \['a', 3\]$"),
         ({"workers": []}, ValueError, r"^workers must name at least one worker"),
         ({"workers": ""}, ValueError, r"and no empty name, got ''$"),
+        ({"workers": " "}, ValueError, r"and no empty name, got ' '$"),
         ({"workers": ["tcp://a:1", ""]}, ValueError, r"and no empty name, got \['tcp://a:1', ''\]$"),
         ({"allow_other_workers": 1}, TypeError, r"^allow_other_workers must be a bool, got int: 1$"),
         ({"allow_other_workers": True}, ValueError, r"^allow_other_workers=True needs workers="),

@@ -16,6 +16,7 @@ from typing import Any, cast
 import numpy as np
 
 from dask_reservoir._core.blocks import BlockRow
+from dask_reservoir._core.deprecations import user_stacklevel
 from dask_reservoir._core.store.entry import Entry, Row
 from dask_reservoir._core.store.layout import (
     Layout,
@@ -128,7 +129,7 @@ class Admission:
                     "mixing them change dtype or fail to stack; return one dtype and shape per column "
                     "(warned once per column: later changes of this column are not reported)",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=user_stacklevel(),  # the user's iter() or next(), whatever the path
                 )
         return None
 
