@@ -128,9 +128,10 @@ class AsyncReservoir(AnalysisMethods, Uncopyable):
         try:
             if options.upload_code and not handle.embedded:  # before the first task naming our code
                 handle.code = code_upload.upload_code(handle.client)
-            warn_if_unplaceable(handle.client, placement(options), dask_source=table is None)
+            placed = placement(options)
+            warn_if_unplaceable(handle.client, placed, dask_source=table is None)
             if table is None:
-                table = make_source(source, uid_column, scheduler=handle.client, placement=placement(options))
+                table = make_source(source, uid_column, scheduler=handle.client, placement=placed)
             pipeline = Pipeline(table, function_to_run, options, samplers, handle, kind=type(self).__name__)
         except BaseException:
             if isinstance(table, DaskSource):

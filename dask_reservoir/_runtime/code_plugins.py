@@ -23,17 +23,18 @@ import importlib.util
 import io
 import os
 import sys
+import tempfile
 import zipfile
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
-__all__ = ["CodeOnScheduler", "CodeOnWorkers", "install_code"]
+__all__ = ["CodeOnScheduler", "CodeOnWorkers", "install_code", "installed_version"]
 
 PACKAGE = "dask_reservoir"
 
 
-def _installed_version() -> str | None:
+def installed_version() -> str | None:
     """The version of the installed ``dask_reservoir`` distribution here, None without one."""
     try:
         return importlib.metadata.version(PACKAGE)
@@ -64,7 +65,7 @@ def install_code(archive: bytes, *, version: str, digest: str, directory: str, o
             return "imported"
         if origin and os.path.dirname(loaded_from) == origin:
             return "imported"
-        if version != "unknown" and _installed_version() == version and target not in sys.path:
+        if version != "unknown" and installed_version() == version and target not in sys.path:
             return "installed"
         raise RuntimeError(
             f"this process already imported dask_reservoir from {loaded_from!r} "
@@ -72,7 +73,7 @@ def install_code(archive: bytes, *, version: str, digest: str, directory: str, o
             f"{version} (code {digest}): restart the workers (client.restart()) or install the "
             "client's version of dask_reservoir on the cluster"
         )
-    if version != "unknown" and _installed_version() == version:
+    if version != "unknown" and installed_version() == version:
         return "installed"
     if not os.path.isdir(target):
         staging = f"{target}.{os.getpid()}.tmp"
@@ -89,7 +90,22 @@ def install_code(archive: bytes, *, version: str, digest: str, directory: str, o
     return "uploaded"
 
 
-class CodeOnWorkers(WorkerPlugin):
+class _CodePlugin:
+    """What both plugins carry: the sources and how to recognise them (see :func:`install_code`)."""
+
+    idempotent = True  # registering the same code again is a no-op
+
+    def __init__(self, archive: bytes, *, version: str, digest: str, origin: str) -> None:
+        self.archive, self.version, self.digest, self.origin = archive, version, digest, origin
+
+    def install(self, directory: str) -> str:
+        """Install the code in this process, unpacking it into ``directory`` if needed."""
+        return install_code(
+            self.archive, version=self.version, digest=self.digest, directory=directory, origin=self.origin
+        )
+
+
+class CodeOnWorkers(_CodePlugin, WorkerPlugin):
     """A worker plugin that makes the client's ``dask_reservoir`` importable on every worker.
 
     Parameters
@@ -102,39 +118,14 @@ class CodeOnWorkers(WorkerPlugin):
         The directory the client imports ``dask_reservoir`` from.
     """
 
-    idempotent = True  # registering the same code again is a no-op
-
-    def __init__(self, archive: bytes, *, version: str, digest: str, origin: str) -> None:
-        self.archive, self.version, self.digest, self.origin = archive, version, digest, origin
-
     def setup(self, worker: Any) -> None:
         """Install the code on ``worker`` (see :func:`install_code`)."""
-        install_code(
-            self.archive,
-            version=self.version,
-            digest=self.digest,
-            directory=worker.local_directory,
-            origin=self.origin,
-        )
+        self.install(worker.local_directory)
 
 
-class CodeOnScheduler(SchedulerPlugin):
+class CodeOnScheduler(_CodePlugin, SchedulerPlugin):
     """The scheduler's half of :class:`CodeOnWorkers`: it unpickles the tasks' functions."""
-
-    idempotent = True
-
-    def __init__(self, archive: bytes, *, version: str, digest: str, origin: str) -> None:
-        self.archive, self.version, self.digest, self.origin = archive, version, digest, origin
 
     async def start(self, scheduler: Any) -> None:
         """Install the code in the scheduler's process (see :func:`install_code`)."""
-        directory = getattr(scheduler, "local_directory", None) or _temporary_directory()
-        install_code(
-            self.archive, version=self.version, digest=self.digest, directory=directory, origin=self.origin
-        )
-
-
-def _temporary_directory() -> str:
-    import tempfile
-
-    return tempfile.gettempdir()
+        self.install(getattr(scheduler, "local_directory", None) or tempfile.gettempdir())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import io
 import logging
 import threading
@@ -24,7 +23,7 @@ import cloudpickle
 from distributed import Client
 
 from dask_reservoir._runtime import code_plugins
-from dask_reservoir._runtime.code_plugins import CodeOnScheduler, CodeOnWorkers
+from dask_reservoir._runtime.code_plugins import CodeOnScheduler, CodeOnWorkers, installed_version
 from dask_reservoir._worker.shipping import PICKLE_LOCK
 
 __all__ = ["CodeUpload", "package_archive", "upload_code"]
@@ -38,8 +37,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 """The directory this process imports dask_reservoir from (the sources uploaded)."""
 
 _LOCK = threading.Lock()
-_USERS: dict[tuple[str, str], int] = {}
-"""Open reservoirs per (client id, plugin name) that registered the plugins."""
+_USERS: dict[str, int] = {}
+"""Open reservoirs (and subsets) per plugin name, which names the client too."""
 
 
 @lru_cache(maxsize=1)
@@ -85,7 +84,7 @@ class CodeUpload:
         if self._client is None or self.released:
             return CodeUpload(None, self.name)
         with _LOCK:
-            _USERS[(str(self._client.id), self.name)] += 1
+            _USERS[self.name] += 1
         return CodeUpload(self._client, self.name)
 
     def release(self) -> None:
@@ -94,12 +93,11 @@ class CodeUpload:
             self.released = True
             return
         self.released = True
-        key = (str(self._client.id), self.name)
         with _LOCK:
-            _USERS[key] -= 1
-            last = _USERS[key] == 0
+            _USERS[self.name] -= 1
+            last = _USERS[self.name] == 0
             if last:
-                del _USERS[key]
+                del _USERS[self.name]
         if not last or self._client.status not in ("running", "connecting", "newly-created"):
             return
         for unregister in (self._client.unregister_worker_plugin, self._client.unregister_scheduler_plugin):
@@ -127,13 +125,12 @@ def upload_code(client: Client) -> CodeUpload:
         a worker or the scheduler already imported another version of dask_reservoir.
     """
     archive, digest = package_archive()
-    version = _version()
+    version = installed_version() or "unknown"  # as __version__ says it
     # one registration per client: another client of the cluster closing never removes ours
     name = f"dask_reservoir-code-{digest}-{client.id}"
-    key = (str(client.id), name)
     with _LOCK:
-        if _USERS.get(key):
-            _USERS[key] += 1
+        if _USERS.get(name):
+            _USERS[name] += 1
             return CodeUpload(client, name)
         try:
             _register(client, archive, name=name, version=version, digest=digest)
@@ -143,7 +140,7 @@ def upload_code(client: Client) -> CodeUpload:
                 f"{type(exc).__name__}: {exc}. Install dask_reservoir {version} on the scheduler and "
                 "the workers and pass upload_code=False"
             ) from exc
-        _USERS[key] = 1
+        _USERS[name] = 1
     logger.debug("dask_reservoir: registered %s (%d bytes) on %s", name, len(archive), client)
     return CodeUpload(client, name)
 
@@ -168,11 +165,3 @@ def _register(client: Client, archive: bytes, *, name: str, version: str, digest
                 raise
         finally:
             cloudpickle.unregister_pickle_by_value(code_plugins)
-
-
-def _version() -> str:
-    """The installed version of dask_reservoir ("unknown" from a source tree), as ``__version__``."""
-    try:
-        return importlib.metadata.version(code_plugins.PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
