@@ -82,7 +82,7 @@ def test_a_reservoir_runs_on_workers_without_the_package(tmp_path: Path) -> None
         with AsyncReservoir(frame(60), load, 60, client=client, passes=1, batch_size=8) as r:
             # a worker that joins late gets the code before its first task; the first one leaves
             late = cluster.start_workers(1, name="late")
-            cluster.wait_for_workers(2)
+            client.wait_for_workers(2, timeout=60)  # on this client: a new one per wait is another connection
             poll_for(lambda: r.stats().rows_loaded >= 5, timeout=60, what="a few rows loaded")
             client.retire_workers([first], close_workers=True)
             r.wait_loaded(timeout=120)
@@ -147,7 +147,7 @@ def test_a_subset_outliving_its_parent_keeps_the_code_for_late_workers(tmp_path:
         assert plugins(client) == ([name], [name]), "the child still needs them"
         try:
             cluster.start_workers(1, name="late")
-            cluster.wait_for_workers(2)
+            client.wait_for_workers(2, timeout=60)  # on this client: a new one per wait is another connection
             client.retire_workers([first], close_workers=True)
             loaded = child.stats().rows_loaded
 
