@@ -199,8 +199,11 @@ def test_a_state_with_bad_quarantined_uids_leaves_the_reservoir_working(client: 
         assert len(list(r)) >= 1  # still loading and serving
 
 
-def recording(log: Path, tag: Path) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """A loader writing ``<tag> <value>`` to ``log`` at each call (the tag read from the file ``tag``).
+def recording(log: Path, tag: Path, run: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A loader writing ``<tag> <value> <run>`` to ``log`` at each call (the tag read from the file ``tag``).
+
+    ``run`` names the reservoir: a task a closed reservoir cancelled may still start on its
+    worker afterwards (the release reaches the worker later), and must not count for the next.
 
     A call tagged ``b0`` then waits (up to 30 s) for a file ``release`` beside ``tag``: a job of a
     reservoir about to load a state stays in flight, so that its runner (one row in flight at most)
@@ -211,7 +214,7 @@ def recording(log: Path, tag: Path) -> Callable[[dict[str, Any]], dict[str, Any]
     def load(row: dict[str, Any]) -> dict[str, Any]:
         current = tag.read_text()
         with log.open("a") as f:
-            f.write(f"{current} {int(row['value'])}\n")
+            f.write(f"{current} {int(row['value'])} {run}\n")
         if current == "b0":
             deadline = time.monotonic() + 30
             while not release.exists() and time.monotonic() < deadline:
@@ -221,8 +224,10 @@ def recording(log: Path, tag: Path) -> Callable[[dict[str, Any]], dict[str, Any]
     return load
 
 
-def loads(log: Path, tag: str) -> list[int]:
-    return [int(line.split()[1]) for line in log.read_text().splitlines() if line.split()[0] == tag]
+def loads(log: Path, tag: str, run: str) -> list[int]:
+    """The values ``run`` loaded under ``tag``, in the order of the calls."""
+    lines = [line.split() for line in log.read_text().splitlines()]
+    return [int(value) for current, value, by in lines if current == tag and by == run]
 
 
 def test_an_unseeded_source_order_resumes_its_pass_loading_every_row_once(
@@ -240,24 +245,28 @@ def test_an_unseeded_source_order_resumes_its_pass_loading_every_row_once(
         **settings(client, min_reservoir_samples=4, batch_size=4, max_jobs_at_once=1),
         "source_sampler": None,
     }
-    with AsyncReservoir(frame(n), recording(log, tag), 4, **{**kw, "source_sampler": RandomSampler()}) as r:
+    with AsyncReservoir(
+        frame(n), recording(log, tag, "first"), 4, **{**kw, "source_sampler": RandomSampler()}
+    ) as r:
         iterate_until(r, lambda: r.stats().rows_loaded >= 15)
         state = json.loads(json.dumps(r.state_dict()))
     assert state["source_pass"] == 1 and 15 <= state["source_cursor"] < n
     pending = [int(u) for u in state["pending_uids"]]
     first = list(dict.fromkeys([m["uid"] for m in state["members"]] + pending))
-    done_before = set(loads(log, "a")) - set(pending)  # every call of the first run was in pass 0
+    done_before = set(loads(log, "a", "first")) - set(pending)  # every call of the first run was in pass 0
     tag.write_text("b0")
-    with AsyncReservoir(frame(n), recording(log, tag), 4, **{**kw, "source_sampler": RandomSampler()}) as r:
+    with AsyncReservoir(
+        frame(n), recording(log, tag, "second"), 4, **{**kw, "source_sampler": RandomSampler()}
+    ) as r:
         poll_for(
-            lambda: bool(loads(log, "b0")), what="the job started before load_state_dict"
+            lambda: bool(loads(log, "b0", "second")), what="the job started before load_state_dict"
         )  # bound: 1 row
         tag.write_text("b")
         r.load_state_dict(state)
         (tmp_path / "release").write_text("")  # the held job of the replaced runner may end
         wanted = len(first) + n - state["source_cursor"]  # the refill, then the rest of the pass
-        iterate_until(r, lambda: len(loads(log, "b")) >= wanted)
-    resumed = loads(log, "b")
+        iterate_until(r, lambda: len(loads(log, "b", "second")) >= wanted)
+    resumed = loads(log, "b", "second")
     assert resumed[: len(first)] == first
     rest = resumed[len(first) : wanted]
     assert sorted([*done_before, *pending, *rest]) == list(range(n))  # each row of the pass once

@@ -249,7 +249,9 @@ def test_a_row_of_another_shape_is_that_uids_failure(client: Client) -> None:
             assert all((b["x"][:, 0] == b["sample_uid"]).all() for b in served)
         stats = r.stats()
         record = stats.quarantined[2]
-        assert record.exc_type == "StoreError" and record.count == 2
+        # quarantined at its second failure; an attempt already submitted by then may add one more
+        assert record.exc_type == "StoreError" and record.count >= 2
+        assert record.consecutive == record.count  # never a success in between
         assert record.message.startswith("column 'x' holds an array of shape (3,) for UID 2 but the stored")
         # a refused row is a failed row, not a loaded one: the balance of rows still holds
         assert stats.rows_failed >= 2
