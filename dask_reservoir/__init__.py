@@ -11,9 +11,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from dask_reservoir._core.collate import collate_rows
+from dask_reservoir._core.performance import Performance
 from dask_reservoir._core.records import FailureRecord
 from dask_reservoir._core.samplers import RandomSampler, Sampler, SequentialSampler
-from dask_reservoir._core.stats import Performance, ReservoirStats
+from dask_reservoir._core.stats import ReservoirStats
 from dask_reservoir._core.weighted import BalancedSampler, WeightedSampler
 from dask_reservoir.errors import (
     ClusterLostError,

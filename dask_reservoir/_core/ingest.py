@@ -3,6 +3,9 @@
 Pure functions, no threads and no dask; :class:`~dask_reservoir.reservoir.AsyncReservoir`
 applies them at each ``iter()``:
 
+- the minimum ``iter()`` waits for is ``min_reservoir_samples`` capped by the source,
+  or with ranks a whole rank's epoch (:func:`required_entries`); a source sampler that
+  never draws some rows must draw at least that many (:func:`drawable_rows`);
 - below the minimum, take what is missing, whatever the replacement cap;
 - at or above it, take at most ``max_reservoir_replacement_size`` per epoch
   (everything waiting when it is None);
@@ -19,10 +22,25 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable
 
+import numpy as np
+
+from dask_reservoir._core.options import ReservoirOptions
 from dask_reservoir._core.records import FailureRecord
+from dask_reservoir._core.samplers import Sampler
+from dask_reservoir._core.shards import rows_per_rank_epoch
+from dask_reservoir._core.weighted import WeightedSampler
 from dask_reservoir.errors import ClusterLostError, JobError
 
-__all__ = ["minimum_error", "single_take", "supply_error", "take_limit", "unreachable"]
+__all__ = [
+    "drawable_rows",
+    "minimum_error",
+    "rank_epoch_rows",
+    "required_entries",
+    "single_take",
+    "supply_error",
+    "take_limit",
+    "unreachable",
+]
 
 SHOWN_FAILURES = 5
 """Failures quoted in the error raised when the minimum cannot be reached."""
@@ -205,3 +223,63 @@ def supply_error(
         f"iter() waits for the next {wanted} entries in submission order (deterministic=True) and got {got}, "
         f"but none of the {n_source} source rows can give an entry any more ({detail}); failures: {shown}"
     )
+
+
+def drawable_rows(
+    sampler: Sampler, n: int, *, required: int, minimum: int, refuse: bool
+) -> tuple[np.ndarray | None, int]:
+    """Which of ``n`` source rows ``sampler`` can draw (None: all) and how many it never draws.
+
+    Raises
+    ------
+    ValueError
+        With ``refuse``, when the rows it can draw are fewer than ``required``, the minimum
+        ``iter()`` waits for.  A subset is not refused (its entries may be read with
+        ``to_pandas`` only); its ``iter()`` raises :class:`~dask_reservoir.errors.JobError` instead.
+
+    Examples
+    --------
+    >>> from dask_reservoir import WeightedSampler
+    >>> drawable, never = drawable_rows(WeightedSampler([0.0, 1.0, 1.0]), 3, required=2, minimum=2, refuse=True)
+    >>> drawable.tolist(), never
+    ([False, True, True], 1)
+    """
+    never_drawn = getattr(sampler, "never_drawn", None)
+    never = np.unique(np.asarray(never_drawn(n), dtype=np.int64)) if callable(never_drawn) else ()
+    if not len(never):
+        return None, 0
+    drawable = np.ones(n, dtype=bool)
+    drawable[never] = False
+    count = int(drawable.sum())
+    if refuse and count < required:
+        column = getattr(sampler, "column", None)
+        which = (
+            "the others it never draws"
+            if not isinstance(sampler, WeightedSampler)
+            else (f"those of non-zero weight in column {column!r}" if column else "those of non-zero weight")
+        )
+        raise ValueError(
+            f"source_sampler={sampler!r} can draw only {count} of the {n} source rows ({which}), "
+            f"fewer than the minimum {required} that iter() waits for "
+            f"(min_reservoir_samples={minimum}): the minimum could never be "
+            "reached; give more rows a weight, or a smaller min_reservoir_samples"
+        )
+    return drawable, n - count
+
+
+def rank_epoch_rows(options: ReservoirOptions, n_source: int) -> int:
+    """With ranks: the entries every rank's epoch serves."""
+    return rows_per_rank_epoch(
+        min_reservoir_samples=options.min_reservoir_samples,
+        maximum_number_of_samples_per_epoch=options.maximum_number_of_samples_per_epoch,
+        n_source=n_source,
+        capacity=options.max_reservoir_samples,
+    )
+
+
+def required_entries(options: ReservoirOptions, n_source: int) -> int:
+    """Entries ``iter()`` waits for: the minimum (capped by the source), or with ranks a rank's epoch."""
+    required = min(options.min_reservoir_samples, n_source)
+    if options.world_size > 1:
+        return max(required, rank_epoch_rows(options, n_source))
+    return required

@@ -25,86 +25,31 @@ from dask_reservoir._core.blocks import (
     merge_dtypes,
 )
 from dask_reservoir._core.checkpoint import ResumePoint
-from dask_reservoir._core.ingest import minimum_error, single_take, supply_error, take_limit
+from dask_reservoir._core.ingest import (
+    minimum_error,
+    rank_epoch_rows,
+    required_entries,
+    single_take,
+    supply_error,
+    take_limit,
+)
 from dask_reservoir._core.options import ReservoirOptions
 from dask_reservoir._core.records import Completed
 from dask_reservoir._core.samplers import Sampler
 from dask_reservoir._core.served import ServedCounters
-from dask_reservoir._core.shards import rows_per_rank_epoch
 from dask_reservoir._core.store import ReservoirStore
 from dask_reservoir._core.store.runs import put_all
-from dask_reservoir._core.weighted import WeightedSampler
 from dask_reservoir._runtime.progress import WaitProgress
 from dask_reservoir._runtime.protocols import WAIT_SLICE, RunnerLike, loading_over
 from dask_reservoir._source.pandas_source import Source
 from dask_reservoir.errors import JobError
 
-__all__ = ["WAIT_WARNING_SECONDS", "Feeder", "drawable_rows", "rank_epoch_rows", "required_entries"]
+__all__ = ["WAIT_WARNING_SECONDS", "Feeder"]
 
 logger = logging.getLogger("dask_reservoir")
 
 WAIT_WARNING_SECONDS = 30.0
 """While ``iter()`` waits for the minimum, a warning with the counters is logged this often."""
-
-
-def drawable_rows(
-    sampler: Sampler, n: int, *, required: int, minimum: int, refuse: bool
-) -> tuple[np.ndarray | None, int]:
-    """Which of ``n`` source rows ``sampler`` can draw (None: all) and how many it never draws.
-
-    Raises
-    ------
-    ValueError
-        With ``refuse``, when the rows it can draw are fewer than ``required``, the minimum
-        ``iter()`` waits for.  A subset is not refused (its entries may be read with
-        ``to_pandas`` only); its ``iter()`` raises :class:`~dask_reservoir.errors.JobError` instead.
-
-    Examples
-    --------
-    >>> from dask_reservoir import WeightedSampler
-    >>> drawable, never = drawable_rows(WeightedSampler([0.0, 1.0, 1.0]), 3, required=2, minimum=2, refuse=True)
-    >>> drawable.tolist(), never
-    ([False, True, True], 1)
-    """
-    never_drawn = getattr(sampler, "never_drawn", None)
-    never = np.unique(np.asarray(never_drawn(n), dtype=np.int64)) if callable(never_drawn) else ()
-    if not len(never):
-        return None, 0
-    drawable = np.ones(n, dtype=bool)
-    drawable[never] = False
-    count = int(drawable.sum())
-    if refuse and count < required:
-        column = getattr(sampler, "column", None)
-        which = (
-            "the others it never draws"
-            if not isinstance(sampler, WeightedSampler)
-            else (f"those of non-zero weight in column {column!r}" if column else "those of non-zero weight")
-        )
-        raise ValueError(
-            f"source_sampler={sampler!r} can draw only {count} of the {n} source rows ({which}), "
-            f"fewer than the minimum {required} that iter() waits for "
-            f"(min_reservoir_samples={minimum}): the minimum could never be "
-            "reached; give more rows a weight, or a smaller min_reservoir_samples"
-        )
-    return drawable, n - count
-
-
-def rank_epoch_rows(options: ReservoirOptions, n_source: int) -> int:
-    """With ranks: the entries every rank's epoch serves."""
-    return rows_per_rank_epoch(
-        min_reservoir_samples=options.min_reservoir_samples,
-        maximum_number_of_samples_per_epoch=options.maximum_number_of_samples_per_epoch,
-        n_source=n_source,
-        capacity=options.max_reservoir_samples,
-    )
-
-
-def required_entries(options: ReservoirOptions, n_source: int) -> int:
-    """Entries ``iter()`` waits for: the minimum (capped by the source), or with ranks a rank's epoch."""
-    required = min(options.min_reservoir_samples, n_source)
-    if options.world_size > 1:
-        return max(required, rank_epoch_rows(options, n_source))
-    return required
 
 
 class Feeder:

@@ -18,16 +18,18 @@ import pandas as pd
 
 from dask_reservoir._core.checkpoint import ResumePoint, check_state
 from dask_reservoir._core.frames import entries_frame
+from dask_reservoir._core.ingest import drawable_rows, required_entries
 from dask_reservoir._core.options import ReservoirOptions
+from dask_reservoir._core.performance import Performance
 from dask_reservoir._core.samplers import Sampler
 from dask_reservoir._core.served import ServedCounters
-from dask_reservoir._core.stats import Performance, ReservoirStats, runner_fields, served_fields, store_fields
+from dask_reservoir._core.stats import ReservoirStats, runner_fields, served_fields, store_fields
 from dask_reservoir._core.store import Entry, ReservoirStore, Snapshot
 from dask_reservoir._runtime.batches import BatchIterator
 from dask_reservoir._runtime.cache_check import check_cache_visible
 from dask_reservoir._runtime.cluster import ClientHandle
 from dask_reservoir._runtime.epochs import Epochs
-from dask_reservoir._runtime.feeder import Feeder, drawable_rows, required_entries
+from dask_reservoir._runtime.feeder import Feeder
 from dask_reservoir._runtime.loader.parent import choose_loader, make_runner
 from dask_reservoir._runtime.prefetch import IDLE_SLICE
 from dask_reservoir._runtime.protocols import RunnerLike

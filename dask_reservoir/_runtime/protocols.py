@@ -24,8 +24,8 @@ from collections.abc import Hashable, Iterable, Sequence
 from typing import Protocol
 
 from dask_reservoir._core.blocks import CompletedBlock
+from dask_reservoir._core.performance import Performance
 from dask_reservoir._core.records import Completed, RunnerCounters
-from dask_reservoir._core.stats import Performance
 from dask_reservoir.errors import ClusterLostError, JobError
 
 __all__ = ["JOIN_TIMEOUT", "WAIT_SLICE", "LedgerLike", "RunnerLike", "loading_over", "raise_fatal"]

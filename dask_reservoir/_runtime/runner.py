@@ -33,9 +33,9 @@ from dask_reservoir._core.checkpoint import ResumePoint
 from dask_reservoir._core.etiquette import Placement
 from dask_reservoir._core.ledger import Ledger
 from dask_reservoir._core.options import ReservoirOptions, placement
+from dask_reservoir._core.performance import Performance
 from dask_reservoir._core.records import Completed
 from dask_reservoir._core.samplers import Sampler
-from dask_reservoir._core.stats import Performance
 from dask_reservoir._runtime.cluster import ClientHandle, importable_on
 from dask_reservoir._runtime.cluster_watch import ClusterWatch
 from dask_reservoir._runtime.collector import (

@@ -6,8 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dask_reservoir import ClusterLostError, JobError
-from dask_reservoir._core.ingest import minimum_error, single_take, take_limit, unreachable
+from dask_reservoir import ClusterLostError, JobError, RandomSampler, WeightedSampler
+from dask_reservoir._core.ingest import (
+    drawable_rows,
+    minimum_error,
+    required_entries,
+    single_take,
+    take_limit,
+    unreachable,
+)
+from dask_reservoir._core.options import validate_options
 from dask_reservoir._core.records import FailureRecord
 
 
@@ -156,3 +164,69 @@ def test_minimum_error_counts_loaded_unloadable_uids_and_lists_the_empty_ones() 
         address="",
     )
     assert str(five).startswith("only 0 of the 5 source rows") and "[1, 2, 3, 4, 5])" in str(five)
+
+
+@pytest.mark.parametrize(
+    ("options", "n_source", "expected"),
+    [
+        ({"max_reservoir_samples": 10, "min_reservoir_samples": 4}, 100, 4),
+        ({"max_reservoir_samples": 10, "min_reservoir_samples": 4}, 3, 3),  # capped by the source
+        # ranks: a whole rank's epoch, the per-epoch maximum within the capacity
+        ({"max_reservoir_samples": 10, "min_reservoir_samples": 4, "world_size": 2}, 100, 4),
+        (
+            {
+                "max_reservoir_samples": 10,
+                "min_reservoir_samples": 4,
+                "world_size": 2,
+                "maximum_number_of_samples_per_epoch": 8,
+            },
+            100,
+            8,
+        ),
+        (
+            {
+                "max_reservoir_samples": 6,
+                "min_reservoir_samples": 4,
+                "world_size": 2,
+                "maximum_number_of_samples_per_epoch": 8,
+            },
+            100,
+            6,
+        ),
+        # without ranks the per-epoch maximum does not raise the wait
+        (
+            {
+                "max_reservoir_samples": 10,
+                "min_reservoir_samples": 4,
+                "maximum_number_of_samples_per_epoch": 8,
+            },
+            100,
+            4,
+        ),
+    ],
+)
+def test_required_entries(options: dict[str, object], n_source: int, expected: int) -> None:
+    assert required_entries(validate_options(**options), n_source) == expected
+
+
+def test_a_sampler_drawing_every_row_needs_no_mask() -> None:
+    assert drawable_rows(RandomSampler(seed=0), 5, required=5, minimum=5, refuse=True) == (None, 0)
+
+
+def test_drawable_rows_masks_the_rows_of_zero_weight() -> None:
+    drawable, never = drawable_rows(
+        WeightedSampler([0.0, 2.0, 0.0, 1.0]), 4, required=2, minimum=2, refuse=True
+    )
+    assert drawable is not None and drawable.tolist() == [False, True, False, True] and never == 2
+
+
+def test_too_few_drawable_rows_are_refused_naming_the_sampler_and_the_minimum() -> None:
+    sampler = WeightedSampler([0.0, 1.0, 0.0])
+    with pytest.raises(
+        ValueError, match=r"can draw only 1 of the 3 source rows \(those of non-zero weight\)"
+    ) as info:
+        drawable_rows(sampler, 3, required=2, minimum=2, refuse=True)
+    assert "min_reservoir_samples=2" in str(info.value)
+    # a subset is not refused: its iter() raises instead
+    drawable, never = drawable_rows(sampler, 3, required=2, minimum=2, refuse=False)
+    assert drawable is not None and int(drawable.sum()) == 1 and never == 2

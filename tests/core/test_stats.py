@@ -1,17 +1,15 @@
-"""Stats records and Performance (pure)."""
+"""Stats records and the builders of their fields (pure)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from dask_reservoir import FailureRecord, Performance, ReservoirStats
+from dask_reservoir import FailureRecord, ReservoirStats
 from dask_reservoir._core.records import RunnerCounters
 from dask_reservoir._core.served import Served
 from dask_reservoir._core.stats import entry_summary, percentiles, runner_fields, served_fields, store_fields
@@ -58,33 +56,6 @@ def test_summary_counts_failed_rows_once_in_rows() -> None:
 
 def test_failure_record_describe() -> None:
     assert FailureRecord("a", "KilledWorker", "boom", count=2).describe() == "UID 'a': KilledWorker: boom"
-
-
-def test_performance_thread_safe_mean() -> None:
-    perf = Performance()
-    assert perf.get_average_time() == 0.0
-    # each thread adds its own value (exact in binary): a mean that ignores some adds, or
-    # keeps only the last value, is off; a tiny switch interval makes lost updates likely
-    # when add() is not atomic (without the lock this fails in nearly every run)
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    values = (0.25, 0.5, 1.0, 2.0)
-    adds = 20_000
-
-    def add(value: float) -> None:
-        for _ in range(adds):
-            perf.add(value)
-
-    threads = [threading.Thread(target=add, args=(v,)) for v in values]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(previous)
-    assert perf.count == len(values) * adds
-    assert perf.get_average_time() == sum(values) / len(values)
 
 
 # --- field builders (store_fields, served_fields, runner_fields, entry_summary, percentiles)
@@ -243,21 +214,6 @@ def test_store_fields_oldest_unserved_is_the_first_loaded() -> None:
     for uid, ago in ((0, 1.0), (1, 3.0), (2, 9.0), (3, 2.0)):
         _put(store, uid, now - ago)
     assert store_fields(store)["oldest_unserved_uid"] == 2
-
-
-def test_performance_totals_and_load() -> None:
-    perf = Performance()
-    perf.add(1)
-    perf.add(2.5)
-    assert perf.totals() == (3.5, 2)
-    other = Performance()
-    other.load(7, 4)
-    assert other.totals() == (7.0, 4) and isinstance(other.totals()[0], float)
-    assert isinstance(other.count, int) and other.count == 4
-    assert other.get_average_time() == 1.75
-    assert repr(other) == "<Performance: count=4 average=1.750000s>"
-    other.load(*perf.totals())
-    assert other.get_average_time() == 1.75 and other.count == 2
 
 
 def test_summary_shows_stalls_only_once_a_batch_was_served() -> None:

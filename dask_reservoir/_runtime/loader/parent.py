@@ -36,8 +36,8 @@ import dask.config
 
 from dask_reservoir._core.checkpoint import ResumePoint
 from dask_reservoir._core.options import LOADERS, ReservoirOptions
+from dask_reservoir._core.performance import Performance
 from dask_reservoir._core.samplers import Sampler
-from dask_reservoir._core.stats import Performance
 from dask_reservoir._runtime.cluster import ClientHandle
 from dask_reservoir._runtime.loader.child import RELEASE_SECONDS, dumps
 from dask_reservoir._runtime.loader.mirror import LedgerMirror
