@@ -221,3 +221,28 @@ def test_deterministic_iter_never_waits_on_the_iterators_of_earlier_epochs(clien
             except IteratorExpiredError:
                 expired += 1
         assert 0 < expired < len(held)  # the newest epochs read on; older ones were expired
+
+
+def test_every_epoch_drop_last_empties_warns_at_the_users_line(client: Client) -> None:
+    """An epoch prepared ahead (built with warnings silenced in the builder's thread) warned nowhere."""
+    import warnings
+
+    with AsyncReservoir(
+        frame(20),
+        load_value,
+        6,
+        min_reservoir_samples=4,
+        client=client,
+        batch_size=8,  # more than the reservoir ever holds
+        drop_last=True,
+    ) as r:
+        for epoch in range(6):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                assert list(r) == []
+            mine = [w for w in caught if "drop_last=True: the epoch yields no batch" in str(w.message)]
+            assert len(mine) == 1, f"epoch {epoch}: {[str(w.message) for w in caught]}"
+            assert mine[0].filename == __file__
+            ahead = r._p.epochs.ahead
+            poll_for(lambda a=ahead: a.holding == 1, what="the next epoch's preparation")
+        assert r.stats().epochs_prepared == 5  # all but the first were handed over from ahead, and warned

@@ -279,6 +279,11 @@ class BatchIterator(Iterator[Any]):
         return self._behind
 
     @property
+    def order_size(self) -> int:
+        """Entries in this epoch's order (the sampler's draw, before ``max_samples``)."""
+        return len(self._order)
+
+    @property
     def ended(self) -> bool:
         """Whether the epoch is over: exhausted, closed, ended by an error, or expired."""
         return self._done

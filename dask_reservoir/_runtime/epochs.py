@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from dask_reservoir._core.augment import ServeTransform
+from dask_reservoir._core.deprecations import user_stacklevel
 from dask_reservoir._core.formats import converter
 from dask_reservoir._core.options import ReservoirOptions
 from dask_reservoir._core.order import epoch_order
@@ -111,7 +112,7 @@ class Epochs:
         keeps it open.  Whatever raises here (a sampler, a warning turned into an error, a KeyboardInterrupt)
         releases the snapshot: it never outlives a failed ``iter()``.
         """
-        it = self._iterator(snapshot, epoch, owner=owner, stacklevel=5)
+        it = self._iterator(snapshot, epoch, owner=owner)
         try:
             self._register(it)
         except BaseException:
@@ -119,7 +120,7 @@ class Epochs:
             raise
         return it
 
-    def _iterator(self, snapshot: Snapshot, epoch: int, *, owner: object, stacklevel: int) -> BatchIterator:
+    def _iterator(self, snapshot: Snapshot, epoch: int, *, owner: object) -> BatchIterator:
         options = self.options
         handed = False  # the iterator owns the snapshot from its construction on
         try:
@@ -127,13 +128,7 @@ class Epochs:
             max_samples = options.maximum_number_of_samples_per_epoch
             if options.world_size > 1 and len(order):  # the same number of entries on every rank
                 order, max_samples = np.resize(order, self.rank_epoch_rows()), None
-            if options.drop_last and len(order) < options.batch_size:
-                warnings.warn(
-                    f"batch_size={options.batch_size} is larger than the {len(order)} entries this "
-                    "epoch serves and drop_last=True: the epoch yields no batch",
-                    UserWarning,
-                    stacklevel=stacklevel,
-                )
+            self._warn_no_batch(len(order))
             handed = True
             return BatchIterator(
                 snapshot,
@@ -157,6 +152,17 @@ class Epochs:
             if not handed:  # BatchIterator releases it when its construction fails
                 snapshot.release()
             raise
+
+    def _warn_no_batch(self, entries: int) -> None:
+        """Warn, at the user's line, when ``drop_last`` drops the whole epoch of ``entries``."""
+        options = self.options
+        if options.drop_last and entries < options.batch_size:
+            warnings.warn(
+                f"batch_size={options.batch_size} is larger than the {entries} entries this "
+                "epoch serves and drop_last=True: the epoch yields no batch",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
 
     def _register(self, it: BatchIterator) -> None:
         with self._iterators_lock:
@@ -183,7 +189,7 @@ class Epochs:
         at = time.monotonic()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # iter() warns itself if it starts this epoch anew
-            it = self._iterator(snapshot, epoch, owner=None, stacklevel=2)
+            it = self._iterator(snapshot, epoch, owner=None)
         return Prepared(it, epoch, at)
 
     def prepared(self) -> BatchIterator | None:
@@ -201,6 +207,8 @@ class Epochs:
         self.next_number()
         it.owner = owner
         self._register(it)
+        # built with warnings silenced in the builder's thread: warn here, in iter()'s
+        self._warn_no_batch(it.order_size)
         return it
 
     def _count_batch(self, rows: int, seconds: float, carried: float) -> None:
