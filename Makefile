@@ -79,8 +79,8 @@ lint: install-dev
 # runs those, and any test the record does not know (no record, or a record of other sources: all).
 # The low end of the declared range (pyproject.toml's dependencies: tests/test_versions.py checks that
 # these pins are its lower bounds), in an environment of its own: the suite once, with the thread
-# runner, except what needs another environment of the same versions (the workers without the
-# package) or torch.  CI runs it after `make test`.
+# runner, except what needs torch; the code-upload tests run their workers from a second environment
+# of the same versions without the package.  CI runs it after `make test`.
 MIN_VENV ?= .venv-min
 MIN_PINS ?= "dask[dataframe,distributed]==2024.6.2" "distributed==2024.6.2" "pandas==2.2.3" "numpy==2.0.2"
 $(MIN_VENV)/.stamp: pyproject.toml
@@ -90,8 +90,19 @@ $(MIN_VENV)/.stamp: pyproject.toml
 	$(MIN_VENV)/bin/python -m pip install --quiet -e ".[test]" $(MIN_PINS)
 	touch $@
 
-test-min: $(MIN_VENV)/.stamp
-	$(MIN_VENV)/bin/python -m pytest -p no:cacheprovider --ignore tests/test_code_upload.py
+# The workers without the package, at the same old versions (pinned to .venv-min's), for
+# tests/test_code_upload.py.
+MIN_WORKERS_VENV ?= .venv-min-workers
+$(MIN_WORKERS_VENV)/.stamp: $(MIN_VENV)/.stamp
+	rm -rf $(MIN_WORKERS_VENV)
+	$(PYTHON) -m venv $(MIN_WORKERS_VENV)
+	$(MIN_VENV)/bin/python -m pip freeze --exclude-editable | grep -v -e '^dask_reservoir' -e ' @ ' > $(MIN_WORKERS_VENV)/constraints.txt
+	$(MIN_WORKERS_VENV)/bin/python -m pip install --quiet -c $(MIN_WORKERS_VENV)/constraints.txt $(MIN_PINS)
+	touch $@
+
+test-min: $(MIN_VENV)/.stamp $(MIN_WORKERS_VENV)/.stamp
+	DASK_RESERVOIR_REQUIRE_WORKERS_ENV=1 DASK_RESERVOIR_WORKERS_PYTHON=$(abspath $(MIN_WORKERS_VENV))/bin/python \
+		$(MIN_VENV)/bin/python -m pytest -p no:cacheprovider
 	@$(MIN_VENV)/bin/python -c "import dask, distributed, pandas, numpy; print('test-min ran on dask', dask.__version__, 'distributed', distributed.__version__, 'pandas', pandas.__version__, 'numpy', numpy.__version__)"
 
 test: install-dev lint $(WORKERS_VENV)/.stamp
@@ -124,4 +135,4 @@ mutation: install-dev
 	$(PY) tools/mutation_report.py
 
 clean:
-	rm -rf $(VENV) $(WORKERS_VENV) $(MIN_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(WORKERS_VENV) $(MIN_VENV) $(MIN_WORKERS_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
