@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from distributed import Client
@@ -63,6 +66,7 @@ def test_coverage_counts_loaded_served_passes_and_the_oldest_unserved(client: Cl
         batch_size=1,
         maximum_number_of_samples_per_epoch=1,  # one UID served per epoch: most are never served
         rows_per_job=1,
+        prefetch_batches=0,  # no epoch prepared ahead: nothing is ingested between stats() and state_dict()
     ) as r:
         served: set[int] = set()
         iterate_until(
@@ -74,8 +78,11 @@ def test_coverage_counts_loaded_served_passes_and_the_oldest_unserved(client: Cl
         entries = {int(u) for b in r for u in b["sample_uid"]}  # one more epoch, counted too
         s = r.stats()
         assert s.uids_served == len(served | entries)
-        # the oldest entry no batch has held yet
-        assert s.oldest_unserved_uid is not None and s.oldest_unserved_uid not in served | entries
+        # the oldest entry no batch has held yet (its UID may have been served before, by an
+        # entry of an earlier pass since replaced)
+        unserved = [m["uid"] for m in r.state_dict()["members"] if m["times_served"] == 0]
+        assert unserved and s.oldest_unserved_uid == unserved[0]
+        assert s.oldest_unserved_uid not in entries
         assert s.source_passes >= 1 and s.uids_loaded == 20
 
 
@@ -246,3 +253,113 @@ def test_every_epoch_drop_last_empties_warns_at_the_users_line(client: Client) -
             ahead = r._p.epochs.ahead
             poll_for(lambda a=ahead: a.holding == 1, what="the next epoch's preparation")
         assert r.stats().epochs_prepared == 5  # all but the first were handed over from ahead, and warned
+
+
+def test_an_epoch_cut_below_batch_size_by_its_maximum_warns(client: Client) -> None:
+    """maximum_number_of_samples_per_epoch < batch_size with drop_last: no batch, and it said nothing."""
+    import warnings
+
+    with AsyncReservoir(
+        frame(20),
+        load_value,
+        12,
+        min_reservoir_samples=12,
+        client=client,
+        batch_size=8,
+        drop_last=True,
+        maximum_number_of_samples_per_epoch=5,
+    ) as r:
+        for epoch in range(3):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                assert list(r) == []
+            messages = [str(w.message) for w in caught]
+            assert (
+                messages.count(
+                    "batch_size=8 is larger than the 5 entries this epoch serves and drop_last=True: "
+                    "the epoch yields no batch"
+                )
+                == 1
+            ), f"epoch {epoch}: {messages}"
+
+
+class SlowOrder(RandomSampler):
+    """A reservoir sampler that says when the batch builder calls it, then takes 0.3 s."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.consumer = threading.get_ident()
+        self.called = threading.Event()
+
+    def indices(self, n: int, *, epoch: int) -> np.ndarray:
+        if threading.get_ident() != self.consumer:  # the next epoch, prepared ahead
+            self.called.set()
+        time.sleep(0.3)  # the order of a large reservoir
+        return np.arange(n)
+
+
+def test_preparing_an_epoch_ahead_leaves_the_callers_warning_filters_alone(client: Client) -> None:
+    """The builder thread's catch_warnings() (filters are the process's) recorded, lost and silenced warnings.
+
+    Each ``iter()`` is called while the builder orders the next epoch, and waits for it.
+    """
+    import warnings
+
+    before = list(warnings.filters)
+    order = SlowOrder()
+    with AsyncReservoir(
+        frame(20),
+        load_value,
+        6,
+        min_reservoir_samples=4,
+        client=client,
+        batch_size=8,
+        drop_last=True,
+        reservoir_sampler=order,
+    ) as r:
+        for epoch in range(4):
+            order.called.clear()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                assert list(r) == []
+            mine = [w for w in caught if "the epoch yields no batch" in str(w.message)]
+            assert [w.filename for w in mine] == [__file__], (
+                f"epoch {epoch}: {[(w.filename, str(w.message)) for w in caught]}"
+            )
+            assert warnings.filters == before, f"epoch {epoch}: the filters changed"
+            assert order.called.wait(timeout=30), "the next epoch was not prepared"
+        assert r.stats().epochs_prepared == 3
+
+
+def test_a_warning_raised_at_the_hand_over_of_a_prepared_epoch_keeps_its_accounts(client: Client) -> None:
+    """Raised before the hand-over was counted, the next epoch's refresh was charged what the prepared one took."""
+    import warnings
+
+    with AsyncReservoir(
+        frame(40),
+        load_value,
+        30,
+        min_reservoir_samples=4,
+        client=client,
+        batch_size=100,
+        drop_last=True,
+        max_reservoir_replacement_size=2,
+    ) as r:
+        poll_for(lambda: r.stats().entries_waiting >= 20, what="entries waiting")
+        ahead = r._p.epochs.ahead
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert list(r) == []  # epoch 0 ends: epoch 1 is prepared ahead
+        poll_for(lambda: ahead.holding == 1, what="the next epoch's preparation")
+        size = r.reservoir_size()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(UserWarning, match="the epoch yields no batch"):
+                iter(r)  # hands over epoch 1, then warns
+        stats = r.stats()
+        assert stats.epochs_prepared == 1
+        assert stats.live_iterators == 0 and stats.entries_pinned == 0  # closed at once, not at gc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            iter(r).close()  # epoch 2 ingests its own refresh, up to the cap
+        assert r.reservoir_size() == size + 2

@@ -173,9 +173,7 @@ class BatchIterator(Iterator[Any]):
 
     def __len__(self) -> int:
         """Number of batches this epoch yields in all (for single-row entries)."""
-        n = len(self._order)
-        if self._max_samples is not None:
-            n = min(n, self._max_samples)
+        n = self.rows
         return n // self._batch_size if self._drop_last else -(-n // self._batch_size)
 
     def carry_seconds(self, seconds: float) -> None:
@@ -279,9 +277,10 @@ class BatchIterator(Iterator[Any]):
         return self._behind
 
     @property
-    def order_size(self) -> int:
-        """Entries in this epoch's order (the sampler's draw, before ``max_samples``)."""
-        return len(self._order)
+    def rows(self) -> int:
+        """Entries this epoch serves: its order, cut at ``max_samples``."""
+        n = len(self._order)
+        return n if self._max_samples is None else min(n, self._max_samples)
 
     @property
     def ended(self) -> bool:

@@ -112,7 +112,7 @@ class Epochs:
         keeps it open.  Whatever raises here (a sampler, a warning turned into an error, a KeyboardInterrupt)
         releases the snapshot: it never outlives a failed ``iter()``.
         """
-        it = self._iterator(snapshot, epoch, owner=owner)
+        it = self._iterator(snapshot, epoch, owner=owner, warn=True)
         try:
             self._register(it)
         except BaseException:
@@ -120,7 +120,8 @@ class Epochs:
             raise
         return it
 
-    def _iterator(self, snapshot: Snapshot, epoch: int, *, owner: object) -> BatchIterator:
+    def _iterator(self, snapshot: Snapshot, epoch: int, *, owner: object, warn: bool) -> BatchIterator:
+        """The epoch's iterator; ``warn``: warn (at the user's line) when it yields no batch."""
         options = self.options
         handed = False  # the iterator owns the snapshot from its construction on
         try:
@@ -128,7 +129,9 @@ class Epochs:
             max_samples = options.maximum_number_of_samples_per_epoch
             if options.world_size > 1 and len(order):  # the same number of entries on every rank
                 order, max_samples = np.resize(order, self.rank_epoch_rows()), None
-            self._warn_no_batch(len(order))
+            if warn:
+                served = len(order) if max_samples is None else min(len(order), max_samples)
+                self._warn_no_batch(served)
             handed = True
             return BatchIterator(
                 snapshot,
@@ -187,9 +190,9 @@ class Epochs:
             return None
         snapshot, epoch = taken
         at = time.monotonic()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # iter() warns itself if it starts this epoch anew
-            it = self._iterator(snapshot, epoch, owner=None)
+        # no warning from this thread: warnings' filters are the process's, not this thread's
+        # (the consumer's catch_warnings() would record, or lose, its warnings); see checked()
+        it = self._iterator(snapshot, epoch, owner=None, warn=False)
         return Prepared(it, epoch, at)
 
     def prepared(self) -> BatchIterator | None:
@@ -207,8 +210,19 @@ class Epochs:
         self.next_number()
         it.owner = owner
         self._register(it)
-        # built with warnings silenced in the builder's thread: warn here, in iter()'s
-        self._warn_no_batch(it.order_size)
+        return it
+
+    def checked(self, it: BatchIterator) -> BatchIterator:
+        """``it``, adopted, after the warnings ``iter()`` owes for it (built without, ahead).
+
+        Call without the pipeline's lock, once the hand-over is accounted for: a warning
+        turned into an error closes ``it`` (its entries are released) and propagates.
+        """
+        try:
+            self._warn_no_batch(it.rows)
+        except BaseException:
+            it.close()
+            raise
         return it
 
     def _count_batch(self, rows: int, seconds: float, carried: float) -> None:

@@ -241,6 +241,8 @@ class Pipeline:
                     epoch = self.epochs.next_number()
             if it is None:
                 it = self.epochs.start(snapshot, epoch, owner=owner)
+            else:
+                it = self.epochs.checked(it)
         it.carry_seconds(took[0])  # the first batch's stall includes the epoch start (counted once, here)
         return it
 
