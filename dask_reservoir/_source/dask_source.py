@@ -69,10 +69,14 @@ def persist_partitions(
     token = f"dask_reservoir-part-{uuid.uuid4().hex}"
     selected = frame if indices is None else frame.partitions[list(indices)]
     collection = selected.map_partitions(_identity, token=token)
-    # Annotations apply when the graph is sent: Client.persist merges them into the tasks'.  The
-    # collection it builds from the futures warns that they are ignored on its expression.
-    with warnings.catch_warnings(), dask.annotate(**placement.annotations):
-        warnings.filterwarnings("ignore", message="Dask annotations .* detected", category=UserWarning)
+    if placement.annotations:
+        # Annotations apply when the graph is sent: Client.persist merges them into the tasks'.
+        # The collection it builds from the futures warns that they are ignored on its expression.
+        # (The filters are the process's: only done when there are annotations to silence.)
+        with warnings.catch_warnings(), dask.annotate(**placement.annotations):
+            warnings.filterwarnings("ignore", message="Dask annotations .* detected", category=UserWarning)
+            persisted = client.persist(collection, **placement.submit_kwargs())
+    else:
         persisted = client.persist(collection, **placement.submit_kwargs())
     futures = sorted(futures_of(persisted), key=lambda f: f.key[1] if isinstance(f.key, tuple) else 0)
     return list(futures)
