@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,22 @@ from tests.utils import frame, iterate_until, load_value, poll_for
 
 def order_of(r: AsyncReservoir) -> list[int]:
     return [int(u) for b in r for u in b["sample_uid"]]
+
+
+def empty_epoch_warnings(r: AsyncReservoir) -> list[str]:
+    """Serve an epoch that must yield no batch; the warnings it raised, as ``file: message``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert list(r) == []
+    return [f"{w.filename}: {w.message}" for w in caught]
+
+
+def no_batch(entries: int, batch_size: int = 8) -> str:
+    """The warning of an epoch of ``entries`` that drop_last empties, raised at this file's line."""
+    return (
+        f"{__file__}: batch_size={batch_size} is larger than the {entries} entries this epoch serves "
+        "and drop_last=True: the epoch yields no batch"
+    )
 
 
 def test_set_epoch_numbers_the_samplers_epochs(client: Client) -> None:
@@ -172,7 +189,6 @@ def test_two_threads_advancing_their_own_epochs_are_not_expired(client: Client) 
 def test_an_error_raised_inside_iter_leaks_no_snapshot(client: Client) -> None:
     """A warning turned into an error between the snapshot and the iterator leaked the snapshot."""
     import gc
-    import warnings
 
     capacity = 4
     with AsyncReservoir(
@@ -232,8 +248,6 @@ def test_deterministic_iter_never_waits_on_the_iterators_of_earlier_epochs(clien
 
 def test_every_epoch_drop_last_empties_warns_at_the_users_line(client: Client) -> None:
     """An epoch prepared ahead (built with warnings silenced in the builder's thread) warned nowhere."""
-    import warnings
-
     with AsyncReservoir(
         frame(20),
         load_value,
@@ -244,12 +258,11 @@ def test_every_epoch_drop_last_empties_warns_at_the_users_line(client: Client) -
         drop_last=True,
     ) as r:
         for epoch in range(6):
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                assert list(r) == []
-            mine = [w for w in caught if "drop_last=True: the epoch yields no batch" in str(w.message)]
-            assert len(mine) == 1, f"epoch {epoch}: {[str(w.message) for w in caught]}"
-            assert mine[0].filename == __file__
+            caught = empty_epoch_warnings(r)
+            mine = [m for m in caught if m.endswith("the epoch yields no batch")]
+            assert len(mine) == 1 and mine[0] in {no_batch(n) for n in range(4, 7)}, (
+                f"epoch {epoch}: {caught}"
+            )
             ahead = r._p.epochs.ahead
             poll_for(lambda a=ahead: a.holding == 1, what="the next epoch's preparation")
         assert r.stats().epochs_prepared == 5  # all but the first were handed over from ahead, and warned
@@ -257,8 +270,6 @@ def test_every_epoch_drop_last_empties_warns_at_the_users_line(client: Client) -
 
 def test_an_epoch_cut_below_batch_size_by_its_maximum_warns(client: Client) -> None:
     """maximum_number_of_samples_per_epoch < batch_size with drop_last: no batch, and it said nothing."""
-    import warnings
-
     with AsyncReservoir(
         frame(20),
         load_value,
@@ -270,17 +281,8 @@ def test_an_epoch_cut_below_batch_size_by_its_maximum_warns(client: Client) -> N
         maximum_number_of_samples_per_epoch=5,
     ) as r:
         for epoch in range(3):
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                assert list(r) == []
-            messages = [str(w.message) for w in caught]
-            assert (
-                messages.count(
-                    "batch_size=8 is larger than the 5 entries this epoch serves and drop_last=True: "
-                    "the epoch yields no batch"
-                )
-                == 1
-            ), f"epoch {epoch}: {messages}"
+            caught = empty_epoch_warnings(r)
+            assert caught.count(no_batch(5)) == 1, f"epoch {epoch}: {caught}"
 
 
 class SlowOrder(RandomSampler):
@@ -303,8 +305,6 @@ def test_preparing_an_epoch_ahead_leaves_the_callers_warning_filters_alone(clien
 
     Each ``iter()`` is called while the builder orders the next epoch, and waits for it.
     """
-    import warnings
-
     before = list(warnings.filters)
     order = SlowOrder()
     with AsyncReservoir(
@@ -319,12 +319,10 @@ def test_preparing_an_epoch_ahead_leaves_the_callers_warning_filters_alone(clien
     ) as r:
         for epoch in range(4):
             order.called.clear()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                assert list(r) == []
-            mine = [w for w in caught if "the epoch yields no batch" in str(w.message)]
-            assert [w.filename for w in mine] == [__file__], (
-                f"epoch {epoch}: {[(w.filename, str(w.message)) for w in caught]}"
+            caught = empty_epoch_warnings(r)
+            mine = [m for m in caught if m.endswith("the epoch yields no batch")]
+            assert len(mine) == 1 and mine[0] in {no_batch(n) for n in range(4, 7)}, (
+                f"epoch {epoch}: {caught}"
             )
             assert warnings.filters == before, f"epoch {epoch}: the filters changed"
             assert order.called.wait(timeout=30), "the next epoch was not prepared"
@@ -333,8 +331,6 @@ def test_preparing_an_epoch_ahead_leaves_the_callers_warning_filters_alone(clien
 
 def test_a_warning_raised_at_the_hand_over_of_a_prepared_epoch_keeps_its_accounts(client: Client) -> None:
     """Raised before the hand-over was counted, the next epoch's refresh was charged what the prepared one took."""
-    import warnings
-
     with AsyncReservoir(
         frame(40),
         load_value,
