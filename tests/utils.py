@@ -82,6 +82,20 @@ def gated_load(row: dict[str, Any]) -> dict[str, Any]:
     return load_value(row)
 
 
+def library_stacks() -> str:
+    """Where each thread of dask_reservoir (and distributed's event loop) is now: for a stall's report."""
+    import sys
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    stacks = []
+    for ident, frame in sys._current_frames().items():
+        name = names.get(ident, "?")
+        if name.startswith("dask_reservoir") or "IO loop" in name or "Profile" in name:
+            stacks.append(f"--- thread {name}\n" + "".join(traceback.format_stack(frame)[-12:]))
+    return "\n".join(stacks)
+
+
 def iterate_until(
     reservoir: Any,
     predicate: Callable[[], bool],
@@ -97,7 +111,10 @@ def iterate_until(
     epochs = 0
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached after {timeout} seconds and {epochs} epochs")
+            raise AssertionError(
+                f"condition not reached after {timeout} seconds and {epochs} epochs; "
+                f"{reservoir!r}\n{library_stacks()}"
+            )
         for batch in reservoir:
             if check is not None:
                 check(batch)
