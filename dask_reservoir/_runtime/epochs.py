@@ -112,16 +112,17 @@ class Epochs:
         keeps it open.  Whatever raises here (a sampler, a warning turned into an error, a KeyboardInterrupt)
         releases the snapshot: it never outlives a failed ``iter()``.
         """
-        it = self._iterator(snapshot, epoch, owner=owner, warn=True)
+        it = self._iterator(snapshot, epoch, owner=owner)
         try:
+            self._warn_no_batch(it.rows)
             self._register(it)
         except BaseException:
             it.close()
             raise
         return it
 
-    def _iterator(self, snapshot: Snapshot, epoch: int, *, owner: object, warn: bool) -> BatchIterator:
-        """The epoch's iterator; ``warn``: warn (at the user's line) when it yields no batch."""
+    def _iterator(self, snapshot: Snapshot, epoch: int, *, owner: object) -> BatchIterator:
+        """The epoch's iterator, without warnings (``iter()`` gives them: see :meth:`checked`)."""
         options = self.options
         handed = False  # the iterator owns the snapshot from its construction on
         try:
@@ -129,9 +130,6 @@ class Epochs:
             max_samples = options.maximum_number_of_samples_per_epoch
             if options.world_size > 1 and len(order):  # the same number of entries on every rank
                 order, max_samples = np.resize(order, self.rank_epoch_rows()), None
-            if warn:
-                served = len(order) if max_samples is None else min(len(order), max_samples)
-                self._warn_no_batch(served)
             handed = True
             return BatchIterator(
                 snapshot,
@@ -192,7 +190,7 @@ class Epochs:
         at = time.monotonic()
         # no warning from this thread: warnings' filters are the process's, not this thread's
         # (the consumer's catch_warnings() would record, or lose, its warnings); see checked()
-        it = self._iterator(snapshot, epoch, owner=None, warn=False)
+        it = self._iterator(snapshot, epoch, owner=None)
         return Prepared(it, epoch, at)
 
     def prepared(self) -> BatchIterator | None:
